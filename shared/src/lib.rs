@@ -1,0 +1,15 @@
+//! Shared by `pipeline` and `trainer`: shard format v1 ([`format`]), writing ([`writer`]) and
+//! reading ([`reader`]) shards, crash-safe file updates ([`fsutil`]) and the ring protocol
+//! ([`ring`]).
+
+pub mod error;
+pub mod format;
+pub mod fsutil;
+pub mod reader;
+pub mod ring;
+pub mod writer;
+
+pub use error::{Result, ShardError};
+pub use format::{shard_file_name, Header, Split};
+pub use reader::ShardReader;
+pub use writer::{compress_chunk, ShardParams, ShardWriter};
