@@ -1,1 +1,74 @@
-fn main() {}
+//! `trainer`: trains a Mamba language model on shard files (hybrid Muon + AdamW), samples from
+//! checkpoints, and benchmarks the training step.
+//!
+//! ```text
+//! trainer train --data data --model 130m --out runs/seed [--config run.toml] ...
+//! trainer generate --checkpoint runs/seed --prompt "The meaning of life"
+//! trainer bench --model tiny
+//! ```
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use mamba_trainer::{bench, config::TrainArgs, generate, train};
+
+#[derive(Parser)]
+#[command(name = "trainer", version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("GIT_HASH"), ")"), about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (or resume training) a Mamba model on the shards in --data.
+    Train(TrainArgs),
+    /// Sample text from a checkpoint with the recurrent O(1)-per-token state.
+    Generate(generate::GenerateArgs),
+    /// Time the training step (forward + backward + optimizer) on random tokens.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => {
+            // Parse config: defaults ← --config file ← flags.
+            let cfg = args.resolve()?;
+            // SIGINT/SIGTERM: finish the current step, save a checkpoint, exit 0.
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if !flag.swap(true, Ordering::SeqCst) {
+                    eprintln!("signal received: finishing the current step, then saving a checkpoint");
+                }
+            })
+            .context("installing the signal handler")?;
+            let outcome = train::run(&cfg, &stop)?;
+            println!("finished at step {} ({:?}), last val loss {}", outcome.step, outcome.stop, outcome.last_val_loss.map_or("-".into(), |l| format!("{l:.4}")));
+            Ok(())
+        }
+        Command::Generate(args) => {
+            let text = generate::run(&args)?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(&args),
+    }
+}

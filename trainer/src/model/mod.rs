@@ -1,1 +1,15 @@
-//! (being written)
+//! The Mamba language model (state-spaces/mamba `MambaLMHeadModel` = HF `MambaForCausalLM`):
+//! config and presets, mamba_ssm's init, parameters under HF names, parallel forward and the
+//! recurrent step used for generation.
+
+pub mod config;
+pub mod init;
+pub mod layers;
+pub mod mamba;
+pub mod mixer;
+pub mod params;
+
+pub use config::MambaConfig;
+pub use mamba::MambaLM;
+pub use mixer::MixerState;
+pub use params::Params;

@@ -1,0 +1,12 @@
+//! Checkpoints: a directory `ckpt-{step:06}/` holding `model.safetensors` + `config.json` (Hugging
+//! Face Mamba layout, loadable by `MambaForCausalLM.from_pretrained`), `optimizer.safetensors`
+//! and `trainer_state.json`; written atomically, the newest K kept.
+
+pub mod hf_config;
+pub mod model_files;
+pub mod store;
+pub mod trainer_state;
+
+pub use model_files::{load_model, params_from_loaded, resolve_init_from, save_model};
+pub use store::{latest_checkpoint, list_checkpoints, save_checkpoint, CheckpointContents};
+pub use trainer_state::TrainerState;

@@ -1,0 +1,86 @@
+//! The Mamba language model: `MambaLMHeadModel` of state-spaces/mamba
+//! (`mamba_ssm/models/mixer_seq_simple.py`) = HF `MambaForCausalLM`.
+//! Pre-norm residual blocks (residual stream in f32), final RMSNorm, LM head tied to the embedding.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::config::MambaConfig;
+use super::layers::{acc_dtype, rms_norm};
+use super::mixer::{Mixer, MixerState};
+
+struct Block {
+    norm: Tensor, // (d_model,)
+    mixer: Mixer,
+}
+
+pub struct MambaLM {
+    cfg: MambaConfig,
+    embeddings: Tensor, // (vocab_padded, d_model), also the LM head
+    layers: Vec<Block>,
+    norm_f: Tensor, // (d_model,)
+}
+
+impl MambaLM {
+    /// Builds the model over `vb`, which must hold every parameter under its HF name.
+    pub fn new(cfg: &MambaConfig, vb: VarBuilder) -> Result<MambaLM> {
+        let vb = vb.pp("backbone");
+        let embeddings = vb.pp("embeddings").get((cfg.padded_vocab(), cfg.d_model), "weight")?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let vb = vb.pp("layers").pp(i);
+            layers.push(Block { norm: vb.pp("norm").get(cfg.d_model, "weight")?, mixer: Mixer::new(cfg, vb.pp("mixer"))? });
+        }
+        let norm_f = vb.pp("norm_f").get(cfg.d_model, "weight")?;
+        Ok(MambaLM { cfg: cfg.clone(), embeddings, layers, norm_f })
+    }
+
+    pub fn config(&self) -> &MambaConfig {
+        &self.cfg
+    }
+
+    /// Token ids `(b, l)` (u32) → final hidden states `(b, l, d_model)` after norm_f.
+    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let h = self.embeddings.index_select(&ids.flatten_all()?, 0)?; // (b·l, d)
+        let acc = acc_dtype(self.embeddings.dtype());
+        let mut residual = h.reshape((b, l, self.cfg.d_model))?.to_dtype(acc)?; // (b, l, d)
+        for block in &self.layers {
+            let x = rms_norm(&residual, &block.norm, self.cfg.norm_eps)?; // (b, l, d)
+            let x = block.mixer.forward(&x)?; // (b, l, d)
+            residual = (residual + x.to_dtype(acc)?)?; // (b, l, d)
+        }
+        rms_norm(&residual, &self.norm_f, self.cfg.norm_eps) // (b, l, d)
+    }
+
+    /// Token ids `(b, l)` → logits `(b, l, vocab_padded)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids)?; // (b, l, d)
+        super::layers::linear(&h, &self.embeddings) // (b, l, V)
+    }
+
+    /// Mean next-token cross-entropy: `ids (b, l)` predict `targets (b, l)`. Scalar f32.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(ids)?; // (b, l, V)
+        let (b, l, v) = logits.dims3()?;
+        let logits = logits.reshape((b * l, v))?.to_dtype(acc_dtype(logits.dtype()))?; // (b·l, V)
+        candle_nn::loss::cross_entropy(&logits, &targets.flatten_all()?) // ()
+    }
+
+    /// Recurrent state of every layer, zeros.
+    pub fn zero_state(&self, batch: usize) -> Result<Vec<MixerState>> {
+        self.layers.iter().map(|b| b.mixer.zero_state(batch)).collect()
+    }
+
+    /// One token per sequence `(b,)` → logits `(b, vocab_padded)` of the next token; O(1) in the
+    /// length so far (HF `MambaForCausalLM` with `cache_params`).
+    pub fn step(&self, ids: &Tensor, state: &mut [MixerState]) -> Result<Tensor> {
+        let mut residual = self.embeddings.index_select(ids, 0)?.to_dtype(acc_dtype(self.embeddings.dtype()))?; // (b, d)
+        for (block, st) in self.layers.iter().zip(state.iter_mut()) {
+            let x = rms_norm(&residual, &block.norm, self.cfg.norm_eps)?; // (b, d)
+            residual = (residual + block.mixer.step(&x, st)?)?; // (b, d)
+        }
+        let h = rms_norm(&residual, &self.norm_f, self.cfg.norm_eps)?; // (b, d)
+        super::layers::linear(&h, &self.embeddings) // (b, V)
+    }
+}

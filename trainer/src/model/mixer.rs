@@ -1,0 +1,104 @@
+//! The Mamba mixer (selective SSM block), mirroring `Mamba.forward` (parallel, training) and
+//! `Mamba.step` (recurrent, generation) in state-spaces/mamba `mamba_ssm/modules/mamba_simple.py`,
+//! parameter names as in HF transformers `MambaMixer` (`modeling_mamba.py`).
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::config::MambaConfig;
+use super::layers::{linear, softplus};
+
+pub struct Mixer {
+    d_inner: usize,
+    d_state: usize,
+    dt_rank: usize,
+    in_proj: Tensor,     // (2·d_inner, d_model)
+    conv_weight: Tensor, // (d_inner, d_conv): the checkpoint's (d_inner, 1, d_conv) squeezed
+    conv_bias: Tensor,   // (d_inner,)
+    x_proj: Tensor,      // (dt_rank + 2·d_state, d_inner)
+    dt_proj_w: Tensor,   // (d_inner, dt_rank)
+    dt_proj_b: Tensor,   // (d_inner,)
+    a_log: Tensor,       // (d_inner, d_state)
+    d_skip: Tensor,      // (d_inner,)
+    out_proj: Tensor,    // (d_model, d_inner)
+}
+
+/// Recurrent state of one mixer for generation: O(1) per token.
+pub struct MixerState {
+    /// The last d_conv inputs of the conv, newest last.
+    pub conv: Tensor, // (b, d_inner, d_conv)
+    /// The SSM hidden state h.
+    pub ssm: Tensor, // (b, d_inner, d_state)
+}
+
+impl Mixer {
+    pub fn new(cfg: &MambaConfig, vb: VarBuilder) -> Result<Mixer> {
+        let (d, di, n, r, k) = (cfg.d_model, cfg.d_inner(), cfg.d_state, cfg.dt_rank(), cfg.d_conv);
+        let conv_weight = vb.pp("conv1d").get((di, 1, k), "weight")?.squeeze(1)?;
+        Ok(Mixer {
+            d_inner: di,
+            d_state: n,
+            dt_rank: r,
+            in_proj: vb.pp("in_proj").get((2 * di, d), "weight")?,
+            conv_weight,
+            conv_bias: vb.pp("conv1d").get(di, "bias")?,
+            x_proj: vb.pp("x_proj").get((r + 2 * n, di), "weight")?,
+            dt_proj_w: vb.pp("dt_proj").get((di, r), "weight")?,
+            dt_proj_b: vb.pp("dt_proj").get(di, "bias")?,
+            a_log: vb.get((di, n), "A_log")?,
+            d_skip: vb.get(di, "D")?,
+            out_proj: vb.pp("out_proj").get((d, di), "weight")?,
+        })
+    }
+
+    /// Parallel forward over a whole sequence: `(b, l, d_model)` → `(b, l, d_model)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (di, n, r) = (self.d_inner, self.d_state, self.dt_rank);
+        let xz = linear(x, &self.in_proj)?; // (b, l, 2·di)
+        let xs = xz.narrow(D::Minus1, 0, di)?.contiguous()?; // (b, l, di)
+        let z = xz.narrow(D::Minus1, di, di)?.contiguous()?; // (b, l, di)
+        let xs = mamba_ops::causal_conv1d_silu(&xs, &self.conv_weight, &self.conv_bias)?; // (b, l, di)
+        let x_dbl = linear(&xs, &self.x_proj)?; // (b, l, r + 2n)
+        let dt = x_dbl.narrow(D::Minus1, 0, r)?; // (b, l, r)
+        let b = x_dbl.narrow(D::Minus1, r, n)?.contiguous()?; // (b, l, n)
+        let c = x_dbl.narrow(D::Minus1, r + n, n)?.contiguous()?; // (b, l, n)
+        // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
+        let dt = linear(&dt, &self.dt_proj_w)?; // (b, l, di)
+        let y = mamba_ops::selective_scan(&xs, &dt, &self.a_log, &b, &c, &self.d_skip, &z, &self.dt_proj_b)?; // (b, l, di)
+        linear(&y, &self.out_proj) // (b, l, d_model)
+    }
+
+    pub fn zero_state(&self, batch: usize) -> Result<MixerState> {
+        let (dev, dtype) = (self.a_log.device(), self.a_log.dtype());
+        Ok(MixerState {
+            conv: Tensor::zeros((batch, self.d_inner, self.conv_weight.dim(1)?), dtype, dev)?,
+            ssm: Tensor::zeros((batch, self.d_inner, self.d_state), dtype, dev)?,
+        })
+    }
+
+    /// One recurrent step (`Mamba.step`): `(b, d_model)` → `(b, d_model)`, updating `state`.
+    pub fn step(&self, x: &Tensor, state: &mut MixerState) -> Result<Tensor> {
+        let (di, n, r) = (self.d_inner, self.d_state, self.dt_rank);
+        let xz = linear(x, &self.in_proj)?; // (b, 2·di)
+        let xs = xz.narrow(1, 0, di)?; // (b, di)
+        let z = xz.narrow(1, di, di)?; // (b, di)
+        // Causal conv: shift the window left, append x_t, dot with the kernel.
+        let k = state.conv.dim(2)?;
+        state.conv = Tensor::cat(&[&state.conv.narrow(2, 1, k - 1)?, &xs.unsqueeze(2)?], 2)?; // (b, di, k)
+        let xs = state.conv.broadcast_mul(&self.conv_weight)?.sum(2)?.broadcast_add(&self.conv_bias)?; // (b, di)
+        let xs = candle_nn::ops::silu(&xs)?; // (b, di)
+        let x_dbl = linear(&xs, &self.x_proj)?; // (b, r + 2n)
+        let dt = linear(&x_dbl.narrow(1, 0, r)?, &self.dt_proj_w)?; // (b, di)
+        let dt = softplus(&dt.broadcast_add(&self.dt_proj_b)?)?; // (b, di)
+        let b = x_dbl.narrow(1, r, n)?; // (b, n)
+        let c = x_dbl.narrow(1, r + n, n)?; // (b, n)
+        let a = self.a_log.exp()?.neg()?; // (di, n)
+        let da = dt.unsqueeze(2)?.broadcast_mul(&a)?.exp()?; // (b, di, n)
+        let dbx = (&dt * &xs)?.unsqueeze(2)?.broadcast_mul(&b.unsqueeze(1)?)?; // (b, di, n)
+        state.ssm = ((&state.ssm * da)? + dbx)?; // (b, di, n)
+        let y = state.ssm.broadcast_mul(&c.unsqueeze(1)?)?.sum(2)?; // (b, di)
+        let y = (y + xs.broadcast_mul(&self.d_skip)?)?; // (b, di)
+        let y = (y * candle_nn::ops::silu(&z)?)?; // (b, di)
+        linear(&y, &self.out_proj) // (b, d_model)
+    }
+}

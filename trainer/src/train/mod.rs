@@ -1,0 +1,255 @@
+//! `trainer train`: the training loop. Reads top to bottom like nanoGPT's train.py:
+//! config → device → data → model → optimizer → loop { data, forward/backward, update, log, eval,
+//! checkpoint } → final eval and checkpoint.
+
+pub mod eval;
+pub mod resume;
+pub mod step;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use mamba_shards::format::Split;
+
+use crate::checkpoint::{load_model, params_from_loaded, resolve_init_from, save_checkpoint, CheckpointContents, TrainerState};
+use crate::config::TrainConfig;
+use crate::data::{load_val_chunks, DataPosition, DataSpec, TrainData};
+use crate::device::{parse_device, parse_dtype};
+use crate::model::{MambaConfig, MambaLM, Params};
+use crate::optim::HybridOptimizer;
+use step::{train_step, NonFinite};
+
+/// How a run ended (a NaN/Inf loss is an error, see [`NonFinite`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `--steps` reached.
+    StepsDone,
+    /// Follow mode: the pipeline finished and every chunk was trained on.
+    DataExhausted,
+    /// SIGINT/SIGTERM: the current step was finished and a checkpoint saved.
+    Signal,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub stop: StopReason,
+    /// Optimizer steps completed (including those before a resume).
+    pub step: usize,
+    /// Loss of every step this process ran, in order.
+    pub losses: Vec<f64>,
+    pub last_val_loss: Option<f64>,
+}
+
+/// Trains according to `cfg` until `--steps`, the end of the data, or `stop` turns true.
+pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
+    // ---- device and run directory -------------------------------------------------------------
+    let device = parse_device(&cfg.device)?;
+    let _dtype = parse_dtype(&cfg.dtype, &device)?;
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
+    std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?).context("writing config.resolved.toml")?;
+
+    // ---- model shape and data shape ---------------------------------------------------------
+    let seq_len = discover_seq_len(cfg, stop)?;
+    let init = match (&cfg.init_from, cfg.resume) {
+        (Some(spec), false) => Some(load_model(&resolve_init_from(spec)?)?),
+        _ => None,
+    };
+    let model_cfg: MambaConfig = match (&init, cfg.resume) {
+        (Some(loaded), _) => loaded.config.clone(),
+        (None, true) if cfg.init_from.is_some() => last_state_model(cfg)?,
+        _ => cfg.model_config()?,
+    };
+
+    // ---- parameters: resumed, initialised from a checkpoint, or fresh ---------------------------
+    let resumed = if cfg.resume { Some(resume::load_latest(cfg, &model_cfg, seq_len, &device)?) } else { None };
+    let mut optimizer_state = None;
+    let (params, start_step, mut tokens, position, mut last_val) = match (resumed, init) {
+        (Some(r), _) => {
+            tracing::info!("resuming from {} (step {})", r.dir.display(), r.state.step);
+            let pos: DataPosition = serde_json::from_value(r.state.data_position.clone())
+                .with_context(|| format!("{}: trainer_state.json: data_position", r.dir.display()))?;
+            optimizer_state = Some((r.dir, r.optimizer_state));
+            (r.params, r.state.step, r.state.tokens, Some(pos), r.state.last_val_loss)
+        }
+        (None, Some(loaded)) => {
+            tracing::info!("initialising from {}", loaded.source.display());
+            (params_from_loaded(loaded, &device)?.1, 0, 0, None, None)
+        }
+        (None, None) => (Params::init(&model_cfg, cfg.seed, &device)?, 0, 0, None, None),
+    };
+    let model = MambaLM::new(&model_cfg, params.var_builder(&device))?;
+    tracing::info!(
+        "model: d_model {} n_layer {} d_state {} vocab {} ({} params), seq_len {seq_len}, effective batch {} × {} = {} tokens/step",
+        model_cfg.d_model, model_cfg.n_layer, model_cfg.d_state, model_cfg.padded_vocab(), params.n_params(),
+        cfg.micro_batch, cfg.grad_accum, cfg.effective_batch() * seq_len
+    );
+
+    // ---- optimizer -------------------------------------------------------------------------
+    let mut opt = HybridOptimizer::new(params.named_vars().to_vec(), cfg.optim_config())?;
+    if let Some((dir, state)) = &optimizer_state {
+        opt.load_state_tensors(state).with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
+    }
+    tracing::info!("optimizer groups:\n{}", opt.groups_summary());
+
+    // ---- data ------------------------------------------------------------------------------
+    let spec = DataSpec {
+        dir: cfg.data.clone(),
+        seq_len,
+        vocab_size: model_cfg.padded_vocab(),
+        seed: cfg.seed,
+        follow: cfg.follow,
+        micro_batch: cfg.micro_batch,
+        prefetch: 4,
+    };
+    let mut data = TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
+    let val = load_val_chunks(&cfg.data, seq_len, model_cfg.padded_vocab(), cfg.eval_chunks)?;
+    if val.is_empty() {
+        tracing::warn!("no val chunks in {}: evaluation is skipped", cfg.data.display());
+    }
+    let mut metrics = report::Report::open(cfg, start_step)?;
+
+    let save = |step: usize, tokens: u64, pos: &DataPosition, opt: &HybridOptimizer, last_val: Option<f64>| -> Result<()> {
+        let state = TrainerState {
+            version: crate::VERSION.into(),
+            git_hash: crate::GIT_HASH.into(),
+            step,
+            tokens,
+            seed: cfg.seed,
+            data_position: serde_json::to_value(pos)?,
+            seq_len,
+            model: model_cfg.clone(),
+            config: cfg.clone(),
+            last_val_loss: last_val,
+        };
+        let contents = CheckpointContents { model: &model_cfg, params: &params, optimizer_state: opt.state_tensors()?, state: &state };
+        let dir = save_checkpoint(&cfg.out, contents, cfg.keep_checkpoints)?;
+        tracing::info!("saved checkpoint {}", dir.display());
+        Ok(())
+    };
+
+    // ---- the loop --------------------------------------------------------------------------
+    let mut step = start_step;
+    let mut saved_step = optimizer_state.as_ref().map(|_| start_step);
+    let mut losses = Vec::new();
+    let mut reason = StopReason::StepsDone;
+    while step < cfg.steps {
+        if stop.load(Ordering::SeqCst) {
+            reason = StopReason::Signal;
+            break;
+        }
+        // Follow mode: the pipeline needs shards released, which needs a checkpoint.
+        if data.wants_checkpoint() && saved_step != Some(step) {
+            let pos = data.position().clone();
+            save(step, tokens, &pos, &opt, last_val)?;
+            data.checkpoint_saved(&pos)?;
+            saved_step = Some(step);
+        }
+
+        // -- data: this step's micro-batches (the last ones of follow mode may be short)
+        let mut batches = Vec::with_capacity(cfg.grad_accum);
+        let mut wait = Duration::ZERO;
+        while batches.len() < cfg.grad_accum {
+            match data.next_batch()? {
+                Some(b) => {
+                    wait += b.wait;
+                    batches.push(b);
+                }
+                None => break,
+            }
+        }
+        if batches.is_empty() {
+            reason = StopReason::DataExhausted;
+            break;
+        }
+
+        // -- forward, backward, update (timed; device synchronised around the clock reads)
+        device.synchronize()?;
+        let t0 = Instant::now();
+        let result = match train_step(&model, &mut opt, &batches, seq_len, cfg.clip, step, &device) {
+            Ok(r) => r,
+            Err(e) if e.is::<NonFinite>() => {
+                let kept = crate::checkpoint::latest_checkpoint(&cfg.out)?;
+                let kept = kept.map_or("none saved yet".to_string(), |p| p.display().to_string());
+                return Err(e.context(format!("training diverged; the last good checkpoint is kept: {kept}")));
+            }
+            Err(e) => return Err(e),
+        };
+        device.synchronize()?;
+        let elapsed = t0.elapsed();
+        step += 1;
+        let step_tokens = (result.rows * seq_len) as u64;
+        tokens += step_tokens;
+        losses.push(result.loss);
+
+        // -- log
+        metrics.step(step, tokens, &result, step_tokens, elapsed, wait, &data.ring_status())?;
+
+        // -- eval (outside the timed region)
+        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps {
+            last_val = eval_and_log(&model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
+        }
+        // -- checkpoint
+        if cfg.save_every > 0 && step % cfg.save_every == 0 && step < cfg.steps {
+            let pos = data.position().clone();
+            save(step, tokens, &pos, &opt, last_val)?;
+            data.checkpoint_saved(&pos)?;
+            saved_step = Some(step);
+        }
+    }
+
+    // ---- the end: final eval (unless interrupted) and checkpoint ---------------------------
+    if reason != StopReason::Signal && step > start_step {
+        last_val = eval_and_log(&model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
+    }
+    if saved_step != Some(step) {
+        let pos = data.position().clone();
+        save(step, tokens, &pos, &opt, last_val)?;
+        data.checkpoint_saved(&pos)?;
+    }
+    metrics.finish()?;
+    tracing::info!("stopped at step {step}: {reason:?}");
+    Ok(TrainOutcome { stop: reason, step, losses, last_val_loss: last_val })
+}
+
+fn eval_and_log(model: &MambaLM, val: &[Vec<u32>], cfg: &TrainConfig, device: &Device, metrics: &mut report::Report, step: usize, tokens: u64) -> Result<Option<f64>> {
+    let t0 = Instant::now();
+    let loss = eval::eval_loss(model, val, cfg.micro_batch, device)?;
+    if let Some(loss) = loss {
+        metrics.eval(step, tokens, loss, val.len(), t0.elapsed())?;
+    }
+    Ok(loss)
+}
+
+/// The resumed model when it came from `--init-from`: the checkpoint's own trainer state says.
+fn last_state_model(cfg: &TrainConfig) -> Result<MambaConfig> {
+    let dir = crate::checkpoint::latest_checkpoint(&cfg.out)?.with_context(|| format!("--resume: no checkpoint (ckpt-*) in {}", cfg.out.display()))?;
+    Ok(TrainerState::load(&dir)?.model)
+}
+
+/// The data's sequence length, from the first train shard's header. Follow mode waits for the
+/// pipeline to publish one.
+fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<usize> {
+    let mut announced = false;
+    loop {
+        let shards = mamba_shards::ring::list_shards(&cfg.data, Split::Train).with_context(|| format!("--data {}", cfg.data.display()))?;
+        if let Some((_, path)) = shards.first() {
+            let reader = mamba_shards::ShardReader::open(path)?;
+            return Ok(reader.header().seq_len());
+        }
+        if !cfg.follow {
+            bail!("--data {}: no train shards (train-*.shard)", cfg.data.display());
+        }
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted while waiting for the first train shard in {}", cfg.data.display());
+        }
+        if !announced {
+            tracing::info!("waiting for the pipeline to publish the first train shard in {}", cfg.data.display());
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+mod report;
