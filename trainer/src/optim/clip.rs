@@ -1,0 +1,107 @@
+//! Gradient clipping by the global L2 norm over ALL parameters (both optimizer groups), as
+//! `torch.nn.utils.clip_grad_norm_`: every gradient is scaled by `min(1, max_norm / (norm + 1e-6))`.
+
+use candle_core::{DType, Tensor};
+
+/// Added to the norm before dividing, as in PyTorch, so a zero gradient does not divide by zero.
+const CLIP_EPS: f64 = 1e-6;
+
+/// The global L2 norm of `grads`, accumulated in a fixed order (deterministic): squares are
+/// summed in f32 along each tensor's last dimension, then in f64 across rows and tensors.
+pub fn global_grad_norm(grads: &[(String, Tensor)]) -> candle_core::Result<f64> {
+    let mut total: Option<Tensor> = None;
+    for (_, g) in grads {
+        let rows_last = g.dims().last().copied().unwrap_or(1).max(1);
+        let sq = g.to_dtype(DType::F32)?.sqr()?.reshape(((), rows_last))?;
+        let part = sq.sum(1)?.to_dtype(DType::F64)?.sum_all()?; // () f64
+        total = Some(match total {
+            None => part,
+            Some(t) => (t + part)?,
+        });
+    }
+    match total {
+        None => Ok(0.0),
+        Some(t) => Ok(t.to_scalar::<f64>()?.sqrt()),
+    }
+}
+
+/// Scales `grads` in place so their global L2 norm is at most `max_norm`, and returns the norm
+/// BEFORE clipping (what the metrics log).
+///
+/// - `max_norm <= 0` or infinite disables clipping (the norm is still computed and returned).
+/// - A NaN/Inf norm leaves the gradients untouched and is returned as is: the training loop
+///   checks it and stops, rather than this function silently zeroing or scaling garbage.
+/// - Gradients keep their dtype.
+pub fn clip_grad_norm(grads: &mut [(String, Tensor)], max_norm: f64) -> candle_core::Result<f64> {
+    let norm = global_grad_norm(grads)?;
+    if !(max_norm > 0.0 && max_norm.is_finite() && norm.is_finite()) {
+        return Ok(norm);
+    }
+    let scale = max_norm / (norm + CLIP_EPS);
+    if scale < 1.0 {
+        for (_, g) in grads.iter_mut() {
+            *g = g.affine(scale, 0.0)?;
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn grads() -> Vec<(String, Tensor)> {
+        let dev = Device::Cpu;
+        vec![
+            // 3-4-0 and 12: squares 9 + 16 + 144 = 169, norm 13.
+            ("a".into(), Tensor::new(&[[3f32, 4.0], [0.0, 0.0]], &dev).unwrap()),
+            ("b".into(), Tensor::new(&[12f32], &dev).unwrap()),
+        ]
+    }
+
+    fn values(g: &[(String, Tensor)]) -> Vec<f32> {
+        g.iter().flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    }
+
+    #[test]
+    fn clips_to_max_norm_and_reports_pre_clip_norm() {
+        let mut g = grads();
+        let norm = clip_grad_norm(&mut g, 1.0).unwrap();
+        assert!((norm - 13.0).abs() < 1e-9, "{norm}");
+        let s = 1.0 / (13.0 + 1e-6);
+        let want = [3.0 * s, 4.0 * s, 0.0, 0.0, 12.0 * s];
+        for (got, want) in values(&g).iter().zip(want) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let after = global_grad_norm(&g).unwrap();
+        assert!((after - 1.0).abs() < 1e-5, "{after}");
+    }
+
+    #[test]
+    fn small_norm_is_untouched() {
+        let mut g = grads();
+        let norm = clip_grad_norm(&mut g, 20.0).unwrap();
+        assert!((norm - 13.0).abs() < 1e-9);
+        assert_eq!(values(&g), values(&grads()));
+    }
+
+    #[test]
+    fn disabled_and_non_finite() {
+        let mut g = grads();
+        assert!((clip_grad_norm(&mut g, 0.0).unwrap() - 13.0).abs() < 1e-9);
+        assert_eq!(values(&g), values(&grads()));
+        let mut bad = vec![("x".to_string(), Tensor::new(&[f32::NAN, 1.0], &Device::Cpu).unwrap())];
+        assert!(clip_grad_norm(&mut bad, 1.0).unwrap().is_nan());
+        assert_eq!(clip_grad_norm(&mut [], 1.0).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn bf16_grads_keep_dtype() {
+        let mut g = vec![("a".to_string(), grads()[0].1.to_dtype(DType::BF16).unwrap())];
+        let norm = clip_grad_norm(&mut g, 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-6);
+        assert_eq!(g[0].1.dtype(), DType::BF16);
+        assert!((global_grad_norm(&g).unwrap() - 1.0).abs() < 1e-2);
+    }
+}

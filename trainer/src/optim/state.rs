@@ -1,0 +1,42 @@
+//! Reading optimizer state back from a checkpoint: every tensor is looked up by name and checked
+//! against the parameter it belongs to, so a checkpoint from another model or optimizer fails with
+//! a clear error instead of training on misaligned state.
+
+use super::error::{OptimError, Result};
+use candle_core::{DType, Tensor, Var};
+use std::collections::HashMap;
+
+/// The state tensor `name` from `state`, checked to have the shape of `param`, converted to f32
+/// and moved to `param`'s device. A copy is made, so later changes to `state` cannot leak in.
+pub fn read_state_tensor(state: &HashMap<String, Tensor>, name: &str, param: &Var) -> Result<Tensor> {
+    let t = state.get(name).ok_or_else(|| OptimError::MissingState(name.to_string()))?;
+    if t.dims() != param.dims() {
+        return Err(OptimError::StateShapeMismatch {
+            name: name.to_string(),
+            expected: param.dims().to_vec(),
+            got: t.dims().to_vec(),
+        });
+    }
+    Ok(t.to_dtype(DType::F32)?.to_device(param.device())?.copy()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn checks_presence_and_shape_and_converts() {
+        let p = Var::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let mut state = HashMap::new();
+        let err = read_state_tensor(&state, "adamw.m.x", &p).unwrap_err();
+        assert!(matches!(err, OptimError::MissingState(ref n) if n == "adamw.m.x"), "{err}");
+        state.insert("adamw.m.x".to_string(), Tensor::ones((3, 2), DType::F32, &Device::Cpu).unwrap());
+        let err = read_state_tensor(&state, "adamw.m.x", &p).unwrap_err();
+        assert!(err.to_string().contains("[3, 2]") && err.to_string().contains("[2, 3]"), "{err}");
+        state.insert("adamw.m.x".to_string(), Tensor::ones((2, 3), DType::BF16, &Device::Cpu).unwrap());
+        let t = read_state_tensor(&state, "adamw.m.x", &p).unwrap();
+        assert_eq!(t.dtype(), DType::F32);
+        assert_eq!(t.sum_all().unwrap().to_scalar::<f32>().unwrap(), 6.0);
+    }
+}
