@@ -6,6 +6,12 @@
 //!   gated by `silu(z)` (Mamba paper, Algorithm 2; `selective_scan_fn` in state-spaces/mamba).
 //! - [`causal_conv1d_silu`]: depthwise causal conv1d (kernel 4) + bias + SiLU.
 
+mod causal_conv1d;
+mod cpu_storage;
+mod real;
+pub mod reference;
+mod selective_scan;
+
 use candle_core::{Result, Tensor};
 
 /// Selective scan with D skip and silu(z) gating.
@@ -23,12 +29,10 @@ pub fn selective_scan(
     z: &Tensor,
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
-    let _ = (u, delta, a_log, b, c, d_skip, z, delta_bias);
-    candle_core::bail!("selective_scan: not implemented yet")
+    selective_scan::selective_scan(u, delta, a_log, b, c, d_skip, z, delta_bias)
 }
 
 /// Depthwise causal conv1d + bias + SiLU. `x: (b, l, d)`, `weight: (d, k)`, `bias: (d,)` → `(b, l, d)`.
 pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let _ = (x, weight, bias);
-    candle_core::bail!("causal_conv1d_silu: not implemented yet")
+    causal_conv1d::causal_conv1d_silu(x, weight, bias)
 }

@@ -1,0 +1,31 @@
+//! Plain `f64` loops that define what the ops compute, forward and backward. They favour being
+//! obviously right over being fast (they keep every state, index arrays directly and run single
+//! threaded); tests compare the candle ops against them, and the CUDA kernels will be compared
+//! with the CPU ops in turn.
+
+mod causal_conv1d;
+mod selective_scan;
+
+pub use causal_conv1d::{causal_conv1d_silu_backward, causal_conv1d_silu_forward, ConvGrads, ConvInputs};
+pub use selective_scan::{selective_scan_backward, selective_scan_forward, ScanGrads, ScanInputs};
+
+/// `ln(1 + e^x)`, computed without overflow.
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + e^-x)`.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `x * sigmoid(x)`.
+pub fn silu(x: f64) -> f64 {
+    x * sigmoid(x)
+}
+
+/// `d silu(x) / dx = sigmoid(x) + x sigmoid(x) (1 - sigmoid(x))`.
+pub fn silu_grad(x: f64) -> f64 {
+    let s = sigmoid(x);
+    s + x * s * (1.0 - s)
+}
