@@ -5,7 +5,7 @@ use super::adamw::AdamW;
 use super::config::OptimConfig;
 use super::error::{OptimError, Result};
 use super::muon::Muon;
-use super::routing::{route, Group};
+use super::routing::{route, Group, OptimizerKind};
 use super::schedule::lr_multiplier;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -140,10 +140,12 @@ impl HybridOptimizer {
         let fmt = |(n, e): (usize, usize)| format!("{n:>4} tensors {e:>12} params ({:.2}M)", e as f64 / 1e6);
         let (muon, decay, nodecay) = (self.muon.counts(), self.adamw.counts(true), self.adamw.counts(false));
         let total = muon.1 + decay.1 + nodecay.1;
-        let kind = serde_json::to_string(&c.kind).unwrap_or_default();
+        let kind = match c.kind {
+            OptimizerKind::Hybrid => "hybrid",
+            OptimizerKind::AdamW => "adamw",
+        };
         let mut s = format!(
-            "optimizer {}: {} tensors, {total} params ({:.2}M)\n",
-            kind.trim_matches('"'),
+            "optimizer {kind}: {} tensors, {total} params ({:.2}M)\n",
             self.params.len(),
             total as f64 / 1e6
         );

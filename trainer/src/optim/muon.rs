@@ -216,4 +216,21 @@ mod tests {
         let mut muon = Muon::new(vec![("w".into(), var(&[4, 4], 0))], 0.95, true, 5).unwrap();
         assert!(muon.step(&[], 0.1, 0.0).is_err());
     }
+
+    /// One full Muon step (momentum, batched NS, update) over the 72 matrices of the 130m model:
+    /// `cargo test -p mamba-trainer --release --lib optim -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark: prints timings"]
+    fn bench_muon_step_130m() {
+        let shapes = [(3072usize, 768usize), (80, 1536), (768, 1536)];
+        let params: Vec<(String, Var)> = (0..24)
+            .flat_map(|l| shapes.iter().enumerate().map(move |(j, &(r, c))| (l, j, r, c)))
+            .map(|(l, j, r, c)| (format!("l{l}.{j}"), Var::zeros((r, c), DType::F32, &candle_core::Device::Cpu).unwrap()))
+            .collect();
+        let grads: Vec<Tensor> = params.iter().enumerate().map(|(i, (_, v))| randn(v.dims(), i as u64)).collect();
+        let mut muon = Muon::new(params, 0.95, true, 5).unwrap();
+        let t0 = std::time::Instant::now();
+        muon.step(&grads, 1e-3, 0.01).unwrap();
+        println!("Muon step, 130m (72 matrices: {}), f32 CPU: {:.1} ms", muon.shapes_summary(), t0.elapsed().as_secs_f64() * 1e3);
+    }
 }
