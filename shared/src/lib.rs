@@ -5,11 +5,13 @@
 pub mod error;
 pub mod format;
 pub mod fsutil;
+pub mod manifest;
 pub mod reader;
 pub mod ring;
 pub mod writer;
 
 pub use error::{Result, ShardError};
 pub use format::{shard_file_name, Header, Split};
+pub use manifest::{DocPos, Manifest, SplitManifest, StreamPos};
 pub use reader::ShardReader;
 pub use writer::{compress_chunk, ShardParams, ShardWriter};

@@ -93,8 +93,17 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Writes index and header, fsyncs, renames into place and fsyncs the directory.
+    /// Writes index and header, fsyncs, renames into place and fsyncs the directory. On failure
+    /// (e.g. a full disk while flushing) the temporary file is removed.
     pub fn finish(mut self) -> Result<PathBuf> {
+        let result = self.finish_inner();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+        result
+    }
+
+    fn finish_inner(&mut self) -> Result<PathBuf> {
         let tmp = self.tmp_path.clone();
         let io = |e| ShardError::io(&tmp, e);
         let mut file = self.file.take().ok_or_else(|| io(std::io::Error::other("writer already finished")))?;

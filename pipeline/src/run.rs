@@ -1,0 +1,328 @@
+//! `pipeline` (no subcommand): source → tokenizer → chunks → shards, resumable at any moment.
+//! Reads top to bottom: config → build → resume state → main loop → final shards → summary.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use mamba_shards::format::token_bytes_for_vocab;
+use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
+use mamba_shards::{DocPos, Manifest, ShardParams, Split, SplitManifest};
+use rayon::prelude::*;
+
+use crate::backpressure::Ring;
+use crate::config::RunArgs;
+use crate::doc_reader::{self, ReaderConfig, SourceEvent};
+use crate::progress::Progress;
+use crate::range_reader::{Http, RetryPolicy};
+use crate::shard_out::{remove_stale_temporaries, write_shard, ShardJob};
+use crate::split_stream::SplitStream;
+use crate::tokenizer::Tokenizer;
+use crate::val_split::ValSplit;
+use crate::{hub, source, Interrupted};
+
+/// Rows per batch handed from the reading thread to the tokenizers.
+const BATCH_ROWS: usize = 512;
+
+pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
+    // ---- 1. config, tokenizer, shard params ----------------------------------------------------
+    args.validate()?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?;
+    let tokenizer = Tokenizer::load(&args.tokenizer, &args.eot_token, args.endpoint.as_deref())?;
+    let vocab_size = tokenizer.vocab_size();
+    let params = ShardParams {
+        token_bytes: token_bytes_for_vocab(vocab_size),
+        chunk_tokens: args.seq_len + 1,
+        vocab_size,
+        eot_id: tokenizer.eot_id(),
+    };
+
+    // ---- 2. the source: local parquet or a Hub dataset folder, this worker's share -------------
+    let (files, http) = if !args.input.is_empty() {
+        (source::local_files(&args.input)?, None)
+    } else {
+        let endpoint = hub::endpoint(args.endpoint.as_deref());
+        let token = hub::token();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+        let files = source::hub_files(&rt, &endpoint, token.as_deref(), &args.dataset, &args.revision, &args.subset)?;
+        let retry = RetryPolicy { attempts: args.retries, first_backoff: Duration::from_millis(args.retry_backoff_ms) };
+        let http = Http::new(token, retry, Duration::from_secs(args.http_timeout)).context("creating the HTTP client")?;
+        tracing::info!("{endpoint}: dataset {} @ {}, {} parquet files under {}", args.dataset, args.revision, files.len(), args.subset);
+        (files, Some(http))
+    };
+    let files = source::worker_share(files, args.workers, args.worker_index)?;
+    let fingerprint = SourceFingerprint {
+        files: files.iter().map(|f| f.name()).collect(),
+        tokenizer: args.tokenizer.clone(),
+        seq_len: args.seq_len,
+        chunks_per_shard: args.chunks_per_shard,
+        val_fraction: args.val_fraction,
+        workers: args.workers,
+        worker_index: args.worker_index,
+    };
+
+    // ---- 3. data dir: stale temporaries, manifest (resume or new), resolved config -------------
+    let dir = args.data_dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let removed = remove_stale_temporaries(&dir)?;
+    if removed > 0 {
+        tracing::info!("removed {removed} temporary files left by an interrupted run");
+    }
+    let mut manifest = match Manifest::read(&dir)? {
+        Some(m) => {
+            check_same_options(&dir, &m, &fingerprint, &params)?;
+            m
+        }
+        None => new_manifest(&args, &params, fingerprint),
+    };
+    if manifest.finished {
+        let more = manifest.finish_reason == "max tokens" && args.max_tokens.is_none_or(|m| Some(m) > manifest.max_tokens);
+        if !more {
+            tracing::info!("{}: already finished ({}); nothing to do", dir.display(), manifest.finish_reason);
+            return Ok(());
+        }
+        tracing::info!("continuing a corpus that stopped at --max-tokens {:?}", manifest.max_tokens);
+        manifest.finished = false;
+        manifest.finish_reason.clear();
+    }
+    manifest.max_tokens = args.max_tokens;
+    save_resolved_config(&dir, &args)?;
+
+    // ---- 4. resume state: per-split streams, val rule, where to start reading ------------------
+    let seq_len = args.seq_len;
+    let mut streams = [SplitStream::resume(seq_len, &manifest.train), SplitStream::resume(seq_len, &manifest.val)];
+    let mut val = ValSplit::new(args.val_fraction, params.chunk_tokens, manifest.val_bootstrap_through);
+    let start: DocPos = manifest.train.resume.doc.min(manifest.val.resume.doc);
+    if manifest.val_bootstrap_through.is_none() && start != DocPos::default() {
+        bail!("{}: manifest has published data but no val bootstrap position; it is inconsistent", dir.display());
+    }
+    if manifest.train.chunks + manifest.val.chunks > 0 {
+        tracing::info!(
+            "resuming: train {} shards ({} chunks), val {} shards ({} chunks); reading from file {} row {}",
+            manifest.train.next_seq,
+            manifest.train.chunks,
+            manifest.val.next_seq,
+            manifest.val.chunks,
+            start.file,
+            start.row
+        );
+    }
+    let ring = Ring::new(dir.clone(), args.ring_slots);
+    ring.recycle(manifest.train.next_seq)?;
+
+    // ---- 5. main loop: read batches → tokenize in parallel → append to splits → publish ---------
+    let mut progress = Progress::new(files.len() as u64, args.quiet, Duration::from_secs(args.log_every));
+    progress.files_done = start.file;
+    let (rx, reader_thread) = doc_reader::spawn(ReaderConfig {
+        files: files.clone(),
+        start,
+        skipped: manifest.skipped_files.clone(),
+        http,
+        on_error: args.on_error,
+        bytes_read: progress.bytes_read.clone(),
+        stop: stop.clone(),
+        batch_rows: BATCH_ROWS,
+    })?;
+    let mut publisher = Publisher { dir: &dir, params, level: args.zstd_level, ring: &ring, stop: &stop };
+    let cps = args.chunks_per_shard as usize;
+    let eot = params.eot_id;
+    let mut reason = "end of source";
+    let result: Result<()> = (|| {
+        'read: for event in rx.iter() {
+            match event? {
+                SourceEvent::Batch(docs) => {
+                    // Tokenize (in parallel) only documents that still have unpublished tokens.
+                    let needed: Vec<bool> = docs
+                        .iter()
+                        .map(|d| match val.known(d.pos, d.id_hash) {
+                            Some(split) => streams[split as usize].wants(d.pos).is_some(),
+                            None => true,
+                        })
+                        .collect();
+                    let tokens: Vec<Option<Vec<u32>>> = pool.install(|| {
+                        docs.par_iter()
+                            .zip(&needed)
+                            .map(|(d, &need)| {
+                                need.then(|| tokenizer.encode(&d.text))
+                                    .transpose()
+                                    .with_context(|| format!("tokenizing file {} row {}", d.pos.file, d.pos.row))
+                            })
+                            .collect::<Result<_>>()
+                    })?;
+                    // Append in source order; publish every full shard.
+                    for (doc, toks) in docs.iter().zip(tokens) {
+                        let Some(toks) = toks else { continue };
+                        let split = val.decide(doc.pos, doc.id_hash, toks.len() as u64 + 1);
+                        let s = &mut streams[split as usize];
+                        if s.wants(doc.pos).is_none() {
+                            continue;
+                        }
+                        if split == Split::Train && args.max_tokens.is_some_and(|m| s.doc_start(doc.pos) >= m) {
+                            reason = "max tokens";
+                            break 'read;
+                        }
+                        let before = s.len();
+                        s.push_doc(doc.pos, eot, &toks);
+                        progress.docs += 1;
+                        progress.tokens += s.len() - before;
+                        while s.full_chunks() >= cps {
+                            publisher.publish(split, s, cps, &mut manifest, &val, &mut progress)?;
+                        }
+                    }
+                }
+                SourceEvent::FileDone { file } => {
+                    tracing::debug!("finished source file {file} ({})", files[file as usize].name());
+                    progress.file_done();
+                }
+                SourceEvent::Skipped(sk) => {
+                    tracing::error!("skipping the rest of {} from row {}: {}", sk.name, sk.from_row, sk.error);
+                    manifest.skipped_files.push(sk);
+                    manifest.write(&dir)?;
+                    progress.file_done();
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(Interrupted.into());
+            }
+            progress.tick();
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(Interrupted.into());
+        }
+        // ---- 6. end of the source: publish the remaining whole chunks of both splits -----------
+        for split in Split::ALL {
+            let s = &mut streams[split as usize];
+            let n = s.full_chunks();
+            if n > 0 {
+                publisher.publish(split, s, n, &mut manifest, &val, &mut progress)?;
+            }
+        }
+        manifest.finished = true;
+        manifest.finish_reason = reason.to_string();
+        manifest.val_bootstrap_through = val.bootstrap_through();
+        manifest.write(&dir)?;
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed); // lets the reading thread end
+    drop(rx);
+    let _ = reader_thread.join();
+    if let Err(e) = result {
+        let what = if crate::is_interrupted(&e) { "interrupted;" } else { "failed;" };
+        progress.finish(what);
+        return Err(e);
+    }
+
+    // ---- 7. summary ------------------------------------------------------------------------------
+    if manifest.val.chunks == 0 {
+        tracing::warn!("the source holds fewer than {} tokens: no val shard could be written", params.chunk_tokens);
+    }
+    progress.finish(&format!(
+        "finished ({reason}): train {} shards/{} chunks, val {} shards/{} chunks;",
+        manifest.train.next_seq, manifest.train.chunks, manifest.val.next_seq, manifest.val.chunks
+    ));
+    Ok(())
+}
+
+struct Publisher<'a> {
+    dir: &'a Path,
+    params: ShardParams,
+    level: i32,
+    ring: &'a Ring,
+    stop: &'a AtomicBool,
+}
+
+impl Publisher<'_> {
+    /// Publishes the next `n` chunks of `split` as its next shard, then records it in the manifest.
+    fn publish(&mut self, split: Split, s: &mut SplitStream, n: usize, manifest: &mut Manifest, val: &ValSplit, progress: &mut Progress) -> Result<()> {
+        let seq = manifest.split(split).next_seq;
+        if split == Split::Train {
+            let occ = self.ring.wait_for_slot(seq, self.stop, |occ| {
+                progress.ring = Some(occ);
+                progress.tick();
+            })?;
+            progress.ring = Some(occ);
+        }
+        let job = ShardJob { split, seq, first_token: s.published_tokens(), tokens: s.peek_chunks(n), n_chunks: n };
+        let (_, bytes) = write_shard(self.dir, &self.params, self.level, &job, self.stop)?;
+        s.consume_chunks(n);
+        let m = manifest.split_mut(split);
+        m.next_seq = seq + 1;
+        m.chunks += n as u64;
+        m.tokens = s.published_tokens();
+        m.resume = s.resume_pos();
+        manifest.val_bootstrap_through = val.bootstrap_through();
+        manifest.write(self.dir).with_context(|| format!("recording {split} shard {seq} in the manifest"))?;
+        if let Some(o) = progress.ring.as_mut().filter(|_| split == Split::Train && self.ring.enabled()) {
+            o.used += 1;
+        }
+        progress.shards += 1;
+        progress.shard_bytes += bytes;
+        Ok(())
+    }
+}
+
+fn new_manifest(args: &RunArgs, params: &ShardParams, fingerprint: SourceFingerprint) -> Manifest {
+    Manifest {
+        version: MANIFEST_VERSION,
+        finished: false,
+        finish_reason: String::new(),
+        max_tokens: args.max_tokens,
+        seq_len: args.seq_len,
+        params: *params,
+        tokenizer: args.tokenizer.clone(),
+        chunks_per_shard: args.chunks_per_shard,
+        fingerprint,
+        val_bootstrap_through: None,
+        train: SplitManifest::default(),
+        val: SplitManifest::default(),
+        skipped_files: Vec::new(),
+        written_by: crate::version_string(),
+    }
+}
+
+/// A data dir is only resumed with the options that made it; anything else is a clear error.
+fn check_same_options(dir: &Path, m: &Manifest, now: &SourceFingerprint, params: &ShardParams) -> Result<()> {
+    let was = &m.fingerprint;
+    let mut diffs = Vec::new();
+    if was.files != now.files {
+        let first = was.files.iter().zip(&now.files).position(|(a, b)| a != b).unwrap_or(was.files.len().min(now.files.len()));
+        diffs.push(format!(
+            "source files ({} then, {} now; first difference at index {first}: {:?} vs {:?})",
+            was.files.len(),
+            now.files.len(),
+            was.files.get(first),
+            now.files.get(first)
+        ));
+    }
+    let mut cmp = |what: &str, a: String, b: String| {
+        if a != b {
+            diffs.push(format!("{what} ({a} then, {b} now)"));
+        }
+    };
+    cmp("--tokenizer", was.tokenizer.clone(), now.tokenizer.clone());
+    cmp("--seq-len", was.seq_len.to_string(), now.seq_len.to_string());
+    cmp("--chunks-per-shard", was.chunks_per_shard.to_string(), now.chunks_per_shard.to_string());
+    cmp("--val-fraction", was.val_fraction.to_string(), now.val_fraction.to_string());
+    cmp("--workers", was.workers.to_string(), now.workers.to_string());
+    cmp("--worker-index", was.worker_index.to_string(), now.worker_index.to_string());
+    cmp("shard params", format!("{:?}", m.params), format!("{params:?}"));
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "{} was made with different options: {}. Refusing to resume into it; use the original options or a new --data-dir",
+        dir.join(mamba_shards::ring::MANIFEST_FILE).display(),
+        diffs.join("; ")
+    ))
+}
+
+/// `pipeline.config.json`: the resolved options plus version and git commit, for the record.
+fn save_resolved_config(dir: &Path, args: &RunArgs) -> Result<()> {
+    let value = serde_json::json!({ "written_by": crate::version_string(), "args": args });
+    let bytes = serde_json::to_vec_pretty(&value).context("serializing the resolved config")?;
+    mamba_shards::fsutil::atomic_write(&dir.join("pipeline.config.json"), &bytes)?;
+    Ok(())
+}

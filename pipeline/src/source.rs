@@ -1,0 +1,87 @@
+//! The ordered list of source files: local `--input` parquet (sorted) or a Hub dataset folder
+//! (sorted by path), then this worker's share (file i goes to worker i % workers).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::range_reader::{Http, RangeReader};
+
+#[derive(Debug, Clone)]
+pub enum SourceFile {
+    Local(PathBuf),
+    Remote { path: String, url: String, size: u64 },
+}
+
+impl SourceFile {
+    /// The name recorded in the manifest: the local path, or the path inside the Hub repo.
+    pub fn name(&self) -> String {
+        match self {
+            SourceFile::Local(p) => p.display().to_string(),
+            SourceFile::Remote { path, .. } => path.clone(),
+        }
+    }
+
+    pub fn open(&self, http: Option<&Http>, bytes_read: Arc<AtomicU64>) -> Result<RangeReader> {
+        match self {
+            SourceFile::Local(p) => RangeReader::local(p, bytes_read).with_context(|| format!("opening {}", p.display())),
+            SourceFile::Remote { url, size, .. } => {
+                let http = http.context("no HTTP client for a remote file")?;
+                Ok(RangeReader::http(http.clone(), url.clone(), *size, bytes_read))
+            }
+        }
+    }
+}
+
+/// Local parquet files: files as given, folders searched recursively for `*.parquet`; sorted.
+pub fn local_files(inputs: &[PathBuf]) -> Result<Vec<SourceFile>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).with_context(|| format!("--input {}", input.display()))?;
+        if meta.is_dir() {
+            collect_parquet(input, &mut files)?;
+        } else {
+            files.push(input.clone());
+        }
+    }
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        bail!("--input {}: no parquet files found", inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
+    }
+    Ok(files.into_iter().map(SourceFile::Local).collect())
+}
+
+fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))? {
+        let path = entry.with_context(|| format!("reading folder {}", dir.display()))?.path();
+        if path.is_dir() {
+            collect_parquet(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The Hub dataset's parquet files under `subset`, with their `resolve` URLs.
+pub fn hub_files(rt: &tokio::runtime::Runtime, endpoint: &str, token: Option<&str>, repo: &str, revision: &str, subset: &str) -> Result<Vec<SourceFile>> {
+    let listed = rt.block_on(crate::hub::list_parquet(endpoint, token, repo, revision, subset))?;
+    Ok(listed
+        .into_iter()
+        .map(|f| SourceFile::Remote { url: crate::hub::resolve_url(endpoint, repo, revision, &f.path), path: f.path, size: f.size })
+        .collect())
+}
+
+/// File i of the full sorted list belongs to worker i % workers.
+pub fn worker_share(files: Vec<SourceFile>, workers: u32, worker_index: u32) -> Result<Vec<SourceFile>> {
+    let total = files.len();
+    let mine: Vec<SourceFile> =
+        files.into_iter().enumerate().filter(|(i, _)| *i as u64 % workers as u64 == worker_index as u64).map(|(_, f)| f).collect();
+    if mine.is_empty() {
+        bail!("worker {worker_index} of {workers} gets none of the {total} source files");
+    }
+    Ok(mine)
+}

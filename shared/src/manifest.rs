@@ -1,0 +1,179 @@
+//! The pipeline's manifest, `manifest.json` in the data directory ([`crate::ring::MANIFEST_FILE`]).
+//!
+//! Written atomically by `pipeline` right after every shard it publishes, read by `trainer` (which
+//! shards exist, whether the pipeline has finished) and by `pipeline` itself to resume after a
+//! crash: it records, per split, the exact source position of the first stream token that is not
+//! yet in a published chunk. See `docs/shard-format.md` for every field.
+
+use std::path::Path;
+
+use crate::error::{Result, ShardError};
+use crate::format::Split;
+use crate::fsutil::atomic_write;
+use crate::ring::MANIFEST_FILE;
+use crate::writer::ShardParams;
+
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// A document's place in the pipeline's deterministic, ordered source: the file's index in the
+/// (worker's) sorted file list and the row inside that file. Ordered file first, then row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct DocPos {
+    pub file: u64,
+    pub row: u64,
+}
+
+/// A token's place in the source: document plus the offset inside that document's
+/// `[eot] + tokens(document)` (offset 0 is the leading eot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct StreamPos {
+    pub doc: DocPos,
+    pub offset: u64,
+}
+
+/// What one split (train or val) has published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitManifest {
+    /// seq of the next shard this split will publish (shards 0..next_seq have been published;
+    /// in ring mode the trainer may have released and the pipeline deleted some of them).
+    pub next_seq: u64,
+    /// Chunks published so far, over all shards of the split.
+    pub chunks: u64,
+    /// Stream tokens covered by those chunks without counting overlaps: `chunks * seq_len`.
+    /// It is also the stream index where the next chunk starts.
+    pub tokens: u64,
+    /// Source position of stream token `tokens`: where a resumed run continues this split.
+    pub resume: StreamPos,
+}
+
+/// The options that change the token stream. A data directory is only resumed with identical ones.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceFingerprint {
+    /// The worker's source files in order (paths or Hub paths), as `DocPos::file` indexes them.
+    pub files: Vec<String>,
+    pub tokenizer: String,
+    pub seq_len: u32,
+    pub chunks_per_shard: u32,
+    pub val_fraction: f64,
+    pub workers: u32,
+    pub worker_index: u32,
+}
+
+/// A source file given up on under `--on-error skip`, from `from_row` on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedFile {
+    pub file: u64,
+    pub name: String,
+    pub from_row: u64,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    /// True once the source (or `--max-tokens`) is exhausted and the last shards are published.
+    pub finished: bool,
+    /// Why it finished: `"end of source"` or `"max tokens"` (empty while running).
+    pub finish_reason: String,
+    /// The `--max-tokens` limit in force (`None`: the whole source).
+    pub max_tokens: Option<u64>,
+    pub seq_len: u32,
+    #[serde(flatten)]
+    pub params: ShardParams,
+    /// `gpt2` for the built-in tokenizer, else the `--tokenizer` argument.
+    pub tokenizer: String,
+    pub chunks_per_shard: u32,
+    pub fingerprint: SourceFingerprint,
+    /// Last document of the val bootstrap: every document up to and including it is val (the
+    /// first documents of the source until they fill one chunk). `None` until it is known.
+    pub val_bootstrap_through: Option<DocPos>,
+    pub train: SplitManifest,
+    pub val: SplitManifest,
+    pub skipped_files: Vec<SkippedFile>,
+    /// `mamba-pipeline` version and git commit that last wrote the manifest.
+    pub written_by: String,
+}
+
+impl Manifest {
+    pub fn split(&self, split: Split) -> &SplitManifest {
+        match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+        }
+    }
+
+    pub fn split_mut(&mut self, split: Split) -> &mut SplitManifest {
+        match split {
+            Split::Train => &mut self.train,
+            Split::Val => &mut self.val,
+        }
+    }
+
+    /// Reads `dir/manifest.json`; `None` when there is none yet.
+    pub fn read(dir: &Path) -> Result<Option<Manifest>> {
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ShardError::io(path, e)),
+        };
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| ShardError::Json { path: path.clone(), what: format!("unreadable manifest: {e}") })?;
+        if m.version != MANIFEST_VERSION {
+            return Err(ShardError::Json {
+                path,
+                what: format!("manifest version {} (this build reads version {MANIFEST_VERSION})", m.version),
+            });
+        }
+        Ok(Some(m))
+    }
+
+    /// Replaces `dir/manifest.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(MANIFEST_FILE);
+        let mut bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| ShardError::Json { path: path.clone(), what: e.to_string() })?;
+        bytes.push(b'\n');
+        atomic_write(&path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_with_flat_params() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Manifest::read(dir.path()).unwrap().is_none());
+        let m = Manifest {
+            version: MANIFEST_VERSION,
+            finished: false,
+            finish_reason: String::new(),
+            max_tokens: Some(10),
+            seq_len: 1024,
+            params: ShardParams { token_bytes: 2, chunk_tokens: 1025, vocab_size: 50257, eot_id: 50256 },
+            tokenizer: "gpt2".into(),
+            chunks_per_shard: 4,
+            fingerprint: SourceFingerprint {
+                files: vec!["a.parquet".into()],
+                tokenizer: "gpt2".into(),
+                seq_len: 1024,
+                chunks_per_shard: 4,
+                val_fraction: 0.0005,
+                workers: 1,
+                worker_index: 0,
+            },
+            val_bootstrap_through: Some(DocPos { file: 0, row: 2 }),
+            train: SplitManifest { next_seq: 1, chunks: 4, tokens: 4096, resume: StreamPos { doc: DocPos { file: 0, row: 9 }, offset: 3 } },
+            val: SplitManifest::default(),
+            skipped_files: vec![],
+            written_by: "test".into(),
+        };
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("\"vocab_size\": 50257") && text.contains("\"finished\": false"), "{text}");
+        assert_eq!(Manifest::read(dir.path()).unwrap().unwrap(), m);
+        assert!(DocPos { file: 0, row: 9 } < DocPos { file: 1, row: 0 });
+    }
+}
