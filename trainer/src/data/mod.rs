@@ -1,1 +1,266 @@
-//! (being written)
+//! Training data from shard files (format v1, `mamba_shards`).
+//!
+//! # API used by the training loop
+//! ```text
+//! let mut data = TrainData::open(spec, resume_position)?;   // validates shards, starts the prefetch thread
+//! loop {
+//!     // follow mode, at an optimizer-step boundary: if the loader is about to run dry while it
+//!     // holds fully read shards the pipeline may not recycle yet, save a checkpoint now
+//!     if data.wants_checkpoint() { save(checkpoint with data.position()); data.checkpoint_saved(&pos)?; }
+//!     let Some(batch) = data.next_batch()? else { break };  // None: follow mode, pipeline finished, all read
+//!     // batch.tokens: batch.micro_batch rows × (seq_len + 1) tokens, row-major;
+//!     // inputs = row[..seq_len], targets = row[1..]; batch.wait = time blocked here
+//!     // batch.position_after goes into the checkpoint of the step that consumed this batch
+//! }
+//! // after every checkpoint save: data.checkpoint_saved(&saved_position)?  (follow: releases shards)
+//! let val = load_val_chunks(dir, seq_len, vocab_size, max_chunks)?;   // fixed eval set, maybe empty
+//! ```
+//!
+//! - [`DataSpec`], [`Batch`], [`TrainData`]: this file.
+//! - [`DataPosition`] (`position.rs`): the exact place in the stream, saved in checkpoints;
+//!   `TrainData::open(spec, Some(pos))` yields exactly the batches an uninterrupted run would have.
+//! - Static mode (`static_order.rs`): all train shards present at start, one seeded permutation of
+//!   all their chunks per epoch, epoch after epoch.
+//! - Follow mode (`follow.rs`): train shards in seq order as the pipeline publishes them, each
+//!   chunk once, corrupt shards reported and skipped; ends when the pipeline's manifest says it has
+//!   finished and everything was read (`manifest.rs`).
+//! - Background prefetch (`prefetch.rs`), seeded orders (`order.rs`), model-fit checks
+//!   (`validate.rs`), the validation set (`val.rs`), errors (`error.rs`).
+//!
+//! # Release protocol and `wants_checkpoint` (follow mode)
+//! The trainer may tell the pipeline to recycle train shard S (release file,
+//! `train_released_below > S`) only once a *saved checkpoint* no longer needs S, so a killed
+//! trainer can always resume from its last checkpoint. [`TrainData::checkpoint_saved`] does that.
+//! The pipeline blocks while its ring of N slots is full, so a trainer that is about to run out of
+//! published data while holding fully read, unreleased shards must save a checkpoint to let the
+//! pipeline go on: [`TrainData::wants_checkpoint`] says when (see its doc). This is deadlock free
+//! when N ≥ 2 and one optimizer step (grad_accum × micro_batch chunks) spans at most N − 1 shard
+//! boundaries (i.e. a shard holds at least one step's chunks when N = 2).
+//!
+//! The last batch of follow mode may have fewer than `micro_batch` rows ([`Batch::micro_batch`]
+//! says how many), so that every published chunk is trained on exactly once.
+
+mod error;
+mod follow;
+mod manifest;
+mod order;
+mod position;
+mod prefetch;
+mod static_order;
+mod val;
+mod validate;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mamba_shards::format::Split;
+use mamba_shards::ring::{list_shards, read_release, write_release, Release};
+
+pub use error::DataError;
+pub use position::{Cursor, DataPosition};
+pub use val::load_val_chunks;
+
+use follow::{FollowSource, SharedRingView};
+use prefetch::{ChunkSource, Prefetcher, Staged};
+use static_order::StaticOrder;
+
+/// What to load and how.
+#[derive(Debug, Clone)]
+pub struct DataSpec {
+    /// The shard directory (`--data`).
+    pub dir: PathBuf,
+    /// Tokens per training sequence; shard chunks hold seq_len + 1 tokens.
+    pub seq_len: usize,
+    /// The model's (padded) vocabulary: a shard's vocabulary must not be larger.
+    pub vocab_size: usize,
+    /// Seeds the chunk orders.
+    pub seed: u64,
+    /// Follow the pipeline's ring (`--follow`) instead of a static epoch loop.
+    pub follow: bool,
+    /// Sequences per batch.
+    pub micro_batch: usize,
+    /// Batches staged ahead by the background thread (e.g. 4).
+    pub prefetch: usize,
+}
+
+/// `micro_batch` sequences of `seq_len + 1` tokens.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// micro_batch × (seq_len + 1) token ids, row-major.
+    pub tokens: Vec<u32>,
+    /// Rows in `tokens`: `spec.micro_batch`, except possibly for follow mode's last batch.
+    pub micro_batch: usize,
+    /// The position right after this batch: what a checkpoint taken after it must store.
+    pub position_after: DataPosition,
+    /// How long `next_batch` blocked for this batch (0 when it was already staged).
+    pub wait: Duration,
+}
+
+pub struct TrainData {
+    spec: DataSpec,
+    prefetch: Prefetcher,
+    /// The position after the last batch handed out (or the start position).
+    position: DataPosition,
+    /// Follow mode: the release cursor written so far, and the loader thread's view of the ring.
+    released_below: u64,
+    ring: Option<SharedRingView>,
+    ended: bool,
+}
+
+impl TrainData {
+    /// Validates the data (static: every train shard's header and index, naming the bad file) and
+    /// starts the prefetch thread at `resume` (a checkpoint's position) or at the beginning.
+    pub fn open(spec: DataSpec, resume: Option<DataPosition>) -> Result<Self, DataError> {
+        if spec.seq_len == 0 || spec.micro_batch == 0 || spec.vocab_size == 0 {
+            return Err(DataError::BadSpec {
+                what: format!("seq_len {}, micro_batch {} and vocab_size {} must all be positive", spec.seq_len, spec.micro_batch, spec.vocab_size),
+            });
+        }
+        if let Some(pos) = &resume {
+            pos.check_resume(spec.seed, spec.follow)?;
+        }
+        let (source, position, released_below, ring): (Box<dyn ChunkSource>, _, _, _) = if spec.follow {
+            let released_below = read_release(&spec.dir)?.map_or(0, |r| r.train_released_below);
+            let ring = SharedRingView::default();
+            let source = FollowSource::new(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref(), released_below, ring.clone())?;
+            let position = source.position();
+            if resume.is_none() && released_below > 0 {
+                tracing::info!("follow mode starts at train shard {released_below}: an earlier trainer released the shards below it");
+            }
+            (Box::new(source), position, released_below, Some(ring))
+        } else {
+            let source = StaticOrder::open(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref())?;
+            let position = source.position();
+            (Box::new(source), position, 0, None)
+        };
+        let prefetch = Prefetcher::spawn(source, spec.micro_batch, spec.seq_len + 1, spec.prefetch)?;
+        Ok(TrainData { spec, prefetch, position, released_below, ring, ended: false })
+    }
+
+    /// The next batch, blocking until it is staged. `None` only in follow mode, once the pipeline's
+    /// manifest says it finished and every published chunk was handed out.
+    pub fn next_batch(&mut self) -> Result<Option<Batch>, DataError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        match self.prefetch.recv()? {
+            Staged::Batch(mut batch) => {
+                batch.wait = started.elapsed();
+                self.position = batch.position_after.clone();
+                Ok(Some(batch))
+            }
+            Staged::End(position) => {
+                self.ended = true;
+                self.position = position;
+                Ok(None)
+            }
+            Staged::Failed(e) => Err(e),
+        }
+    }
+
+    /// The position after the last batch handed out (the start position before the first).
+    pub fn position(&self) -> &DataPosition {
+        &self.position
+    }
+
+    /// Call after a checkpoint holding `saved` is durably written. Follow mode: releases (through
+    /// `trainer.release.json`) the train shards below `saved`'s shard, which no checkpoint needs
+    /// any more. Static mode: nothing to do.
+    pub fn checkpoint_saved(&mut self, saved: &DataPosition) -> Result<(), DataError> {
+        if !self.spec.follow {
+            return Ok(());
+        }
+        let Some(shard) = saved.follow_shard() else {
+            return Err(DataError::BadSpec { what: format!("checkpoint_saved got a static-mode position ({saved}) in follow mode") });
+        };
+        if shard > self.released_below {
+            write_release(&self.spec.dir, Release { train_released_below: shard })?;
+            tracing::info!("released train shards below {shard} to the pipeline");
+            self.released_below = shard;
+            if let Some(ring) = &self.ring {
+                ring.lock().shard_chunks.retain(|&seq, _| seq >= shard);
+            }
+        }
+        Ok(())
+    }
+
+    /// Follow mode, checked by the training loop at optimizer-step boundaries: `true` when the
+    /// loader holds fully read train shards that are not released yet (the last batch's position
+    /// is past them) AND it is about to need a shard the pipeline has not published: either the
+    /// loader thread already waits for one, or the shard being read is the newest published one.
+    /// The loop should then save a checkpoint and call [`TrainData::checkpoint_saved`], which frees
+    /// ring slots so that a pipeline blocked on a full ring can publish more. It turns `false`
+    /// again once that is done, so this costs at most one extra checkpoint per shard. Always
+    /// `false` in static mode.
+    pub fn wants_checkpoint(&self) -> bool {
+        let (Some(ring), Some(shard)) = (&self.ring, self.position.follow_shard()) else {
+            return false;
+        };
+        if self.ended || shard <= self.released_below {
+            return false;
+        }
+        {
+            let view = ring.lock();
+            if view.pipeline_finished {
+                return false;
+            }
+            if view.waiting {
+                return true;
+            }
+        }
+        match list_shards(&self.spec.dir, Split::Train) {
+            Ok(shards) => !shards.iter().any(|(seq, _)| *seq > shard),
+            Err(e) => {
+                tracing::warn!("cannot list the ring: {e}");
+                false
+            }
+        }
+    }
+
+    /// A short text for log lines, e.g. `static 1234/5678 chunks epoch 2` or
+    /// `ring shard 7 chunk 12/40, 2 ready ahead, released <6, waiting for pipeline`.
+    pub fn ring_status(&self) -> String {
+        match (self.position.cursor, &self.ring) {
+            (Cursor::Static { epoch, index, total_chunks, .. }, _) => format!("static {index}/{total_chunks} chunks epoch {epoch}"),
+            (Cursor::Follow { shard, chunk }, Some(ring)) => {
+                let ahead = list_shards(&self.spec.dir, Split::Train).map_or(0, |s| s.iter().filter(|(seq, _)| *seq > shard).count());
+                let view = ring.lock();
+                let of = view.shard_chunks.get(&shard).map_or(String::new(), |n| format!("/{n}"));
+                let mut s = format!("ring shard {shard} chunk {chunk}{of}, {ahead} ready ahead, released <{}", self.released_below);
+                if self.ended {
+                    s.push_str(", all read");
+                } else if view.waiting {
+                    s.push_str(", waiting for pipeline");
+                } else if view.pipeline_finished {
+                    s.push_str(", pipeline finished");
+                }
+                if !view.skipped.is_empty() {
+                    s.push_str(&format!(", {} corrupt skipped", view.skipped.len()));
+                }
+                s
+            }
+            (Cursor::Follow { shard, chunk }, None) => format!("follow shard {shard} chunk {chunk}"),
+        }
+    }
+
+    /// Follow mode: the train shards skipped so far as unreadable or corrupt, each with its error
+    /// (which names the file and chunk). Empty in static mode, where a bad chunk is an error.
+    pub fn skipped_shards(&self) -> Vec<(u64, String)> {
+        self.ring.as_ref().map_or(Vec::new(), |ring| ring.lock().skipped.clone())
+    }
+
+    /// Static mode: the epoch of the next chunk (0 in follow mode).
+    pub fn epoch(&self) -> u64 {
+        self.position.epoch()
+    }
+
+    /// The settings this loader was opened with.
+    pub fn spec(&self) -> &DataSpec {
+        &self.spec
+    }
+}

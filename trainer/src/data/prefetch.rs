@@ -1,0 +1,133 @@
+//! The background thread that reads, decompresses and stages batches ahead of the training loop,
+//! so the GPU never waits on zstd. It pulls chunks from a [`ChunkSource`] (static order or the
+//! follow-mode ring), packs `micro_batch` of them into a [`Batch`] and sends it over a bounded
+//! channel of `prefetch` slots. Each batch carries the position *after* it, so the position the
+//! training loop sees (and checkpoints) counts consumed batches only, never staged ones.
+//!
+//! Shutdown: dropping the [`Prefetcher`] sets the stop flag (seen by a source that is polling for
+//! new shards), drops the receiver (which fails a blocked `send`) and joins the thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::error::DataError;
+use super::position::DataPosition;
+use super::Batch;
+
+/// A stream of chunks, each with the position just after it.
+pub(crate) trait ChunkSource: Send + 'static {
+    /// Writes the next chunk (seq_len + 1 tokens) into `out`. `Ok(None)`: the data has ended
+    /// (follow mode, pipeline finished) or `stop` was raised while waiting for it.
+    fn next_chunk(&mut self, out: &mut Vec<u32>, stop: &AtomicBool) -> Result<Option<DataPosition>, DataError>;
+
+    /// Where the next chunk would come from. At the end of the data this is past everything
+    /// read or skipped (follow mode: past trailing corrupt shards, so they can be released).
+    fn position(&self) -> DataPosition;
+}
+
+/// What the thread sends: a batch, the end of the data (with the final position), or the error
+/// that stopped it.
+pub(crate) enum Staged {
+    Batch(Batch),
+    End(DataPosition),
+    Failed(DataError),
+}
+
+pub(crate) struct Prefetcher {
+    rx: Option<Receiver<Staged>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    /// Starts the thread; it stages up to `depth` batches (plus the one it is building).
+    pub(crate) fn spawn(source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize, depth: usize) -> Result<Self, DataError> {
+        let (tx, rx) = sync_channel(depth);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("data-prefetch".into())
+            .spawn(move || run(source, micro_batch, chunk_tokens, tx, &thread_stop))
+            .map_err(|e| DataError::LoaderStopped { what: format!("cannot start the prefetch thread: {e}") })?;
+        Ok(Prefetcher { rx: Some(rx), stop, handle: Some(handle) })
+    }
+
+    /// Blocks until the thread has the next item.
+    pub(crate) fn recv(&mut self) -> Result<Staged, DataError> {
+        let got = match &self.rx {
+            Some(rx) => rx.recv().ok(),
+            None => None,
+        };
+        match got {
+            Some(staged) => Ok(staged),
+            None => {
+                // The thread ended without saying why: it panicked, or it already sent its error.
+                let what = match self.handle.take().map(JoinHandle::join) {
+                    Some(Err(panic)) => panic_message(panic.as_ref()),
+                    _ => "it had already stopped after an earlier error".into(),
+                };
+                Err(DataError::LoaderStopped { what })
+            }
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.rx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("panic: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("panic: {s}")
+    } else {
+        "panic".into()
+    }
+}
+
+/// The thread's loop: build a batch, send it, until the data ends, an error occurs, or nobody listens.
+fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize, tx: SyncSender<Staged>, stop: &AtomicBool) {
+    let mut chunk = Vec::with_capacity(chunk_tokens);
+    loop {
+        let mut tokens = Vec::with_capacity(micro_batch * chunk_tokens);
+        let mut rows = 0;
+        let mut position_after = None;
+        while rows < micro_batch {
+            match source.next_chunk(&mut chunk, stop) {
+                Ok(Some(pos)) => {
+                    tokens.extend_from_slice(&chunk);
+                    rows += 1;
+                    position_after = Some(pos);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Staged::Failed(e));
+                    return;
+                }
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(position_after) = position_after {
+            let batch = Batch { tokens, micro_batch: rows, position_after, wait: Duration::ZERO };
+            if tx.send(Staged::Batch(batch)).is_err() {
+                return;
+            }
+        }
+        if rows < micro_batch {
+            let _ = tx.send(Staged::End(source.position()));
+            return;
+        }
+    }
+}
