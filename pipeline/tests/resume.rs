@@ -117,12 +117,11 @@ fn ring_waits_for_the_trainer_to_release_shards() {
     assert!(total_train > 10);
 
     let mut child = spawn(&[&base[..], &["--data-dir", p(&ring), "--ring-slots", "3", "--log-every", "1"]].concat());
-    let train = |d: &Path| list_shards(d, Split::Train).unwrap().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    let train = |d: &Path| list_shards(d, Split::Train).unwrap_or_default().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
     assert!(wait_until(&mut child, Duration::from_secs(60), || train(&ring).len() >= 3));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none(), "the pipeline must wait, not finish");
     assert_eq!(train(&ring), vec![0, 1, 2], "backpressure: no fourth train shard before a release");
-    let val_before = list_shards(&ring, Split::Val).unwrap();
 
     // The trainer releases shards 0 and 1: they are deleted and 3, 4 appear.
     write_release(&ring, Release { train_released_below: 2 }).unwrap();
@@ -151,6 +150,6 @@ fn ring_waits_for_the_trainer_to_release_shards() {
     let m = manifest(&ring);
     assert!(m.finished && m.train.next_seq == total_train);
     // Val shards are never recycled.
-    assert!(!val_before.is_empty());
+    assert!(!list_shards(&ring, Split::Val).unwrap().is_empty());
     assert_eq!(list_shards(&ring, Split::Val).unwrap().len(), list_shards(&offline, Split::Val).unwrap().len());
 }
