@@ -21,7 +21,8 @@
 //! opt.load_state_tensors(&state_map)?;   // HashMap<String, Tensor>; clear error on mismatch
 //! ```
 //! State names: `muon.momentum.{param}`, `adamw.m.{param}`, `adamw.v.{param}`, `adamw.step`.
-//! Other pieces: [`route`] (the single routing function; unknown names are errors),
+//! Other pieces: [`route`]`(name, shape, kind) -> Result<Group>` (the single routing function;
+//! an unknown name or a rank that does not fit the name is an error),
 //! [`lr_multiplier`] (schedule), [`newton_schulz_batched`] (k, r, c) for benchmarks.
 //! All errors are [`OptimError`]; `clip_grad_norm` returns `candle_core::Result`.
 
