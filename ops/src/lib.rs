@@ -5,6 +5,19 @@
 //! - [`selective_scan`]: `y = scan(u, softplus(delta + delta_bias), A = -exp(A_log), B, C) + D·u`,
 //!   gated by `silu(z)` (Mamba paper, Algorithm 2; `selective_scan_fn` in state-spaces/mamba).
 //! - [`causal_conv1d_silu`]: depthwise causal conv1d (kernel 4) + bias + SiLU.
+//!
+//! Both are candle custom ops: the forward runs as one op (no per-timestep autograd graph) and
+//! `loss.backward()` reaches every input through the op's own backward. Shared behaviour:
+//! - dtypes: computed in `f64` when every input is `f64`, otherwise in `f32`; `f16`/`bf16`
+//!   inputs are converted to `f32` inside and the result converted back to the dtype of the
+//!   first argument (`u` / `x`). Integer inputs are an error.
+//! - layouts: any strides are accepted (inputs are made contiguous before the op).
+//! - devices: CPU (rayon over batch × channel blocks). The CPU path is the reference the CUDA
+//!   kernels are compared with.
+//! - determinism: outputs and gradients are bit-identical from run to run and for any number
+//!   of threads (partial sums are combined in a fixed order; no atomics).
+//!
+//! [`reference`] holds plain `f64` loops defining both ops, forward and backward, for tests.
 
 mod causal_conv1d;
 mod cpu_storage;
@@ -18,6 +31,11 @@ use candle_core::{Result, Tensor};
 ///
 /// Shapes: `u, delta, z: (b, l, d)`, `a_log: (d, n)`, `b, c: (b, l, n)`, `d_skip, delta_bias: (d,)`.
 /// Returns `(b, l, d)`. `delta` gets `softplus(delta + delta_bias)` applied inside.
+///
+/// Per batch `i`, channel `c`, state `s`, with `h_{-1} = 0`:
+/// `A = -exp(A_log)`, `dt_t = softplus(delta_t + delta_bias)`,
+/// `h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t`, `y_t = C_t · h_t + D u_t`, `out = y_t silu(z_t)`.
+/// The backward recomputes the states instead of storing them (memory O(b·l·d) per call).
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan(
     u: &Tensor,
@@ -33,6 +51,9 @@ pub fn selective_scan(
 }
 
 /// Depthwise causal conv1d + bias + SiLU. `x: (b, l, d)`, `weight: (d, k)`, `bias: (d,)` → `(b, l, d)`.
+///
+/// `out[i,t,c] = silu(bias[c] + sum_{j<k} weight[c,j] x[i, t-(k-1)+j, c])`, zero-padded on the
+/// left: PyTorch's `Conv1d(d, d, k, groups=d, padding=k-1)` truncated to the first `l` outputs.
 pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     causal_conv1d::causal_conv1d_silu(x, weight, bias)
 }

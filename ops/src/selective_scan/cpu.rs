@@ -103,9 +103,9 @@ fn forward_task<T: Real>(dims: &ScanDims, task: &Task, x: &[T], bc: &[T], p: &[T
             let dt_u = dt * u;
             let hj = &mut h[j * n..(j + 1) * n];
             let mut y = T::zero();
-            for s in 0..n {
-                hj[s] = (dt * ch.a[s]).exp() * hj[s] + dt_u * st.b[s];
-                y += st.c[s] * hj[s];
+            for (((h, &a_s), &b_s), &c_s) in hj.iter_mut().zip(&ch.a).zip(st.b).zip(st.c) {
+                *h = (dt * a_s).exp() * *h + dt_u * b_s;
+                y += c_s * *h;
             }
             y += ch.d_skip * u;
             out[t * w + j] = y * silu_and_grad(st.x[2 * d + c]).0;

@@ -30,6 +30,7 @@ pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
 /// Asserts `rel_err(got, want) < bound`, naming what is compared.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], bound: f64) {
     let e = rel_err(got, want);
+    eprintln!("{what}: relative error {e:.2e} (bound {bound:.0e})");
     assert!(e < bound, "{what}: relative error {e:.3e} >= {bound:.1e}");
     assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite values");
 }
