@@ -147,3 +147,15 @@ fn dtypes_and_bad_arguments() -> Result<()> {
     assert!(err.contains("`bias`"), "{err}");
     Ok(())
 }
+
+#[test]
+fn empty_batch_or_sequence_gives_empty_output_and_zero_gradients() -> Result<()> {
+    for (b, l, d, k) in [(0, 4, 3, 4), (2, 0, 3, 4)] {
+        let x = inputs(b, l, d, k, 90);
+        let (out, grads) = run_op(&x, &[], DType::F32)?;
+        assert!(out.is_empty());
+        assert!(grads.weight.iter().chain(&grads.bias).all(|v| *v == 0.0));
+        assert_eq!(grads.weight.len(), d * k);
+    }
+    Ok(())
+}

@@ -219,3 +219,15 @@ fn bad_arguments_give_errors_naming_them() -> Result<()> {
     assert!(err.contains("unsupported dtype"), "{err}");
     Ok(())
 }
+
+#[test]
+fn empty_batch_or_sequence_gives_empty_output_and_zero_gradients() -> Result<()> {
+    for (b, l, d, n) in [(0, 4, 3, 2), (2, 0, 3, 2)] {
+        let x = inputs(b, l, d, n, 90);
+        let (out, grads) = run_op(&x, &[], DType::F32)?;
+        assert!(out.is_empty());
+        assert!(grads.a_log.iter().chain(&grads.d_skip).chain(&grads.delta_bias).all(|v| *v == 0.0));
+        assert_eq!(grads.a_log.len(), d * n);
+    }
+    Ok(())
+}
