@@ -18,11 +18,11 @@ fn tiny_model_beats_the_unigram_baseline_on_shakespeare() {
     let out = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         steps: 60,
-        micro_batch: 8,
+        micro_batch: 4,
         grad_accum: 1,
         warmup: 5,
         muon_lr: 0.02,
-        adamw_lr: 0.005,
+        adamw_lr: 0.01,
         weight_decay: 0.0,
         optimizer: OptimizerKind::Hybrid,
         eval_chunks: 32,

@@ -64,7 +64,7 @@ impl MambaLM {
         let logits = self.forward(ids)?; // (b, l, V)
         let (b, l, v) = logits.dims3()?;
         let logits = logits.reshape((b * l, v))?.to_dtype(acc_dtype(logits.dtype()))?; // (b·l, V)
-        candle_nn::loss::cross_entropy(&logits, &targets.flatten_all()?) // ()
+        super::cross_entropy::cross_entropy(&logits, &targets.flatten_all()?) // ()
     }
 
     /// Recurrent state of every layer, zeros.

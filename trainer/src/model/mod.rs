@@ -3,6 +3,7 @@
 //! recurrent step used for generation.
 
 pub mod config;
+pub mod cross_entropy;
 pub mod init;
 pub mod layers;
 pub mod mamba;

@@ -17,7 +17,7 @@ pub fn eval_loss(model: &MambaLM, chunks: &[Vec<u32>], micro_batch: usize, devic
         let all = Tensor::from_vec(flat, (group.len(), chunk), device)?; // (b, l+1)
         let inputs = all.narrow(1, 0, chunk - 1)?.contiguous()?; // (b, l)
         let targets = all.narrow(1, 1, chunk - 1)?.contiguous()?; // (b, l)
-        let loss = model.loss(&inputs, &targets)?.to_scalar::<f32>()? as f64;
+        let loss = model.loss(&inputs, &targets)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         sum += loss * group.len() as f64;
     }
     Ok(Some(sum / chunks.len() as f64))

@@ -108,7 +108,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     if val.is_empty() {
         tracing::warn!("no val chunks in {}: evaluation is skipped", cfg.data.display());
     }
-    let mut metrics = report::Report::open(cfg, start_step)?;
+    let mut metrics = report::Report::open(cfg, optimizer_state.as_ref().map(|_| start_step))?;
 
     let save = |step: usize, tokens: u64, pos: &DataPosition, opt: &HybridOptimizer, last_val: Option<f64>| -> Result<()> {
         let state = TrainerState {
@@ -143,6 +143,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         if data.wants_checkpoint() && saved_step != Some(step) {
             let pos = data.position().clone();
             save(step, tokens, &pos, &opt, last_val)?;
+            metrics.flush()?;
             data.checkpoint_saved(&pos)?;
             saved_step = Some(step);
         }
@@ -194,6 +195,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         if cfg.save_every > 0 && step % cfg.save_every == 0 && step < cfg.steps {
             let pos = data.position().clone();
             save(step, tokens, &pos, &opt, last_val)?;
+            metrics.flush()?;
             data.checkpoint_saved(&pos)?;
             saved_step = Some(step);
         }
@@ -208,7 +210,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         save(step, tokens, &pos, &opt, last_val)?;
         data.checkpoint_saved(&pos)?;
     }
-    metrics.finish()?;
+    metrics.flush()?;
     tracing::info!("stopped at step {step}: {reason:?}");
     Ok(TrainOutcome { stop: reason, step, losses, last_val_loss: last_val })
 }

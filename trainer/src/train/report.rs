@@ -1,5 +1,5 @@
-//! The training loop's reporting: one fixed-format log line per step, eval lines, and the
-//! metrics files (through `crate::metrics`).
+//! The training loop's reporting: the fixed-format log line per step (`metrics::format_step_line`)
+//! and the metrics files (JSONL, TensorBoard, loss.png) through `metrics::MetricsWriter`.
 
 use std::time::Duration;
 
@@ -7,33 +7,47 @@ use anyhow::Result;
 
 use super::step::StepResult;
 use crate::config::TrainConfig;
+use crate::metrics::{format_step_line, EvalMetrics, MetricsWriter, StepMetrics};
 
 pub struct Report {
-    total_steps: usize,
+    writer: MetricsWriter,
 }
 
 impl Report {
-    pub fn open(cfg: &TrainConfig, _start_step: usize) -> Result<Report> {
-        Ok(Report { total_steps: cfg.steps })
+    /// `resume_step`: the checkpoint's step when resuming (later records of a killed run are dropped).
+    pub fn open(cfg: &TrainConfig, resume_step: Option<usize>) -> Result<Report> {
+        Ok(Report { writer: MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))? })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn step(&mut self, step: usize, _tokens: u64, r: &StepResult, step_tokens: u64, elapsed: Duration, wait: Duration, status: &str) -> Result<()> {
+    pub fn step(&mut self, step: usize, tokens: u64, r: &StepResult, step_tokens: u64, elapsed: Duration, wait: Duration, status: &str) -> Result<()> {
         let secs = elapsed.as_secs_f64().max(1e-9);
-        tracing::info!(
-            "step {step:>6}/{} | loss {:.4} | lr {:.2e}/{:.2e} | gnorm {:.3} | {:>8.0} tok/s | {:>7.1} ms | wait {:>6.1} ms | {status}",
-            self.total_steps, r.loss, r.optim.lr_muon, r.optim.lr_adamw, r.grad_norm,
-            step_tokens as f64 / secs, secs * 1e3, wait.as_secs_f64() * 1e3
-        );
+        let m = StepMetrics {
+            step: step as u64,
+            loss: r.loss,
+            lr_muon: r.optim.lr_muon,
+            lr_adamw: r.optim.lr_adamw,
+            grad_norm: r.grad_norm,
+            tokens_per_sec: step_tokens as f64 / secs,
+            step_ms: secs * 1e3,
+            data_wait_ms: wait.as_secs_f64() * 1e3,
+            tokens,
+            fwd_ms: Some(r.fwd_ms),
+            bwd_ms: Some(r.bwd_ms),
+            opt_ms: Some(r.opt_ms),
+        };
+        self.writer.log_step(&m)?;
+        tracing::info!("{}", format_step_line(&m, status));
         Ok(())
     }
 
-    pub fn eval(&mut self, step: usize, _tokens: u64, loss: f64, chunks: usize, elapsed: Duration) -> Result<()> {
-        tracing::info!("eval step {step:>6} | val loss {loss:.4} | {chunks} chunks | {:.1} s", elapsed.as_secs_f64());
+    pub fn eval(&mut self, step: usize, tokens: u64, loss: f64, chunks: usize, elapsed: Duration) -> Result<()> {
+        self.writer.log_eval(&EvalMetrics { step: step as u64, tokens, val_loss: loss, val_ppl: loss.exp() })?;
+        tracing::info!("eval step {step:>5} | val loss {loss:.4} | ppl {:.2} | {chunks} chunks | {:.1} s", loss.exp(), elapsed.as_secs_f64());
         Ok(())
     }
 
-    pub fn finish(&mut self) -> Result<()> {
-        Ok(())
+    /// Makes the metrics durable; called with every checkpoint and at the end.
+    pub fn flush(&mut self) -> Result<()> {
+        Ok(self.writer.flush()?)
     }
 }

@@ -5,7 +5,9 @@
 //! Micro-batch size is only a throughput knob: 1×4, 2×2 and 4×1 give the same update.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
 
 use crate::data::Batch;
 use crate::model::MambaLM;
@@ -21,6 +23,10 @@ pub struct StepResult {
     /// Sequences trained on.
     pub rows: usize,
     pub optim: StepStats,
+    /// Forward, backward (summed over micro-batches) and clip + update times, ms (device synced).
+    pub fwd_ms: f64,
+    pub bwd_ms: f64,
+    pub opt_ms: f64,
 }
 
 /// Inputs `(rows, seq_len)` and targets `(rows, seq_len)` of a batch of `seq_len + 1`-token chunks.
@@ -44,20 +50,27 @@ pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch],
         bail!("train_step got no sequences");
     }
     let mut loss_sum = 0f64;
+    let (mut fwd_ms, mut bwd_ms) = (0f64, 0f64);
     let mut grads: Option<Vec<(String, Tensor)>> = None;
     for batch in batches {
         let (inputs, targets) = batch_tensors(batch, seq_len, device)?;
         let weight = batch.micro_batch as f64 / rows as f64;
+        let t0 = Instant::now();
         let loss = model.loss(&inputs, &targets)?; // ()
         let scaled = loss.affine(weight, 0.0)?; // ()
-        loss_sum += scaled.to_scalar::<f32>()? as f64;
+        loss_sum += scaled.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        fwd_ms += t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
         let store = scaled.backward()?;
+        device.synchronize()?;
+        bwd_ms += t1.elapsed().as_secs_f64() * 1e3;
         let g = opt.grads_from_store(&store).context("collecting gradients")?;
         grads = Some(match grads {
             None => g,
             Some(acc) => acc.into_iter().zip(g).map(|((n, a), (_, b))| Ok((n, (a + b)?))).collect::<Result<Vec<_>>>()?,
         });
     }
+    let t2 = Instant::now();
     let mut grads = grads.context("no gradients")?;
     if !loss_sum.is_finite() {
         bail!(NonFinite { step, what: format!("loss is {loss_sum}") });
@@ -67,7 +80,9 @@ pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch],
         bail!(NonFinite { step, what: format!("gradient norm is {grad_norm} (loss {loss_sum:.4})") });
     }
     let optim = opt.step(&grads, step).context("optimizer step")?;
-    Ok(StepResult { loss: loss_sum, grad_norm, rows, optim })
+    device.synchronize()?;
+    let opt_ms = t2.elapsed().as_secs_f64() * 1e3;
+    Ok(StepResult { loss: loss_sum, grad_norm, rows, optim, fwd_ms, bwd_ms, opt_ms })
 }
 
 /// A NaN/Inf loss or gradient: training stops without applying the update.
