@@ -3,6 +3,7 @@
 //! # API used by the training loop
 //! ```text
 //! let mut data = TrainData::open(spec, resume_position)?;   // validates shards, starts the prefetch thread
+//! data.set_batches_per_step(grad_accum);                     // follow mode: how far wants_checkpoint looks ahead
 //! loop {
 //!     // follow mode, at an optimizer-step boundary: if the loader is about to run dry while it
 //!     // holds fully read shards the pipeline may not recycle yet, save a checkpoint now
@@ -35,7 +36,9 @@
 //! published data while holding fully read, unreleased shards must save a checkpoint to let the
 //! pipeline go on: [`TrainData::wants_checkpoint`] says when (see its doc). This is deadlock free
 //! when N ≥ 2 and one optimizer step (grad_accum × micro_batch chunks) spans at most N − 1 shard
-//! boundaries (i.e. a shard holds at least one step's chunks when N = 2).
+//! boundaries (i.e. a shard holds at least one step's chunks when N = 2). Since only checkpoints
+//! release shards, a ring of N shards lets the trainer run about (N − 1) shards past its last
+//! checkpoint: make `--save-every` × step chunks small against that, or expect extra checkpoints.
 //!
 //! The last batch of follow mode may have fewer than `micro_batch` rows ([`Batch::micro_batch`]
 //! says how many), so that every published chunk is trained on exactly once.
@@ -46,19 +49,19 @@ mod manifest;
 mod order;
 mod position;
 mod prefetch;
+mod ring_watch;
 mod static_order;
 mod val;
 mod validate;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mamba_shards::format::Split;
-use mamba_shards::ring::{list_shards, read_release, write_release, Release};
+use mamba_shards::ring::{read_release, write_release, Release};
 
 pub use error::DataError;
 pub use position::{Cursor, DataPosition};
@@ -66,6 +69,7 @@ pub use val::load_val_chunks;
 
 use follow::{FollowSource, SharedRingView};
 use prefetch::{ChunkSource, Prefetcher, Staged};
+use ring_watch::RingWatch;
 use static_order::StaticOrder;
 
 /// What to load and how.
@@ -105,9 +109,11 @@ pub struct TrainData {
     prefetch: Prefetcher,
     /// The position after the last batch handed out (or the start position).
     position: DataPosition,
-    /// Follow mode: the release cursor written so far, and the loader thread's view of the ring.
+    /// Follow mode: the release cursor written so far, and our view of the ring.
     released_below: u64,
-    ring: Option<SharedRingView>,
+    ring: Option<RingWatch>,
+    /// Batches one optimizer step consumes (see `set_batches_per_step`).
+    batches_per_step: usize,
     ended: bool,
 }
 
@@ -124,6 +130,7 @@ impl TrainData {
             pos.check_resume(spec.seed, spec.follow)?;
         }
         let (source, position, released_below, ring): (Box<dyn ChunkSource>, _, _, _) = if spec.follow {
+            manifest::check_manifest_fits_model(&spec.dir, spec.seq_len, spec.vocab_size)?;
             let released_below = read_release(&spec.dir)?.map_or(0, |r| r.train_released_below);
             let ring = SharedRingView::default();
             let source = FollowSource::new(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref(), released_below, ring.clone())?;
@@ -131,14 +138,23 @@ impl TrainData {
             if resume.is_none() && released_below > 0 {
                 tracing::info!("follow mode starts at train shard {released_below}: an earlier trainer released the shards below it");
             }
-            (Box::new(source), position, released_below, Some(ring))
+            (Box::new(source), position, released_below, Some(RingWatch::new(&spec.dir, ring)))
         } else {
             let source = StaticOrder::open(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref())?;
             let position = source.position();
             (Box::new(source), position, 0, None)
         };
         let prefetch = Prefetcher::spawn(source, spec.micro_batch, spec.seq_len + 1, spec.prefetch)?;
-        Ok(TrainData { spec, prefetch, position, released_below, ring, ended: false })
+        let batches_per_step = spec.prefetch.max(1);
+        Ok(TrainData { spec, prefetch, position, released_below, ring, batches_per_step, ended: false })
+    }
+
+    /// Tells follow mode how many batches one optimizer step consumes (the gradient-accumulation
+    /// count): [`TrainData::wants_checkpoint`] asks for a checkpoint while less than one step of
+    /// published data is left, because a checkpoint can only be taken between steps. Default:
+    /// `spec.prefetch` (at least 1). Call it once after `open`.
+    pub fn set_batches_per_step(&mut self, batches: usize) {
+        self.batches_per_step = batches.max(1);
     }
 
     /// The next batch, blocking until it is staged. `None` only in follow mode, once the pipeline's
@@ -183,43 +199,40 @@ impl TrainData {
             tracing::info!("released train shards below {shard} to the pipeline");
             self.released_below = shard;
             if let Some(ring) = &self.ring {
-                ring.lock().shard_chunks.retain(|&seq, _| seq >= shard);
+                ring.released(shard);
             }
         }
         Ok(())
     }
 
-    /// Follow mode, checked by the training loop at optimizer-step boundaries: `true` when the
-    /// loader holds fully read train shards that are not released yet (the last batch's position
-    /// is past them) AND it is about to need a shard the pipeline has not published: either the
-    /// loader thread already waits for one, or the shard being read is the newest published one.
-    /// The loop should then save a checkpoint and call [`TrainData::checkpoint_saved`], which frees
-    /// ring slots so that a pipeline blocked on a full ring can publish more. It turns `false`
-    /// again once that is done, so this costs at most one extra checkpoint per shard. Always
-    /// `false` in static mode.
+    /// Follow mode, checked by the training loop at every optimizer-step boundary: `true` when
+    /// saving a checkpoint now (then calling [`TrainData::checkpoint_saved`]) is needed to keep
+    /// the pipeline going, namely when all of these hold:
+    /// - some train shards were fully read (the last batch's position is past them) but are not
+    ///   released yet;
+    /// - less than one step of published data ([`TrainData::set_batches_per_step`]) is left
+    ///   ahead of the position (staged batches included);
+    /// - the pipeline may be blocked on its full ring (decided from `ring_slots` in its manifest
+    ///   when it is there, assumed otherwise) and has not finished.
+    ///
+    /// A checkpoint can only be taken between steps, so waiting until the next batch blocks would
+    /// be too late: the step would block half way while the pipeline waits for a release. After the
+    /// checkpoint this is `false` again until more shards are read, so it costs at most one extra
+    /// checkpoint per ring's worth of shards (per shard while the pipeline is the bottleneck and
+    /// the manifest does not give the ring size). Always `false` in static mode.
     pub fn wants_checkpoint(&self) -> bool {
-        let (Some(ring), Some(shard)) = (&self.ring, self.position.follow_shard()) else {
+        let (Some(ring), Cursor::Follow { shard, chunk }) = (&self.ring, self.position.cursor) else {
             return false;
         };
         if self.ended || shard <= self.released_below {
             return false;
         }
-        {
-            let view = ring.lock();
-            if view.pipeline_finished {
-                return false;
-            }
-            if view.waiting {
-                return true;
-            }
+        if ring.view.lock().pipeline_finished {
+            return false;
         }
-        match list_shards(&self.spec.dir, Split::Train) {
-            Ok(shards) => !shards.iter().any(|(seq, _)| *seq > shard),
-            Err(e) => {
-                tracing::warn!("cannot list the ring: {e}");
-                false
-            }
-        }
+        let step_chunks = (self.batches_per_step * self.spec.micro_batch) as u64;
+        let running_dry = ring.chunks_ahead(shard, chunk, step_chunks) < step_chunks;
+        running_dry && ring.pipeline_may_block(self.released_below)
     }
 
     /// A short text for log lines, e.g. `static 1234/5678 chunks epoch 2` or
@@ -227,23 +240,7 @@ impl TrainData {
     pub fn ring_status(&self) -> String {
         match (self.position.cursor, &self.ring) {
             (Cursor::Static { epoch, index, total_chunks, .. }, _) => format!("static {index}/{total_chunks} chunks epoch {epoch}"),
-            (Cursor::Follow { shard, chunk }, Some(ring)) => {
-                let ahead = list_shards(&self.spec.dir, Split::Train).map_or(0, |s| s.iter().filter(|(seq, _)| *seq > shard).count());
-                let view = ring.lock();
-                let of = view.shard_chunks.get(&shard).map_or(String::new(), |n| format!("/{n}"));
-                let mut s = format!("ring shard {shard} chunk {chunk}{of}, {ahead} ready ahead, released <{}", self.released_below);
-                if self.ended {
-                    s.push_str(", all read");
-                } else if view.waiting {
-                    s.push_str(", waiting for pipeline");
-                } else if view.pipeline_finished {
-                    s.push_str(", pipeline finished");
-                }
-                if !view.skipped.is_empty() {
-                    s.push_str(&format!(", {} corrupt skipped", view.skipped.len()));
-                }
-                s
-            }
+            (Cursor::Follow { shard, chunk }, Some(ring)) => ring.status(shard, chunk, self.released_below, self.ended),
             (Cursor::Follow { shard, chunk }, None) => format!("follow shard {shard} chunk {chunk}"),
         }
     }
@@ -251,7 +248,7 @@ impl TrainData {
     /// Follow mode: the train shards skipped so far as unreadable or corrupt, each with its error
     /// (which names the file and chunk). Empty in static mode, where a bad chunk is an error.
     pub fn skipped_shards(&self) -> Vec<(u64, String)> {
-        self.ring.as_ref().map_or(Vec::new(), |ring| ring.lock().skipped.clone())
+        self.ring.as_ref().map_or(Vec::new(), |ring| ring.view.lock().skipped.clone())
     }
 
     /// Static mode: the epoch of the next chunk (0 in follow mode).

@@ -44,7 +44,7 @@ fn follow_picks_up_later_shards_reads_each_chunk_once_and_ends_when_finished() {
     assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
     assert_ne!(ids[..5], chunks_of(&[(0, 5)])[..], "shard 0 was not shuffled");
     assert_eq!(batches.iter().map(|b| b.micro_batch).collect::<Vec<_>>(), vec![5, 5, 2]);
-    assert!(batches[1].wait >= Duration::from_millis(300), "the batch that needed shard 1 waited {:?}", batches[1].wait);
+    assert!(batches[1].wait >= Duration::from_millis(100), "the batch that needed shard 1 waited {:?}", batches[1].wait);
     assert_eq!(data.position().cursor, Cursor::Follow { shard: 3, chunk: 0 });
     assert!(data.next_batch().unwrap().is_none(), "None again after the end");
     assert!(data.ring_status().contains("all read"), "{}", data.ring_status());
@@ -174,6 +174,12 @@ fn follow_stops_on_a_shard_that_does_not_fit_the_model() {
     assert!(matches!(e, DataError::WrongChunkTokens { found: 10, expected: 8, .. }), "{e}");
     assert!(e.to_string().contains(&wrong.display().to_string()), "{e}");
     assert!(matches!(data.next_batch(), Err(DataError::LoaderStopped { .. })));
+
+    // A pipeline whose manifest announces other chunks is refused at open, before any waiting.
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(dir.path(), false, mamba_shards::ShardParams { chunk_tokens: 10, ..params() });
+    let e = TrainData::open(spec(dir.path(), true, 1, 0), None).err().unwrap();
+    assert!(matches!(e, DataError::WrongChunkTokens { found: 10, .. }) && e.to_string().contains("manifest.json"), "{e}");
 }
 
 #[test]
@@ -190,3 +196,47 @@ fn follow_loader_shuts_down_while_waiting_for_the_pipeline() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+
+/// Adds the pipeline's ring size to its manifest as a top-level `ring_slots`.
+fn set_ring_slots(dir: &Path, slots: u64) {
+    let path = dir.join(mamba_shards::ring::MANIFEST_FILE);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["ring_slots"] = slots.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+#[test]
+fn follow_wants_a_checkpoint_before_a_step_could_block_on_a_full_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    for seq in 0..2 {
+        write_shard(dir.path(), Split::Train, seq, 3);
+    }
+    let mut data = TrainData::open(spec(dir.path(), true, 1, 3), None).unwrap();
+    data.set_batches_per_step(4);
+    take(&mut data, 2);
+    assert!(!data.wants_checkpoint(), "nothing fully read yet");
+    take(&mut data, 2); // position (1, 1): shard 0 done, 2 chunks left, a step needs 4
+    assert_eq!(data.position().cursor, Cursor::Follow { shard: 1, chunk: 1 });
+    assert!(data.wants_checkpoint(), "less than a step is left and the ring size is unknown");
+
+    // The manifest gives the ring size: 8 slots with 2 used leave the pipeline free to publish.
+    write_manifest(dir.path(), false, params());
+    set_ring_slots(dir.path(), 8);
+    assert!(!data.wants_checkpoint());
+    set_ring_slots(dir.path(), 0);
+    assert!(!data.wants_checkpoint(), "no ring: the pipeline never waits for releases");
+    set_ring_slots(dir.path(), 3); // 2 used + the next one fill it
+    assert!(data.wants_checkpoint());
+    data.checkpoint_saved(&data.position().clone()).unwrap();
+    assert_eq!(released(dir.path()), Some(1));
+    assert!(!data.wants_checkpoint(), "shard 0 is released; shard 1 is still being read");
+    data.set_batches_per_step(1);
+    write_shard(dir.path(), Split::Train, 2, 3);
+    set_ring_slots(dir.path(), 2);
+    take(&mut data, 2); // position (2, 0): shard 1 done
+    assert!(!data.wants_checkpoint(), "3 chunks ahead, a step needs 1");
+    take(&mut data, 2);
+    assert!(!data.wants_checkpoint(), "1 chunk ahead, a step needs 1");
+    take(&mut data, 1);
+    assert!(data.wants_checkpoint(), "nothing ahead, and shards 1 and 2 on disk fill the ring of 2");
+}

@@ -15,11 +15,11 @@ use mamba_shards::{ShardParams, ShardWriter};
 
 use super::{Batch, DataSpec, TrainData};
 
-pub(super) const SEQ_LEN: usize = 7;
+pub(crate) const SEQ_LEN: usize = 7;
 pub(super) const CHUNK: usize = SEQ_LEN + 1;
-pub(super) const VOCAB: u32 = 1000;
+pub(crate) const VOCAB: u32 = 1000;
 
-pub(super) fn params() -> ShardParams {
+pub(crate) fn params() -> ShardParams {
     ShardParams { token_bytes: 2, chunk_tokens: CHUNK as u32, vocab_size: VOCAB, eot_id: VOCAB - 1 }
 }
 
@@ -61,8 +61,38 @@ pub(super) fn corrupt_frame(path: &Path, k: usize) {
     std::fs::write(path, b).unwrap();
 }
 
+/// Writes the pipeline's manifest as the pipeline would (`finished` and the shard params matter).
+pub(crate) fn write_manifest(dir: &Path, finished: bool, params: ShardParams) {
+    use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
+    let m = mamba_shards::Manifest {
+        version: MANIFEST_VERSION,
+        finished,
+        finish_reason: if finished { "end of source".into() } else { String::new() },
+        max_tokens: None,
+        seq_len: params.chunk_tokens - 1,
+        params,
+        tokenizer: "test".into(),
+        chunks_per_shard: 4,
+        fingerprint: SourceFingerprint {
+            files: vec![],
+            tokenizer: "test".into(),
+            seq_len: params.chunk_tokens - 1,
+            chunks_per_shard: 4,
+            val_fraction: 0.0,
+            workers: 1,
+            worker_index: 0,
+        },
+        val_bootstrap_through: None,
+        train: Default::default(),
+        val: Default::default(),
+        skipped_files: vec![],
+        written_by: "trainer data tests".into(),
+    };
+    m.write(dir).unwrap();
+}
+
 pub(super) fn write_manifest_finished(dir: &Path) {
-    std::fs::write(dir.join(mamba_shards::ring::MANIFEST_FILE), br#"{"finished": true}"#).unwrap();
+    write_manifest(dir, true, params());
 }
 
 pub(super) fn spec(dir: &Path, follow: bool, micro_batch: usize, seed: u64) -> DataSpec {
