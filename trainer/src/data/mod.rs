@@ -25,6 +25,8 @@
 //! - Follow mode (`follow.rs`): train shards in seq order as the pipeline publishes them, each
 //!   chunk once, corrupt shards reported and skipped; ends when the pipeline's manifest says it has
 //!   finished and everything was read (`manifest.rs`).
+//! - The loop's view of the ring for `wants_checkpoint` and status lines (`ring_watch.rs`; it
+//!   reads an optional top-level `ring_slots` from the manifest when the pipeline writes one).
 //! - Background prefetch (`prefetch.rs`), seeded orders (`order.rs`), model-fit checks
 //!   (`validate.rs`), the validation set (`val.rs`), errors (`error.rs`).
 //!
