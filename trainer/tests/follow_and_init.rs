@@ -1,0 +1,105 @@
+//! Follow mode through the training loop (shards published while it waits, stop when the
+//! pipeline has finished and everything was read, shards released), and `--init-from`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mamba_shards::format::Split;
+use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
+use mamba_shards::{ShardParams, ShardReader};
+use candle_core::Device;
+use mamba_trainer::config::TrainConfig;
+use mamba_trainer::data::{DataSpec, TrainData};
+use mamba_trainer::train::{run, StopReason};
+
+const SEQ: usize = 16;
+
+fn write_manifest(dir: &std::path::Path, finished: bool, params: ShardParams) {
+    let m = mamba_shards::Manifest {
+        version: MANIFEST_VERSION,
+        finished,
+        finish_reason: if finished { "end of source".into() } else { String::new() },
+        max_tokens: None,
+        seq_len: params.chunk_tokens - 1,
+        params,
+        tokenizer: "test".into(),
+        chunks_per_shard: 8,
+        fingerprint: SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len: params.chunk_tokens - 1, chunks_per_shard: 8, val_fraction: 0.0, workers: 1, worker_index: 0 },
+        val_bootstrap_through: None,
+        train: Default::default(),
+        val: Default::default(),
+        skipped_files: vec![],
+        written_by: "trainer follow test".into(),
+    };
+    m.write(dir).unwrap();
+}
+
+#[test]
+fn follow_mode_trains_on_every_published_chunk_then_stops() {
+    init_tracing();
+    // All shards are made in a staging dir; the "pipeline" thread publishes them one by one.
+    let staging = tempfile::tempdir().unwrap();
+    synthetic_shards(staging.path(), 64, SEQ, 24, 4, 8);
+    let data = tempfile::tempdir().unwrap();
+    let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
+    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    std::fs::copy(staging.path().join("val-00000000.shard"), data.path().join("val-00000000.shard")).unwrap();
+    write_manifest(data.path(), false, params);
+    let (src, dst) = (staging.path().to_path_buf(), data.path().to_path_buf());
+    let publisher = std::thread::spawn(move || {
+        for seq in 0..3u64 {
+            std::thread::sleep(Duration::from_millis(300));
+            let name = mamba_shards::shard_file_name(Split::Train, seq);
+            std::fs::copy(src.join(&name), dst.join(format!(".{name}.tmp"))).unwrap();
+            std::fs::rename(dst.join(format!(".{name}.tmp")), dst.join(&name)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        write_manifest(&dst, true, params);
+    });
+    let out = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { follow: true, steps: 1000, micro_batch: 2, grad_accum: 2, ..tiny_config(data.path(), out.path(), "micro") };
+    let outcome = run(&cfg, &no_stop()).unwrap();
+    publisher.join().unwrap();
+    assert_eq!(outcome.stop, StopReason::DataExhausted);
+    assert_eq!(outcome.step, 24 / 4, "24 chunks, 4 per step, each once");
+    let released = mamba_shards::ring::read_release(data.path()).unwrap().expect("release file written");
+    assert!(released.train_released_below >= 2, "{released:?}");
+}
+
+#[test]
+fn init_from_a_checkpoint_starts_from_its_weights() {
+    init_tracing();
+    let data = tempfile::tempdir().unwrap();
+    synthetic_shards(data.path(), 64, SEQ, 40, 4, 20);
+    let first = tempfile::tempdir().unwrap();
+    let a = run(&TrainConfig { steps: 3, ..tiny_config(data.path(), first.path(), "micro") }, &no_stop()).unwrap();
+    let ckpt = first.path().join("ckpt-000003");
+    // Fresh run from those weights, with another seed for init (ignored) and data order (same: seed 0).
+    let second = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { steps: 1, init_from: Some(ckpt.display().to_string()), model: "130m".into(), ..tiny_config(data.path(), second.path(), "micro") };
+    let b = run(&cfg, &no_stop()).unwrap();
+    // Its first loss is the checkpoint model's loss on the first batch of the data order.
+    let (cfg_m, params) = mamba_trainer::checkpoint::params_from_loaded(mamba_trainer::checkpoint::load_model(&ckpt).unwrap(), &Device::Cpu).unwrap();
+    let model = mamba_trainer::model::MambaLM::new(&cfg_m, params.var_builder(&Device::Cpu)).unwrap();
+    let spec = DataSpec { dir: data.path().into(), seq_len: SEQ, vocab_size: 64, seed: 0, follow: false, micro_batch: 2, prefetch: 1 };
+    let batch = TrainData::open(spec, None).unwrap().next_batch().unwrap().unwrap();
+    let (x, y) = mamba_trainer::train::step::batch_tensors(&batch, SEQ, &Device::Cpu).unwrap();
+    let want = model.loss(&x, &y).unwrap().to_scalar::<f32>().unwrap() as f64;
+    assert!((b.losses[0] - want).abs() <= 1e-6 * want, "init-from first loss {} vs checkpoint model {want}", b.losses[0]);
+    assert!((a.losses[0] - want).abs() > 1e-4, "the checkpoint differs from a fresh init");
+    let saved = mamba_trainer::checkpoint::load_model(&second.path().join("ckpt-000001")).unwrap();
+    assert_eq!(saved.config.d_model, 8, "the checkpoint's config replaces --model");
+
+    // Data with a larger vocabulary than the checkpoint's embedding: a clear error.
+    let big = tempfile::tempdir().unwrap();
+    synthetic_shards(big.path(), 1000, SEQ, 8, 2, 20);
+    let cfg = TrainConfig { steps: 1, init_from: Some(ckpt.display().to_string()), ..tiny_config(big.path(), tempfile::tempdir().unwrap().path(), "micro") };
+    let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
+    assert!(err.contains("1000") && err.contains("64"), "{err}");
+    // A path that does not exist and is no repo id.
+    let cfg = TrainConfig { steps: 1, init_from: Some("/no/such/dir".into()), ..tiny_config(data.path(), tempfile::tempdir().unwrap().path(), "micro") };
+    let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
+    assert!(err.contains("/no/such/dir"), "{err}");
+}
