@@ -92,7 +92,7 @@ fn round_trip_is_bit_exact_and_config_json_is_hf() {
         "hidden_act": "silu", "residual_in_fp32": true, "tie_word_embeddings": true,
         "bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256,
         "time_step_min": 0.001, "time_step_max": 0.1, "time_step_floor": 0.0001, "time_step_scale": 1.0,
-        "time_step_init_scheme": "random", "rescale_prenorm_residual": true, "torch_dtype": "float32"
+        "time_step_init_scheme": "random", "rescale_prenorm_residual": false, "torch_dtype": "float32"
     });
     for (k, v) in want.as_object().unwrap() {
         assert_eq!(json.get(k), Some(v), "config.json field {k}");

@@ -123,7 +123,9 @@ impl HfMambaConfig {
             time_step_floor: cfg.dt_init_floor,
             time_step_scale: 1.0,
             time_step_init_scheme: random(),
-            rescale_prenorm_residual: true,
+            // Init-only flag, and transformers (5.x) applies it to *loaded* out_proj weights in
+            // `_init_weights`, corrupting them; state-spaces/mamba-130m-hf ships false too.
+            rescale_prenorm_residual: false,
             initializer_range: cfg.initializer_range,
             torch_dtype: float32(),
             pad_vocab_size_multiple: Some(cfg.pad_vocab_size_multiple),

@@ -1,0 +1,43 @@
+//! `MambaForCausalLM.from_pretrained(dir)` loads our checkpoint unchanged and gives the same
+//! logits. Needs python3 with torch + transformers, so it is ignored by default:
+//! `cargo test -p mamba-trainer --test hf_transformers -- --ignored`. With `HF_CHECK_DIR=DIR` the
+//! checkpoint and expected logits are kept in DIR (to run tests/hf/check_transformers.py elsewhere).
+
+use candle_core::{Device, Tensor};
+use mamba_trainer::checkpoint::{save_checkpoint, CheckpointContents, TrainerState};
+use mamba_trainer::config::TrainConfig;
+use mamba_trainer::model::{MambaConfig, MambaLM, Params};
+
+#[test]
+#[ignore = "needs python3 with torch and transformers"]
+fn transformers_loads_our_checkpoint_with_the_same_logits() {
+    let keep = std::env::var_os("HF_CHECK_DIR").map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let cfg = MambaConfig { d_model: 32, n_layer: 2, d_state: 8, vocab_size: 100, ..MambaConfig::preset("micro").unwrap() };
+    let params = Params::init(&cfg, 1, &Device::Cpu).unwrap();
+    let state = TrainerState {
+        version: mamba_trainer::VERSION.into(),
+        git_hash: mamba_trainer::GIT_HASH.into(),
+        step: 0,
+        tokens: 0,
+        seed: 1,
+        data_position: serde_json::Value::Null,
+        seq_len: 16,
+        model: cfg.clone(),
+        config: TrainConfig::default(),
+        last_val_loss: None,
+    };
+    let ckpt = save_checkpoint(&run_dir, CheckpointContents { model: &cfg, params: &params, optimizer_state: vec![], state: &state }, 1).unwrap();
+    let model = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap();
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 100).collect();
+    let logits = model.forward(&Tensor::new(tokens.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
+    let logits: Vec<Vec<f32>> = logits.squeeze(0).unwrap().to_vec2().unwrap();
+    std::fs::write(ckpt.join("expected.json"), serde_json::json!({ "tokens": tokens, "logits": logits }).to_string()).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf/check_transformers.py");
+    let out = std::process::Command::new("python3").arg(&script).arg(&ckpt).output().expect("running python3");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+}
