@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train (or resume training) a Mamba model on the shards in --data.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Sample text from a checkpoint with the recurrent O(1)-per-token state.
     Generate(generate::GenerateArgs),
     /// Time the training step (forward + backward + optimizer) on random tokens.

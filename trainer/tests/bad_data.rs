@@ -1,5 +1,6 @@
 //! Bad data reaches the user as a clear error naming the file (and the chunk), through
 //! `trainer train`'s code path: wrong magic/version/vocab/seq-len, truncated file, corrupt frame.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Checkpoint directories: Hugging Face key/shape/config layout, bit-exact round trip, atomic
 //! writes and pruning to the newest K.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

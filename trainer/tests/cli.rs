@@ -1,5 +1,6 @@
 //! The `trainer` binary end to end: train (optimizer groups printed, checkpoint written),
 //! generate (text, deterministic in the seed), SIGTERM (checkpoint, exit 0).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Follow mode through the training loop (shards published while it waits, stop when the
 //! pipeline has finished and everything was read, shards released), and `--init-from`.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! logits. Needs python3 with torch + transformers, so it is ignored by default:
 //! `cargo test -p mamba-trainer --test hf_transformers -- --ignored`. With `HF_CHECK_DIR=DIR` the
 //! checkpoint and expected logits are kept in DIR (to run tests/hf/check_transformers.py elsewhere).
+#![allow(clippy::unwrap_used)]
 
 use candle_core::{Device, Tensor};
 use mamba_trainer::checkpoint::{save_checkpoint, CheckpointContents, TrainerState};

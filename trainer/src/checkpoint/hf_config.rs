@@ -177,6 +177,7 @@ impl HfMambaConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -27,7 +27,7 @@ struct CrossEntropy;
 struct CrossEntropyGrad;
 
 /// The two float types the CPU kernels handle.
-trait Float: candle_core::WithDType + Copy + Send + Sync {
+trait Float: candle_core::WithDType + Copy + Send + Sync + std::ops::SubAssign {
     fn exp_(self) -> Self;
     fn f64_(self) -> f64;
     fn of(x: f64) -> Self;
@@ -97,7 +97,7 @@ fn backward<T: Float>(x: &[T], t: &[u32], aux: &[T], v: usize) -> Vec<T> {
         for (o, &a) in o.iter_mut().zip(row) {
             *o = g * (a - lse).exp_();
         }
-        o[t[i] as usize] = o[t[i] as usize] - g;
+        o[t[i] as usize] -= g;
     });
     out
 }
@@ -147,6 +147,7 @@ impl CustomOp3 for CrossEntropyGrad {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use candle_core::{Device, Var};

@@ -71,6 +71,7 @@ fn inverse_softplus_dt(rng: &mut ChaCha8Rng, cfg: &MambaConfig) -> f32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -19,6 +19,7 @@ impl Report {
         Ok(Report { writer: MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))? })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn step(&mut self, step: usize, tokens: u64, r: &StepResult, step_tokens: u64, elapsed: Duration, wait: Duration, status: &str) -> Result<()> {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let m = StepMetrics {

@@ -90,7 +90,7 @@ pub fn synthetic_shards(dir: &Path, vocab: u32, seq_len: usize, n_train: usize, 
     let mut x = 12345u64;
     let mut next = |prev: u32| {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        if (x >> 33) % 4 == 0 { ((x >> 40) % vocab as u64) as u32 } else { (prev * 7 + 3) % (vocab - 1) }
+        if (x >> 33) & 3 == 0 { ((x >> 40) % vocab as u64) as u32 } else { (prev * 7 + 3) % (vocab - 1) }
     };
     let mut make = |n: usize| {
         let mut toks = vec![vocab - 1];
