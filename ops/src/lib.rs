@@ -12,15 +12,21 @@
 //!   inputs are converted to `f32` inside and the result converted back to the dtype of the
 //!   first argument (`u` / `x`). Integer inputs are an error.
 //! - layouts: any strides are accepted (inputs are made contiguous before the op).
-//! - devices: CPU (rayon over batch × channel blocks). The CPU path is the reference the CUDA
-//!   kernels are compared with.
-//! - determinism: outputs and gradients are bit-identical from run to run and for any number
-//!   of threads (partial sums are combined in a fixed order; no atomics).
+//! - devices: CPU (rayon over batch × channel blocks) and, with the `cuda` feature, CUDA
+//!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute, one thread per
+//!   (batch, channel, state) for the scan). The CPU path is the reference the CUDA kernels are
+//!   compared with (`tests/cuda_vs_cpu.rs`).
+//! - determinism: on the CPU, outputs and gradients are bit-identical from run to run and for
+//!   any number of threads (partial sums are combined in a fixed order; no atomics). On CUDA the
+//!   scan's dB/dC sums over a block's channels use shared-memory atomics, so the last bits of
+//!   those two gradients may vary between runs.
 //!
 //! [`reference`] holds plain `f64` loops defining both ops, forward and backward, for tests.
 
 mod causal_conv1d;
 mod cpu_storage;
+#[cfg(feature = "cuda")]
+mod cuda_util;
 mod real;
 pub mod reference;
 mod selective_scan;

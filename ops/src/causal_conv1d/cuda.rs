@@ -2,7 +2,7 @@
 //! dx kernel, and per-strip dw/dbias partials summed by candle (fixed order).
 
 use super::cpu::ConvDims;
-use crate::cuda_util::{cuda_storage, device, load, ptx, tensor, view};
+use crate::cuda_util::{cuda_storage, device, ptx, tensor, view};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{bail, Layout, Result, Shape, Tensor};
@@ -35,7 +35,7 @@ pub(crate) fn forward(
     let n = dims.b * dims.l * dims.d;
     // SAFETY: one thread per element writes every element.
     let out = unsafe { dev.alloc::<f32>(n)? };
-    let func = load(&dev, MODULE, ptx::CAUSAL_CONV1D, "causal_conv1d_silu_fwd_f32")?;
+    let func = dev.get_or_load_custom_func("causal_conv1d_silu_fwd_f32", MODULE, ptx::CAUSAL_CONV1D)?;
     let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
     let mut args = func.builder();
     args.arg(&xv).arg(&wv).arg(&bv).arg(&out).arg(&b).arg(&l).arg(&d).arg(&k);
@@ -64,14 +64,14 @@ pub(crate) fn backward(op: &str, dims: &ConvDims, x: &Tensor, w: &Tensor, bias: 
 
     // SAFETY (all three allocations): each kernel writes every element of its output.
     let dpre = unsafe { dev.alloc::<f32>(n)? };
-    let func = load(&dev, MODULE, ptx::CAUSAL_CONV1D, "causal_conv1d_silu_dpre_f32")?;
+    let func = dev.get_or_load_custom_func("causal_conv1d_silu_dpre_f32", MODULE, ptx::CAUSAL_CONV1D)?;
     let mut args = func.builder();
     args.arg(&xv).arg(&wv).arg(&bv).arg(&gv).arg(&dpre).arg(&b).arg(&l).arg(&d).arg(&k);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(elementwise(n)) }.w()?;
 
     let dx = unsafe { dev.alloc::<f32>(n)? };
-    let func = load(&dev, MODULE, ptx::CAUSAL_CONV1D, "causal_conv1d_dx_f32")?;
+    let func = dev.get_or_load_custom_func("causal_conv1d_dx_f32", MODULE, ptx::CAUSAL_CONV1D)?;
     let mut args = func.builder();
     args.arg(&dpre).arg(&wv).arg(&dx).arg(&b).arg(&l).arg(&d).arg(&k);
     // SAFETY: as above.
@@ -79,7 +79,7 @@ pub(crate) fn backward(op: &str, dims: &ConvDims, x: &Tensor, w: &Tensor, bias: 
 
     let strips = (dims.b * dims.l).div_ceil(DW_ROWS);
     let dw_part = unsafe { dev.alloc::<f32>(strips * dims.d * (dims.k + 1))? };
-    let func = load(&dev, MODULE, ptx::CAUSAL_CONV1D, "causal_conv1d_dw_f32")?;
+    let func = dev.get_or_load_custom_func("causal_conv1d_dw_f32", MODULE, ptx::CAUSAL_CONV1D)?;
     let rows = DW_ROWS as i32;
     let cfg = LaunchConfig { grid_dim: (dims.d.div_ceil(128) as u32, strips as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let mut args = func.builder();

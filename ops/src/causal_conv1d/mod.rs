@@ -2,10 +2,11 @@
 //! argument checks and device dispatch. The CPU arithmetic is in `cpu.rs`.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::cpu_storage::{as_cpu, contiguous_slice};
 use crate::real::{compute_dtype, Real};
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use cpu::ConvDims;
 use std::sync::Arc;
@@ -97,8 +98,22 @@ impl CustomOp3 for CausalConv1dSilu {
         match s1 {
             CpuStorage::F32(_) => self.fwd_typed::<f32>(inputs),
             CpuStorage::F64(_) => self.fwd_typed::<f64>(inputs),
-            other => bail!("{NAME}: internal error: cpu_fwd got dtype {:?}", other.dtype()),
+            _ => bail!("{NAME}: internal error: cpu_fwd got a dtype other than f32/f64"),
         }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.check_layouts([l1, l2, l3])?;
+        cuda::forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(
@@ -112,6 +127,14 @@ impl CustomOp3 for CausalConv1dSilu {
         let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (b, l, d)
         if grad_y.shape() != &self.shapes()[0] {
             bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad_y.dims(), self.shapes()[0])
+        }
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            if x.dtype() != DType::F32 {
+                bail!("{NAME}: the CUDA kernels compute in f32, got {:?}", x.dtype())
+            }
+            let [dx, dw, db] = cuda::backward(NAME, &self.dims, x, w, bias, &grad_y)?;
+            return Ok((Some(dx), Some(dw), Some(db)));
         }
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();

@@ -3,7 +3,7 @@
 //! kernel's per-block partials (a fixed summation order).
 
 use super::ScanDims;
-use crate::cuda_util::{cuda_storage, device, load, ptx, tensor, view};
+use crate::cuda_util::{cuda_storage, device, ptx, tensor, view};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{bail, Layout, Result, Shape, Tensor};
@@ -36,7 +36,7 @@ pub(crate) fn forward(
     let (xv, bcv, pv) = (view(op, "x", x, lx)?, view(op, "bc", bc, lbc)?, view(op, "p", p, lp)?);
     // SAFETY: every element is written by the kernel (one thread per channel writes all `l` rows).
     let out = unsafe { dev.alloc::<f32>(dims.b * dims.l * dims.d)? };
-    let func = load(&dev, MODULE, ptx::SELECTIVE_SCAN, "selective_scan_fwd_f32")?;
+    let func = dev.get_or_load_custom_func("selective_scan_fwd_f32", MODULE, ptx::SELECTIVE_SCAN)?;
     let cfg = LaunchConfig { grid_dim: grid(dims, w), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
     let (l, d, n, wi) = (dims.l as i32, dims.d as i32, dims.n as i32, w as i32);
     let mut b = func.builder();
@@ -70,7 +70,7 @@ pub(crate) fn backward(op: &str, dims: &ScanDims, x: &Tensor, bc: &Tensor, p: &T
     let dbc_part = unsafe { dev.alloc::<f32>(bs * gx as usize * l * 2 * n)? };
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
     let states = unsafe { dev.alloc::<f32>(bs * d * w as usize * n_chunks)? };
-    let func = load(&dev, MODULE, ptx::SELECTIVE_SCAN, "selective_scan_bwd_f32")?;
+    let func = dev.get_or_load_custom_func("selective_scan_bwd_f32", MODULE, ptx::SELECTIVE_SCAN)?;
     let cfg = LaunchConfig {
         grid_dim: (gx, gy, 1),
         block_dim: (THREADS, 1, 1),

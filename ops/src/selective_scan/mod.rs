@@ -11,10 +11,11 @@
 //! narrows them back to the eight inputs.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::cpu_storage::{as_cpu, contiguous_slice};
 use crate::real::{compute_dtype, Real};
-use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -165,8 +166,22 @@ impl CustomOp3 for SelectiveScan {
         match s1 {
             CpuStorage::F32(_) => self.fwd_typed::<f32>((s1, l1), (s2, l2), (s3, l3)),
             CpuStorage::F64(_) => self.fwd_typed::<f64>((s1, l1), (s2, l2), (s3, l3)),
-            other => bail!("{NAME}: internal error: cpu_fwd got dtype {:?}", other.dtype()),
+            _ => bail!("{NAME}: internal error: cpu_fwd got a dtype other than f32/f64"),
         }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.check_layouts([l1, l2, l3])?;
+        cuda::forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(
@@ -181,6 +196,14 @@ impl CustomOp3 for SelectiveScan {
         let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (b, l, d)
         if grad_y.dims() != [b, l, d] {
             bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad_y.dims(), [b, l, d])
+        }
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            if x.dtype() != DType::F32 {
+                bail!("{NAME}: the CUDA kernels compute in f32, got {:?}", x.dtype())
+            }
+            let [dx, dbc, dp] = cuda::backward(NAME, &self.dims, x, bc, p, &grad_y)?;
+            return Ok((Some(dx), Some(dbc), Some(dp)));
         }
         let (xs, xl) = x.storage_and_layout();
         let (bcs, bcl) = bc.storage_and_layout();

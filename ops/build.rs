@@ -1,0 +1,39 @@
+//! With the `cuda` feature, compiles `kernels/*.cu` to PTX for `CUDA_COMPUTE_CAP` (default 90,
+//! Hopper) into OUT_DIR, where `src/cuda_util.rs` includes it. Without the feature: nothing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const KERNELS: [&str; 2] = ["selective_scan", "causal_conv1d"];
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    for k in KERNELS {
+        println!("cargo:rerun-if-changed=kernels/{k}.cu");
+    }
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| fail("OUT_DIR is not set")));
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".to_string());
+    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".to_string());
+    for k in KERNELS {
+        let out = out_dir.join(format!("{k}.ptx"));
+        let status = Command::new(&nvcc)
+            .args(["-ptx", "-O3", &format!("-arch=sm_{cap}"), "-o"])
+            .arg(&out)
+            .arg(format!("kernels/{k}.cu"))
+            .status()
+            .unwrap_or_else(|e| fail(&format!("could not run `{nvcc}` ({e}); source ../shared/cuda/setup-toolchain.sh or set NVCC")));
+        if !status.success() {
+            fail(&format!("`{nvcc}` failed on kernels/{k}.cu ({status})"));
+        }
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("ops/build.rs: {msg}");
+    std::process::exit(1);
+}

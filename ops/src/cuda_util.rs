@@ -1,0 +1,41 @@
+//! Small helpers shared by the CUDA paths of the ops: our PTX, viewing a contiguous f32
+//! tensor's device memory, and wrapping kernel outputs back into tensors.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::op::BackpropOp;
+use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
+
+/// The PTX of `ops/kernels/*.cu`, compiled by `build.rs` for `CUDA_COMPUTE_CAP`.
+pub(crate) mod ptx {
+    pub const SELECTIVE_SCAN: &str = include_str!(concat!(env!("OUT_DIR"), "/selective_scan.ptx"));
+    pub const CAUSAL_CONV1D: &str = include_str!(concat!(env!("OUT_DIR"), "/causal_conv1d.ptx"));
+}
+
+/// The f32 device memory of a contiguous tensor argument.
+pub(crate) fn view<'a>(op: &str, what: &str, s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+    let slice = s.as_cuda_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(slice.slice(start..end)),
+        None => bail!("{op}: internal error: `{what}` is not contiguous on the GPU"),
+    }
+}
+
+/// The CUDA storage behind a tensor (which must live on a CUDA device).
+pub(crate) fn cuda_storage<'a>(op: &str, what: &str, s: &'a Storage) -> Result<&'a CudaStorage> {
+    match s {
+        Storage::Cuda(c) => Ok(c),
+        _ => bail!("{op}: internal error: `{what}` is not on a CUDA device"),
+    }
+}
+
+/// Wraps a kernel's output as a fresh tensor (no autograd history).
+pub(crate) fn tensor(slice: CudaSlice<f32>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
+    let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
+    Tensor::from_storage(storage, shape, BackpropOp::none(), false)
+}
+
+pub(crate) fn device(s: &CudaStorage) -> CudaDevice {
+    s.device().clone()
+}
