@@ -208,7 +208,9 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     })();
     stop.store(true, Ordering::Relaxed); // lets the reading thread end
     drop(rx);
-    let _ = reader_thread.join();
+    if result.is_ok() {
+        let _ = reader_thread.join();
+    } // else: don't wait out an HTTP retry backoff; the thread ends at its next send or check
     if let Err(e) = result {
         let what = if crate::is_interrupted(&e) { "interrupted;" } else { "failed;" };
         progress.finish(what);
