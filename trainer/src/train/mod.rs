@@ -104,6 +104,9 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         prefetch: 4,
     };
     let mut data = TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
+    // Follow mode: look a whole optimizer step ahead, so a step never starves half-way on a full
+    // ring (the loop can only checkpoint, and so release shards, between steps).
+    data.set_batches_per_step(cfg.grad_accum);
     let val = load_val_chunks(&cfg.data, seq_len, model_cfg.padded_vocab(), cfg.eval_chunks)?;
     if val.is_empty() {
         tracing::warn!("no val chunks in {}: evaluation is skipped", cfg.data.display());
