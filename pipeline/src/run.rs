@@ -17,7 +17,8 @@ use crate::config::RunArgs;
 use crate::doc_reader::{self, ReaderConfig, SourceEvent};
 use crate::progress::Progress;
 use crate::range_reader::{Http, RetryPolicy};
-use crate::shard_out::{remove_stale_temporaries, write_shard, ShardJob};
+use crate::shard_out::remove_stale_temporaries;
+use crate::shard_publisher::{OwnedShard, ShardPublisher};
 use crate::split_stream::SplitStream;
 use crate::tokenizer::Tokenizer;
 use crate::val_split::ValSplit;
@@ -30,7 +31,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     // ---- 1. config, tokenizer, shard params ----------------------------------------------------
     args.validate()?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?;
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?);
     let tokenizer = Tokenizer::load(&args.tokenizer, &args.eot_token, args.endpoint.as_deref())?;
     let vocab_size = tokenizer.vocab_size();
     let params = ShardParams {
@@ -89,7 +90,12 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
         manifest.finish_reason.clear();
     }
     manifest.max_tokens = args.max_tokens;
+    // The ring size of this run (it may differ from the last run's): the trainer reads it.
+    manifest.ring_slots = Some(args.ring_slots);
     save_resolved_config(&dir, &args)?;
+    // Written now, not only at the first publish: a waiting trainer learns the ring size (and, in
+    // a new dir, the shard params) before anything is published.
+    manifest.write(&dir).with_context(|| format!("writing the manifest in {}", dir.display()))?;
 
     // ---- 4. resume state: per-split streams, val rule, where to start reading ------------------
     let seq_len = args.seq_len;
@@ -126,7 +132,9 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
         stop: stop.clone(),
         batch_rows: BATCH_ROWS,
     })?;
-    let mut publisher = Publisher { dir: &dir, params, level: args.zstd_level, ring: &ring, stop: &stop };
+    // Shards are compressed, written, fsynced and recorded on their own thread (in order).
+    let writer = ShardPublisher::spawn(dir.clone(), params, args.zstd_level, pool.clone(), stop.clone())?;
+    let mut publisher = Publisher { writer, ring: &ring, stop: &stop };
     let cps = args.chunks_per_shard as usize;
     let eot = params.eot_id;
     let mut reason = "end of source";
@@ -180,7 +188,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
                 SourceEvent::Skipped(sk) => {
                     tracing::error!("skipping the rest of {} from row {}: {}", sk.name, sk.from_row, sk.error);
                     manifest.skipped_files.push(sk);
-                    manifest.write(&dir)?;
+                    publisher.writer.manifest(&manifest)?;
                     progress.file_done();
                 }
             }
@@ -203,11 +211,14 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
         manifest.finished = true;
         manifest.finish_reason = reason.to_string();
         manifest.val_bootstrap_through = val.bootstrap_through();
-        manifest.write(&dir)?;
-        Ok(())
+        publisher.writer.manifest(&manifest)?;
+        publisher.writer.finish()
     })();
     stop.store(true, Ordering::Relaxed); // lets the reading thread end
     drop(rx);
+    // After a failure: the publishing thread records what it has published, then ends.
+    let result = result.and(publisher.writer.finish());
+    (progress.shards, progress.shard_bytes) = publisher.writer.published();
     if result.is_ok() {
         let _ = reader_thread.join();
     } // else: don't wait out an HTTP retry backoff; the thread ends at its next send or check
@@ -229,26 +240,27 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
 }
 
 struct Publisher<'a> {
-    dir: &'a Path,
-    params: ShardParams,
-    level: i32,
+    writer: ShardPublisher,
     ring: &'a Ring,
     stop: &'a AtomicBool,
 }
 
 impl Publisher<'_> {
-    /// Publishes the next `n` chunks of `split` as its next shard, then records it in the manifest.
+    /// Hands the next `n` chunks of `split` to the publishing thread as its next shard, with the
+    /// manifest that records it.
     fn publish(&mut self, split: Split, s: &mut SplitStream, n: usize, manifest: &mut Manifest, val: &ValSplit, progress: &mut Progress) -> Result<()> {
         let seq = manifest.split(split).next_seq;
         if split == Split::Train {
+            if self.ring.enabled() {
+                self.writer.wait_idle()?; // the ring counts the shards on disk
+            }
             let occ = self.ring.wait_for_slot(seq, self.stop, |occ| {
                 progress.ring = Some(occ);
                 progress.tick();
             })?;
             progress.ring = Some(occ);
         }
-        let job = ShardJob { split, seq, first_token: s.published_tokens(), tokens: s.peek_chunks(n), n_chunks: n };
-        let (_, bytes) = write_shard(self.dir, &self.params, self.level, &job, self.stop)?;
+        let shard = OwnedShard { split, seq, first_token: s.published_tokens(), tokens: s.peek_chunks(n).to_vec(), n_chunks: n };
         s.consume_chunks(n);
         let m = manifest.split_mut(split);
         m.next_seq = seq + 1;
@@ -256,12 +268,11 @@ impl Publisher<'_> {
         m.tokens = s.published_tokens();
         m.resume = s.resume_pos();
         manifest.val_bootstrap_through = val.bootstrap_through();
-        manifest.write(self.dir).with_context(|| format!("recording {split} shard {seq} in the manifest"))?;
+        self.writer.shard(shard, manifest)?; // an error here is the publishing thread's, naming its shard
         if let Some(o) = progress.ring.as_mut().filter(|_| split == Split::Train && self.ring.enabled()) {
             o.used += 1;
         }
-        progress.shards += 1;
-        progress.shard_bytes += bytes;
+        (progress.shards, progress.shard_bytes) = self.writer.published();
         Ok(())
     }
 }
@@ -281,6 +292,7 @@ fn new_manifest(args: &RunArgs, params: &ShardParams, fingerprint: SourceFingerp
         train: SplitManifest::default(),
         val: SplitManifest::default(),
         skipped_files: Vec::new(),
+        ring_slots: Some(args.ring_slots),
         written_by: crate::version_string(),
     }
 }

@@ -90,6 +90,11 @@ pub struct Manifest {
     pub train: SplitManifest,
     pub val: SplitManifest,
     pub skipped_files: Vec<SkippedFile>,
+    /// The pipeline's `--ring-slots` N of its latest run (0: no ring, nothing is recycled). The
+    /// trainer reads it to know when the pipeline is blocked on a full ring. `None` in manifests
+    /// written before this field existed: the ring size is unknown.
+    #[serde(default)]
+    pub ring_slots: Option<u32>,
     /// `mamba-pipeline` version and git commit that last wrote the manifest.
     pub written_by: String,
 }
@@ -168,6 +173,7 @@ mod tests {
             train: SplitManifest { next_seq: 1, chunks: 4, tokens: 4096, resume: StreamPos { doc: DocPos { file: 0, row: 9 }, offset: 3 } },
             val: SplitManifest::default(),
             skipped_files: vec![],
+            ring_slots: Some(3),
             written_by: "test".into(),
         };
         m.write(dir.path()).unwrap();
@@ -175,5 +181,10 @@ mod tests {
         assert!(text.contains("\"vocab_size\": 50257") && text.contains("\"finished\": false"), "{text}");
         assert_eq!(Manifest::read(dir.path()).unwrap().unwrap(), m);
         assert!(DocPos { file: 0, row: 9 } < DocPos { file: 1, row: 0 });
+        // A manifest written before `ring_slots` existed still reads, with the ring size unknown.
+        let old = text.replace("  \"ring_slots\": 3,\n", "");
+        assert!(!old.contains("ring_slots"), "{old}");
+        std::fs::write(dir.path().join(MANIFEST_FILE), old).unwrap();
+        assert_eq!(Manifest::read(dir.path()).unwrap().unwrap().ring_slots, None);
     }
 }

@@ -52,6 +52,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         tokens: (0..args.micro_batch * (args.seq_len + 1)).map(|_| rng.gen_range(0..vocab)).collect(),
         micro_batch: args.micro_batch,
         position_after: DataPosition::start_static(0, 1, 1),
+        chunks: Vec::new(),
         wait: Duration::ZERO,
     };
     println!(

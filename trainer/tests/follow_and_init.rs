@@ -32,6 +32,7 @@ fn write_manifest(dir: &std::path::Path, finished: bool, params: ShardParams) {
         train: Default::default(),
         val: Default::default(),
         skipped_files: vec![],
+        ring_slots: None,
         written_by: "trainer follow test".into(),
     };
     m.write(dir).unwrap();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use mamba_shards::format::{shard_file_name, Split};
 use mamba_shards::ring::list_shards;
-use mamba_shards::ShardReader;
+use mamba_shards::{Manifest, ShardReader};
 
 use super::error::DataError;
 use super::manifest::pipeline_finished;
@@ -78,6 +78,8 @@ pub(crate) struct FollowSource {
     /// The release cursor at start: shards below it may be gone.
     released_at_start: u64,
     current: Option<Current>,
+    /// (shard seq, chunk index in the shard) of the chunk read last.
+    last: Option<(u64, u64)>,
     view: SharedRingView,
 }
 
@@ -110,7 +112,7 @@ impl FollowSource {
                 });
             }
         }
-        Ok(FollowSource { dir: dir.into(), seq_len, vocab_size, seed, next_shard, resume_chunk, released_at_start: released_below, current: None, view })
+        Ok(FollowSource { dir: dir.into(), seq_len, vocab_size, seed, next_shard, resume_chunk, released_at_start: released_below, current: None, last: None, view })
     }
 
 
@@ -140,8 +142,13 @@ impl FollowSource {
             self.view.lock().waiting = true;
             if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 last_log = Some(Instant::now());
+                let pipeline = match Manifest::read(&self.dir) {
+                    Ok(Some(m)) => format!("its manifest: {} train shards published, ring slots {}", m.train.next_seq, m.ring_slots.map_or("?".into(), |n| n.to_string())),
+                    Ok(None) => "no manifest yet: is the pipeline running?".into(),
+                    Err(e) => format!("{e}"),
+                };
                 tracing::info!(
-                    "waiting for the pipeline to publish train shard {} in {} ({:.0} s so far)",
+                    "ring: trainer waiting for the pipeline to publish train shard {} in {} ({:.0} s so far; {pipeline})",
                     self.next_shard,
                     self.dir.display(),
                     started.elapsed().as_secs_f64()
@@ -201,12 +208,18 @@ impl ChunkSource for FollowSource {
         DataPosition { seed: self.seed, cursor }
     }
 
+    fn last_chunk_id(&self) -> Option<(u64, u64)> {
+        self.last
+    }
+
     fn next_chunk(&mut self, out: &mut Vec<u32>, stop: &AtomicBool) -> Result<Option<DataPosition>, DataError> {
         loop {
             if let Some(cur) = &mut self.current {
                 let n = cur.order.len() as u64;
                 if cur.k < n {
-                    cur.reader.read_chunk_into(cur.order[cur.k as usize] as usize, out)?;
+                    let index = cur.order[cur.k as usize];
+                    cur.reader.read_chunk_into(index as usize, out)?;
+                    self.last = Some((cur.seq, u64::from(index)));
                     let after = DataPosition::follow_after(self.seed, cur.seq, cur.k, n);
                     cur.k += 1;
                     if let Cursor::Follow { shard, .. } = after.cursor {

@@ -26,7 +26,7 @@
 //!   chunk once, corrupt shards reported and skipped; ends when the pipeline's manifest says it has
 //!   finished and everything was read (`manifest.rs`).
 //! - The loop's view of the ring for `wants_checkpoint` and status lines (`ring_watch.rs`; it
-//!   reads an optional top-level `ring_slots` from the manifest when the pipeline writes one).
+//!   reads the pipeline's ring size, `Manifest::ring_slots`, from its manifest).
 //! - Background prefetch (`prefetch.rs`), seeded orders (`order.rs`), model-fit checks
 //!   (`validate.rs`), the validation set (`val.rs`), errors (`error.rs`).
 //!
@@ -61,6 +61,7 @@ mod validate;
 pub(crate) mod tests;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use mamba_shards::ring::{read_release, write_release, Release};
@@ -102,6 +103,10 @@ pub struct Batch {
     pub micro_batch: usize,
     /// The position right after this batch: what a checkpoint taken after it must store.
     pub position_after: DataPosition,
+    /// Follow mode: (train shard seq, chunk index inside that shard) of each row, in row order,
+    /// so a run's metrics can show that every published chunk was trained on once. Empty in
+    /// static mode.
+    pub chunks: Vec<(u64, u64)>,
     /// How long `next_batch` blocked for this batch (0 when it was already staged).
     pub wait: Duration,
 }
@@ -162,11 +167,23 @@ impl TrainData {
     /// The next batch, blocking until it is staged. `None` only in follow mode, once the pipeline's
     /// manifest says it finished and every published chunk was handed out.
     pub fn next_batch(&mut self) -> Result<Option<Batch>, DataError> {
+        self.next_batch_inner(None)
+    }
+
+    /// Like [`TrainData::next_batch`], but gives up waiting (`Ok(None)`, nothing consumed) as
+    /// soon as `stop` turns true, e.g. on SIGINT while follow mode waits for the pipeline. The
+    /// caller tells this apart from the end of the data by looking at `stop`.
+    pub fn next_batch_or_stop(&mut self, stop: &AtomicBool) -> Result<Option<Batch>, DataError> {
+        self.next_batch_inner(Some(stop))
+    }
+
+    fn next_batch_inner(&mut self, stop: Option<&AtomicBool>) -> Result<Option<Batch>, DataError> {
         if self.ended {
             return Ok(None);
         }
         let started = Instant::now();
-        match self.prefetch.recv()? {
+        let Some(staged) = self.prefetch.recv(stop)? else { return Ok(None) };
+        match staged {
             Staged::Batch(mut batch) => {
                 batch.wait = started.elapsed();
                 self.position = batch.position_after.clone();
@@ -238,7 +255,7 @@ impl TrainData {
     }
 
     /// A short text for log lines, e.g. `static 1234/5678 chunks epoch 2` or
-    /// `ring shard 7 chunk 12/40, 2 ready ahead, released <6, waiting for pipeline`.
+    /// `ring 3/3 full | shard 7 chunk 12/40, 2 ready ahead, released <6, pipeline waiting for trainer`.
     pub fn ring_status(&self) -> String {
         match (self.position.cursor, &self.ring) {
             (Cursor::Static { epoch, index, total_chunks, .. }, _) => format!("static {index}/{total_chunks} chunks epoch {epoch}"),

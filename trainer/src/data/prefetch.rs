@@ -8,7 +8,7 @@
 //! new shards), drops the receiver (which fails a blocked `send`) and joins the thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,6 +16,9 @@ use std::time::Duration;
 use super::error::DataError;
 use super::position::DataPosition;
 use super::Batch;
+
+/// How often a blocked [`Prefetcher::recv`] looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// A stream of chunks, each with the position just after it.
 pub(crate) trait ChunkSource: Send + 'static {
@@ -26,6 +29,12 @@ pub(crate) trait ChunkSource: Send + 'static {
     /// Where the next chunk would come from. At the end of the data this is past everything
     /// read or skipped (follow mode: past trailing corrupt shards, so they can be released).
     fn position(&self) -> DataPosition;
+
+    /// Follow mode: (train shard seq, chunk index inside the shard) of the chunk `next_chunk`
+    /// returned last, for the per-step record of what was trained on. `None` in static mode.
+    fn last_chunk_id(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// What the thread sends: a batch, the end of the data (with the final position), or the error
@@ -55,14 +64,21 @@ impl Prefetcher {
         Ok(Prefetcher { rx: Some(rx), stop, handle: Some(handle) })
     }
 
-    /// Blocks until the thread has the next item.
-    pub(crate) fn recv(&mut self) -> Result<Staged, DataError> {
-        let got = match &self.rx {
-            Some(rx) => rx.recv().ok(),
-            None => None,
+    /// Blocks until the thread has the next item; `Ok(None)` when `stop` (checked every
+    /// [`STOP_POLL`] while blocked) turns true first.
+    pub(crate) fn recv(&mut self, stop: Option<&AtomicBool>) -> Result<Option<Staged>, DataError> {
+        let got = loop {
+            let Some(rx) = &self.rx else { break None };
+            let Some(stop) = stop else { break rx.recv().ok() };
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(staged) => break Some(staged),
+                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::SeqCst) => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break None,
+            }
         };
         match got {
-            Some(staged) => Ok(staged),
+            Some(staged) => Ok(Some(staged)),
             None => {
                 // The thread ended without saying why: it panicked, or it already sent its error.
                 let what = match self.handle.take().map(JoinHandle::join) {
@@ -102,12 +118,14 @@ fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize
         let mut tokens = Vec::with_capacity(micro_batch * chunk_tokens);
         let mut rows = 0;
         let mut position_after = None;
+        let mut chunks = Vec::new();
         while rows < micro_batch {
             match source.next_chunk(&mut chunk, stop) {
                 Ok(Some(pos)) => {
                     tokens.extend_from_slice(&chunk);
                     rows += 1;
                     position_after = Some(pos);
+                    chunks.extend(source.last_chunk_id());
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -120,7 +138,7 @@ fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize
             return;
         }
         if let Some(position_after) = position_after {
-            let batch = Batch { tokens, micro_batch: rows, position_after, wait: Duration::ZERO };
+            let batch = Batch { tokens, micro_batch: rows, position_after, chunks, wait: Duration::ZERO };
             if tx.send(Staged::Batch(batch)).is_err() {
                 return;
             }

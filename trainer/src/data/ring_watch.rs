@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use mamba_shards::format::Split;
-use mamba_shards::ring::{list_shards, MANIFEST_FILE};
-use mamba_shards::ShardReader;
+use mamba_shards::ring::list_shards;
+use mamba_shards::{Manifest, ShardReader};
 
 use super::follow::SharedRingView;
 
@@ -20,11 +20,15 @@ pub(crate) struct RingWatch {
     sizes: Mutex<BTreeMap<u64, u64>>,
 }
 
-/// The pipeline's ring size, if its manifest says (a top-level `ring_slots`; 0 = no ring).
+/// The pipeline's ring size from its manifest (`Manifest::ring_slots`; 0 = no ring). `None`: no
+/// manifest yet, an unreadable one, or one written before the field existed.
 fn manifest_ring_slots(dir: &Path) -> Option<u64> {
-    let bytes = std::fs::read(dir.join(MANIFEST_FILE)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("ring_slots")?.as_u64()
+    Manifest::read(dir).ok().flatten()?.ring_slots.map(u64::from)
+}
+
+/// Unreleased train shards on disk (seq >= `released_below`): the ring slots in use.
+fn slots_used(dir: &Path, released_below: u64) -> u64 {
+    list_shards(dir, Split::Train).map_or(0, |s| s.iter().filter(|(seq, _)| *seq >= released_below).count() as u64)
 }
 
 impl RingWatch {
@@ -62,10 +66,7 @@ impl RingWatch {
         match manifest_ring_slots(&self.dir) {
             None => true,
             Some(0) => false,
-            Some(slots) => {
-                let used = list_shards(&self.dir, Split::Train).map_or(0, |s| s.iter().filter(|(seq, _)| *seq >= released_below).count() as u64);
-                used + 1 >= slots
-            }
+            Some(slots) => slots_used(&self.dir, released_below) + 1 >= slots,
         }
     }
 
@@ -75,18 +76,30 @@ impl RingWatch {
         self.sizes.lock().unwrap_or_else(|p| p.into_inner()).retain(|&seq, _| seq >= below);
     }
 
-    /// `ring shard 7 chunk 12/40, 2 ready ahead, released <6, waiting for pipeline`.
+    /// `ring 3/3 full | shard 7 chunk 12/40, 2 ready ahead, released <6, waiting for pipeline`:
+    /// the slots in use (unreleased train shards on disk) out of the pipeline's `--ring-slots`
+    /// (`?` before its manifest says), where the trainer reads, and who waits on whom.
     pub(crate) fn status(&self, shard: u64, chunk: u64, released_below: u64, ended: bool) -> String {
         let ahead = list_shards(&self.dir, Split::Train).map_or(0, |s| s.iter().filter(|(seq, _)| *seq > shard).count());
+        let used = slots_used(&self.dir, released_below);
+        let slots = manifest_ring_slots(&self.dir);
+        let full = slots.is_some_and(|n| n > 0 && used >= n);
+        let slots_text = match slots {
+            Some(0) => format!("ring {used} unreleased (no recycling)"),
+            Some(n) => format!("ring {used}/{n}{}", if full { " full" } else { "" }),
+            None => format!("ring {used}/?"),
+        };
         let view = self.view.lock();
         let of = view.shard_chunks.get(&shard).map_or(String::new(), |n| format!("/{n}"));
-        let mut s = format!("ring shard {shard} chunk {chunk}{of}, {ahead} ready ahead, released <{released_below}");
+        let mut s = format!("{slots_text} | shard {shard} chunk {chunk}{of}, {ahead} ready ahead, released <{released_below}");
         if ended {
             s.push_str(", all read");
         } else if view.waiting {
-            s.push_str(", waiting for pipeline");
+            s.push_str(", trainer waiting for pipeline");
         } else if view.pipeline_finished {
             s.push_str(", pipeline finished");
+        } else if full {
+            s.push_str(", pipeline waiting for trainer");
         }
         if !view.skipped.is_empty() {
             s.push_str(&format!(", {} corrupt skipped", view.skipped.len()));

@@ -1,7 +1,8 @@
 //! Run metrics: what the training loop reports, in four forms.
 //!
 //! - `run_dir/metrics.jsonl`: one line per step (`{"kind":"step",...}`) and per eval
-//!   (`{"kind":"eval",...}`), with the unix `time` of the record ([`jsonl`]).
+//!   (`{"kind":"eval",...}`), with the unix `time` of the record ([`jsonl`]); in follow mode a
+//!   step also lists the `chunks` it trained on.
 //! - `run_dir/tb/events.out.tfevents.*`: the same scalars for `tensorboard --logdir` and
 //!   `wandb sync --sync-tensorboard` ([`tensorboard`], written by hand: [`tfrecord`], [`event_proto`]).
 //!   Tags: train/loss, train/lr_muon, train/lr_adamw, train/grad_norm, perf/tokens_per_sec,
@@ -88,6 +89,11 @@ pub struct StepMetrics {
     pub bwd_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opt_ms: Option<f64>,
+    /// Follow mode: the chunks this step trained on, as [train shard seq, chunk index in the
+    /// shard]. With the resume rule of `metrics.jsonl` (records after the checkpoint's step are
+    /// dropped) the kept records list every chunk of the final model's history exactly once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<[u64; 2]>,
 }
 
 /// One evaluation on the validation set.

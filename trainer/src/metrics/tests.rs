@@ -23,6 +23,7 @@ fn step(step: u64, loss: f64) -> StepMetrics {
         fwd_ms: None,
         bwd_ms: None,
         opt_ms: None,
+        chunks: Vec::new(),
     }
 }
 

@@ -51,7 +51,10 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?).context("writing config.resolved.toml")?;
 
     // ---- model shape and data shape ---------------------------------------------------------
-    let seq_len = discover_seq_len(cfg, stop)?;
+    let Some(seq_len) = discover_seq_len(cfg, stop)? else {
+        tracing::info!("stopped before the pipeline published a train shard: nothing to train or save");
+        return Ok(TrainOutcome { stop: StopReason::Signal, step: 0, losses: Vec::new(), last_val_loss: None });
+    };
     let init = match (&cfg.init_from, cfg.resume) {
         (Some(spec), false) => Some(load_model(&resolve_init_from(spec)?)?),
         _ => None,
@@ -137,6 +140,9 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     let mut saved_step = optimizer_state.as_ref().map(|_| start_step);
     let mut losses = Vec::new();
     let mut reason = StopReason::StepsDone;
+    // Set when a signal arrives while a step's batches are being gathered: the position before
+    // that step, which the final checkpoint stores (its batches were not trained on).
+    let mut interrupted_at: Option<DataPosition> = None;
     while step < cfg.steps {
         if stop.load(Ordering::SeqCst) {
             reason = StopReason::Signal;
@@ -151,17 +157,24 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
             saved_step = Some(step);
         }
 
-        // -- data: this step's micro-batches (the last ones of follow mode may be short)
+        // -- data: this step's micro-batches (the last ones of follow mode may be short). A signal
+        //    while the loader waits for the pipeline stops at once, without this step.
+        let step_start = data.position().clone();
         let mut batches = Vec::with_capacity(cfg.grad_accum);
         let mut wait = Duration::ZERO;
         while batches.len() < cfg.grad_accum {
-            match data.next_batch()? {
+            match data.next_batch_or_stop(stop)? {
                 Some(b) => {
                     wait += b.wait;
                     batches.push(b);
                 }
                 None => break,
             }
+        }
+        if stop.load(Ordering::SeqCst) && batches.len() < cfg.grad_accum {
+            reason = StopReason::Signal;
+            interrupted_at = Some(step_start);
+            break;
         }
         if batches.is_empty() {
             reason = StopReason::DataExhausted;
@@ -188,7 +201,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         losses.push(result.loss);
 
         // -- log
-        metrics.step(step, tokens, &result, step_tokens, elapsed, wait, &data.ring_status())?;
+        let chunks = batches.iter().flat_map(|b| b.chunks.iter().map(|&(shard, chunk)| [shard, chunk])).collect();
+        metrics.step(step, tokens, &result, step_tokens, elapsed, wait, &data.ring_status(), chunks)?;
 
         // -- eval (outside the timed region)
         if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps {
@@ -209,7 +223,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         last_val = eval_and_log(&model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
     }
     if saved_step != Some(step) {
-        let pos = data.position().clone();
+        let pos = interrupted_at.unwrap_or_else(|| data.position().clone());
         save(step, tokens, &pos, &opt, last_val)?;
         data.checkpoint_saved(&pos)?;
     }
@@ -233,27 +247,32 @@ fn last_state_model(cfg: &TrainConfig) -> Result<MambaConfig> {
     Ok(TrainerState::load(&dir)?.model)
 }
 
-/// The data's sequence length, from the first train shard's header. Follow mode waits for the
-/// pipeline to publish one.
-fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<usize> {
-    let mut announced = false;
+/// The data's sequence length, from the first train shard's header. Follow mode waits (saying
+/// so) for the pipeline to create the directory and publish a shard; `None`: `stop` came first.
+fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<usize>> {
+    let mut announced = None;
     loop {
-        let shards = mamba_shards::ring::list_shards(&cfg.data, Split::Train).with_context(|| format!("--data {}", cfg.data.display()))?;
+        let shards = if cfg.follow && !cfg.data.is_dir() {
+            Vec::new()
+        } else {
+            mamba_shards::ring::list_shards(&cfg.data, Split::Train).with_context(|| format!("--data {}", cfg.data.display()))?
+        };
         if let Some((_, path)) = shards.first() {
             let reader = mamba_shards::ShardReader::open(path)?;
-            return Ok(reader.header().seq_len());
+            return Ok(Some(reader.header().seq_len()));
         }
         if !cfg.follow {
             bail!("--data {}: no train shards (train-*.shard)", cfg.data.display());
         }
         if stop.load(Ordering::SeqCst) {
-            bail!("interrupted while waiting for the first train shard in {}", cfg.data.display());
+            return Ok(None);
         }
-        if !announced {
-            tracing::info!("waiting for the pipeline to publish the first train shard in {}", cfg.data.display());
-            announced = true;
+        let what = if cfg.data.is_dir() { "publish the first train shard in" } else { "create the data directory" };
+        if announced != Some(what) {
+            tracing::info!("waiting for the pipeline to {what} {} (e.g. `pipeline --data-dir {0} --ring-slots 4`)", cfg.data.display());
+            announced = Some(what);
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -20,7 +20,7 @@ impl Report {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn step(&mut self, step: usize, tokens: u64, r: &StepResult, step_tokens: u64, elapsed: Duration, wait: Duration, status: &str) -> Result<()> {
+    pub fn step(&mut self, step: usize, tokens: u64, r: &StepResult, step_tokens: u64, elapsed: Duration, wait: Duration, status: &str, chunks: Vec<[u64; 2]>) -> Result<()> {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let m = StepMetrics {
             step: step as u64,
@@ -35,6 +35,7 @@ impl Report {
             fwd_ms: Some(r.fwd_ms),
             bwd_ms: Some(r.bwd_ms),
             opt_ms: Some(r.opt_ms),
+            chunks,
         };
         self.writer.log_step(&m)?;
         tracing::info!("{}", format_step_line(&m, status));

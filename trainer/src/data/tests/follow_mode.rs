@@ -71,7 +71,7 @@ fn follow_releases_shards_only_after_a_checkpoint_that_no_longer_needs_them() {
     assert_eq!(released(dir.path()), None);
     data.checkpoint_saved(&b[3].position_after).unwrap(); // inside shard 1: shard 0 is free
     assert_eq!(released(dir.path()), Some(1));
-    assert!(data.ring_status().starts_with("ring shard 1 chunk 1/3, 1 ready ahead, released <1"), "{}", data.ring_status());
+    assert!(data.ring_status().starts_with("ring 2/? | shard 1 chunk 1/3, 1 ready ahead, released <1"), "{}", data.ring_status());
 
     // The rest of shard 1 and all of shard 2; then the loader starves with shards 1 and 2 unreleased.
     let b = take(&mut data, 5);

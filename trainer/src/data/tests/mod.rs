@@ -86,6 +86,7 @@ pub(crate) fn write_manifest(dir: &Path, finished: bool, params: ShardParams) {
         train: Default::default(),
         val: Default::default(),
         skipped_files: vec![],
+        ring_slots: None,
         written_by: "trainer data tests".into(),
     };
     m.write(dir).unwrap();
