@@ -7,12 +7,15 @@
 mod backpressure;
 mod config;
 mod doc_reader;
+mod gpt2_bpe;
+mod gpt2_split;
 mod hub;
 mod inspect;
 mod progress;
 mod range_reader;
 mod run;
 mod shard_out;
+mod shard_publisher;
 mod source;
 mod split_stream;
 mod tokenizer;

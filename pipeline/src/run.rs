@@ -251,9 +251,6 @@ impl Publisher<'_> {
     fn publish(&mut self, split: Split, s: &mut SplitStream, n: usize, manifest: &mut Manifest, val: &ValSplit, progress: &mut Progress) -> Result<()> {
         let seq = manifest.split(split).next_seq;
         if split == Split::Train {
-            if self.ring.enabled() {
-                self.writer.wait_idle()?; // the ring counts the shards on disk
-            }
             let occ = self.ring.wait_for_slot(seq, self.stop, |occ| {
                 progress.ring = Some(occ);
                 progress.tick();
@@ -269,6 +266,11 @@ impl Publisher<'_> {
         m.resume = s.resume_pos();
         manifest.val_bootstrap_through = val.bootstrap_through();
         self.writer.shard(shard, manifest)?; // an error here is the publishing thread's, naming its shard
+        if split == Split::Train && self.ring.enabled() {
+            // The ring counts the shards on disk, and the trainer follows the manifest: in ring
+            // mode a train shard is on disk and recorded before the pipeline goes on.
+            self.writer.wait_idle()?;
+        }
         if let Some(o) = progress.ring.as_mut().filter(|_| split == Split::Train && self.ring.enabled()) {
             o.used += 1;
         }

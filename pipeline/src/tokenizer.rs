@@ -6,12 +6,14 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::gpt2_bpe::{self, Gpt2};
+
 /// Name of the built-in tokenizer, as written in the manifest.
 pub const GPT2: &str = "gpt2";
 
 pub enum Tokenizer {
-    /// GPT-2 BPE (tiktoken `r50k_base`), eot = 50256, vocab = 50257.
-    Gpt2(tiktoken_rs::CoreBPE),
+    /// GPT-2 BPE (tiktoken `r50k_base` with a hand-written split), eot = 50256, vocab = 50257.
+    Gpt2(Box<Gpt2>),
     HuggingFace { tokenizer: Box<tokenizers::Tokenizer>, vocab_size: u32, eot_id: u32 },
 }
 
@@ -19,8 +21,7 @@ impl Tokenizer {
     /// `gpt2`, a path to a tokenizer.json, or a Hub model repo (`owner/name`) holding one.
     pub fn load(spec: &str, eot_token: &str, endpoint: Option<&str>) -> Result<Tokenizer> {
         if spec == GPT2 {
-            let bpe = tiktoken_rs::r50k_base().map_err(|e| anyhow!("building the GPT-2 tokenizer: {e}"))?;
-            return Ok(Tokenizer::Gpt2(bpe));
+            return Ok(Tokenizer::Gpt2(Box::new(Gpt2::new()?)));
         }
         let path = Path::new(spec);
         let file = if path.exists() {
@@ -42,14 +43,14 @@ impl Tokenizer {
 
     pub fn vocab_size(&self) -> u32 {
         match self {
-            Tokenizer::Gpt2(_) => 50257,
+            Tokenizer::Gpt2(_) => gpt2_bpe::VOCAB,
             Tokenizer::HuggingFace { vocab_size, .. } => *vocab_size,
         }
     }
 
     pub fn eot_id(&self) -> u32 {
         match self {
-            Tokenizer::Gpt2(_) => 50256,
+            Tokenizer::Gpt2(_) => gpt2_bpe::EOT,
             Tokenizer::HuggingFace { eot_id, .. } => *eot_id,
         }
     }
@@ -57,7 +58,7 @@ impl Tokenizer {
     /// Token ids of a document's text; special-token strings inside the text are ordinary text.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
-            Tokenizer::Gpt2(bpe) => Ok(bpe.encode_ordinary(text)),
+            Tokenizer::Gpt2(gpt2) => gpt2.encode(text),
             Tokenizer::HuggingFace { tokenizer, .. } => Ok(tokenizer
                 .encode_fast(text, false)
                 .map_err(|e| anyhow!("tokenizer: {e}"))?
@@ -68,9 +69,9 @@ impl Tokenizer {
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
-            Tokenizer::Gpt2(bpe) => {
+            Tokenizer::Gpt2(gpt2) => {
                 // Decode bytes leniently: a sample may cut a multi-byte character in two.
-                let bytes: Vec<u8> = bpe.decode_bytes(ids).map_err(|e| anyhow!("decoding: {e}"))?;
+                let bytes: Vec<u8> = gpt2.decode_bytes(ids)?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
             Tokenizer::HuggingFace { tokenizer, .. } => tokenizer.decode(ids, false).map_err(|e| anyhow!("decoding: {e}")),
