@@ -1,74 +1,87 @@
-//! Times the CPU selective scan and causal conv1d at one layer of the 130m model
+//! Times the selective scan and causal conv1d at one layer of the 130m model
 //! (b = 1, l = 1024, d_inner = 1536, d_state = 16, d_conv = 4): forward alone, and forward +
 //! backward through candle autograd (packing and unpacking included, as the trainer runs it).
 //!
 //! `cargo run -p mamba-ops --release --example bench_scan [-- iters [scan|conv|autograd]]`
+//! Environment: `BENCH_DEVICE=cuda:0` (needs `--features cuda`), `BENCH_BATCH=16` (default 1).
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use std::time::Instant;
 
-const B: usize = 1;
 const L: usize = 1024;
 const D: usize = 1536;
 const N: usize = 16;
 const K: usize = 4;
 
 /// Median wall time of `iters` runs of `f` (after one warm-up), in milliseconds.
-fn time_ms(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+fn time_ms(dev: &Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let mut ms = Vec::with_capacity(iters);
     for _ in 0..iters {
+        dev.synchronize()?;
         let start = Instant::now();
         f()?;
+        dev.synchronize()?;
         ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
     Ok(ms[ms.len() / 2])
 }
 
-fn randn(shape: &[usize], mean: f64, std: f64) -> Result<Var> {
-    Var::from_tensor(&Tensor::randn(mean as f32, std as f32, shape, &Device::Cpu)?)
+fn randn(dev: &Device, shape: &[usize], mean: f64, std: f64) -> Result<Var> {
+    Var::from_tensor(&Tensor::randn(mean as f32, std as f32, shape, dev)?)
+}
+
+fn device() -> Result<Device> {
+    match std::env::var("BENCH_DEVICE").as_deref() {
+        Err(_) | Ok("cpu") => Ok(Device::Cpu),
+        Ok(s) => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => Device::new_cuda(i),
+            None => candle_core::bail!("BENCH_DEVICE must be cpu or cuda:N, got {s}"),
+        },
+    }
 }
 
 fn main() -> Result<()> {
     let iters: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let only = std::env::args().nth(2);
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let dev = Device::Cpu;
-    println!("CPU, {} rayon threads, b={B} l={L} d={D} n={N} k={K}, median of {iters}", rayon::current_num_threads());
+    let dev = device()?;
+    let b: usize = std::env::var("BENCH_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    println!("{dev:?}, {} rayon threads, b={b} l={L} d={D} n={N} k={K}, median of {iters}", rayon::current_num_threads());
 
-    let u = randn(&[B, L, D], 0.0, 1.0)?;
-    let delta = randn(&[B, L, D], -2.0, 1.0)?;
-    let z = randn(&[B, L, D], 0.0, 1.0)?;
-    let bm = randn(&[B, L, N], 0.0, 1.0)?;
-    let cm = randn(&[B, L, N], 0.0, 1.0)?;
+    let u = randn(&dev, &[b, L, D], 0.0, 1.0)?;
+    let delta = randn(&dev, &[b, L, D], -2.0, 1.0)?;
+    let z = randn(&dev, &[b, L, D], 0.0, 1.0)?;
+    let bm = randn(&dev, &[b, L, N], 0.0, 1.0)?;
+    let cm = randn(&dev, &[b, L, N], 0.0, 1.0)?;
     let a_log = Var::from_tensor(
         &Tensor::arange(1u32, N as u32 + 1, &dev)?.to_dtype(DType::F32)?.log()?.unsqueeze(0)?.repeat((D, 1))?,
     )?;
-    let d_skip = randn(&[D], 1.0, 0.1)?;
-    let delta_bias = randn(&[D], -1.0, 0.5)?;
-    let g = Tensor::randn(0f32, 1.0, (B, L, D), &dev)?;
+    let d_skip = randn(&dev, &[D], 1.0, 0.1)?;
+    let delta_bias = randn(&dev, &[D], -1.0, 0.5)?;
+    let g = Tensor::randn(0f32, 1.0, (b, L, D), &dev)?;
     let scan = || {
         mamba_ops::selective_scan(&u, &delta, &a_log, &bm, &cm, &d_skip, &z, &delta_bias)
     };
     if run("scan") {
-        let fwd = time_ms(iters, || scan().map(|_| ()))?;
-        let fwd_bwd = time_ms(iters, || scan()?.mul(&g)?.sum_all()?.backward().map(|_| ()))?;
+        let fwd = time_ms(&dev, iters, || scan().map(|_| ()))?;
+        let fwd_bwd = time_ms(&dev, iters, || scan()?.mul(&g)?.sum_all()?.backward().map(|_| ()))?;
         println!("selective_scan      fwd {fwd:9.2} ms   fwd+bwd {fwd_bwd:9.2} ms");
     }
 
-    let x = randn(&[B, L, D], 0.0, 1.0)?;
-    let w = randn(&[D, K], 0.0, 0.5)?;
-    let bias = randn(&[D], 0.0, 0.1)?;
+    let x = randn(&dev, &[b, L, D], 0.0, 1.0)?;
+    let w = randn(&dev, &[D, K], 0.0, 0.5)?;
+    let bias = randn(&dev, &[D], 0.0, 0.1)?;
     let conv = || mamba_ops::causal_conv1d_silu(&x, &w, &bias);
     if run("autograd") {
         // What candle's autograd costs around either op: the same loss on a plain variable.
-        let fwd_bwd = time_ms(iters, || x.mul(&g)?.sum_all()?.backward().map(|_| ()))?;
+        let fwd_bwd = time_ms(&dev, iters, || x.mul(&g)?.sum_all()?.backward().map(|_| ()))?;
         println!("baseline (x*g).sum() backward alone   {fwd_bwd:9.2} ms");
     }
     if run("conv") {
-        let fwd = time_ms(iters, || conv().map(|_| ()))?;
-        let fwd_bwd = time_ms(iters, || conv()?.mul(&g)?.sum_all()?.backward().map(|_| ()))?;
+        let fwd = time_ms(&dev, iters, || conv().map(|_| ()))?;
+        let fwd_bwd = time_ms(&dev, iters, || conv()?.mul(&g)?.sum_all()?.backward().map(|_| ()))?;
         println!("causal_conv1d_silu  fwd {fwd:9.2} ms   fwd+bwd {fwd_bwd:9.2} ms");
     }
     Ok(())
