@@ -10,6 +10,8 @@ use candle_core::{bail, Layout, Result, Shape, Tensor};
 
 const MODULE: &str = "mamba_selective_scan";
 const THREADS: u32 = 256;
+/// Time steps per chunk of the backward (`CHUNK` in the kernel).
+const CHUNK: usize = 16;
 
 /// Lanes per channel: the state size rounded up to a power of two (at most 32).
 fn lanes(op: &str, n: usize) -> Result<u32> {
@@ -62,8 +64,10 @@ pub(crate) fn backward(op: &str, dims: &ScanDims, x: &Tensor, bc: &Tensor, p: &T
     );
     let dev = device(xs);
     let (xv, bcv, pv, gv) = (view(op, "x", xs, lx)?, view(op, "bc", bcs, lbc)?, view(op, "p", ps, lp)?, view(op, "grad", gs, lg)?);
-    let (gx, gy, _) = grid(dims, w);
-    let n_chunks = l.div_ceil(16);
+    // Backward blocks: at most 16 channels (its shared memory grows with channels × state).
+    let cpb = (THREADS / w).min(16) as usize;
+    let (gx, gy) = (d.div_ceil(cpb) as u32, bs as u32);
+    let n_chunks = l.div_ceil(CHUNK);
     // SAFETY: the kernel writes all of dx, every (batch, block, t, j) of the partials and every
     // (batch, channel) row of dp_part; `states` is scratch written before it is read.
     let dx = unsafe { dev.alloc::<f32>(bs * l * 3 * d)? };
@@ -71,10 +75,12 @@ pub(crate) fn backward(op: &str, dims: &ScanDims, x: &Tensor, bc: &Tensor, p: &T
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
     let states = unsafe { dev.alloc::<f32>(bs * d * w as usize * n_chunks)? };
     let func = dev.get_or_load_custom_func("selective_scan_bwd_f32", MODULE, ptx::SELECTIVE_SCAN)?;
+    // Staged inputs u, delta, z, g (4·CHUNK·cpb), B|C (CHUNK·2n), per-channel dB|dC (CHUNK·2n·cpb).
+    let smem_floats = 4 * CHUNK * cpb + CHUNK * 2 * n + CHUNK * 2 * n * cpb;
     let cfg = LaunchConfig {
         grid_dim: (gx, gy, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: (16 * 2 * n * std::mem::size_of::<f32>()) as u32,
+        block_dim: (w * cpb as u32, 1, 1),
+        shared_mem_bytes: (smem_floats * std::mem::size_of::<f32>()) as u32,
     };
     let (li, di, ni, wi) = (l as i32, d as i32, n as i32, w as i32);
     let mut b = func.builder();
