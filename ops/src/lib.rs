@@ -16,10 +16,9 @@
 //!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute, one thread per
 //!   (batch, channel, state) for the scan). The CPU path is the reference the CUDA kernels are
 //!   compared with (`tests/cuda_vs_cpu.rs`).
-//! - determinism: on the CPU, outputs and gradients are bit-identical from run to run and for
-//!   any number of threads (partial sums are combined in a fixed order; no atomics). On CUDA the
-//!   scan's dB/dC sums over a block's channels use shared-memory atomics, so the last bits of
-//!   those two gradients may vary between runs.
+//! - determinism: outputs and gradients are bit-identical from run to run, and on the CPU for
+//!   any number of threads: partial sums are combined in a fixed order, no atomics (the CUDA
+//!   kernels write per-block partials that candle sums afterwards).
 //!
 //! [`reference`] holds plain `f64` loops defining both ops, forward and backward, for tests.
 
