@@ -172,6 +172,12 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
             }
         }
         if stop.load(Ordering::SeqCst) && batches.len() < cfg.grad_accum {
+            if !batches.is_empty() {
+                tracing::info!(
+                    "signal while waiting for data: the {} of {} micro-batches gathered for step {} are not trained on; the checkpoint keeps the position before them ({step_start})",
+                    batches.len(), cfg.grad_accum, step + 1
+                );
+            }
             reason = StopReason::Signal;
             interrupted_at = Some(step_start);
             break;

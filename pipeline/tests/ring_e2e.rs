@@ -1,0 +1,359 @@
+//! The live ring end to end (issue 5, docs/ring.md): the real `pipeline` (streaming
+//! tinyshakespeare.parquet over HTTP from a loopback Hub server) and the real `trainer --follow`
+//! (tiny model, CPU) run as processes on one data dir with a ring of 3 slots, and are killed and
+//! restarted alone at seeded random moments with SIGINT, SIGTERM and SIGKILL. At the end:
+//! - every published train chunk was trained on exactly once in the final model's history (the
+//!   `chunks` of the step records kept in the trainer's metrics.jsonl, which a resume truncates
+//!   to its checkpoint's step, against the pipeline's manifest);
+//! - the data dir never held more than 3 train shards + 1 shard in progress (sampled every few ms);
+//! - no shard was ever reported corrupt or partial by the trainer (it verifies every frame),
+//!   except one the test spoils on purpose while both are stopped: that one is reported, skipped
+//!   and released, and the pipeline goes on;
+//! - start order did not matter (the trainer starts before the data dir exists; later the
+//!   pipeline restarts alone, fills the ring and waits), both programs' log lines show the ring;
+//! - SIGINT/SIGTERM stop the trainer promptly with exit 0, even while it waits for the pipeline;
+//! - the trainer's loss fell.
+//!
+//! The trainer binary belongs to another package, so `CARGO_BIN_EXE_trainer` is not available
+//! here: the test builds it with `$CARGO build -p mamba-trainer` (same profile, same target dir as
+//! this test binary: the directory of `CARGO_BIN_EXE_pipeline`) and runs it from there.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::hub_server::HubServer;
+use common::{p, tinyshakespeare};
+
+const SLOTS: usize = 3;
+const CHUNKS_PER_SHARD: u64 = 8;
+const MAX_TOKENS: &str = "24000";
+const SEED: u64 = 5;
+
+/// SplitMix64: the seeded randomness of the kill schedule.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Builds the trainer (a no-op when it is fresh) into this test's target dir and profile.
+fn trainer_binary() -> PathBuf {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_pipeline")).parent().unwrap().to_path_buf();
+    let profile = bin_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(["build", "-p", "mamba-trainer", "--bin", "trainer"]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("running cargo build -p mamba-trainer");
+    assert!(status.success(), "cargo build -p mamba-trainer failed");
+    let bin = bin_dir.join(format!("trainer{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not found after cargo build", bin.display());
+    bin
+}
+
+/// One program under test: how to start it, its current process, and its log files.
+struct Proc {
+    name: &'static str,
+    cmd: Box<dyn Fn(&Path) -> Command>,
+    child: Option<Child>,
+    logs: Vec<PathBuf>,
+    log_dir: PathBuf,
+}
+
+impl Proc {
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = self.log_dir.join(format!("{}-{}.log", self.name, self.logs.len()));
+        let out = File::create(&log).unwrap();
+        let mut cmd = (self.cmd)(&self.log_dir);
+        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.name)));
+        self.logs.push(log);
+    }
+
+    fn log(&self) -> String {
+        self.logs.last().map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn all_logs(&self) -> String {
+        self.logs.iter().map(|l| format!("==== {}\n{}", l.display(), std::fs::read_to_string(l).unwrap_or_default())).collect()
+    }
+
+    fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Sends `signal` (INT, TERM or KILL) and waits for the exit; returns its status and how long it took.
+    fn kill(&mut self, signal: &str) -> (ExitStatus, Duration) {
+        let child = self.child.as_mut().unwrap();
+        let t0 = Instant::now();
+        let ok = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(ok.success() || child.try_wait().unwrap().is_some(), "kill -{signal} {}", self.name);
+        let status = self.wait(Duration::from_secs(60));
+        (status, t0.elapsed())
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            if t0.elapsed() > limit {
+                let _ = child.kill();
+                panic!("{} did not exit within {limit:?}; log:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the current log contains `text` after its first `from` bytes.
+    fn wait_for_log_from(&mut self, from: usize, text: &str, limit: Duration) {
+        let t0 = Instant::now();
+        while !self.log().get(from..).unwrap_or_default().contains(text) {
+            assert!(t0.elapsed() < limit, "{} never logged {text:?}; log:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for_log(&mut self, text: &str, limit: Duration) {
+        self.wait_for_log_from(0, text, limit);
+    }
+}
+
+/// Samples the data dir every few ms: the most train shards and temporaries seen at once.
+struct DiskSampler {
+    stop: Arc<AtomicBool>,
+    max_train: Arc<AtomicUsize>,
+    max_tmp: Arc<AtomicUsize>,
+    samples: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DiskSampler {
+    fn start(dir: PathBuf) -> Self {
+        let (stop, max_train, max_tmp, samples) = Default::default();
+        let s = DiskSampler { stop, max_train, max_tmp, samples, thread: None };
+        let (stop, max_train, max_tmp, samples) = (s.stop.clone(), s.max_train.clone(), s.max_tmp.clone(), s.samples.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    let names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                    let train = names.iter().filter(|n| n.starts_with("train-") && n.ends_with(".shard")).count();
+                    let tmp = names.iter().filter(|n| (n.starts_with(".train-") || n.starts_with(".val-")) && n.ends_with(".tmp")).count();
+                    max_train.fetch_max(train, Ordering::SeqCst);
+                    max_tmp.fetch_max(tmp, Ordering::SeqCst);
+                    samples.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        DiskSampler { thread: Some(thread), ..s }
+    }
+
+    fn finish(mut self) -> (usize, usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        (self.max_train.load(Ordering::SeqCst), self.max_tmp.load(Ordering::SeqCst), self.samples.load(Ordering::SeqCst))
+    }
+}
+
+fn has_checkpoint(run: &Path) -> bool {
+    std::fs::read_dir(run).is_ok_and(|d| {
+        d.filter_map(|e| e.ok()).any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("ckpt-") && !n.ends_with(".tmp")
+        })
+    })
+}
+
+#[test]
+fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
+    let t_test = Instant::now();
+    let trainer_bin = trainer_binary();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data"); // does not exist yet: the trainer starts first and waits
+    let run = tmp.path().join("run");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+
+    let server = HubServer::start(BTreeMap::from([("sample/10BT/000_00000.parquet".to_string(), std::fs::read(tinyshakespeare()).unwrap())]));
+    let endpoint = server.endpoint();
+
+    let (d, e) = (data.clone(), endpoint.clone());
+    let mut pipeline = Proc {
+        name: "pipeline",
+        cmd: Box::new(move |_| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+            c.env("RUST_LOG", "info").env_remove("HF_TOKEN").env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"));
+            c.args(["--endpoint", &e, "--data-dir", p(&d), "--seq-len", "64", "--chunks-per-shard", "8", "--ring-slots", "3"]);
+            c.args(["--max-tokens", MAX_TOKENS, "--threads", "1", "--log-every", "1", "--retry-backoff-ms", "5"]);
+            c
+        }),
+        child: None,
+        logs: Vec::new(),
+        log_dir: logs.clone(),
+    };
+    let (d, r) = (data.clone(), run.clone());
+    let mut trainer = Proc {
+        name: "trainer",
+        cmd: Box::new(move |_| {
+            let mut c = Command::new(&trainer_bin);
+            c.env("RUST_LOG", "info").arg("train").args(["--data", p(&d), "--out", p(&r), "--model", "tiny", "--follow"]);
+            c.args(["--steps", "100000", "--micro-batch", "3", "--grad-accum", "2", "--warmup", "5", "--muon-lr", "0.02"]);
+            c.args(["--adamw-lr", "0.01", "--weight-decay", "0", "--eval-every", "0", "--eval-chunks", "8", "--save-every", "6"]);
+            c.args(["--seed", "1", "--device", "cpu"]);
+            if has_checkpoint(&r) {
+                c.arg("--resume");
+            }
+            c
+        }),
+        child: None,
+        logs: Vec::new(),
+        log_dir: logs.clone(),
+    };
+
+    // ---- 1. trainer first: it waits for the data dir, then for the first shard --------------
+    trainer.start();
+    trainer.wait_for_log("waiting for the pipeline to create the data directory", Duration::from_secs(60));
+    let sampler = DiskSampler::start(data.clone());
+    pipeline.start();
+    trainer.wait_for_log("step ", Duration::from_secs(60));
+
+    // ---- 2. seeded kills and restarts of either program --------------------------------------
+    let mut rng = Rng(SEED);
+    let mut schedule: Vec<(usize, &str)> = [(0, "INT"), (0, "TERM"), (0, "KILL"), (1, "INT"), (1, "TERM"), (1, "KILL")].to_vec();
+    for i in (1..schedule.len()).rev() {
+        schedule.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut stop_times = Vec::new();
+    for &(who, signal) in &schedule {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1500)));
+        let proc = if who == 0 { &mut pipeline } else { &mut trainer };
+        if !proc.running() {
+            proc.child = None;
+            proc.start(); // it had finished (or the pipeline had published everything): run it again
+            continue;
+        }
+        let (status, took) = proc.kill(signal);
+        println!("{} killed with SIG{signal} at {:.1} s: {status} after {took:?}", proc.name, t_test.elapsed().as_secs_f64());
+        match (proc.name, signal) {
+            (_, "KILL") => assert!(!status.success()),
+            ("trainer", _) => {
+                assert!(status.success(), "trainer after SIG{signal}: {status}\n{}", proc.log());
+                stop_times.push(took);
+            }
+            (_, _) => assert!(matches!(status.code(), Some(0 | 130)), "pipeline after SIG{signal}: {status}\n{}", proc.log()),
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(800)));
+        proc.start();
+    }
+
+    // ---- 3. a trainer waiting for a dead pipeline stops at once on SIGINT ---------------------
+    assert!(pipeline.running(), "the pipeline finished too early for this part; raise MAX_TOKENS");
+    let (status, _) = pipeline.kill("KILL");
+    assert!(!status.success());
+    let seen = trainer.log().len();
+    trainer.wait_for_log_from(seen, "ring: trainer waiting for the pipeline", Duration::from_secs(60));
+    let (status, took) = trainer.kill("INT");
+    assert!(status.success(), "{status}\n{}", trainer.log());
+    assert!(took < Duration::from_secs(5), "a waiting trainer took {took:?} to stop");
+    // Steps of 2 × 3 chunks do not line up with shards of 8 chunks, so the signal may land with
+    // half a step gathered: those chunks must not count as trained (the exactly-once check).
+    let half_step = trainer.log().contains("signal while waiting for data");
+    println!("waiting trainer stopped {took:?} after SIGINT (half a step gathered: {half_step})");
+
+    // ---- 4. pipeline alone: it fills the ring and waits; then the trainer comes back ----------
+    pipeline.start();
+    pipeline.wait_for_log("3/3 full, waiting for trainer", Duration::from_secs(60));
+    // While nobody reads it, spoil the middle one of the 3 unread shards: the trainer must report
+    // and skip it, and release it like any other so that the pipeline goes on.
+    let corrupt_seq = mamba_shards::Manifest::read(&data).unwrap().unwrap().train.next_seq - 2;
+    let corrupt_path = data.join(mamba_shards::shard_file_name(mamba_shards::Split::Train, corrupt_seq));
+    let mut bytes = std::fs::read(&corrupt_path).unwrap();
+    let index_offset = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize; // frames: 4096..index_offset
+    bytes[(4096 + index_offset) / 2] ^= 0x5a;
+    std::fs::write(&corrupt_path, bytes).unwrap();
+    trainer.start();
+
+    // ---- 5. both run to the end ---------------------------------------------------------------
+    let status = pipeline.wait(Duration::from_secs(120));
+    assert!(status.success(), "pipeline: {status}\n{}", pipeline.all_logs());
+    let status = trainer.wait(Duration::from_secs(120));
+    assert!(status.success(), "trainer: {status}\n{}", trainer.all_logs());
+    let (max_train, max_tmp, samples) = sampler.finish();
+
+    // ---- 6. checks ------------------------------------------------------------------------------
+    let manifest = mamba_shards::Manifest::read(&data).unwrap().unwrap();
+    assert!(manifest.finished && manifest.ring_slots == Some(SLOTS as u32), "{manifest:?}");
+    let (shards, chunks) = (manifest.train.next_seq, manifest.train.chunks);
+    assert!(shards >= 20, "only {shards} train shards published");
+    let mut expected = Vec::new();
+    for s in (0..shards).filter(|&s| s != corrupt_seq) {
+        let n = if s + 1 < shards { CHUNKS_PER_SHARD } else { chunks - CHUNKS_PER_SHARD * (shards - 1) };
+        expected.extend((0..n).map(|c| (s, c)));
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut trained = Vec::new();
+    let mut losses = Vec::new();
+    for line in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["kind"] == "step" {
+            losses.push(v["loss"].as_f64().unwrap());
+            for c in v["chunks"].as_array().unwrap() {
+                trained.push((c[0].as_u64().unwrap(), c[1].as_u64().unwrap()));
+            }
+        }
+    }
+    trained.sort();
+    let dupes: Vec<_> = trained.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    assert!(dupes.is_empty(), "chunks trained twice: {dupes:?}");
+    assert_eq!(trained.len(), expected.len(), "trained {} chunks, {} published", trained.len(), expected.len());
+    assert_eq!(trained, expected, "the trained chunks are not the published ones");
+
+    let all_trainer = trainer.all_logs();
+    let all_pipeline = pipeline.all_logs();
+    let skips: Vec<&str> = all_trainer.lines().filter(|l| l.contains("skipping train shard")).collect();
+    assert_eq!(skips.len(), 1, "exactly the spoilt shard {corrupt_seq} must be skipped (no partial shard read):\n{}", skips.join("\n"));
+    assert!(skips[0].contains(&format!("skipping train shard {corrupt_seq},")), "{}", skips[0]);
+    assert!(all_trainer.contains("| ring ") && all_trainer.contains("released <"), "no ring state in the step lines");
+    assert!(all_pipeline.contains("| ring ") && all_pipeline.contains(&format!("/{SLOTS}")), "no ring state in the pipeline's lines");
+    assert!(max_train <= SLOTS && max_tmp <= 1, "disk: {max_train} train shards / {max_tmp} temporaries at once (ring {SLOTS})");
+    let n = losses.len().min(5);
+    let (first, last) = (losses[..n].iter().sum::<f64>() / n as f64, losses[losses.len() - n..].iter().sum::<f64>() / n as f64);
+    assert!(last < first - 1.0, "loss did not fall: first {first:.3}, last {last:.3}");
+    println!(
+        "ring e2e: {shards} shards / {chunks} chunks (shard {corrupt_seq} spoilt and skipped), the rest trained once in {} steps, loss {first:.2} -> {last:.2}, \
+         disk max {max_train} train + {max_tmp} tmp over {samples} samples, trainer stops {stop_times:?}, {:.1} s",
+        losses.len(),
+        t_test.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,125 @@
+//! Follow mode and signals (issue 5): a trainer blocked waiting for the pipeline stops at once when
+//! the stop flag (SIGINT/SIGTERM in the binary) is raised, without counting the half-gathered step
+//! as trained, saves a checkpoint that resumes exactly there, and a trainer started before the
+//! data directory exists waits for it and stops cleanly too.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mamba_shards::format::Split;
+use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
+use mamba_shards::{ShardParams, ShardReader};
+use mamba_trainer::config::TrainConfig;
+use mamba_trainer::train::{run, StopReason};
+
+const SEQ: usize = 16;
+
+fn write_manifest(dir: &Path, finished: bool, params: ShardParams) {
+    let m = mamba_shards::Manifest {
+        version: MANIFEST_VERSION,
+        finished,
+        finish_reason: if finished { "end of source".into() } else { String::new() },
+        max_tokens: None,
+        seq_len: params.chunk_tokens - 1,
+        params,
+        tokenizer: "test".into(),
+        chunks_per_shard: 6,
+        fingerprint: SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len: params.chunk_tokens - 1, chunks_per_shard: 6, val_fraction: 0.0, workers: 1, worker_index: 0 },
+        val_bootstrap_through: None,
+        train: Default::default(),
+        val: Default::default(),
+        skipped_files: vec![],
+        ring_slots: Some(3),
+        written_by: "trainer signal test".into(),
+    };
+    m.write(dir).unwrap();
+}
+
+fn publish(src: &Path, dst: &Path, split: Split, seq: u64) {
+    let name = mamba_shards::shard_file_name(split, seq);
+    std::fs::copy(src.join(&name), dst.join(format!(".{name}.tmp"))).unwrap();
+    std::fs::rename(dst.join(format!(".{name}.tmp")), dst.join(&name)).unwrap();
+}
+
+/// Raises the returned flag after `after`; returns it and when it was raised.
+fn stop_after(after: Duration) -> (Arc<AtomicBool>, std::thread::JoinHandle<Instant>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(after);
+        flag.store(true, Ordering::SeqCst);
+        Instant::now()
+    });
+    (stop, t)
+}
+
+/// (shard, chunk) of every step record in the run's metrics.jsonl.
+fn trained_chunks(out: &Path) -> Vec<(u64, u64)> {
+    let mut got = Vec::new();
+    for r in mamba_trainer::metrics::read_jsonl(&out.join("metrics.jsonl")).unwrap() {
+        if r["kind"] == "step" {
+            got.extend(r["chunks"].as_array().unwrap().iter().map(|c| (c[0].as_u64().unwrap(), c[1].as_u64().unwrap())));
+        }
+    }
+    got
+}
+
+#[test]
+fn a_trainer_waiting_mid_step_stops_at_once_and_resumes_without_losing_or_repeating_a_chunk() {
+    init_tracing();
+    let staging = tempfile::tempdir().unwrap();
+    synthetic_shards(staging.path(), 64, SEQ, 12, 4, 6); // train shards 0 and 1, 6 chunks each
+    let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
+    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    let data = tempfile::tempdir().unwrap();
+    publish(staging.path(), data.path(), Split::Val, 0);
+    publish(staging.path(), data.path(), Split::Train, 0);
+    write_manifest(data.path(), false, params);
+
+    // 4 chunks per step: step 1 takes chunks 0..4 of shard 0, step 2 gets one batch (2 chunks)
+    // and then waits for shard 1, which the "pipeline" does not publish yet.
+    let out = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { follow: true, steps: 1000, micro_batch: 2, grad_accum: 2, ..tiny_config(data.path(), out.path(), "micro") };
+    let (stop, raised) = stop_after(Duration::from_millis(2500));
+    let outcome = run(&cfg, &stop).unwrap();
+    let raised = raised.join().unwrap();
+    assert!(raised.elapsed() < Duration::from_secs(2), "stopped {:?} after the signal", raised.elapsed());
+    assert_eq!((outcome.stop, outcome.step), (StopReason::Signal, 1));
+    let state = mamba_trainer::checkpoint::TrainerState::load(&out.path().join("ckpt-000001")).unwrap();
+    assert_eq!(state.data_position["cursor"], serde_json::json!({"mode": "follow", "shard": 0, "chunk": 4}), "the half-gathered step is not counted");
+    assert_eq!(mamba_shards::ring::read_release(data.path()).unwrap(), None, "shard 0 is still needed");
+    assert_eq!(trained_chunks(out.path()).len(), 4);
+
+    // The pipeline publishes the rest and finishes; the resumed trainer reads every chunk left.
+    publish(staging.path(), data.path(), Split::Train, 1);
+    write_manifest(data.path(), true, params);
+    let outcome = run(&TrainConfig { resume: true, ..cfg }, &no_stop()).unwrap();
+    assert_eq!(outcome.stop, StopReason::DataExhausted);
+    let mut got = trained_chunks(out.path());
+    got.sort();
+    let want: Vec<(u64, u64)> = (0..2).flat_map(|s| (0..6).map(move |c| (s, c))).collect();
+    assert_eq!(got, want, "every chunk once over both runs");
+    assert_eq!(mamba_shards::ring::read_release(data.path()).unwrap().unwrap().train_released_below, 2);
+}
+
+#[test]
+fn a_trainer_started_before_the_data_dir_exists_waits_and_stops_cleanly() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("not-yet");
+    let out = tmp.path().join("run");
+    let cfg = TrainConfig { follow: true, steps: 10, ..tiny_config(&data, &out, "micro") };
+    let (stop, raised) = stop_after(Duration::from_millis(700));
+    let outcome = run(&cfg, &stop).unwrap();
+    assert!(raised.join().unwrap().elapsed() < Duration::from_secs(2));
+    assert_eq!((outcome.stop, outcome.step), (StopReason::Signal, 0));
+    // Without --follow a missing directory is an error naming it.
+    let err = format!("{:#}", run(&TrainConfig { follow: false, ..cfg }, &no_stop()).unwrap_err());
+    assert!(err.contains("not-yet"), "{err}");
+}
