@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result};
-use mamba_shards::{compress_chunk, shard_file_name, ShardParams, ShardWriter, Split};
+use anyhow::{anyhow, Context, Result};
+use mamba_shards::{shard_file_name, ChunkCompressor, ShardParams, ShardWriter, Split};
 use rayon::prelude::*;
 
 use crate::Interrupted;
@@ -26,10 +26,17 @@ pub fn write_shard(dir: &Path, params: &ShardParams, level: i32, job: &ShardJob,
     let seq_len = params.chunk_tokens as usize - 1;
     let name = shard_file_name(job.split, job.seq);
     let final_path = dir.join(&name);
+    // One zstd context per worker, not per chunk (creating one costs as much as a chunk).
     let frames: Vec<Vec<u8>> = (0..job.n_chunks)
         .into_par_iter()
-        .map(|k| compress_chunk(params, &job.tokens[k * seq_len..k * seq_len + seq_len + 1], level, &final_path))
-        .collect::<Result<_, _>>()
+        .map_init(
+            || ChunkCompressor::new(level, &final_path),
+            |zstd, k| match zstd {
+                Ok(zstd) => Ok(zstd.compress(params, &job.tokens[k * seq_len..k * seq_len + seq_len + 1], &final_path)?),
+                Err(e) => Err(anyhow!("creating a zstd compressor: {e}")),
+            },
+        )
+        .collect::<Result<_>>()
         .with_context(|| format!("compressing {name}"))?;
     if stop.load(Ordering::Relaxed) {
         return Err(Interrupted.into());

@@ -14,4 +14,4 @@ pub use error::{Result, ShardError};
 pub use format::{shard_file_name, Header, Split};
 pub use manifest::{DocPos, Manifest, SplitManifest, StreamPos};
 pub use reader::ShardReader;
-pub use writer::{compress_chunk, ShardParams, ShardWriter};
+pub use writer::{compress_chunk, ChunkCompressor, ShardParams, ShardWriter};
