@@ -62,6 +62,7 @@ impl Gpt2 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use rand::{Rng, SeedableRng};
 

@@ -151,6 +151,7 @@ fn unicode_ranges(class: &str) -> Result<Vec<(u32, u32)>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn split(text: &str) -> Vec<&str> {
