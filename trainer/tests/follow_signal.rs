@@ -123,3 +123,19 @@ fn a_trainer_started_before_the_data_dir_exists_waits_and_stops_cleanly() {
     let err = format!("{:#}", run(&TrainConfig { follow: false, ..cfg }, &no_stop()).unwrap_err());
     assert!(err.contains("not-yet"), "{err}");
 }
+
+#[test]
+fn a_step_larger_than_the_ring_is_refused() {
+    init_tracing();
+    let staging = tempfile::tempdir().unwrap();
+    synthetic_shards(staging.path(), 64, SEQ, 12, 4, 6);
+    let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
+    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    let data = tempfile::tempdir().unwrap();
+    publish(staging.path(), data.path(), Split::Train, 0);
+    write_manifest(data.path(), false, params); // ring of 3 shards × 6 chunks
+    let out = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { follow: true, steps: 10, micro_batch: 2, grad_accum: 10, ..tiny_config(data.path(), out.path(), "micro") };
+    let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
+    assert!(err.contains("20 chunks") && err.contains("--ring-slots"), "{err}");
+}

@@ -106,6 +106,9 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         micro_batch: cfg.micro_batch,
         prefetch: 4,
     };
+    if cfg.follow {
+        check_step_fits_ring(cfg)?;
+    }
     let mut data = TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
     // Follow mode: look a whole optimizer step ahead, so a step never starves half-way on a full
     // ring (the loop can only checkpoint, and so release shards, between steps).
@@ -251,6 +254,27 @@ fn eval_and_log(model: &MambaLM, val: &[Vec<u32>], cfg: &TrainConfig, device: &D
 fn last_state_model(cfg: &TrainConfig) -> Result<MambaConfig> {
     let dir = crate::checkpoint::latest_checkpoint(&cfg.out)?.with_context(|| format!("--resume: no checkpoint (ckpt-*) in {}", cfg.out.display()))?;
     Ok(TrainerState::load(&dir)?.model)
+}
+
+/// Follow mode: shards are only released at step boundaries, so one optimizer step must fit in
+/// the pipeline's ring (`docs/ring.md`, rule 5). A step of more chunks than the whole ring holds
+/// can never be gathered (both programs would wait for ever): an error. One that may span more
+/// than N − 1 shard boundaries can deadlock: a warning.
+fn check_step_fits_ring(cfg: &TrainConfig) -> Result<()> {
+    let Some(m) = mamba_shards::Manifest::read(&cfg.data)? else { return Ok(()) };
+    let Some(slots) = m.ring_slots.filter(|&n| n > 0) else { return Ok(()) };
+    let (step, per_shard) = (cfg.effective_batch() as u64, u64::from(m.chunks_per_shard));
+    let fix = "raise the pipeline's --ring-slots or lower --micro-batch × --grad-accum";
+    if step > u64::from(slots) * per_shard {
+        bail!(
+            "one optimizer step takes {step} chunks (micro-batch {} × grad-accum {}) but the pipeline's ring holds only {slots} shards × {per_shard} chunks: the step could never be gathered; {fix}",
+            cfg.micro_batch, cfg.grad_accum
+        );
+    }
+    if step > u64::from(slots.saturating_sub(1)) * per_shard {
+        tracing::warn!("one optimizer step takes {step} chunks, more than {} of the ring's {slots} shards of {per_shard} chunks: the two programs may deadlock; {fix}", slots.saturating_sub(1));
+    }
+    Ok(())
 }
 
 /// The data's sequence length, from the first train shard's header. Follow mode waits (saying
