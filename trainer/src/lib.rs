@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod eval_cmd;
 pub mod generate;
 pub mod metrics;
 pub mod model;

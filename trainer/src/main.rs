@@ -4,6 +4,7 @@
 //! ```text
 //! trainer train --data data --model 130m --out runs/seed [--config run.toml] ...
 //! trainer generate --checkpoint runs/seed --prompt "The meaning of life"
+//! trainer eval --checkpoint runs/seed --data data
 //! trainer bench --model tiny
 //! ```
 
@@ -13,7 +14,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mamba_trainer::{bench, config::TrainArgs, generate, train};
+use mamba_trainer::{bench, config::TrainArgs, eval_cmd, generate, train};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(name = "trainer", version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("GIT_HASH"), ")"), about)]
@@ -28,16 +30,22 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Sample text from a checkpoint with the recurrent O(1)-per-token state.
     Generate(generate::GenerateArgs),
+    /// Validation loss and perplexity of a checkpoint on shards (a split) or parquet text.
+    Eval(eval_cmd::EvalArgs),
     /// Time the training step (forward + backward + optimizer) on random tokens.
     Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `eval` prints its result (maybe JSON) on stdout alone: its log goes to stderr.
+    let log_to = if matches!(cli.command, Command::Eval(_)) { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        .with_writer(log_to)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -67,6 +75,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => {
             let text = generate::run(&args)?;
             println!("{text}");
+            Ok(())
+        }
+        Command::Eval(args) => {
+            let report = eval_cmd::run(&args)?;
+            println!("{}", if args.json { report.to_json()? } else { report.human_line() });
             Ok(())
         }
         Command::Bench(args) => bench::run(&args),
