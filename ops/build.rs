@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 2] = ["selective_scan", "causal_conv1d"];
+const KERNELS: [&str; 3] = ["selective_scan", "causal_conv1d", "cross_entropy"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -11,11 +11,27 @@ use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
 pub(crate) mod ptx {
     pub const SELECTIVE_SCAN: &str = include_str!(concat!(env!("OUT_DIR"), "/selective_scan.ptx"));
     pub const CAUSAL_CONV1D: &str = include_str!(concat!(env!("OUT_DIR"), "/causal_conv1d.ptx"));
+    pub const CROSS_ENTROPY: &str = include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx"));
 }
 
 /// The f32 device memory of a contiguous tensor argument.
 pub(crate) fn view<'a>(op: &str, what: &str, s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
     let slice = s.as_cuda_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(slice.slice(start..end)),
+        None => bail!("{op}: internal error: `{what}` is not contiguous on the GPU"),
+    }
+}
+
+/// [`view`] for any element type `T` (bf16 logits, u32 targets, …); fails if the storage holds
+/// another dtype.
+pub(crate) fn view_of<'a, T: candle_core::cuda_backend::CudaDType>(
+    op: &str,
+    what: &str,
+    s: &'a CudaStorage,
+    l: &Layout,
+) -> Result<CudaView<'a, T>> {
+    let slice = s.as_cuda_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(slice.slice(start..end)),
         None => bail!("{op}: internal error: `{what}` is not contiguous on the GPU"),

@@ -5,6 +5,8 @@
 //! - [`selective_scan`]: `y = scan(u, softplus(delta + delta_bias), A = -exp(A_log), B, C) + D·u`,
 //!   gated by `silu(z)` (Mamba paper, Algorithm 2; `selective_scan_fn` in state-spaces/mamba).
 //! - [`causal_conv1d_silu`]: depthwise causal conv1d (kernel 4) + bias + SiLU.
+//! - [`cross_entropy`]: fused softmax cross-entropy over the vocabulary (the LM head's loss);
+//!   its dtype rules are its own (see there).
 //!
 //! Both are candle custom ops: the forward runs as one op (no per-timestep autograd graph) and
 //! `loss.backward()` reaches every input through the op's own backward. Shared behaviour:
@@ -24,6 +26,7 @@
 
 mod causal_conv1d;
 mod cpu_storage;
+mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda_util;
 mod real;
@@ -61,4 +64,23 @@ pub fn selective_scan(
 /// left: PyTorch's `Conv1d(d, d, k, groups=d, padding=k-1)` truncated to the first `l` outputs.
 pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     causal_conv1d::causal_conv1d_silu(x, weight, bias)
+}
+
+/// Mean softmax cross-entropy of `logits: (n, v)` against `targets: (n,)` u32 → scalar, as one
+/// fused op (forward: one read of the logits; backward: one read and one write).
+///
+/// `loss = mean_i (lse_i − logits[i, targets[i]])`, `lse_i = ln Σ_j exp(logits[i, j])`; the
+/// gradient of the logits is `dL/dloss / n · (softmax(logits_i) − onehot(targets_i))`.
+///
+/// - dtypes: logits f32, bf16 or f64 (f64 on the CPU only). The math runs in f32 (f64 for f64
+///   logits) whatever the logits' dtype; the loss is f32 (f64 for f64 logits) and the gradient
+///   has the logits' dtype (bf16 logits → bf16 gradient, like PyTorch autocast).
+/// - devices: CPU (rayon over rows) and, with the `cuda` feature, CUDA
+///   (`kernels/cross_entropy.cu`, one block per row). Deterministic on both.
+/// - errors: a shape mismatch, an empty input or another dtype is an error. A target `>= v` is an
+///   error naming the row on the CPU. On CUDA the targets are not read back to the host (that
+///   would stall the GPU queue every step): the kernel never uses such a target as an index and
+///   returns NaN for its row instead, so the loss is NaN.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    cross_entropy::cross_entropy(logits, targets)
 }

@@ -112,3 +112,80 @@ fn causal_conv1d_cuda_matches_cpu() {
         run_both(&inputs, f, &mut rng, 1e-5, &format!("conv b{b} l{l} d{d} k{k}"));
     }
 }
+
+/// Allocates and frees `elems` NaNs of `dtype` on `dev`, so that the next allocation of that size
+/// (cudarc's stream-ordered pool usually hands the same memory back) starts out poisoned: an
+/// element a kernel forgets to write then shows up as NaN. Best effort.
+fn poison(dev: &Device, elems: usize, dtype: DType) {
+    let t = match dtype {
+        DType::BF16 => Tensor::full(half::bf16::NAN, elems, dev),
+        _ => Tensor::full(f32::NAN, elems, dev),
+    };
+    drop(t.unwrap());
+}
+
+/// `mamba_ops::cross_entropy` of `rows` rows of `x` (a `(rows + skip, v)` f32 CPU tensor, its first
+/// `skip` rows dropped by a contiguous view so the rows start at odd offsets) against `t`, in
+/// `dtype` on `dev`: the loss and the gradient of the whole `x`, loss dtype checked.
+fn cross_entropy_on(dev: &Device, x: &Tensor, skip: usize, t: &Tensor, dtype: DType) -> (Tensor, Tensor) {
+    let (rows, v) = (x.dim(0).unwrap() - skip, x.dim(1).unwrap());
+    let xv = Var::from_tensor(&x.to_device(dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+    let logits = xv.as_tensor().narrow(0, skip, rows).unwrap();
+    let t = t.to_device(dev).unwrap();
+    if dev.is_cuda() {
+        poison(dev, 2 * rows, DType::F32); // the forward's [loss, lse] rows
+        poison(dev, rows * v, dtype); // the backward's gradient
+    }
+    let loss = mamba_ops::cross_entropy(&logits, &t).unwrap();
+    assert_eq!(loss.dtype(), DType::F32, "loss dtype for {dtype:?} logits");
+    let grads = loss.backward().unwrap();
+    let g = grads.get(xv.as_tensor()).unwrap().clone();
+    assert_eq!(g.dtype(), dtype, "gradient dtype");
+    (loss, g)
+}
+
+fn rand_targets(rng: &mut ChaCha8Rng, n: usize, v: usize) -> Tensor {
+    let t: Vec<u32> = (0..n).map(|_| rng.gen_range(0..v as u32)).collect();
+    Tensor::from_vec(t, n, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn cross_entropy_cuda_matches_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let gpu = Device::new_cuda(0).unwrap();
+    // (rows, vocab, rows skipped): the LM head, small, tiny, odd widths (rows of every alignment:
+    // scalar head, vector body, scalar tail), GPT-2's odd vocab at odd row offsets (the backward
+    // then writes rows whose alignment differs from the logits': its scalar path).
+    for &(n, v, skip) in &[(300, 50264, 0), (7, 1000, 0), (5, 3, 0), (33, 1001, 0), (9, 1001, 1), (4, 50257, 1)] {
+        let x = rand_t(&mut rng, &[n + skip, v], -10.0, 10.0);
+        let t = rand_targets(&mut rng, n, v);
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+            let (loss_cpu, g_cpu) = cross_entropy_on(&Device::Cpu, &x, skip, &t, dtype);
+            let (loss_gpu, g_gpu) = cross_entropy_on(&gpu, &x, skip, &t, dtype);
+            let what = format!("cross_entropy {dtype:?} ({n}, {v}) skip {skip}");
+            let e = rel_err(&loss_gpu, &loss_cpu);
+            println!("{what}: loss rel err {e:.2e}");
+            assert!(e < tol, "{what}: loss rel err {e:e} >= {tol:e}");
+            let e = rel_err(&g_gpu, &g_cpu);
+            println!("{what}: grad rel err {e:.2e}");
+            assert!(e < tol, "{what}: grad rel err {e:e} >= {tol:e}");
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_cuda_out_of_range_target_gives_nan_row() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let gpu = Device::new_cuda(0).unwrap();
+    let (n, v) = (4, 1000);
+    let x = Var::from_tensor(&rand_t(&mut rng, &[n, v], -3.0, 3.0).to_device(&gpu).unwrap()).unwrap();
+    let t = Tensor::new(&[1u32, v as u32, 5, u32::MAX], &gpu).unwrap();
+    let loss = mamba_ops::cross_entropy(x.as_tensor(), &t).unwrap();
+    assert!(loss.to_scalar::<f32>().unwrap().is_nan(), "loss with a bad target must be NaN");
+    let g = loss.backward().unwrap().get(x.as_tensor()).unwrap().to_device(&Device::Cpu).unwrap();
+    let rows: Vec<Vec<f32>> = g.to_vec2().unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let bad = i == 1 || i == 3;
+        assert!(row.iter().all(|a| a.is_nan() == bad), "row {i}: expected {} gradient", if bad { "an all-NaN" } else { "a finite" });
+    }
+}
