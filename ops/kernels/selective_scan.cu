@@ -3,165 +3,222 @@
 //   x:  (b, l, 3d)  u | delta | z        bc: (b, l, 2n)  B | C        p: (d, n + 2)  A_log | D | delta_bias
 // The math is the CPU op's (ops/src/selective_scan/cpu.rs), which these kernels are tested against.
 //
-// Thread layout: one thread per (batch i, channel c, state s). A block holds `blockDim.x / W`
-// channels of one batch element; W (a power of two <= 32, >= n) lanes per channel, lanes s >= n
-// idle. Sums over the state (y, du, ddt) are warp shuffles inside each W-lane group.
+// Thread layout (like the reference kernel's "one channel per thread row", state in registers):
+// one thread per (batch i, channel c), all NP states of the channel in registers; a block holds
+// CPB consecutive channels of one batch element. Per-step quantities of the channel (softplus,
+// sigmoid, the D skip, the gate) are computed once, not once per state. NP is the state size
+// rounded up to 4, 8, 16 or 32 (compile-time, so the state loops unroll); padded states have
+// A = B = C = 0 and stay exactly zero.
+//
+// Inputs are staged chunk by chunk in shared memory with coalesced loads by the whole block
+// (the block's channels are consecutive), so the sequential loops over time read shared memory.
 //
 // Backward, like the reference kernel, never stores all states: pass 1 runs the recurrence and
-// saves the state at every chunk boundary (CHUNK steps); pass 2 walks the chunks backwards,
-// recomputes the chunk's states into registers and runs the adjoint recurrence. dB and dC are
-// summed over the block's channels in shared memory and written as per-block partials, dA_log,
-// D and delta_bias as per-batch partials; the caller sums the partials (fixed order), so the
-// backward is deterministic.
+// saves the state at every chunk boundary (BWD_CHUNK steps) to global scratch; pass 2 walks the
+// chunks backwards, recomputes the chunk's states into shared memory and runs the adjoint
+// recurrence. dB and dC (sums over channels) are reduced across each warp with a transposing
+// butterfly, then over the block's warps in shared memory, and written as per-block partials;
+// dA_log, D and delta_bias as per-batch partials. The caller sums the partials in a fixed order,
+// so the backward is deterministic.
 
-#define CHUNK 16
+#define FWD_CHUNK 32
+#define BWD_CHUNK 8
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
 
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
 
-__device__ __forceinline__ float group_sum(float v, int W) {
-    for (int off = W / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
+// The channel's parameters: a2[s] = A[s]·log2(e) with A = -exp(A_log) (so exp(dt·A) = exp2(dt·a2)),
+// zero for padded states and for threads past the last channel.
+template <int NP>
+__device__ __forceinline__ void load_params(const float* __restrict__ p, int c, bool chan, int N,
+                                            float (&a2)[NP], float& d_skip, float& d_bias) {
+#pragma unroll
+    for (int s = 0; s < NP; ++s) a2[s] = (chan && s < N) ? -expf(p[c * (N + 2) + s]) * LOG2E : 0.f;
+    d_skip = chan ? p[c * (N + 2) + N] : 0.f;
+    d_bias = chan ? p[c * (N + 2) + N + 1] : 0.f;
 }
 
-extern "C" __global__ void selective_scan_fwd_f32(
-    const float* __restrict__ x, const float* __restrict__ bc, const float* __restrict__ p,
-    float* __restrict__ out, int L, int D, int N, int W) {
-    const int s = threadIdx.x % W;
-    const int c = blockIdx.x * (blockDim.x / W) + threadIdx.x / W;
-    const int i = blockIdx.y;
+// What a pass reads: u and delta; also z; also z and the output gradient g.
+#define STAGE_U_DELTA 0
+#define STAGE_WITH_Z 1
+#define STAGE_WITH_Z_G 2
+
+// Stages steps [t0, t0 + T) of u, delta (z, g as `what` says) for channels [c0, c0 + CPB) into
+// s_in[k][j][cl] (k = u, delta, z, g), and B | C into s_bc[j][0..NP) | [NP..2NP), zero-padded.
+template <int NP, int CPB, int T>
+__device__ __forceinline__ void stage(const float* __restrict__ x, const float* __restrict__ bc,
+                                      const float* __restrict__ g, int i, int t0, int c0, int L,
+                                      int D, int N, int what, float (*s_in)[T][CPB],
+                                      float (*s_bc)[2 * NP]) {
+    for (int q = threadIdx.x; q < T * CPB; q += CPB) {
+        const int j = q / CPB, cl = q % CPB, cc = c0 + cl, t = t0 + j;
+        float u = 0.f, dl = 0.f, z = 0.f, gt = 0.f;
+        if (t < L && cc < D) {
+            const size_t row = (size_t)i * L + t;
+            u = x[row * 3 * D + cc];
+            dl = x[row * 3 * D + D + cc];
+            if (what >= STAGE_WITH_Z) z = x[row * 3 * D + 2 * D + cc];
+            if (what >= STAGE_WITH_Z_G) gt = g[row * D + cc];
+        }
+        s_in[0][j][cl] = u; s_in[1][j][cl] = dl; s_in[2][j][cl] = z; s_in[3][j][cl] = gt;
+    }
+    for (int q = threadIdx.x; q < T * 2 * NP; q += CPB) {
+        const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, s = r % NP, t = t0 + j;
+        s_bc[j][r] = (t < L && s < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + s] : 0.f;
+    }
+}
+
+// One stage of the transposing butterfly (below): lanes with bit O set keep the upper half of
+// their O·2 live values, the others the lower half; each adds its partner's copy of the half it
+// keeps. Recursive so that every index is a compile-time constant (the array stays in registers).
+template <int NP, int O>
+__device__ __forceinline__ void butterfly(float (&v)[NP], int lane) {
+    if constexpr (O >= 1) {
+        const bool upper = lane & O;
+#pragma unroll
+        for (int k = 0; k < O; ++k) {
+            const float send = upper ? v[k] : v[k + O];
+            const float keep = upper ? v[k + O] : v[k];
+            v[k] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+        }
+        butterfly<NP, O / 2>(v, lane);
+    }
+}
+
+// Sums NP values over the 32 lanes of a warp; afterwards lane `l` holds the sum of value
+// `l % NP`. NP - 1 shuffles for the butterfly instead of 5·NP for NP separate reductions.
+template <int NP>
+__device__ __forceinline__ float warp_sum_spread(float (&v)[NP]) {
+    butterfly<NP, NP / 2>(v, threadIdx.x & 31);
+    float r = v[0];
+#pragma unroll
+    for (int o = NP; o < 32; o *= 2) r += __shfl_xor_sync(0xffffffffu, r, o);
+    return r;
+}
+
+template <int NP, int CPB>
+__device__ void scan_fwd(const float* __restrict__ x, const float* __restrict__ bc,
+                         const float* __restrict__ p, float* __restrict__ out, int L, int D, int N) {
+    __shared__ float s_in[4][FWD_CHUNK][CPB];
+    __shared__ float s_bc[FWD_CHUNK][2 * NP];
+    const int cl = threadIdx.x, c0 = blockIdx.x * CPB, c = c0 + cl, i = blockIdx.y;
     const bool chan = c < D;
-    const bool lane = chan && s < N;
-    const float a = lane ? -expf(p[c * (N + 2) + s]) : 0.f;
-    const float d_skip = chan ? p[c * (N + 2) + N] : 0.f;
-    const float d_bias = chan ? p[c * (N + 2) + N + 1] : 0.f;
-    float h = 0.f;
-    for (int t = 0; t < L; ++t) {
-        const size_t row = (size_t)i * L + t;
-        float u = 0.f, dl = 0.f, z = 0.f, bs = 0.f, cs = 0.f;
-        if (chan) { u = x[row * 3 * D + c]; dl = x[row * 3 * D + D + c]; z = x[row * 3 * D + 2 * D + c]; }
-        if (lane) { bs = bc[row * 2 * N + s]; cs = bc[row * 2 * N + N + s]; }
-        const float dt = softplus_f(dl + d_bias);
-        h = expf(dt * a) * h + dt * u * bs;
-        const float y = group_sum(cs * h, W);
-        if (chan && s == 0) out[row * D + c] = (y + d_skip * u) * (z * sigmoid_f(z));
+    float a2[NP], d_skip, d_bias;
+    load_params<NP>(p, c, chan, N, a2, d_skip, d_bias);
+    float h[NP];
+#pragma unroll
+    for (int s = 0; s < NP; ++s) h[s] = 0.f;
+    for (int t0 = 0; t0 < L; t0 += FWD_CHUNK) {
+        __syncthreads();
+        stage<NP, CPB, FWD_CHUNK>(x, bc, nullptr, i, t0, c0, L, D, N, STAGE_WITH_Z, s_in, s_bc);
+        __syncthreads();
+        const int steps = min(FWD_CHUNK, L - t0);
+        for (int j = 0; j < steps; ++j) {
+            const float u = s_in[0][j][cl], z = s_in[2][j][cl];
+            const float dt = softplus_f(s_in[1][j][cl] + d_bias), dtu = dt * u;
+            float y = 0.f;
+#pragma unroll
+            for (int s = 0; s < NP; ++s) {
+                h[s] = exp2f(dt * a2[s]) * h[s] + dtu * s_bc[j][s];
+                y += s_bc[j][NP + s] * h[s];
+            }
+            if (chan) out[((size_t)i * L + t0 + j) * D + c] = (y + d_skip * u) * (z * sigmoid_f(z));
+        }
     }
 }
 
 // dx: (b, l, 3d) written in full. dbc_part: (b, gridDim.x, l, 2n) per-block partial sums.
-// dp_part: (b, d, n + 2) per-batch partial sums. states: (b, d, W, n_chunks) scratch.
-//
-// Each chunk's inputs are first staged in shared memory by the whole block with coalesced loads
-// (the block's channels are consecutive), so the sequential loops over time read shared memory
-// instead of waiting on one global load per step. dB and dC of every (step, channel, state) are
-// kept in shared memory and summed over the block's channels in a fixed order (no atomics).
-// Shared memory: 4·CHUNK·cpb (u, delta, z, g) + 2·CHUNK·n (B, C) + 2·CHUNK·cpb·n (dB, dC) floats.
-extern "C" __global__ void __launch_bounds__(256, 2) selective_scan_bwd_f32(
-    const float* __restrict__ x, const float* __restrict__ bc, const float* __restrict__ p,
-    const float* __restrict__ g, float* __restrict__ dx, float* __restrict__ dbc_part,
-    float* __restrict__ dp_part, float* __restrict__ states, int L, int D, int N, int W) {
-    extern __shared__ float smem[];
-    const int cpb = blockDim.x / W;            // channels per block
-    float* s_u = smem;                         // (CHUNK, cpb)
-    float* s_dl = s_u + CHUNK * cpb;           // (CHUNK, cpb)
-    float* s_z = s_dl + CHUNK * cpb;           // (CHUNK, cpb)
-    float* s_g = s_z + CHUNK * cpb;            // (CHUNK, cpb)
-    float* s_bc = s_g + CHUNK * cpb;           // (CHUNK, 2n)
-    float* s_dbc = s_bc + CHUNK * 2 * N;       // (CHUNK, 2n, cpb)
-
-    const int s = threadIdx.x % W;
-    const int cl = threadIdx.x / W;
-    const int c0 = blockIdx.x * cpb;
-    const int c = c0 + cl;
-    const int i = blockIdx.y;
+// dp_part: (b, d, n + 2) per-batch partial sums. states: (b, n_chunks, NP, d) scratch.
+template <int NP, int CPB>
+__device__ void scan_bwd(const float* __restrict__ x, const float* __restrict__ bc,
+                         const float* __restrict__ p, const float* __restrict__ g,
+                         float* __restrict__ dx, float* __restrict__ dbc_part,
+                         float* __restrict__ dp_part, float* __restrict__ states, int L, int D,
+                         int N) {
+    constexpr int T = BWD_CHUNK, WARPS = CPB / 32;
+    __shared__ float s_in[4][T][CPB];        // u, delta, z, g
+    __shared__ float s_bc[T][2 * NP];        // B | C
+    __shared__ float s_h[T + 1][NP][CPB];    // h before the chunk, then after each step
+    __shared__ float s_part[T][WARPS][2 * NP]; // per-warp sums of dB | dC
+    const int cl = threadIdx.x, c0 = blockIdx.x * CPB, c = c0 + cl, i = blockIdx.y;
+    const int warp = cl / 32, lane = cl % 32;
     const bool chan = c < D;
-    const bool lane = chan && s < N;
-    const int n_chunks = (L + CHUNK - 1) / CHUNK;
-    const float a = lane ? -expf(p[c * (N + 2) + s]) : 0.f;
-    const float d_skip = chan ? p[c * (N + 2) + N] : 0.f;
-    const float d_bias = chan ? p[c * (N + 2) + N + 1] : 0.f;
-    float* my_states = states + (((size_t)i * D + (chan ? c : 0)) * W + s) * n_chunks;
-
-    // Stages steps [t0, t0 + CHUNK) of u, delta (and z, g when `all`) and B, C.
-    auto stage = [&](int t0, bool all) {
-        for (int q = threadIdx.x; q < CHUNK * cpb; q += blockDim.x) {
-            const int j = q / cpb, cc = c0 + q % cpb, t = t0 + j;
-            float u = 0.f, dl = 0.f, z = 0.f, gt = 0.f;
-            if (t < L && cc < D) {
-                const size_t row = (size_t)i * L + t;
-                u = x[row * 3 * D + cc];
-                dl = x[row * 3 * D + D + cc];
-                if (all) { z = x[row * 3 * D + 2 * D + cc]; gt = g[row * D + cc]; }
-            }
-            s_u[q] = u; s_dl[q] = dl; s_z[q] = z; s_g[q] = gt;
-        }
-        for (int q = threadIdx.x; q < CHUNK * 2 * N; q += blockDim.x) {
-            const int t = t0 + q / (2 * N);
-            s_bc[q] = t < L ? bc[((size_t)i * L + t) * 2 * N + q % (2 * N)] : 0.f;
-        }
-    };
+    const int n_chunks = (L + T - 1) / T;
+    float a2[NP], d_skip, d_bias;
+    load_params<NP>(p, c, chan, N, a2, d_skip, d_bias);
+    float* my_states = states + (size_t)i * n_chunks * NP * D + c; // + (k·NP + s)·D
 
     // Pass 1: the recurrence, saving h before each chunk.
-    float h = 0.f;
-    for (int k = 0; k < n_chunks; ++k) {
-        const int t0 = k * CHUNK;
-        __syncthreads();
-        stage(t0, false);
-        __syncthreads();
-        if (lane) my_states[k] = h;
+    float h[NP];
 #pragma unroll
-        for (int j = 0; j < CHUNK; ++j) {
-            const float dt = softplus_f(s_dl[j * cpb + cl] + d_bias);
-            const float bs = lane ? s_bc[j * 2 * N + s] : 0.f;
-            h = expf(dt * a) * h + dt * s_u[j * cpb + cl] * bs;
+    for (int s = 0; s < NP; ++s) h[s] = 0.f;
+    for (int k = 0; k < n_chunks; ++k) {
+        const int t0 = k * T, steps = min(T, L - t0);
+        __syncthreads();
+        stage<NP, CPB, T>(x, bc, g, i, t0, c0, L, D, N, STAGE_U_DELTA, s_in, s_bc);
+        __syncthreads();
+        if (chan) {
+#pragma unroll
+            for (int s = 0; s < NP; ++s) my_states[((size_t)k * NP + s) * D] = h[s];
+        }
+        for (int j = 0; j < steps; ++j) {
+            const float dt = softplus_f(s_in[1][j][cl] + d_bias), dtu = dt * s_in[0][j][cl];
+#pragma unroll
+            for (int s = 0; s < NP; ++s) h[s] = exp2f(dt * a2[s]) * h[s] + dtu * s_bc[j][s];
         }
     }
 
-    // Pass 2: chunks backwards.
-    float carry = 0.f; // dL/dh_{t+1} * exp(dt_{t+1} A)
-    float d_a = 0.f, acc_dskip = 0.f, acc_dbias = 0.f;
+    // Pass 2: chunks backwards. carry[s] = dL/dh_{t+1}[s] · exp(dt_{t+1} A[s]).
+    float carry[NP], d_a[NP];
+#pragma unroll
+    for (int s = 0; s < NP; ++s) { carry[s] = 0.f; d_a[s] = 0.f; }
+    float acc_dskip = 0.f, acc_dbias = 0.f;
     for (int k = n_chunks - 1; k >= 0; --k) {
-        const int t0 = k * CHUNK;
+        const int t0 = k * T, steps = min(T, L - t0);
         __syncthreads();
-        stage(t0, true);
+        stage<NP, CPB, T>(x, bc, g, i, t0, c0, L, D, N, STAGE_WITH_Z_G, s_in, s_bc);
+        // Recompute the chunk's states: s_h[j + 1] = h after step t0 + j (each thread its column).
+#pragma unroll
+        for (int s = 0; s < NP; ++s) h[s] = chan ? my_states[((size_t)k * NP + s) * D] : 0.f;
         __syncthreads();
-        float hk[CHUNK];
-        const float h_start = lane ? my_states[k] : 0.f;
-        float hh = h_start;
 #pragma unroll
-        for (int j = 0; j < CHUNK; ++j) {
-            const float dt = softplus_f(s_dl[j * cpb + cl] + d_bias);
-            const float bs = lane ? s_bc[j * 2 * N + s] : 0.f;
-            hh = expf(dt * a) * hh + dt * s_u[j * cpb + cl] * bs;
-            hk[j] = hh;
-        }
+        for (int s = 0; s < NP; ++s) s_h[0][s][cl] = h[s];
+        for (int j = 0; j < steps; ++j) {
+            const float dt = softplus_f(s_in[1][j][cl] + d_bias), dtu = dt * s_in[0][j][cl];
 #pragma unroll
-        for (int j = CHUNK - 1; j >= 0; --j) {
-            const int t = t0 + j;
-            const float u = s_u[j * cpb + cl], z = s_z[j * cpb + cl], gt = s_g[j * cpb + cl];
-            const float bs = lane ? s_bc[j * 2 * N + s] : 0.f;
-            const float cs = lane ? s_bc[j * 2 * N + N + s] : 0.f;
-            const float pre = s_dl[j * cpb + cl] + d_bias;
-            const float dt = softplus_f(pre);
-            const float e = expf(dt * a);
-            const float hcur = hk[j];
-            const float hprev = j > 0 ? hk[j - 1] : h_start;
-            const float sz = sigmoid_f(z);
-            const float gy = gt * z * sz;
-            const float ah = gy * cs + carry;
-            const float ddt = group_sum(ah * (a * e * hprev + bs * u), W);
-            const float du = group_sum(ah * dt * bs, W);
-            const float y = group_sum(cs * hcur, W);
-            d_a += ah * dt * e * hprev;
-            carry = ah * e;
-            if (s < N) {
-                s_dbc[(j * 2 * N + s) * cpb + cl] = lane ? ah * dt * u : 0.f;      // dB
-                s_dbc[(j * 2 * N + N + s) * cpb + cl] = lane ? gy * hcur : 0.f;    // dC
+            for (int s = 0; s < NP; ++s) {
+                h[s] = exp2f(dt * a2[s]) * h[s] + dtu * s_bc[j][s];
+                s_h[j + 1][s][cl] = h[s];
             }
-            if (chan && s == 0 && t < L) {
-                const size_t row = (size_t)i * L + t;
+        }
+        // The adjoint recurrence over the chunk, last step first.
+        for (int j = steps - 1; j >= 0; --j) {
+            const float u = s_in[0][j][cl], z = s_in[2][j][cl], gt = s_in[3][j][cl];
+            const float pre = s_in[1][j][cl] + d_bias, dt = softplus_f(pre);
+            const float sz = sigmoid_f(z), gy = gt * z * sz;
+            float ddt = 0.f, du = 0.f, y = 0.f, db[NP], dc[NP];
+#pragma unroll
+            for (int s = 0; s < NP; ++s) {
+                const float hprev = s_h[j][s][cl], hcur = s_h[j + 1][s][cl];
+                const float bs = s_bc[j][s], cs = s_bc[j][NP + s];
+                const float e = exp2f(dt * a2[s]), a = a2[s] * LN2;
+                const float ah = gy * cs + carry[s];
+                ddt += ah * (a * e * hprev + bs * u);
+                du += ah * bs;
+                d_a[s] += ah * dt * e * hprev;
+                carry[s] = ah * e;
+                y += cs * hcur;
+                db[s] = ah * dt * u;
+                dc[s] = gy * hcur;
+            }
+            const float db_sum = warp_sum_spread<NP>(db), dc_sum = warp_sum_spread<NP>(dc);
+            if (lane < NP) { s_part[j][warp][lane] = db_sum; s_part[j][warp][NP + lane] = dc_sum; }
+            if (chan) {
+                const size_t row = (size_t)i * L + t0 + j;
                 const float ddelta = ddt * sigmoid_f(pre);
-                dx[row * 3 * D + c] = du + gy * d_skip;
+                dx[row * 3 * D + c] = du * dt + gy * d_skip;
                 dx[row * 3 * D + D + c] = ddelta;
                 dx[row * 3 * D + 2 * D + c] = gt * (y + d_skip * u) * sz * (1.f + z * (1.f - sz));
                 acc_dskip += gy * u;
@@ -169,16 +226,42 @@ extern "C" __global__ void __launch_bounds__(256, 2) selective_scan_bwd_f32(
             }
         }
         __syncthreads();
-        // Sum dB, dC over the block's channels in channel order; one partial per block.
+        // Sum dB, dC over the block's warps in warp order; one partial per block.
         float* part = dbc_part + ((size_t)i * gridDim.x + blockIdx.x) * L * 2 * N;
-        for (int q = threadIdx.x; q < CHUNK * 2 * N; q += blockDim.x) {
-            const int t = t0 + q / (2 * N);
+        for (int q = threadIdx.x; q < steps * 2 * NP; q += CPB) {
+            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, s = r % NP;
+            if (s >= N) continue;
             float acc = 0.f;
-            for (int cc = 0; cc < cpb; ++cc) acc += s_dbc[q * cpb + cc];
-            if (t < L) part[(size_t)t * 2 * N + q % (2 * N)] = acc;
+            for (int w = 0; w < WARPS; ++w) acc += s_part[j][w][r];
+            part[(size_t)(t0 + j) * 2 * N + which * N + s] = acc;
         }
     }
-    float* dp = dp_part + ((size_t)i * D + c) * (N + 2);
-    if (lane) dp[s] = d_a * a;
-    if (chan && s == 0) { dp[N] = acc_dskip; dp[N + 1] = acc_dbias; }
+    if (chan) {
+        float* dp = dp_part + ((size_t)i * D + c) * (N + 2);
+#pragma unroll
+        for (int s = 0; s < NP; ++s)
+            if (s < N) dp[s] = d_a[s] * a2[s] * LN2;
+        dp[N] = acc_dskip;
+        dp[N + 1] = acc_dbias;
+    }
 }
+
+// Instantiations: state sizes up to 4, 8, 16 with 64 channels per block, up to 32 with 32 (its
+// shared memory for the recomputed states is twice as large per channel).
+#define SCAN_KERNELS(NP, CPB)                                                                        \
+    extern "C" __global__ void __launch_bounds__(CPB) selective_scan_fwd_f32_n##NP(                   \
+        const float* __restrict__ x, const float* __restrict__ bc, const float* __restrict__ p,      \
+        float* __restrict__ out, int L, int D, int N) {                                              \
+        scan_fwd<NP, CPB>(x, bc, p, out, L, D, N);                                                   \
+    }                                                                                                \
+    extern "C" __global__ void __launch_bounds__(CPB) selective_scan_bwd_f32_n##NP(                   \
+        const float* __restrict__ x, const float* __restrict__ bc, const float* __restrict__ p,      \
+        const float* __restrict__ g, float* __restrict__ dx, float* __restrict__ dbc_part,           \
+        float* __restrict__ dp_part, float* __restrict__ states, int L, int D, int N) {              \
+        scan_bwd<NP, CPB>(x, bc, p, g, dx, dbc_part, dp_part, states, L, D, N);                      \
+    }
+
+SCAN_KERNELS(4, 64)
+SCAN_KERNELS(8, 64)
+SCAN_KERNELS(16, 64)
+SCAN_KERNELS(32, 32)

@@ -9,21 +9,19 @@ use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 
 const MODULE: &str = "mamba_selective_scan";
-const THREADS: u32 = 256;
-/// Time steps per chunk of the backward (`CHUNK` in the kernel).
-const CHUNK: usize = 16;
+/// Time steps per chunk of the backward (`BWD_CHUNK` in the kernel).
+const BWD_CHUNK: usize = 8;
 
-/// Lanes per channel: the state size rounded up to a power of two (at most 32).
-fn lanes(op: &str, n: usize) -> Result<u32> {
-    if n == 0 || n > 32 {
-        bail!("{op}: the CUDA kernel supports state sizes 1..=32, got {n}")
+/// The kernel instantiation for state size `n`: `(padded state size, channels per block)`, as in
+/// the `SCAN_KERNELS` lines of the kernel file.
+fn variant(op: &str, n: usize) -> Result<(usize, usize)> {
+    match n {
+        1..=4 => Ok((4, 64)),
+        5..=8 => Ok((8, 64)),
+        9..=16 => Ok((16, 64)),
+        17..=32 => Ok((32, 32)),
+        _ => bail!("{op}: the CUDA kernel supports state sizes 1..=32, got {n}"),
     }
-    Ok(n.next_power_of_two() as u32)
-}
-
-fn grid(dims: &ScanDims, w: u32) -> (u32, u32, u32) {
-    let channels_per_block = THREADS / w;
-    (dims.d.div_ceil(channels_per_block as usize) as u32, dims.b as u32, 1)
 }
 
 pub(crate) fn forward(
@@ -34,15 +32,19 @@ pub(crate) fn forward(
     (p, lp): (&CudaStorage, &Layout),
 ) -> Result<(CudaStorage, Shape)> {
     let dev = device(x);
-    let w = lanes(op, dims.n)?;
+    let (np, cpb) = variant(op, dims.n)?;
     let (xv, bcv, pv) = (view(op, "x", x, lx)?, view(op, "bc", bc, lbc)?, view(op, "p", p, lp)?);
     // SAFETY: every element is written by the kernel (one thread per channel writes all `l` rows).
     let out = unsafe { dev.alloc::<f32>(dims.b * dims.l * dims.d)? };
-    let func = dev.get_or_load_custom_func("selective_scan_fwd_f32", MODULE, ptx::SELECTIVE_SCAN)?;
-    let cfg = LaunchConfig { grid_dim: grid(dims, w), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
-    let (l, d, n, wi) = (dims.l as i32, dims.d as i32, dims.n as i32, w as i32);
+    let func = dev.get_or_load_custom_func(&format!("selective_scan_fwd_f32_n{np}"), MODULE, ptx::SELECTIVE_SCAN)?;
+    let cfg = LaunchConfig {
+        grid_dim: (dims.d.div_ceil(cpb) as u32, dims.b as u32, 1),
+        block_dim: (cpb as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (l, d, n) = (dims.l as i32, dims.d as i32, dims.n as i32);
     let mut b = func.builder();
-    b.arg(&xv).arg(&bcv).arg(&pv).arg(&out).arg(&l).arg(&d).arg(&n).arg(&wi);
+    b.arg(&xv).arg(&bcv).arg(&pv).arg(&out).arg(&l).arg(&d).arg(&n);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     Ok((CudaStorage::wrap_cuda_slice(out, dev), (dims.b, dims.l, dims.d).into()))
@@ -51,7 +53,7 @@ pub(crate) fn forward(
 /// Gradients for the packed `(x, bc, p)`, given contiguous f32 CUDA tensors.
 pub(crate) fn backward(op: &str, dims: &ScanDims, x: &Tensor, bc: &Tensor, p: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
     let ScanDims { b: bs, l, d, n } = *dims;
-    let w = lanes(op, n)?;
+    let (np, cpb) = variant(op, n)?;
     let (xs, lx) = x.storage_and_layout();
     let (bcs, lbc) = bc.storage_and_layout();
     let (ps, lp) = p.storage_and_layout();
@@ -64,28 +66,21 @@ pub(crate) fn backward(op: &str, dims: &ScanDims, x: &Tensor, bc: &Tensor, p: &T
     );
     let dev = device(xs);
     let (xv, bcv, pv, gv) = (view(op, "x", xs, lx)?, view(op, "bc", bcs, lbc)?, view(op, "p", ps, lp)?, view(op, "grad", gs, lg)?);
-    // Backward blocks: at most 16 channels (its shared memory grows with channels × state).
-    let cpb = (THREADS / w).min(16) as usize;
     let (gx, gy) = (d.div_ceil(cpb) as u32, bs as u32);
-    let n_chunks = l.div_ceil(CHUNK);
+    let n_chunks = l.div_ceil(BWD_CHUNK);
     // SAFETY: the kernel writes all of dx, every (batch, block, t, j) of the partials and every
     // (batch, channel) row of dp_part; `states` is scratch written before it is read.
     let dx = unsafe { dev.alloc::<f32>(bs * l * 3 * d)? };
     let dbc_part = unsafe { dev.alloc::<f32>(bs * gx as usize * l * 2 * n)? };
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
-    let states = unsafe { dev.alloc::<f32>(bs * d * w as usize * n_chunks)? };
-    let func = dev.get_or_load_custom_func("selective_scan_bwd_f32", MODULE, ptx::SELECTIVE_SCAN)?;
-    // Staged inputs u, delta, z, g (4·CHUNK·cpb), B|C (CHUNK·2n), per-channel dB|dC (CHUNK·2n·cpb).
-    let smem_floats = 4 * CHUNK * cpb + CHUNK * 2 * n + CHUNK * 2 * n * cpb;
-    let cfg = LaunchConfig {
-        grid_dim: (gx, gy, 1),
-        block_dim: (w * cpb as u32, 1, 1),
-        shared_mem_bytes: (smem_floats * std::mem::size_of::<f32>()) as u32,
-    };
-    let (li, di, ni, wi) = (l as i32, d as i32, n as i32, w as i32);
+    let states = unsafe { dev.alloc::<f32>(bs * n_chunks * np * d)? };
+    let func = dev.get_or_load_custom_func(&format!("selective_scan_bwd_f32_n{np}"), MODULE, ptx::SELECTIVE_SCAN)?;
+    // Shared memory is static (declared in the kernel, < 48 KiB for every instantiation).
+    let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (cpb as u32, 1, 1), shared_mem_bytes: 0 };
+    let (li, di, ni) = (l as i32, d as i32, n as i32);
     let mut b = func.builder();
     b.arg(&xv).arg(&bcv).arg(&pv).arg(&gv).arg(&dx).arg(&dbc_part).arg(&dp_part).arg(&states);
-    b.arg(&li).arg(&di).arg(&ni).arg(&wi);
+    b.arg(&li).arg(&di).arg(&ni);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     drop(states);
