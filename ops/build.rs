@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 3] = ["selective_scan", "causal_conv1d", "cross_entropy"];
+const KERNELS: [&str; 4] = ["selective_scan", "causal_conv1d", "cross_entropy", "rms_norm"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -8,15 +8,15 @@
 //! - [`cross_entropy`]: fused softmax cross-entropy over the vocabulary (the LM head's loss);
 //!   its dtype rules are its own (see there).
 //!
-//! Both are candle custom ops: the forward runs as one op (no per-timestep autograd graph) and
+//! All are candle custom ops: the forward runs as one op (no per-timestep autograd graph) and
 //! `loss.backward()` reaches every input through the op's own backward. Shared behaviour:
 //! - dtypes: computed in `f64` when every input is `f64`, otherwise in `f32`; `f16`/`bf16`
 //!   inputs are converted to `f32` inside and the result converted back to the dtype of the
 //!   first argument (`u` / `x`). Integer inputs are an error.
 //! - layouts: any strides are accepted (inputs are made contiguous before the op).
 //! - devices: CPU (rayon over batch × channel blocks) and, with the `cuda` feature, CUDA
-//!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute, one thread per
-//!   (batch, channel, state) for the scan). The CPU path is the reference the CUDA kernels are
+//!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute; the scan runs one thread per
+//!   (batch, channel) with the channel's states in registers). The CPU path is the reference the CUDA kernels are
 //!   compared with (`tests/cuda_vs_cpu.rs`).
 //! - determinism: outputs and gradients are bit-identical from run to run, and on the CPU for
 //!   any number of threads: partial sums are combined in a fixed order, no atomics (the CUDA
@@ -31,6 +31,7 @@ mod cross_entropy;
 mod cuda_util;
 mod real;
 pub mod reference;
+mod rms_norm;
 mod selective_scan;
 
 use candle_core::{Result, Tensor};
@@ -56,6 +57,14 @@ pub fn selective_scan(
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
     selective_scan::selective_scan(u, delta, a_log, b, c, d_skip, z, delta_bias)
+}
+
+/// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one
+/// op (mamba_ssm `RMSNorm`, HF `MambaRMSNorm`). Dtype rules as for the other ops (statistics in
+/// f32, or f64 when both inputs are f64; the result in the dtype of `x`). The backward saves
+/// nothing but the inputs and recomputes `1/rms`.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    rms_norm::rms_norm(x, weight, eps)
 }
 
 /// Depthwise causal conv1d + bias + SiLU. `x: (b, l, d)`, `weight: (d, k)`, `bias: (d,)` → `(b, l, d)`.

@@ -7,6 +7,7 @@ use candle_core::{bail, DType, Result, Tensor, WithDType};
 pub(crate) trait Real: WithDType + std::ops::Neg<Output = Self> {
     fn exp(self) -> Self;
     fn ln_1p(self) -> Self;
+    fn sqrt(self) -> Self;
 }
 
 impl Real for f32 {
@@ -16,6 +17,9 @@ impl Real for f32 {
     fn ln_1p(self) -> Self {
         f32::ln_1p(self)
     }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
 }
 
 impl Real for f64 {
@@ -24,6 +28,9 @@ impl Real for f64 {
     }
     fn ln_1p(self) -> Self {
         f64::ln_1p(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
     }
 }
 

@@ -60,7 +60,7 @@ fn run_both(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor, rng: &mut ChaCha
 #[test]
 fn selective_scan_cuda_matches_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for &(b, l, d, n) in &[(1, 1, 1, 1), (2, 37, 5, 3), (2, 100, 64, 16), (3, 257, 130, 16), (1, 1024, 96, 32)] {
+    for &(b, l, d, n) in &[(1, 1, 1, 1), (2, 37, 5, 3), (2, 50, 70, 7), (2, 100, 64, 16), (3, 257, 130, 16), (1, 1024, 96, 32), (2, 333, 40, 20)] {
         let inputs = vec![
             rand_t(&mut rng, &[b, l, d], -1.0, 1.0),  // u
             rand_t(&mut rng, &[b, l, d], -3.0, 1.0),  // delta
@@ -110,6 +110,17 @@ fn causal_conv1d_cuda_matches_cpu() {
         ];
         let f = |t: &[Tensor]| causal_conv1d_silu(&t[0], &t[1], &t[2]).unwrap();
         run_both(&inputs, f, &mut rng, 1e-5, &format!("conv b{b} l{l} d{d} k{k}"));
+    }
+}
+
+#[test]
+fn rms_norm_cuda_matches_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    // Ragged widths, 130m's 768 over several dw strips, a single row.
+    for &(rows, d) in &[(1, 16), (3, 33), (2048, 768), (513, 70)] {
+        let inputs = vec![rand_t(&mut rng, &[rows, d], -2.0, 2.0), rand_t(&mut rng, &[d], 0.5, 1.5)];
+        let f = |t: &[Tensor]| mamba_ops::rms_norm(&t[0], &t[1], 1e-5).unwrap();
+        run_both(&inputs, f, &mut rng, 1e-5, &format!("rms_norm {rows}x{d}"));
     }
 }
 

@@ -4,9 +4,11 @@
 //! with the CPU ops in turn.
 
 mod causal_conv1d;
+mod rms_norm;
 mod selective_scan;
 
 pub use causal_conv1d::{causal_conv1d_silu_backward, causal_conv1d_silu_forward, ConvGrads, ConvInputs};
+pub use rms_norm::{rms_norm_backward, rms_norm_forward};
 pub use selective_scan::{selective_scan_backward, selective_scan_forward, ScanGrads, ScanInputs};
 
 /// `ln(1 + e^x)`, computed without overflow.

@@ -1,0 +1,66 @@
+//! GPU RMSNorm: launches `ops/kernels/rms_norm.cu`. Forward is one kernel; backward is the dx
+//! kernel (which also writes 1/rms per row) plus per-strip dw partials summed by candle.
+
+use crate::cuda_util::{cuda_storage, device, ptx, tensor, view};
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorage, WrapErr};
+use candle_core::{Layout, Result, Shape, Tensor};
+
+const MODULE: &str = "mamba_rms_norm";
+/// Rows per block in the row kernels (one warp each).
+const ROWS_PER_BLOCK: usize = 8;
+/// Rows each dw thread sums before writing its partial.
+const STRIP_ROWS: usize = 256;
+
+fn row_launch(rows: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1), block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1), shared_mem_bytes: 0 }
+}
+
+pub(crate) fn forward(op: &str, rows: usize, d: usize, eps: f64, (x, lx): (&CudaStorage, &Layout), (w, lw): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+    let dev = device(x);
+    let (xv, wv) = (view(op, "x", x, lx)?, view(op, "weight", w, lw)?);
+    // SAFETY: one warp per row writes every element of its row.
+    let y = unsafe { dev.alloc::<f32>(rows * d)? };
+    let func = dev.get_or_load_custom_func("rms_norm_fwd_f32", MODULE, ptx::RMS_NORM)?;
+    let (ri, di, e) = (rows as i32, d as i32, eps as f32);
+    let mut args = func.builder();
+    args.arg(&xv).arg(&wv).arg(&y).arg(&ri).arg(&di).arg(&e);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(row_launch(rows)) }.w()?;
+    Ok((CudaStorage::wrap_cuda_slice(y, dev), (rows, d).into()))
+}
+
+/// `[dx, dw]` from contiguous f32 CUDA tensors `x (rows, d)`, `w (d)`, `g (rows, d)`.
+pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<[Tensor; 2]> {
+    let (xs, lx) = x.storage_and_layout();
+    let (ws, lw) = w.storage_and_layout();
+    let (gs, lg) = g.storage_and_layout();
+    let (xs, ws, gs) = (cuda_storage(op, "x", &xs)?, cuda_storage(op, "weight", &ws)?, cuda_storage(op, "grad", &gs)?);
+    let dev = device(xs);
+    let (xv, wv, gv) = (view(op, "x", xs, lx)?, view(op, "weight", ws, lw)?, view(op, "grad", gs, lg)?);
+    let (ri, di, e) = (rows as i32, d as i32, eps as f32);
+
+    // SAFETY (both allocations): the kernel writes every row of dx and every entry of inv_rms.
+    let dx = unsafe { dev.alloc::<f32>(rows * d)? };
+    let inv_rms = unsafe { dev.alloc::<f32>(rows)? };
+    let func = dev.get_or_load_custom_func("rms_norm_bwd_dx_f32", MODULE, ptx::RMS_NORM)?;
+    let mut args = func.builder();
+    args.arg(&xv).arg(&wv).arg(&gv).arg(&dx).arg(&inv_rms).arg(&ri).arg(&di).arg(&e);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(row_launch(rows)) }.w()?;
+
+    let strips = rows.div_ceil(STRIP_ROWS);
+    // SAFETY: one thread per (strip, column) writes every partial.
+    let dw_part = unsafe { dev.alloc::<f32>(strips * d)? };
+    let func = dev.get_or_load_custom_func("rms_norm_bwd_dw_f32", MODULE, ptx::RMS_NORM)?;
+    let cfg = LaunchConfig { grid_dim: (d.div_ceil(128) as u32, strips as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let sr = STRIP_ROWS as i32;
+    let mut args = func.builder();
+    args.arg(&xv).arg(&gv).arg(&inv_rms).arg(&dw_part).arg(&ri).arg(&di).arg(&sr);
+    // SAFETY: as above.
+    unsafe { args.launch(cfg) }.w()?;
+
+    let dx = tensor(dx, &dev, (rows, d));
+    let dw = tensor(dw_part, &dev, (strips, d)).sum(0)?; // (d,)
+    Ok([dx, dw])
+}
