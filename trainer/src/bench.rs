@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::TrainConfig;
 use crate::data::{Batch, DataPosition};
-use crate::device::parse_device;
+use crate::device::{parse_device, parse_dtype};
 use crate::model::{MambaLM, Params};
 use crate::optim::{HybridOptimizer, OptimizerKind};
 use crate::train::step::train_step;
@@ -37,15 +37,22 @@ pub struct BenchArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute dtype: f32, or bf16 (mixed precision, f32 master weights).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype, &device)?;
     let tc = TrainConfig { model: args.model.clone(), optimizer: args.optimizer, ..TrainConfig::default() };
     let cfg = tc.model_config()?;
     let params = Params::init(&cfg, 0, &device)?;
-    let model = MambaLM::new(&cfg, params.var_builder(&device))?;
+    let model = MambaLM::new(&cfg, params.var_builder(&device))?.with_compute_dtype(dtype)?;
     let mut opt = HybridOptimizer::new(params.named_vars().to_vec(), tc.optim_config())?;
+    if dtype == candle_core::DType::BF16 {
+        opt.set_ns_dtype(dtype); // as `trainer train --dtype bf16` does
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let vocab = cfg.vocab_size.min(cfg.padded_vocab()) as u32;
     let mut batch = || Batch {
@@ -56,8 +63,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         wait: Duration::ZERO,
     };
     println!(
-        "bench: model {} ({} params), device {}, micro-batch {} × grad-accum {} × seq {} = {} tokens/step, optimizer {:?}",
-        args.model, params.n_params(), args.device, args.micro_batch, args.grad_accum, args.seq_len,
+        "bench: model {} ({} params), device {}, dtype {}, micro-batch {} × grad-accum {} × seq {} = {} tokens/step, optimizer {:?}",
+        args.model, params.n_params(), args.device, args.dtype, args.micro_batch, args.grad_accum, args.seq_len,
         args.micro_batch * args.grad_accum * args.seq_len, args.optimizer
     );
     let tokens_per_step = (args.micro_batch * args.grad_accum * args.seq_len) as f64;

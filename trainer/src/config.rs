@@ -149,7 +149,7 @@ pub struct TrainArgs {
     /// cpu or cuda:N. [default: cpu]
     #[arg(long)]
     pub device: Option<String>,
-    /// Compute dtype: f32 or bf16 (bf16 needs CUDA). [default: f32]
+    /// Compute dtype: f32, or bf16 = mixed precision (bf16 matmuls and activations; f32 master weights, optimizer state, scan recurrence, norm statistics and loss). [default: f32]
     #[arg(long)]
     pub dtype: Option<String>,
 }

@@ -93,3 +93,48 @@ fn params_count_and_names_follow_the_config() {
     assert_eq!(names[names.len() - 1], "backbone.norm_f.weight");
     assert!(names.contains(&"backbone.layers.1.mixer.dt_proj.bias"));
 }
+
+/// Norm-wise relative difference ‖a − b‖ / ‖b‖ of two tensors of any float dtype.
+fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let num = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
+    let den = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
+    num / den.max(1e-30)
+}
+
+#[test]
+fn bf16_mixed_precision_tracks_f32_and_keeps_f32_gradients() {
+    // `tiny` (d_model 64, full GPT-2 vocabulary) so the head and the loss see realistic widths.
+    let cfg = MambaConfig::preset("tiny").unwrap();
+    let params = Params::init(&cfg, 7, &Device::Cpu).unwrap();
+    let (x, y) = {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let toks: Vec<u32> = (0..2 * 65).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
+        let all = Tensor::from_vec(toks, (2, 65), &Device::Cpu).unwrap();
+        (all.narrow(1, 0, 64).unwrap().contiguous().unwrap(), all.narrow(1, 1, 64).unwrap().contiguous().unwrap())
+    };
+    let f32_model = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap();
+    let bf16_model = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap().with_compute_dtype(DType::BF16).unwrap();
+    assert_eq!(bf16_model.compute_dtype(), DType::BF16);
+    let (l32, l16) = (f32_model.loss(&x, &y).unwrap(), bf16_model.loss(&x, &y).unwrap());
+    assert_eq!(l16.dtype(), DType::F32, "the loss is computed in f32");
+    let (a, b) = (l32.to_scalar::<f32>().unwrap() as f64, l16.to_scalar::<f32>().unwrap() as f64);
+    assert!((a - b).abs() <= 1e-2 * a.abs(), "bf16 loss {b} vs f32 loss {a}");
+    let (g32, g16) = (l32.backward().unwrap(), l16.backward().unwrap());
+    for (name, var) in params.named_vars() {
+        let (ga, gb) = (g32.get(var.as_tensor()).unwrap(), g16.get(var.as_tensor()).unwrap());
+        assert_eq!(gb.dtype(), DType::F32, "{name}: master gradients stay f32");
+        let r = rel_diff(gb, ga);
+        // bf16 keeps 8 bits of mantissa (≈ 4e-3 per rounding); the errors of a few roundings add.
+        assert!(r < 5e-2, "{name}: bf16 gradient differs from f32 by {r:.3e} (norm-wise)");
+    }
+}
+
+#[test]
+fn an_unsupported_compute_dtype_is_refused() {
+    let cfg = MambaConfig::preset("micro").unwrap();
+    let params = f64_params(&cfg);
+    let err = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap().with_compute_dtype(DType::BF16).err().unwrap();
+    assert!(err.to_string().contains("not supported"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! Small building blocks shared by the parallel forward and the recurrent step: bias-free linear
 //! layers (PyTorch `nn.Linear` convention, weight `(out, in)`), RMSNorm and softplus.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor};
 
 /// `x @ wᵀ` over the last dim, for `x` of any rank: `(.., in)` → `(.., out)`.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -26,14 +26,12 @@ pub fn acc_dtype(dtype: DType) -> DType {
     }
 }
 
-/// RMSNorm as in mamba_ssm / HF `MambaRMSNorm`: statistics in f32, `w · x / √(mean(x²) + eps)`.
-/// Built from differentiable ops (candle_nn's fused `rms_norm` has no backward).
+/// RMSNorm as in mamba_ssm / HF `MambaRMSNorm`: statistics in f32, `w · x / √(mean(x²) + eps)`,
+/// as one fused op (`mamba_ops::rms_norm`, CPU and CUDA, with its own backward).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = x.to_dtype(acc_dtype(dtype))?; // (.., d)
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?; // (.., 1)
-    let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?; // (.., d)
-    normed.broadcast_mul(weight)?.to_dtype(dtype)
+    mamba_ops::rms_norm(&x, weight, eps)?.to_dtype(dtype)
 }
 
 /// softplus(x) = log(1 + eˣ), computed stably as relu(x) + log(1 + e^-|x|).

@@ -1,8 +1,14 @@
 //! The Mamba language model: `MambaLMHeadModel` of state-spaces/mamba
 //! (`mamba_ssm/models/mixer_seq_simple.py`) = HF `MambaForCausalLM`.
 //! Pre-norm residual blocks (residual stream in f32), final RMSNorm, LM head tied to the embedding.
+//!
+//! Mixed precision like PyTorch AMP (`with_compute_dtype(BF16)`): the parameters stay f32 (the
+//! optimizer's master copy); each matmul weight is cast to bf16 where it is used, so matmuls and
+//! activations are bf16, while the residual stream, the norms' statistics, the scan's recurrence
+//! (its op computes in f32) and the loss stay f32. Gradients flow back through the casts into the
+//! f32 parameters.
 
-use candle_core::{Result, Tensor};
+use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::MambaConfig;
@@ -19,6 +25,8 @@ pub struct MambaLM {
     embeddings: Tensor, // (vocab_padded, d_model), also the LM head
     layers: Vec<Block>,
     norm_f: Tensor, // (d_model,)
+    /// Dtype of matmuls and activations: f32 (default), bf16 (mixed precision) or f64 (tests).
+    compute: DType,
 }
 
 impl MambaLM {
@@ -32,7 +40,23 @@ impl MambaLM {
             layers.push(Block { norm: vb.pp("norm").get(cfg.d_model, "weight")?, mixer: Mixer::new(cfg, vb.pp("mixer"))? });
         }
         let norm_f = vb.pp("norm_f").get(cfg.d_model, "weight")?;
-        Ok(MambaLM { cfg: cfg.clone(), embeddings, layers, norm_f })
+        let compute = embeddings.dtype();
+        Ok(MambaLM { cfg: cfg.clone(), embeddings, layers, norm_f, compute })
+    }
+
+    /// Runs matmuls and activations in `dtype` (bf16: mixed precision; see the module docs).
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Result<MambaLM> {
+        match (self.embeddings.dtype(), dtype) {
+            (p, c) if p == c => {}
+            (DType::F32, DType::BF16 | DType::F16) => {}
+            (p, c) => bail!("compute dtype {c:?} with {p:?} parameters is not supported"),
+        }
+        self.compute = dtype;
+        Ok(self)
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     pub fn config(&self) -> &MambaConfig {
@@ -46,24 +70,25 @@ impl MambaLM {
         let acc = acc_dtype(self.embeddings.dtype());
         let mut residual = h.reshape((b, l, self.cfg.d_model))?.to_dtype(acc)?; // (b, l, d)
         for block in &self.layers {
-            let x = rms_norm(&residual, &block.norm, self.cfg.norm_eps)?; // (b, l, d)
+            let x = rms_norm(&residual, &block.norm, self.cfg.norm_eps)?.to_dtype(self.compute)?; // (b, l, d)
             let x = block.mixer.forward(&x)?; // (b, l, d)
             residual = (residual + x.to_dtype(acc)?)?; // (b, l, d)
         }
-        rms_norm(&residual, &self.norm_f, self.cfg.norm_eps) // (b, l, d)
+        rms_norm(&residual, &self.norm_f, self.cfg.norm_eps)?.to_dtype(self.compute) // (b, l, d)
     }
 
-    /// Token ids `(b, l)` → logits `(b, l, vocab_padded)`.
+    /// Token ids `(b, l)` → logits `(b, l, vocab_padded)` in the compute dtype.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let h = self.hidden(ids)?; // (b, l, d)
-        super::layers::linear(&h, &self.embeddings) // (b, l, V)
+        super::layers::linear(&h, &self.embeddings.to_dtype(self.compute)?) // (b, l, V)
     }
 
-    /// Mean next-token cross-entropy: `ids (b, l)` predict `targets (b, l)`. Scalar f32.
+    /// Mean next-token cross-entropy: `ids (b, l)` predict `targets (b, l)`. Scalar f32 (f64
+    /// for an f64 model). The fused loss reads bf16 logits directly and computes in f32.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let logits = self.forward(ids)?; // (b, l, V)
         let (b, l, v) = logits.dims3()?;
-        let logits = logits.reshape((b * l, v))?.to_dtype(acc_dtype(logits.dtype()))?; // (b·l, V)
+        let logits = logits.reshape((b * l, v))?; // (b·l, V)
         super::cross_entropy::cross_entropy(&logits, &targets.flatten_all()?) // ()
     }
 

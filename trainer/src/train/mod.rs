@@ -46,7 +46,7 @@ pub struct TrainOutcome {
 pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     // ---- device and run directory -------------------------------------------------------------
     let device = parse_device(&cfg.device)?;
-    let _dtype = parse_dtype(&cfg.dtype, &device)?;
+    let dtype = parse_dtype(&cfg.dtype, &device)?;
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
     std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?).context("writing config.resolved.toml")?;
 
@@ -82,7 +82,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         }
         (None, None) => (Params::init(&model_cfg, cfg.seed, &device)?, 0, 0, None, None),
     };
-    let model = MambaLM::new(&model_cfg, params.var_builder(&device))?;
+    let model = MambaLM::new(&model_cfg, params.var_builder(&device))?.with_compute_dtype(dtype)?;
     tracing::info!(
         "model: d_model {} n_layer {} d_state {} vocab {} ({} params), seq_len {seq_len}, effective batch {} × {} = {} tokens/step",
         model_cfg.d_model, model_cfg.n_layer, model_cfg.d_state, model_cfg.padded_vocab(), params.n_params(),
@@ -91,6 +91,10 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
 
     // ---- optimizer -------------------------------------------------------------------------
     let mut opt = HybridOptimizer::new(params.named_vars().to_vec(), cfg.optim_config())?;
+    if dtype == candle_core::DType::BF16 {
+        // Mixed precision: Newton–Schulz in bf16 as in Keller Jordan's Muon (momentum stays f32).
+        opt.set_ns_dtype(dtype);
+    }
     if let Some((dir, state)) = &optimizer_state {
         opt.load_state_tensors(state).with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
     }
