@@ -29,7 +29,9 @@ pub trait ChunkSource {
     fn split(&self) -> Option<Split> {
         None
     }
-    /// A line for the log about what was read.
+    /// A line for the log about the input, before reading.
+    fn describe(&self) -> String;
+    /// A line for the log about what was read, after the evaluation.
     fn summary(&self) -> Option<String> {
         None
     }

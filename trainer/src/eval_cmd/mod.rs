@@ -93,9 +93,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let split = args.split.map(Split::from);
     let seq_len = args.seq_len.map(|s| s as usize);
     let mut source = data_source::open(&args.data, split, seq_len, DEFAULT_SEQ_LEN, cfg.padded_vocab())?;
-    if let Some(s) = source.summary() {
-        tracing::info!("data {}: {s}", args.data.display());
-    }
+    tracing::info!("data {}: {}", args.data.display(), source.describe());
     let limit = args.max_chunks.unwrap_or(u64::MAX);
     let bar = progress_bar(source.total_chunks().map_or(args.max_chunks, |t| Some(t.min(limit))))?;
 

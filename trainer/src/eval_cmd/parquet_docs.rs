@@ -74,6 +74,11 @@ impl ParquetDocs {
         ParquetDocs { files, next_file: 0, current: None, docs: 0 }
     }
 
+    /// The files to read.
+    pub fn n_files(&self) -> usize {
+        self.files.len()
+    }
+
     /// Documents handed out so far.
     pub fn docs(&self) -> u64 {
         self.docs

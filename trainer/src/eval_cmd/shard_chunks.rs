@@ -91,7 +91,7 @@ impl ChunkSource for ShardChunks {
         self.split
     }
 
-    fn summary(&self) -> Option<String> {
-        Some(format!("{} shard file(s), {} chunks of {} tokens", self.shards.len(), self.total, self.chunk_tokens))
+    fn describe(&self) -> String {
+        format!("{} shard file(s), {} chunks of {} tokens", self.shards.len(), self.total, self.chunk_tokens)
     }
 }

@@ -76,6 +76,10 @@ impl ChunkSource for TextChunks {
         self.finished.then(|| self.cutter.uncovered_tokens())
     }
 
+    fn describe(&self) -> String {
+        format!("{} parquet file(s) of text, GPT-2 tokenized into chunks of {} tokens", self.docs.n_files(), self.seq_len + 1)
+    }
+
     fn summary(&self) -> Option<String> {
         let read = format!("{} documents, {} GPT-2 tokens with separators", self.docs.docs(), self.cutter.stream_tokens());
         Some(match self.dropped_tokens() {
