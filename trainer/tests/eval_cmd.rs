@@ -51,7 +51,11 @@ fn eval_fails(checkpoint: &Path, data: &Path, extra: &[&str]) -> String {
 /// Trains the `tiny` model on shakespeare shards (seq 64) for `steps` steps, evaluating on
 /// `eval_chunks` val chunks every 2 steps and at the end, saving every 2 steps.
 fn train_tiny(data: &Path, out: &Path, steps: usize, eval_chunks: usize) {
-    let cfg = mamba_trainer::config::TrainConfig { steps, eval_every: 2, eval_chunks, save_every: 2, ..tiny_config(data, out, "tiny") };
+    train_tiny_dtype(data, out, steps, eval_chunks, "f32");
+}
+
+fn train_tiny_dtype(data: &Path, out: &Path, steps: usize, eval_chunks: usize, dtype: &str) {
+    let cfg = mamba_trainer::config::TrainConfig { steps, eval_every: 2, eval_chunks, save_every: 2, dtype: dtype.into(), ..tiny_config(data, out, "tiny") };
     mamba_trainer::train::run(&cfg, &no_stop()).unwrap();
 }
 
@@ -132,6 +136,23 @@ fn reproduces_the_val_loss_logged_by_training() {
     assert_eq!(t["split"], "train");
     assert_eq!(t["chunks"], 3);
     assert!(t["loss"].as_f64().unwrap().is_finite());
+}
+
+/// A mixed-precision run's val loss is reproduced with `--dtype bf16` (and differs in f32).
+#[test]
+fn reproduces_the_val_loss_of_a_bf16_run() {
+    let data = tempfile::tempdir().unwrap();
+    shakespeare_shards(data.path(), SEQ, 20, 1000);
+    let run = tempfile::tempdir().unwrap();
+    train_tiny_dtype(data.path(), run.path(), 2, 2, "bf16");
+    let logged = logged_val_loss(run.path(), 2);
+    let (r, _) = eval_json(run.path(), data.path(), &["--max-chunks", "2", "--micro-batch", "2", "--dtype", "bf16"]);
+    let loss = r["loss"].as_f64().unwrap();
+    assert!(rel_diff(loss, logged) < 1e-5, "eval {loss} vs logged {logged}");
+    assert_eq!(r["dtype"], "bf16");
+    let (f, _) = eval_json(run.path(), data.path(), &["--max-chunks", "2", "--micro-batch", "2"]);
+    let f32_loss = f["loss"].as_f64().unwrap();
+    assert!(f32_loss != loss && rel_diff(f32_loss, loss) < 0.02, "f32 {f32_loss} vs bf16 {loss}: close, not equal");
 }
 
 #[test]

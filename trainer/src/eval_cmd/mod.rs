@@ -9,8 +9,8 @@
 //!
 //! The loss is the one the training loop logs (`train/eval.rs`): mean next-token cross-entropy
 //! over chunks, inputs `chunk[..n-1]`, targets `chunk[1..]`. On a run's own data dir with
-//! `--max-chunks` = its `--eval-chunks` (and the same `--micro-batch`) it reproduces the logged
-//! val loss. Files: [`data_source`] (what `--data` is), [`shard_chunks`], [`text_chunks`] (parquet
+//! `--max-chunks` = its `--eval-chunks` (and the same `--micro-batch` and `--dtype`) it
+//! reproduces the logged val loss. Files: [`data_source`] (what `--data` is), [`shard_chunks`], [`text_chunks`] (parquet
 //! → GPT-2 tokens → [`chunk_cutter`]), [`parquet_docs`], [`report`].
 
 pub mod chunk_cutter;
@@ -59,7 +59,10 @@ pub struct EvalArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Print one JSON object (loss, perplexity, tokens, chunks, seq_len, step, checkpoint, data, split, dropped_tokens) instead of the human line.
+    /// Compute dtype: f32, or bf16 (mixed precision, as `train --dtype bf16`; use the run's to reproduce its logged loss).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Print one JSON object (loss, perplexity, tokens, chunks, seq_len, dtype, step, checkpoint, data, split, dropped_tokens) instead of the human line.
     #[arg(long)]
     pub json: bool,
 }
@@ -83,10 +86,11 @@ impl From<SplitArg> for Split {
 pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     // ---- the checkpoint: config + weights, resolved and loaded as `generate` does ---------------
     let device = crate::device::parse_device(&args.device)?;
+    let dtype = crate::device::parse_dtype(&args.dtype, &device)?;
     let dir = resolve_checkpoint_dir(&args.checkpoint)?;
     let step = checkpoint_step(&dir);
     let (cfg, params) = params_from_loaded(load_model(&dir)?, &device)?;
-    let model = MambaLM::new(&cfg, params.var_builder(&device))?;
+    let model = MambaLM::new(&cfg, params.var_builder(&device))?.with_compute_dtype(dtype)?;
     tracing::info!("checkpoint {} (step {}): d_model {} n_layer {} vocab {}", dir.display(), step.map_or("?".into(), |s| s.to_string()), cfg.d_model, cfg.n_layer, cfg.padded_vocab());
 
     // ---- the data: shards of one split, or parquet text tokenized like the pipeline -------------
@@ -133,6 +137,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         tokens: chunks * seq_len as u64,
         chunks,
         seq_len,
+        dtype: args.dtype.clone(),
         step,
         checkpoint: dir,
         data: args.data.clone(),

@@ -15,6 +15,8 @@ pub struct EvalReport {
     pub chunks: u64,
     /// Tokens per sequence (chunks hold seq_len + 1).
     pub seq_len: usize,
+    /// Compute dtype (`f32` or `bf16`).
+    pub dtype: String,
     /// The checkpoint's optimizer step, when its `trainer_state.json` says.
     pub step: Option<u64>,
     /// The checkpoint directory evaluated (a run directory resolved to its newest checkpoint).
@@ -75,6 +77,7 @@ mod tests {
             tokens: 125952,
             chunks: 123,
             seq_len: 1024,
+            dtype: "f32".into(),
             step: Some(7),
             checkpoint: "runs/x/ckpt-000007".into(),
             data: "data/mini".into(),
