@@ -176,7 +176,7 @@ impl HybridOptimizer {
     /// `adamw.m.{param}`, `adamw.v.{param}`, `adamw.step`. The tensors are never modified in place
     /// by later steps, so they can be saved at leisure.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = self.muon.state_tensors();
+        let mut out = self.muon.state_tensors()?;
         out.extend(self.adamw.state_tensors()?);
         Ok(out)
     }
@@ -196,7 +196,7 @@ impl HybridOptimizer {
         if let Some(name) = extra.first() {
             return Err(OptimError::UnexpectedState((*name).clone()));
         }
-        self.muon.set_state(momenta);
+        self.muon.set_state(momenta)?;
         self.adamw.set_state(moments, t);
         Ok(())
     }
