@@ -48,7 +48,7 @@ impl MambaLM {
     pub fn with_compute_dtype(mut self, dtype: DType) -> Result<MambaLM> {
         match (self.embeddings.dtype(), dtype) {
             (p, c) if p == c => {}
-            (DType::F32, DType::BF16 | DType::F16) => {}
+            (DType::F32, DType::BF16) => {}
             (p, c) => bail!("compute dtype {c:?} with {p:?} parameters is not supported"),
         }
         self.compute = dtype;
