@@ -1,14 +1,19 @@
 //! `trainer bench`: times full training steps (forward + backward + clip + hybrid optimizer
-//! update) on random tokens and prints tokens/s with a breakdown. Prints numbers; asserts nothing.
+//! update) and prints tokens/s with a breakdown: forward, backward, optimizer (Muon, AdamW) and
+//! data wait. Batches are random tokens, or real shards through the training data loader
+//! (`--data`, background decompression and staging) so the data wait is the real one. Prints
+//! numbers; asserts nothing.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use mamba_shards::format::Split;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::TrainConfig;
-use crate::data::{Batch, DataPosition};
+use crate::data::{Batch, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
 use crate::model::{MambaLM, Params};
 use crate::optim::{HybridOptimizer, OptimizerKind};
@@ -40,6 +45,10 @@ pub struct BenchArgs {
     /// Compute dtype: f32, or bf16 (mixed precision, f32 master weights).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Read batches from the train shards of this directory through the training data loader
+    /// (its chunk length replaces --seq-len) instead of generating random tokens.
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -53,44 +62,116 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if dtype == candle_core::DType::BF16 {
         opt.set_ns_dtype(dtype); // as `trainer train --dtype bf16` does
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let vocab = cfg.vocab_size.min(cfg.padded_vocab()) as u32;
-    let mut batch = || Batch {
-        tokens: (0..args.micro_batch * (args.seq_len + 1)).map(|_| rng.gen_range(0..vocab)).collect(),
-        micro_batch: args.micro_batch,
-        position_after: DataPosition::start_static(0, 1, 1),
-        chunks: Vec::new(),
-        wait: Duration::ZERO,
+    // Batches: random tokens, or the real loader over --data (static order, seed 0).
+    let mut source = match &args.data {
+        Some(dir) => BatchSource::Shards(Box::new(open_shards(dir, args.micro_batch, cfg.padded_vocab())?)),
+        None => BatchSource::Random { rng: ChaCha8Rng::seed_from_u64(0), vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32, seq_len: args.seq_len, micro_batch: args.micro_batch },
     };
+    let seq_len = source.seq_len();
     println!(
-        "bench: model {} ({} params), device {}, dtype {}, micro-batch {} × grad-accum {} × seq {} = {} tokens/step, optimizer {:?}",
-        args.model, params.n_params(), args.device, args.dtype, args.micro_batch, args.grad_accum, args.seq_len,
-        args.micro_batch * args.grad_accum * args.seq_len, args.optimizer
+        "bench: model {} ({} params), device {}, dtype {}, micro-batch {} × grad-accum {} × seq {} = {} tokens/step, optimizer {:?}, data {}",
+        args.model, params.n_params(), args.device, args.dtype, args.micro_batch, args.grad_accum, seq_len,
+        args.micro_batch * args.grad_accum * seq_len, args.optimizer,
+        args.data.as_ref().map_or("random tokens".to_string(), |d| d.display().to_string())
     );
-    let tokens_per_step = (args.micro_batch * args.grad_accum * args.seq_len) as f64;
-    let (mut total, mut optim) = (0.0, 0.0);
+    let tokens_per_step = (args.micro_batch * args.grad_accum * seq_len) as f64;
+    let mut sum = Breakdown::default();
     for i in 0..=args.steps {
-        let batches: Vec<Batch> = (0..args.grad_accum).map(|_| batch()).collect();
+        // Data wait is inside the timed region, as in training: the loader must keep up.
         device.synchronize()?;
         let t0 = Instant::now();
-        let r = train_step(&model, &mut opt, &batches, args.seq_len, 1.0, i, &device)?;
+        let mut batches = Vec::with_capacity(args.grad_accum);
+        let mut wait = Duration::ZERO;
+        for _ in 0..args.grad_accum {
+            let b = source.next()?;
+            wait += b.wait;
+            batches.push(b);
+        }
+        let r = train_step(&model, &mut opt, &batches, seq_len, 1.0, i, &device)?;
         device.synchronize()?;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        let opt_ms = r.optim.muon_ms + r.optim.adamw_ms;
+        let b = Breakdown {
+            total: t0.elapsed().as_secs_f64() * 1e3,
+            fwd: r.fwd_ms,
+            bwd: r.bwd_ms,
+            muon: r.optim.muon_ms,
+            adamw: r.optim.adamw_ms,
+            wait: wait.as_secs_f64() * 1e3,
+        };
         let label = if i == 0 { "warm-up".to_string() } else { format!("step {i}") };
         println!(
-            "{label:>8}: {ms:>9.1} ms  ({:>8.1} tok/s)  fwd+bwd+clip {:>9.1} ms  muon {:>7.1} ms  adamw {:>7.1} ms  loss {:.4}",
-            tokens_per_step / (ms / 1e3), ms - opt_ms, r.optim.muon_ms, r.optim.adamw_ms, r.loss
+            "{label:>8}: {:>8.1} ms ({:>8.1} tok/s)  fwd {:>7.1}  bwd {:>7.1}  muon {:>6.1}  adamw {:>6.1}  data-wait {:>6.2} ms  loss {:.4}",
+            b.total, tokens_per_step / (b.total / 1e3), b.fwd, b.bwd, b.muon, b.adamw, b.wait, r.loss
         );
         if i > 0 {
-            total += ms;
-            optim += opt_ms;
+            sum.add(&b);
         }
     }
     let n = args.steps.max(1) as f64;
+    let pct = |x: f64| 100.0 * x / sum.total.max(1e-9);
     println!(
-        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s, optimizer {:.1}% of the step",
-        args.steps, total / n, tokens_per_step / (total / n / 1e3), 100.0 * optim / total.max(1e-9)
+        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}%",
+        args.steps, sum.total / n, tokens_per_step / (sum.total / n / 1e3), pct(sum.fwd), pct(sum.bwd),
+        pct(sum.muon + sum.adamw), pct(sum.muon), pct(sum.adamw), pct(sum.wait),
+        pct(sum.total - sum.fwd - sum.bwd - sum.muon - sum.adamw - sum.wait)
     );
     Ok(())
+}
+
+/// Milliseconds of one step and its parts (summed over steps for the mean line).
+#[derive(Default)]
+struct Breakdown {
+    total: f64,
+    fwd: f64,
+    bwd: f64,
+    muon: f64,
+    adamw: f64,
+    wait: f64,
+}
+
+impl Breakdown {
+    fn add(&mut self, o: &Breakdown) {
+        self.total += o.total;
+        self.fwd += o.fwd;
+        self.bwd += o.bwd;
+        self.muon += o.muon;
+        self.adamw += o.adamw;
+        self.wait += o.wait;
+    }
+}
+
+enum BatchSource {
+    Random { rng: ChaCha8Rng, vocab: u32, seq_len: usize, micro_batch: usize },
+    Shards(Box<(TrainData, usize)>),
+}
+
+impl BatchSource {
+    fn seq_len(&self) -> usize {
+        match self {
+            BatchSource::Random { seq_len, .. } => *seq_len,
+            BatchSource::Shards(s) => s.1,
+        }
+    }
+
+    fn next(&mut self) -> Result<Batch> {
+        match self {
+            BatchSource::Random { rng, vocab, seq_len, micro_batch } => Ok(Batch {
+                tokens: (0..*micro_batch * (*seq_len + 1)).map(|_| rng.gen_range(0..*vocab)).collect(),
+                micro_batch: *micro_batch,
+                position_after: DataPosition::start_static(0, 1, 1),
+                chunks: Vec::new(),
+                wait: Duration::ZERO,
+            }),
+            BatchSource::Shards(s) => s.0.next_batch()?.context("the shards ran out of data (static mode loops over epochs, so this means no train chunks)"),
+        }
+    }
+}
+
+/// The training data loader over the train shards of `dir`, and their sequence length.
+fn open_shards(dir: &Path, micro_batch: usize, vocab_size: usize) -> Result<(TrainData, usize)> {
+    let shards = mamba_shards::ring::list_shards(dir, Split::Train).with_context(|| format!("--data {}", dir.display()))?;
+    let Some((_, first)) = shards.first() else { bail!("--data {}: no train shards (train-*.shard)", dir.display()) };
+    let seq_len = mamba_shards::ShardReader::open(first).with_context(|| format!("opening {}", first.display()))?.header().seq_len();
+    let spec = DataSpec { dir: dir.to_path_buf(), seq_len, vocab_size, seed: 0, follow: false, micro_batch, prefetch: 4 };
+    let data = TrainData::open(spec, None).with_context(|| format!("opening data in {}", dir.display()))?;
+    Ok((data, seq_len))
 }
