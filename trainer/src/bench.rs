@@ -64,8 +64,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     // Batches: random tokens, or the real loader over --data (static order, seed 0).
     let mut source = match &args.data {
-        Some(dir) => BatchSource::Shards(Box::new(open_shards(dir, args.micro_batch, cfg.padded_vocab())?)),
-        None => BatchSource::Random { rng: ChaCha8Rng::seed_from_u64(0), vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32, seq_len: args.seq_len, micro_batch: args.micro_batch },
+        Some(dir) => {
+            let (data, seq_len) = open_shards(dir, args.micro_batch, cfg.padded_vocab())?;
+            BatchSource::Shards { data: Box::new(data), seq_len }
+        }
+        None => BatchSource::Random { rng: Box::new(ChaCha8Rng::seed_from_u64(0)), vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32, seq_len: args.seq_len, micro_batch: args.micro_batch },
     };
     let seq_len = source.seq_len();
     println!(
@@ -140,15 +143,15 @@ impl Breakdown {
 }
 
 enum BatchSource {
-    Random { rng: ChaCha8Rng, vocab: u32, seq_len: usize, micro_batch: usize },
-    Shards(Box<(TrainData, usize)>),
+    Random { rng: Box<ChaCha8Rng>, vocab: u32, seq_len: usize, micro_batch: usize },
+    Shards { data: Box<TrainData>, seq_len: usize },
 }
 
 impl BatchSource {
     fn seq_len(&self) -> usize {
         match self {
             BatchSource::Random { seq_len, .. } => *seq_len,
-            BatchSource::Shards(s) => s.1,
+            BatchSource::Shards { seq_len, .. } => *seq_len,
         }
     }
 
@@ -161,7 +164,7 @@ impl BatchSource {
                 chunks: Vec::new(),
                 wait: Duration::ZERO,
             }),
-            BatchSource::Shards(s) => s.0.next_batch()?.context("the shards ran out of data (static mode loops over epochs, so this means no train chunks)"),
+            BatchSource::Shards { data, .. } => data.next_batch()?.context("the shards ran out of data (static mode loops over epochs, so this means no train chunks)"),
         }
     }
 }
