@@ -6,6 +6,7 @@
 //! trainer generate --checkpoint runs/seed --prompt "The meaning of life"
 //! trainer eval --checkpoint runs/seed --data data
 //! trainer bench --model tiny
+//! trainer compare runs/adamw-1e-3 runs/hybrid-m1e-3-a1e-4 --out report
 //! ```
 
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mamba_trainer::{bench, config::TrainArgs, eval_cmd, generate, train};
+use mamba_trainer::{bench, compare, config::TrainArgs, eval_cmd, generate, train};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
@@ -34,12 +35,14 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Time the training step (forward + backward + optimizer) on random tokens.
     Bench(bench::BenchArgs),
+    /// Compare runs: table of final val loss and tokens to reach the best AdamW-only loss, PNG charts.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `eval` prints its result (maybe JSON) on stdout alone: its log goes to stderr.
-    let log_to = if matches!(cli.command, Command::Eval(_)) { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
+    // `eval` and `compare` print their result on stdout alone: their log goes to stderr.
+    let log_to = if matches!(cli.command, Command::Eval(_) | Command::Compare(_)) { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
@@ -83,5 +86,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&args),
+        Command::Compare(args) => {
+            println!("{}", compare::run(&args)?.printed);
+            Ok(())
+        }
     }
 }

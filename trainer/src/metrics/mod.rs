@@ -36,6 +36,7 @@ use serde_json::Value;
 
 pub use jsonl::read_jsonl;
 pub use plot::{write_loss_png, PLOT_HEIGHT, PLOT_WIDTH};
+pub(crate) use plot::ensure_font;
 pub use tensorboard::{read_tensorboard_scalars, TbScalar};
 
 use jsonl::JsonlLog;

@@ -22,7 +22,7 @@ pub const PLOT_WIDTH: u32 = 1200;
 pub const PLOT_HEIGHT: u32 = 700;
 
 /// Registers the bundled font as "sans-serif", once per process.
-fn ensure_font() -> Result<(), String> {
+pub(crate) fn ensure_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS_MONO).map_err(|_| "the bundled DejaVu Sans Mono font does not parse".to_string()))
