@@ -4,6 +4,11 @@
 //!   p ← p (1 − lr·wd)                                        (decay group only)
 //!   p ← p − lr · (m / (1 − β1ᵗ)) / (sqrt(v / (1 − β2ᵗ)) + eps)
 //! The update count t is shared by all parameters of the group and saved with the state.
+//!
+//! Parameters of the same shape, dtype and decay setting are updated together on stacked
+//! (k, ..shape) tensors (their moments are kept stacked too): one chain of elementwise ops per
+//! such group instead of one per tensor (130m: ~10 groups instead of ~170 tensors of ~12 ops
+//! each), the same arithmetic element by element. Checkpoints hold one m and v per parameter.
 
 use super::error::{OptimError, Result};
 use super::state::read_state_tensor;
@@ -22,13 +27,21 @@ struct AdamWParam {
     name: String,
     var: Var,
     decay: bool,
-    m: Tensor, // f32, shape of var
-    v: Tensor, // f32, shape of var
+}
+
+/// Parameters updated together: same shape, dtype and decay setting.
+struct AdamWGroup {
+    decay: bool,
+    /// Indices into `AdamW::params`, in order of first appearance.
+    members: Vec<usize>,
+    m: Tensor, // (k, ..shape), f32
+    v: Tensor, // (k, ..shape), f32
 }
 
 /// The AdamW group(s): parameters with and without weight decay.
 pub struct AdamW {
     params: Vec<AdamWParam>,
+    groups: Vec<AdamWGroup>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -36,18 +49,41 @@ pub struct AdamW {
     t: u64,
 }
 
+/// `ts` stacked on a new leading dim; a single tensor becomes a view, not a copy.
+fn stack(ts: &[Tensor]) -> candle_core::Result<Tensor> {
+    match ts {
+        [one] => one.unsqueeze(0),
+        _ => Tensor::stack(ts, 0),
+    }
+}
+
 impl AdamW {
     /// `params` as (name, var, decay?).
     pub fn new(params: Vec<(String, Var, bool)>, beta1: f64, beta2: f64, eps: f64) -> Result<Self> {
-        let params = params
+        let params: Vec<AdamWParam> = params.into_iter().map(|(name, var, decay)| AdamWParam { name, var, decay }).collect();
+        // Members of each group: same decay setting, shape and dtype, in order of first appearance.
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (i, p) in params.iter().enumerate() {
+            let same = |m: &&mut Vec<usize>| {
+                let q = &params[m[0]];
+                q.decay == p.decay && q.var.dims() == p.var.dims() && q.var.dtype() == p.var.dtype()
+            };
+            match members.iter_mut().find(same) {
+                Some(m) => m.push(i),
+                None => members.push(vec![i]),
+            }
+        }
+        let groups = members
             .into_iter()
-            .map(|(name, var, decay)| {
-                let m = Tensor::zeros(var.shape(), DType::F32, var.device())?;
-                let v = m.zeros_like()?;
-                Ok(AdamWParam { name, var, decay, m, v })
+            .map(|members| {
+                let first = &params[members[0]];
+                let mut dims = vec![members.len()];
+                dims.extend_from_slice(first.var.dims());
+                let m = Tensor::zeros(dims.as_slice(), DType::F32, first.var.device())?;
+                Ok(AdamWGroup { decay: first.decay, members, v: m.zeros_like()?, m })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { params, beta1, beta2, eps, t: 0 })
+        Ok(Self { params, groups, beta1, beta2, eps, t: 0 })
     }
 
     /// (tensors, scalar parameters) with weight decay if `decay`, else without.
@@ -70,29 +106,45 @@ impl AdamW {
         let t = self.t as i32;
         let bias1 = 1.0 - self.beta1.powi(t);
         let bias2 = 1.0 - self.beta2.powi(t);
-        for (p, g) in self.params.iter_mut().zip(grads) {
-            let g = g.to_dtype(DType::F32)?;
-            p.m = (p.m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
-            p.v = (p.v.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
-            let denom = p.v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, self.eps)?;
-            let update = p.m.affine(1.0 / bias1, 0.0)?.div(&denom)?;
-            let mut w = p.var.as_tensor().to_dtype(DType::F32)?;
-            if p.decay {
+        for group in &mut self.groups {
+            let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
+            let g = stack(&g)?; // (k, ..shape)
+            group.m = (group.m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
+            group.v = (group.v.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
+            let denom = group.v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, self.eps)?;
+            let update = group.m.affine(1.0 / bias1, 0.0)?.div(&denom)?;
+            let w: Vec<Tensor> = group.members.iter().map(|&i| self.params[i].var.as_tensor().to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
+            let mut w = stack(&w)?; // (k, ..shape)
+            if group.decay {
                 w = w.affine(1.0 - lr * weight_decay, 0.0)?;
             }
             let w = (w - update.affine(lr, 0.0)?)?;
-            p.var.set(&w.to_dtype(p.var.dtype())?)?;
+            for (j, &i) in group.members.iter().enumerate() {
+                let var = &self.params[i].var;
+                var.set(&w.get(j)?.to_dtype(var.dtype())?)?;
+            }
         }
         Ok(())
+    }
+
+    /// The (group, position in the group) of every parameter, in parameter order.
+    fn slots(&self) -> Vec<(usize, usize)> {
+        let mut slots = vec![(0, 0); self.params.len()];
+        for (gi, g) in self.groups.iter().enumerate() {
+            for (j, &i) in g.members.iter().enumerate() {
+                slots[i] = (gi, j);
+            }
+        }
+        slots
     }
 
     /// (name, tensor) of every state tensor: the moments in parameter order, then the counter.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * self.params.len() + 1);
-        for p in &self.params {
+        for (p, (gi, j)) in self.params.iter().zip(self.slots()) {
             let (m, v) = moment_state_names(&p.name);
-            out.push((m, p.m.clone()));
-            out.push((v, p.v.clone()));
+            out.push((m, self.groups[gi].m.get(j)?));
+            out.push((v, self.groups[gi].v.get(j)?));
         }
         let device = self.params.first().map(|p| p.var.device().clone());
         let device = device.unwrap_or(candle_core::Device::Cpu); // no parameter: a plain counter
@@ -128,13 +180,24 @@ impl AdamW {
         Ok((moments, t as u64))
     }
 
-    /// Installs state returned by [`AdamW::read_state`].
-    pub fn set_state(&mut self, moments: Vec<(Tensor, Tensor)>, t: u64) {
-        for (p, (m, v)) in self.params.iter_mut().zip(moments) {
-            p.m = m;
-            p.v = v;
+    /// Installs state returned by [`AdamW::read_state`] (one (m, v) per parameter, in parameter
+    /// order); on an error nothing is changed.
+    pub fn set_state(&mut self, moments: Vec<(Tensor, Tensor)>, t: u64) -> Result<()> {
+        let stacked = self
+            .groups
+            .iter()
+            .map(|g| {
+                let m: Vec<Tensor> = g.members.iter().map(|&i| moments[i].0.clone()).collect();
+                let v: Vec<Tensor> = g.members.iter().map(|&i| moments[i].1.clone()).collect();
+                Ok((Tensor::stack(&m, 0)?, Tensor::stack(&v, 0)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (g, (m, v)) in self.groups.iter_mut().zip(stacked) {
+            g.m = m;
+            g.v = v;
         }
         self.t = t;
+        Ok(())
     }
 }
 

@@ -197,7 +197,7 @@ impl HybridOptimizer {
             return Err(OptimError::UnexpectedState((*name).clone()));
         }
         self.muon.set_state(momenta)?;
-        self.adamw.set_state(moments, t);
+        self.adamw.set_state(moments, t)?;
         Ok(())
     }
 }
