@@ -112,6 +112,7 @@ fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_
     }
     let pad = ((y_max - y_min) * 0.05).max(0.01);
     let (y_min, y_max) = (y_min - pad, y_max + pad);
+    let decimals = if y_max - y_min < 0.5 { 3 } else { 2 };
 
     let root = BitMapBackend::new(path, (PLOT_WIDTH, PLOT_HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
@@ -127,7 +128,7 @@ fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_
         .x_desc("training tokens")
         .y_desc("validation loss")
         .x_label_formatter(&|x| token_label(*x))
-        .y_label_formatter(&|y| format!("{y:.3}"))
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .draw()
