@@ -129,6 +129,8 @@ fn tokens_to_target_ratios_and_not_reached_match_hand_computed_values() {
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.starts_with("# synthetic study\n"), "{md}");
     assert!(md.contains("2.75M (0.69×)") && md.contains("val_loss_vs_tokens.png") && md.contains("val_loss_vs_tokens_zoom.png"), "{md}");
+    // The settings a controlled comparison must hold equal, per run.
+    assert!(md.contains(&format!("| hybrid-fast | `data` | 0 | 1 × 32 | {} |", mamba_trainer::GIT_HASH)), "{md}");
     let full = check_png(&out.join("val_loss_vs_tokens.png"));
     let zoom = check_png(&out.join("val_loss_vs_tokens_zoom.png"));
     assert_ne!(full, zoom, "the zoomed chart differs from the full one");

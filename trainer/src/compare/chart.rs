@@ -92,9 +92,12 @@ fn trim(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// A series to draw: its index (→ color), itself, and its points inside the x range.
+type Curve<'a> = (usize, &'a Series, Vec<(f64, f64)>);
+
 fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_lo: f64) -> Result<(), String> {
     let e = |err: &dyn std::fmt::Display| err.to_string();
-    let curves: Vec<(usize, &Series, Vec<(f64, f64)>)> = series
+    let curves: Vec<Curve> = series
         .iter()
         .enumerate()
         .map(|(i, s)| (i, s, clip_from(&s.points, x_lo).into_iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect::<Vec<_>>()))

@@ -24,6 +24,8 @@ pub struct RunConfig {
     pub muon_lr: f64,
     pub adamw_lr: f64,
     pub model: String,
+    /// Shard directory (`--data`).
+    pub data: String,
     /// Configured total steps (`--steps`).
     pub steps: u64,
     pub micro_batch: u64,
@@ -41,6 +43,7 @@ struct ResolvedFields {
     muon_lr: f64,
     adamw_lr: f64,
     model: String,
+    data: String,
     steps: u64,
     micro_batch: u64,
     grad_accum: u64,
@@ -131,6 +134,7 @@ pub fn read_config(path: &Path) -> Result<RunConfig, CompareError> {
         muon_lr: f.muon_lr,
         adamw_lr: f.adamw_lr,
         model: f.model,
+        data: f.data,
         steps: f.steps,
         micro_batch: f.micro_batch,
         grad_accum: f.grad_accum,

@@ -16,6 +16,8 @@ pub struct RunSummary {
     pub muon_lr: f64,
     pub adamw_lr: f64,
     pub model: String,
+    /// The shard directory it trained on.
+    pub data: String,
     pub steps_done: u64,
     pub steps_configured: u64,
     pub micro_batch: u64,
@@ -61,6 +63,7 @@ pub fn summarize(title: &str, runs: &[Run], is_baseline: &dyn Fn(&Run) -> bool, 
                 muon_lr: r.config.muon_lr,
                 adamw_lr: r.config.adamw_lr,
                 model: r.config.model.clone(),
+                data: r.config.data.clone(),
                 steps_done: r.last_step,
                 steps_configured: r.config.steps,
                 micro_batch: r.config.micro_batch,
@@ -147,14 +150,14 @@ pub fn target_line(s: &Summary) -> String {
 /// `summary.md`: title, target sentence, main table, the settings that must match in a
 /// controlled comparison (seed, batch layout, commit), and the charts.
 pub fn summary_markdown(s: &Summary, command: &str, warnings: &[String]) -> String {
-    let mut out = format!("# {}\n\nWritten by `{command}`.\n\n{}\n\n{}\n", s.title, target_line(s), markdown_table(s));
+    let mut out = format!("# {}\n\nWritten by `{command}`.\n\n{}\n\n{}", s.title, target_line(s), markdown_table(s));
     for w in warnings {
         out.push_str(&format!("\n> warning: {w}\n"));
     }
-    out.push_str("\n| run | seed | micro batch × grad accum | git | dir |\n|---|---|---|---|---|\n");
+    out.push_str("\n| run | data | seed | micro batch × grad accum | git | dir |\n|---|---|---|---|---|---|\n");
     for r in &s.runs {
         let git = r.git.as_deref().unwrap_or("?");
-        out.push_str(&format!("| {} | {} | {} × {} | {git} | `{}` |\n", r.label, r.seed, r.micro_batch, r.grad_accum, r.dir));
+        out.push_str(&format!("| {} | `{}` | {} | {} × {} | {git} | `{}` |\n", r.label, r.data, r.seed, r.micro_batch, r.grad_accum, r.dir));
     }
     out.push_str(&format!(
         "\n![validation loss vs tokens]({})\n\n![validation loss vs tokens, last 50%]({})\n",

@@ -49,6 +49,7 @@ pub fn tokens_to_reach(curve: &[(f64, f64)], target: f64) -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
