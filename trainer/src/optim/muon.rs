@@ -137,13 +137,7 @@ impl Muon {
 
     /// The (group, position in the group) of every parameter, in parameter order.
     fn slots(&self) -> Vec<(usize, usize)> {
-        let mut slots = vec![(0, 0); self.params.len()];
-        for (gi, g) in self.groups.iter().enumerate() {
-            for (j, &i) in g.members.iter().enumerate() {
-                slots[i] = (gi, j);
-            }
-        }
-        slots
+        super::state::member_slots(self.groups.iter().map(|g| g.members.as_slice()), self.params.len())
     }
 
     /// (name, tensor) of every state tensor, in parameter order.

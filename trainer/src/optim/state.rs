@@ -40,3 +40,15 @@ mod tests {
         assert_eq!(t.sum_all().unwrap().to_scalar::<f32>().unwrap(), 6.0);
     }
 }
+
+/// For optimizers that keep the state of same-shaped parameters stacked: the (group, position in
+/// the group) of each of `n` parameters, given every group's member indices in group order.
+pub(crate) fn member_slots<'a>(groups: impl IntoIterator<Item = &'a [usize]>, n: usize) -> Vec<(usize, usize)> {
+    let mut slots = vec![(0, 0); n];
+    for (gi, members) in groups.into_iter().enumerate() {
+        for (j, &i) in members.iter().enumerate() {
+            slots[i] = (gi, j);
+        }
+    }
+    slots
+}
