@@ -8,12 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mamba_shards::format::Split;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::TrainConfig;
-use crate::data::{Batch, DataPosition, DataSpec, TrainData};
+use crate::data::{train_seq_len, Batch, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
 use crate::model::{MambaLM, Params};
 use crate::optim::{HybridOptimizer, OptimizerKind};
@@ -171,9 +170,9 @@ impl BatchSource {
 
 /// The training data loader over the train shards of `dir`, and their sequence length.
 fn open_shards(dir: &Path, micro_batch: usize, vocab_size: usize) -> Result<(TrainData, usize)> {
-    let shards = mamba_shards::ring::list_shards(dir, Split::Train).with_context(|| format!("--data {}", dir.display()))?;
-    let Some((_, first)) = shards.first() else { bail!("--data {}: no train shards (train-*.shard)", dir.display()) };
-    let seq_len = mamba_shards::ShardReader::open(first).with_context(|| format!("opening {}", first.display()))?.header().seq_len();
+    let Some(seq_len) = train_seq_len(dir).with_context(|| format!("--data {}", dir.display()))? else {
+        bail!("--data {}: no train shards (train-*.shard)", dir.display())
+    };
     let spec = DataSpec { dir: dir.to_path_buf(), seq_len, vocab_size, seed: 0, follow: false, micro_batch, prefetch: 4 };
     let data = TrainData::open(spec, None).with_context(|| format!("opening data in {}", dir.display()))?;
     Ok((data, seq_len))

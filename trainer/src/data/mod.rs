@@ -60,11 +60,12 @@ mod validate;
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use mamba_shards::ring::{read_release, write_release, Release};
+use mamba_shards::format::Split;
+use mamba_shards::ring::{list_shards, read_release, write_release, Release};
 
 pub use error::DataError;
 pub use position::{Cursor, DataPosition};
@@ -74,6 +75,15 @@ use follow::{FollowSource, SharedRingView};
 use prefetch::{ChunkSource, Prefetcher, Staged};
 use ring_watch::RingWatch;
 use static_order::StaticOrder;
+
+/// The sequence length of the train shards in `dir`, read from the first one's header (chunks
+/// hold seq_len + 1 tokens); `None` while there is no train shard.
+pub fn train_seq_len(dir: &Path) -> Result<Option<usize>, DataError> {
+    match list_shards(dir, Split::Train)?.first() {
+        Some((_, path)) => Ok(Some(mamba_shards::ShardReader::open(path)?.header().seq_len())),
+        None => Ok(None),
+    }
+}
 
 /// What to load and how.
 #[derive(Debug, Clone)]

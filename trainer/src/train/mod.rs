@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use mamba_shards::format::Split;
 
 use crate::checkpoint::{load_model, params_from_loaded, resolve_init_from, save_checkpoint, CheckpointContents, TrainerState};
 use crate::config::TrainConfig;
-use crate::data::{load_val_chunks, DataPosition, DataSpec, TrainData};
+use crate::data::{load_val_chunks, train_seq_len, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
 use crate::model::{MambaConfig, MambaLM, Params};
 use crate::optim::HybridOptimizer;
@@ -286,14 +285,13 @@ fn check_step_fits_ring(cfg: &TrainConfig) -> Result<()> {
 fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<usize>> {
     let mut announced = None;
     loop {
-        let shards = if cfg.follow && !cfg.data.is_dir() {
-            Vec::new()
+        let found = if cfg.follow && !cfg.data.is_dir() {
+            None
         } else {
-            mamba_shards::ring::list_shards(&cfg.data, Split::Train).with_context(|| format!("--data {}", cfg.data.display()))?
+            train_seq_len(&cfg.data).with_context(|| format!("--data {}", cfg.data.display()))?
         };
-        if let Some((_, path)) = shards.first() {
-            let reader = mamba_shards::ShardReader::open(path)?;
-            return Ok(Some(reader.header().seq_len()));
+        if found.is_some() {
+            return Ok(found);
         }
         if !cfg.follow {
             bail!("--data {}: no train shards (train-*.shard)", cfg.data.display());
