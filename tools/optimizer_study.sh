@@ -23,7 +23,9 @@
 # Other settings:
 #   DEVICE [cpu]  DTYPE [f32]  SEED [0]  EVAL_EVERY [STEPS/20, at least 1]  EVAL_CHUNKS [64]
 #   SAVE_EVERY [STEPS/10, at least 1]  TITLE [optimizer study: MODEL, STEPS steps]
-#   RETRY_FAILED=1 reruns failed runs;  DRY_RUN=1 prints the commands without running anything.
+#   RETRY_FAILED=1 reruns failed runs;  DRY_RUN=1 prints the commands without running anything;
+#   COMPARE=0 skips the comparison (several instances sharing OUT, each with its own grid point:
+#   tools/gpu_queue.sh; run `trainer compare` once at the end).
 set -uo pipefail
 
 ADAMW_LRS=${ADAMW_LRS-"3e-4 1e-3 3e-3"}
@@ -32,7 +34,7 @@ MUON_LRS=${MUON_LRS-"5e-4 2e-3 4e-3"}
 HYBRID_ADAMW_LRS=${HYBRID_ADAMW_LRS-"1e-4 3e-4 1e-3"}
 
 if [ $# -lt 7 ]; then
-  sed -n '2,30p' "$0" >&2
+  sed -n '2,28p' "$0" >&2
   exit 2
 fi
 TRAINER=$1 DATA=$2 OUT=$3 MODEL=$4 STEPS=$5 MICRO_BATCH=$6 GRAD_ACCUM=$7
@@ -106,6 +108,10 @@ for line in "${grid[@]}"; do
   fi
 done
 if [ "${DRY_RUN:-0}" = 1 ]; then exit 0; fi
+if [ "${COMPARE:-1}" = 0 ]; then
+  if [ ${#failed[@]} -gt 0 ]; then exit 1; fi
+  exit 0
+fi
 
 # ---- compare every run that evaluated at least once -------------------------------------------
 runs=()

@@ -39,7 +39,7 @@ pub struct MambaConfig {
 }
 
 /// Names accepted by `--model`.
-pub const PRESET_NAMES: &[&str] = &["130m", "370m", "tiny", "micro"];
+pub const PRESET_NAMES: &[&str] = &["130m", "370m", "31m", "tiny", "micro"];
 
 impl MambaConfig {
     /// The 130m model of the seed recipe (= state-spaces/mamba-130m up to vocab padding).
@@ -61,13 +61,15 @@ impl MambaConfig {
         }
     }
 
-    /// Named preset: `130m`, `370m`, `tiny` (trains in seconds on a CPU, full GPT-2 vocab) or
-    /// `micro` (gradient checks: tiny everything, vocab 64).
+    /// Named preset: `130m`, `370m`, `31m` (d_model 384, 12 layers: the small model of the
+    /// optimizer study), `tiny` (trains in seconds on a CPU, full GPT-2 vocab) or `micro`
+    /// (gradient checks: tiny everything, vocab 64).
     pub fn preset(name: &str) -> Option<Self> {
         let base = Self::mamba_130m();
         Some(match name {
             "130m" => base,
             "370m" => MambaConfig { d_model: 1024, n_layer: 48, ..base },
+            "31m" => MambaConfig { d_model: 384, n_layer: 12, ..base },
             "tiny" => MambaConfig { d_model: 64, n_layer: 2, ..base },
             "micro" => MambaConfig { d_model: 8, n_layer: 2, d_state: 4, vocab_size: 64, ..base },
             _ => return None,
@@ -149,6 +151,13 @@ mod tests {
         assert_eq!(c.d_inner(), 1536);
         assert_eq!(c.padded_vocab(), 50264);
         assert_eq!(c.n_params(), 129_123_072);
+    }
+
+    #[test]
+    fn preset_31m_is_the_study_model() {
+        let c = MambaConfig::preset("31m").unwrap();
+        assert_eq!((c.d_model, c.n_layer, c.dt_rank()), (384, 12, 24));
+        assert_eq!(c.n_params(), 30_872_448);
     }
 
     #[test]
