@@ -1,6 +1,7 @@
 //! `trainer train` configuration: every flag of `--help`, also settable from a TOML file
 //! (`--config FILE`); flags given on the command line override the file, the file overrides the
-//! defaults (= the seed recipe). The resolved config is saved as `RUN_DIR/config.resolved.toml`.
+//! defaults (the optimizer study's learning rates, see `optim::config`). The resolved config is
+//! saved as `RUN_DIR/config.resolved.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::config::PRESET_NAMES;
 use crate::model::MambaConfig;
+use crate::optim::config::ADAMW_ONLY_LR;
 use crate::optim::{OptimConfig, OptimizerKind};
 
 /// The resolved training configuration (file section names match the flag names, with `_`).
@@ -110,10 +112,10 @@ pub struct TrainArgs {
     /// Floor of the cosine decay as a fraction of the peak learning rate. [default: 0.1]
     #[arg(long)]
     pub final_lr_frac: Option<f64>,
-    /// Peak learning rate of the Muon group (in_proj, x_proj, out_proj). [default: 1e-3]
+    /// Peak learning rate of the Muon group (in_proj, x_proj, out_proj); the seed recipe had 1e-3. [default: 3e-3]
     #[arg(long)]
     pub muon_lr: Option<f64>,
-    /// Peak learning rate of the AdamW groups (everything else). [default: 1e-4]
+    /// Peak learning rate of the AdamW groups (everything else; all parameters with --optimizer adamw); the seed recipe had 1e-4. [default: 3e-3 with the hybrid, 1e-3 with --optimizer adamw]
     #[arg(long)]
     pub adamw_lr: Option<f64>,
     /// Decoupled weight decay (not applied to A_log, D, norms, biases). [default: 0.01]
@@ -157,9 +159,9 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Defaults ← config file ← flags.
     pub fn resolve(&self) -> Result<TrainConfig> {
-        let mut c = match &self.config {
-            Some(path) => TrainConfig::from_toml_file(path)?,
-            None => TrainConfig::default(),
+        let (mut c, file_sets_adamw_lr) = match &self.config {
+            Some(path) => (TrainConfig::from_toml_file(path)?, TrainConfig::toml_file_sets(path, "adamw_lr")?),
+            None => (TrainConfig::default(), false),
         };
         macro_rules! take {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
@@ -174,6 +176,10 @@ impl TrainArgs {
         }
         c.resume |= self.resume;
         c.follow |= self.follow;
+        // AdamW alone has its own best learning rate in the study, unless one was given.
+        if c.optimizer == OptimizerKind::AdamW && self.adamw_lr.is_none() && !file_sets_adamw_lr {
+            c.adamw_lr = ADAMW_ONLY_LR;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -183,6 +189,13 @@ impl TrainConfig {
     pub fn from_toml_file(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Whether the TOML file at `path` (already parsed once by `from_toml_file`) sets `key`.
+    fn toml_file_sets(path: &Path, key: &str) -> Result<bool> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        Ok(table.contains_key(key))
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -263,10 +276,32 @@ mod tests {
         let c = cli.args.resolve().unwrap();
         assert_eq!((c.model.as_str(), c.steps, c.muon_lr, c.optimizer), ("tiny", 7, 0.02, OptimizerKind::AdamW));
         assert!(c.resume);
-        assert_eq!(c.adamw_lr, 1e-4);
+        // Neither the file nor a flag sets adamw_lr: AdamW alone gets its own default.
+        assert_eq!(c.adamw_lr, ADAMW_ONLY_LR);
         // The resolved TOML parses back to the same config.
         let text = c.to_resolved_toml().unwrap();
         assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn adamw_lr_default_follows_the_optimizer_unless_given() {
+        let resolve = |args: &[&str]| Cli::parse_from([&["x"], args].concat()).args.resolve().unwrap();
+        let c = resolve(&[]);
+        assert_eq!((c.optimizer, c.muon_lr, c.adamw_lr), (OptimizerKind::Hybrid, 3e-3, 3e-3));
+        assert_eq!(resolve(&["--optimizer", "adamw"]).adamw_lr, 1e-3);
+        assert_eq!(resolve(&["--optimizer", "adamw", "--adamw-lr", "3e-3"]).adamw_lr, 3e-3);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.toml");
+        std::fs::write(&file, "optimizer = \"adamw\"\nadamw_lr = 2e-4\n").unwrap();
+        assert_eq!(resolve(&["--config", file.to_str().unwrap()]).adamw_lr, 2e-4);
+    }
+
+    #[test]
+    fn the_shipped_seed_config_is_the_seed_recipe() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/seed.toml");
+        let c = Cli::parse_from(["x", "--config", file.to_str().unwrap()]).args.resolve().unwrap();
+        assert_eq!((c.muon_lr, c.adamw_lr), crate::optim::config::SEED_LRS);
+        assert_eq!((c.optimizer, c.warmup, c.micro_batch * c.grad_accum, c.steps), (OptimizerKind::Hybrid, 100, 32, 10_000));
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The optimizer's configuration, with the seed recipe's values as defaults (issue 3).
+//! The optimizer's configuration. The default learning rates come from the optimizer study
+//! (docs/results.md, issue 7): hybrid Muon 3e-3 + AdamW 3e-3, and 1e-3 for AdamW alone. The seed
+//! recipe of issue 3 (Muon 1e-3, AdamW 1e-4, [`SEED_LRS`]) stays available through the flags and
+//! `trainer/configs/seed.toml`; the study found its AdamW rate far too low (docs/results.md).
 
 use super::error::{OptimError, Result};
 use super::routing::OptimizerKind;
@@ -34,12 +37,19 @@ pub struct OptimConfig {
     pub clip: f64,
 }
 
+/// Peak learning rates of the hybrid (Muon, AdamW groups): the best 130m point of the study.
+pub const HYBRID_LRS: (f64, f64) = (3e-3, 3e-3);
+/// Peak learning rate of AdamW alone (`--optimizer adamw`): the best of 3e-4, 1e-3, 3e-3 at 130m.
+pub const ADAMW_ONLY_LR: f64 = 1e-3;
+/// The seed recipe's peak learning rates (Muon, AdamW), issue 3.
+pub const SEED_LRS: (f64, f64) = (1e-3, 1e-4);
+
 impl Default for OptimConfig {
     fn default() -> Self {
         Self {
             kind: OptimizerKind::Hybrid,
-            muon_lr: 1e-3,
-            adamw_lr: 1e-4,
+            muon_lr: HYBRID_LRS.0,
+            adamw_lr: HYBRID_LRS.1,
             weight_decay: 0.01,
             adam_beta1: 0.9,
             adam_beta2: 0.95,
@@ -87,10 +97,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seed_defaults_are_valid_and_round_trip() {
+    fn defaults_are_the_study_values_and_round_trip() {
         let c = OptimConfig::default();
         c.validate().unwrap();
-        assert_eq!((c.muon_lr, c.adamw_lr, c.weight_decay, c.clip), (1e-3, 1e-4, 0.01, 1.0));
+        assert_eq!((c.muon_lr, c.adamw_lr, c.weight_decay, c.clip), (3e-3, 3e-3, 0.01, 1.0));
         assert_eq!((c.warmup_steps, c.total_steps, c.final_lr_frac), (100, 10_000, 0.1));
         let back: OptimConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
