@@ -41,6 +41,8 @@ pub struct TrainConfig {
     pub seed: u64,
     pub device: String,
     pub dtype: String,
+    /// Data-parallel ranks (`--devices`); `None` = one device, `device`.
+    pub devices: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -71,6 +73,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: "cpu".into(),
             dtype: "f32".into(),
+            devices: None,
         }
     }
 }
@@ -154,6 +157,12 @@ pub struct TrainArgs {
     /// Compute dtype: f32, or bf16 = mixed precision (bf16 matmuls and activations; f32 master weights, optimizer state, scan recurrence, norm statistics and loss). [default: f32]
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Data-parallel training, one rank per entry: CUDA ordinals (0,1,2,3; needs a build with
+    /// `--features nccl`) or cpu,cpu (CPU ranks, for testing). Each rank runs --micro-batch ×
+    /// --grad-accum sequences per step, so the effective batch is that × the number of ranks.
+    /// Replaces --device. See docs/multi-gpu.md.
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
 }
 
 impl TrainArgs {
@@ -173,6 +182,9 @@ impl TrainArgs {
         }
         if self.decay_steps.is_some() {
             c.decay_steps = self.decay_steps;
+        }
+        if self.devices.is_some() {
+            c.devices = self.devices.clone();
         }
         c.resume |= self.resume;
         c.follow |= self.follow;
@@ -208,7 +220,16 @@ impl TrainConfig {
             bail!("--dtype {}: expected f32 or bf16", self.dtype);
         }
         self.optim_config().validate().context("optimizer config")?;
+        self.world()?;
         Ok(())
+    }
+
+    /// Number of data-parallel ranks: the entries of `devices`, 1 without it.
+    pub fn world(&self) -> Result<usize> {
+        match &self.devices {
+            None => Ok(1),
+            Some(d) => Ok(crate::dist::parse_devices(d)?.world()),
+        }
     }
 
     /// The model shape: a preset name or a config file (toml or json with `MambaConfig`'s fields).
@@ -302,6 +323,19 @@ mod tests {
         let c = Cli::parse_from(["x", "--config", file.to_str().unwrap()]).args.resolve().unwrap();
         assert_eq!((c.muon_lr, c.adamw_lr), crate::optim::config::SEED_LRS);
         assert_eq!((c.optimizer, c.warmup, c.micro_batch * c.grad_accum, c.steps), (OptimizerKind::Hybrid, 100, 32, 10_000));
+    }
+
+    #[test]
+    fn devices_flag_is_parsed_and_checked() {
+        let resolve = |args: &[&str]| Cli::parse_from([&["x"], args].concat()).args.resolve();
+        let c = resolve(&["--devices", "cpu,cpu,cpu"]).unwrap();
+        assert_eq!((c.devices.as_deref(), c.world().unwrap()), (Some("cpu,cpu,cpu"), 3));
+        assert_eq!(resolve(&[]).unwrap().world().unwrap(), 1);
+        let err = format!("{:#}", resolve(&["--devices", "0,0"]).unwrap_err());
+        assert!(err.contains("--devices 0,0") && err.contains("listed twice"), "{err}");
+        // Old configs (and checkpoints) without the key are single-device.
+        let c: TrainConfig = toml::from_str("steps = 3\n").unwrap();
+        assert_eq!(c.world().unwrap(), 1);
     }
 
     #[test]

@@ -19,6 +19,20 @@ pub fn parse_device(s: &str) -> Result<Device> {
     bail!("--device {s}: expected cpu or cuda:N")
 }
 
+/// The device of one GPU rank of data-parallel training (`--devices`): created on an explicit
+/// stream of its own (not CUDA's per-thread default stream, which NCCL handles badly), tuned as
+/// `--device cuda:N` is. Called in the rank's own thread.
+pub fn cuda_rank_device(ordinal: usize) -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    {
+        let cuda = candle_core::CudaDevice::new_with_stream(ordinal).with_context(|| format!("opening GPU {ordinal}"))?;
+        tune_cuda(&cuda).with_context(|| format!("GPU {ordinal}: configuring the CUDA allocator"))?;
+        Ok(Device::Cuda(cuda))
+    }
+    #[cfg(not(feature = "cuda"))]
+    bail!("GPU {ordinal}: this build has no CUDA (build with `--features nccl`)")
+}
+
 /// Two settings for a device that one training process drives from one stream, made before any
 /// tensor exists on it:
 /// - no per-allocation CUDA events: cudarc records them to order a buffer's uses across

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod eval_cmd;
 pub mod generate;
 pub mod metrics;

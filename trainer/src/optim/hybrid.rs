@@ -7,6 +7,7 @@ use super::error::{OptimError, Result};
 use super::muon::Muon;
 use super::routing::{route, Group, OptimizerKind};
 use super::schedule::lr_multiplier;
+use crate::dist::Comm;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::{HashMap, HashSet};
@@ -88,10 +89,23 @@ impl HybridOptimizer {
             .collect()
     }
 
+    /// A zero gradient for every parameter, in parameter order (what a data-parallel rank
+    /// without micro-batches contributes to the all-reduce).
+    pub fn zero_grads(&self) -> Result<Vec<(String, Tensor)>> {
+        self.params.iter().map(|(name, var)| Ok((name.clone(), var.as_tensor().zeros_like()?))).collect()
+    }
+
     /// One optimizer update at (0-based) step `step`, with learning rates
     /// `base_lr · lr_multiplier(step, warmup, total, final_frac)`. `grads` must list every
     /// parameter once, in the order given to [`HybridOptimizer::new`]; clip them before.
     pub fn step(&mut self, grads: &[(String, Tensor)], step: usize) -> Result<StepStats> {
+        self.step_with(grads, step, None)
+    }
+
+    /// [`HybridOptimizer::step`] on one rank of a data-parallel group: `grads` are the
+    /// all-reduced (identical on every rank) gradients; Muon's Newton–Schulz work is shared out
+    /// over the ranks of `comm` ([`Muon::step_with`]); AdamW runs replicated.
+    pub fn step_with(&mut self, grads: &[(String, Tensor)], step: usize, comm: Option<&dyn Comm>) -> Result<StepStats> {
         if grads.len() != self.params.len() {
             return Err(OptimError::GradCountMismatch { expected: self.params.len(), got: grads.len() });
         }
@@ -120,7 +134,7 @@ impl HybridOptimizer {
         let (lr_muon, lr_adamw) = (c.muon_lr * mult, c.adamw_lr * mult);
 
         let t0 = Instant::now();
-        self.muon.step(&muon_grads, lr_muon, c.weight_decay)?;
+        self.muon.step_with(&muon_grads, lr_muon, c.weight_decay, comm)?;
         self.device.synchronize()?;
         let t1 = Instant::now();
         self.adamw.step(&adamw_grads, lr_adamw, c.weight_decay)?;

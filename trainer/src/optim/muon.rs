@@ -16,6 +16,8 @@
 
 use super::error::{OptimError, Result};
 use super::newton_schulz::newton_schulz_batched;
+use crate::dist::muon_shard::orthogonalize_sharded;
+use crate::dist::{Comm, CommError};
 use candle_core::{DType, Tensor, Var};
 use std::collections::HashMap;
 
@@ -49,6 +51,14 @@ pub struct Muon {
     nesterov: bool,
     ns_steps: usize,
     ns_dtype: DType,
+}
+
+/// A failed collective, as an optimizer error (candle errors pass through unchanged).
+pub(crate) fn comm_error(e: CommError) -> OptimError {
+    match e {
+        CommError::Candle(e) => OptimError::Candle(e),
+        other => OptimError::Candle(candle_core::Error::wrap(other)),
+    }
 }
 
 /// Checkpoint name of a parameter's momentum buffer.
@@ -110,6 +120,14 @@ impl Muon {
 
     /// One update of every parameter; `grads[i]` belongs to the i-th parameter given to `new`.
     pub fn step(&mut self, grads: &[Tensor], lr: f64, weight_decay: f64) -> Result<()> {
+        self.step_with(grads, lr, weight_decay, None)
+    }
+
+    /// [`Muon::step`] on one rank of a data-parallel group (`comm` with more than one rank):
+    /// every rank keeps the momentum of every matrix, but orthogonalizes only its share of each
+    /// shape group and all-gathers the rest, as modded-nanogpt does
+    /// (`dist::muon_shard`). The gradients must already be identical on all ranks.
+    pub fn step_with(&mut self, grads: &[Tensor], lr: f64, weight_decay: f64, comm: Option<&dyn Comm>) -> Result<()> {
         if grads.len() != self.params.len() {
             return Err(OptimError::GradCountMismatch { expected: self.params.len(), got: grads.len() });
         }
@@ -122,7 +140,11 @@ impl Muon {
             let u = if self.nesterov { (g + m.affine(self.beta, 0.0)?)? } else { m.clone() };
             group.momentum = m;
             // One batched Newton–Schulz chain for all matrices of this shape.
-            let ortho = newton_schulz_batched(&u.to_dtype(self.ns_dtype)?, self.ns_steps)?.to_dtype(DType::F32)?; // (k, r, c)
+            let ortho = match comm.filter(|c| c.world_size() > 1) {
+                // Each rank its share of the matrices, then all-gathered (see dist::muon_shard).
+                Some(comm) => orthogonalize_sharded(&u, self.ns_dtype, self.ns_steps, comm).map_err(comm_error)?,
+                None => newton_schulz_batched(&u.to_dtype(self.ns_dtype)?, self.ns_steps)?.to_dtype(DType::F32)?,
+            }; // (k, r, c)
             // Decoupled weight decay and the scaled orthogonal step, stacked; then written back.
             let w: Vec<Tensor> = group.members.iter().map(|&i| self.params[i].var.as_tensor().to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
             let w = Tensor::stack(&w, 0)?; // (k, r, c)

@@ -3,6 +3,7 @@
 //! checkpoint } → final eval and checkpoint.
 
 pub mod eval;
+pub mod replica;
 pub mod resume;
 pub mod step;
 
@@ -16,9 +17,10 @@ use crate::checkpoint::{load_model, params_from_loaded, resolve_init_from, save_
 use crate::config::TrainConfig;
 use crate::data::{load_val_chunks, train_seq_len, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
+use crate::dist::{parse_devices, Placement, RankGroup};
 use crate::model::{MambaConfig, MambaLM, Params};
-use crate::optim::HybridOptimizer;
-use step::{train_step, NonFinite};
+use replica::{Replica, ReplicaInit};
+use step::NonFinite;
 
 /// How a run ended (a NaN/Inf loss is an error, see [`NonFinite`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +45,13 @@ pub struct TrainOutcome {
 
 /// Trains according to `cfg` until `--steps`, the end of the data, or `stop` turns true.
 pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
-    // ---- device and run directory -------------------------------------------------------------
-    let device = parse_device(&cfg.device)?;
+    // ---- devices and run directory: one device (--device), or one rank per --devices entry ------
+    let placement = cfg.devices.as_deref().map(parse_devices).transpose()?;
+    let world = placement.as_ref().map_or(1, Placement::world);
+    let device = match &placement {
+        None => parse_device(&cfg.device)?,
+        Some(_) => Device::Cpu, // each rank opens its own device in its own thread
+    };
     let dtype = parse_dtype(&cfg.dtype, &device)?;
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
     std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?).context("writing config.resolved.toml")?;
@@ -64,8 +71,10 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         _ => cfg.model_config()?,
     };
 
-    // ---- parameters: resumed, initialised from a checkpoint, or fresh ---------------------------
-    let resumed = if cfg.resume { Some(resume::load_latest(cfg, &model_cfg, seq_len, &device)?) } else { None };
+    // ---- parameters: resumed, initialised from a checkpoint, or fresh (on the host; every rank
+    //      copies them to its device, so all start identical) --------------------------------
+    let host = Device::Cpu;
+    let resumed = if cfg.resume { Some(resume::load_latest(cfg, &model_cfg, seq_len, world, &host)?) } else { None };
     let mut optimizer_state = None;
     let (params, start_step, mut tokens, position, mut last_val) = match (resumed, init) {
         (Some(r), _) => {
@@ -77,27 +86,38 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         }
         (None, Some(loaded)) => {
             tracing::info!("initialising from {}", loaded.source.display());
-            (params_from_loaded(loaded, &device)?.1, 0, 0, None, None)
+            (params_from_loaded(loaded, &host)?.1, 0, 0, None, None)
         }
-        (None, None) => (Params::init(&model_cfg, cfg.seed, &device)?, 0, 0, None, None),
+        (None, None) => (Params::init(&model_cfg, cfg.seed, &host)?, 0, 0, None, None),
     };
-    let model = MambaLM::new(&model_cfg, params.var_builder(&device))?.with_compute_dtype(dtype)?;
-    tracing::info!(
-        "model: d_model {} n_layer {} d_state {} vocab {} ({} params), seq_len {seq_len}, effective batch {} × {} = {} tokens/step",
-        model_cfg.d_model, model_cfg.n_layer, model_cfg.d_state, model_cfg.padded_vocab(), params.n_params(),
-        cfg.micro_batch, cfg.grad_accum, cfg.effective_batch() * seq_len
-    );
+    let n_params = params.n_params();
+    let resuming_from = optimizer_state.as_ref().map(|_| start_step);
 
-    // ---- optimizer -------------------------------------------------------------------------
-    let mut opt = HybridOptimizer::new(params.named_vars().to_vec(), cfg.optim_config())?;
-    if dtype == candle_core::DType::BF16 {
-        // Mixed precision: Newton–Schulz in bf16 as in Keller Jordan's Muon (momentum stays f32).
-        opt.set_ns_dtype(dtype);
-    }
-    if let Some((dir, state)) = &optimizer_state {
-        opt.load_state_tensors(state).with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
-    }
-    tracing::info!("optimizer groups:\n{}", opt.groups_summary());
+    // ---- model replicas and optimizers: one per rank (one in all on a single device) ---------
+    let init = ReplicaInit {
+        model: model_cfg.clone(),
+        weights: params.tensors().into_iter().collect(),
+        optimizer_state,
+        optim: cfg.optim_config(),
+        dtype,
+        seq_len,
+        clip: cfg.clip,
+    };
+    drop(params);
+    let mut ranks = match &placement {
+        None => RankGroup::single(init, device)?,
+        Some(p) => {
+            tracing::info!("data parallel: {world} ranks on {}", (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(", "));
+            RankGroup::start(init, p)?
+        }
+    };
+    let device = ranks.leader().device.clone();
+    tracing::info!(
+        "model: d_model {} n_layer {} d_state {} vocab {} ({n_params} params), seq_len {seq_len}, effective batch {} × {} × {world} ranks = {} tokens/step",
+        model_cfg.d_model, model_cfg.n_layer, model_cfg.d_state, model_cfg.padded_vocab(),
+        cfg.micro_batch, cfg.grad_accum, cfg.effective_batch() * world * seq_len
+    );
+    tracing::info!("optimizer groups:\n{}", ranks.leader().opt.groups_summary());
 
     // ---- data ------------------------------------------------------------------------------
     let spec = DataSpec {
@@ -110,19 +130,23 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         prefetch: 4,
     };
     if cfg.follow {
-        check_step_fits_ring(cfg)?;
+        check_step_fits_ring(cfg, world)?;
     }
     let mut data = TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
-    // Follow mode: look a whole optimizer step ahead, so a step never starves half-way on a full
-    // ring (the loop can only checkpoint, and so release shards, between steps).
-    data.set_batches_per_step(cfg.grad_accum);
+    // One loader for all ranks: a step is grad_accum × world micro-batches in stream order, dealt
+    // round robin (dist::batch_share). Follow mode: look a whole optimizer step ahead, so a step
+    // never starves half-way on a full ring (the loop can only checkpoint, and so release
+    // shards, between steps).
+    let batches_per_step = cfg.grad_accum * world;
+    data.set_batches_per_step(batches_per_step);
     let val = load_val_chunks(&cfg.data, seq_len, model_cfg.padded_vocab(), cfg.eval_chunks)?;
     if val.is_empty() {
         tracing::warn!("no val chunks in {}: evaluation is skipped", cfg.data.display());
     }
-    let mut metrics = report::Report::open(cfg, optimizer_state.as_ref().map(|_| start_step))?;
+    let mut metrics = report::Report::open(cfg, resuming_from)?;
 
-    let save = |step: usize, tokens: u64, pos: &DataPosition, opt: &HybridOptimizer, last_val: Option<f64>| -> Result<()> {
+    // Rank 0's replica is saved: every rank holds the same weights and optimizer state.
+    let save = |leader: &Replica, step: usize, tokens: u64, pos: &DataPosition, last_val: Option<f64>| -> Result<()> {
         let state = TrainerState {
             version: crate::VERSION.into(),
             git_hash: crate::GIT_HASH.into(),
@@ -135,7 +159,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
             config: cfg.clone(),
             last_val_loss: last_val,
         };
-        let contents = CheckpointContents { model: &model_cfg, params: &params, optimizer_state: opt.state_tensors()?, state: &state };
+        let contents = CheckpointContents { model: &model_cfg, params: &leader.params, optimizer_state: leader.opt.state_tensors()?, state: &state };
         let dir = save_checkpoint(&cfg.out, contents, cfg.keep_checkpoints)?;
         tracing::info!("saved checkpoint {}", dir.display());
         Ok(())
@@ -143,7 +167,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
 
     // ---- the loop --------------------------------------------------------------------------
     let mut step = start_step;
-    let mut saved_step = optimizer_state.as_ref().map(|_| start_step);
+    let mut saved_step = resuming_from;
     let mut losses = Vec::new();
     let mut reason = StopReason::StepsDone;
     // Set when a signal arrives while a step's batches are being gathered: the position before
@@ -157,7 +181,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         // Follow mode: the pipeline needs shards released, which needs a checkpoint.
         if data.wants_checkpoint() && saved_step != Some(step) {
             let pos = data.position().clone();
-            save(step, tokens, &pos, &opt, last_val)?;
+            save(ranks.leader(), step, tokens, &pos, last_val)?;
             metrics.flush()?;
             data.checkpoint_saved(&pos)?;
             saved_step = Some(step);
@@ -166,9 +190,9 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         // -- data: this step's micro-batches (the last ones of follow mode may be short). A signal
         //    while the loader waits for the pipeline stops at once, without this step.
         let step_start = data.position().clone();
-        let mut batches = Vec::with_capacity(cfg.grad_accum);
+        let mut batches = Vec::with_capacity(batches_per_step);
         let mut wait = Duration::ZERO;
-        while batches.len() < cfg.grad_accum {
+        while batches.len() < batches_per_step {
             match data.next_batch_or_stop(stop)? {
                 Some(b) => {
                     wait += b.wait;
@@ -177,11 +201,11 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
                 None => break,
             }
         }
-        if stop.load(Ordering::SeqCst) && batches.len() < cfg.grad_accum {
+        if stop.load(Ordering::SeqCst) && batches.len() < batches_per_step {
             if !batches.is_empty() {
                 tracing::info!(
                     "signal while waiting for data: the {} of {} micro-batches gathered for step {} are not trained on; the checkpoint keeps the position before them ({step_start})",
-                    batches.len(), cfg.grad_accum, step + 1
+                    batches.len(), batches_per_step, step + 1
                 );
             }
             reason = StopReason::Signal;
@@ -193,10 +217,12 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
             break;
         }
 
-        // -- forward, backward, update (timed; device synchronised around the clock reads)
+        // -- forward, backward, (all-reduce,) update on every rank (timed; rank 0's device
+        //    synchronised around the clock reads)
+        let chunks = batches.iter().flat_map(|b| b.chunks.iter().map(|&(shard, chunk)| [shard, chunk])).collect();
         device.synchronize()?;
         let t0 = Instant::now();
-        let result = match train_step(&model, &mut opt, &batches, seq_len, cfg.clip, step, &device) {
+        let result = match ranks.step(batches, step) {
             Ok(r) => r,
             Err(e) if e.is::<NonFinite>() => {
                 let kept = crate::checkpoint::latest_checkpoint(&cfg.out)?;
@@ -212,18 +238,17 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         tokens += step_tokens;
         losses.push(result.loss);
 
-        // -- log
-        let chunks = batches.iter().flat_map(|b| b.chunks.iter().map(|&(shard, chunk)| [shard, chunk])).collect();
+        // -- log (rank 0; tokens/s over all ranks)
         metrics.step(step, tokens, &result, step_tokens, elapsed, wait, &data.ring_status(), chunks)?;
 
         // -- eval (outside the timed region)
         if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps {
-            last_val = eval_and_log(&model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
+            last_val = eval_and_log(&ranks.leader().model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
         }
         // -- checkpoint
         if cfg.save_every > 0 && step % cfg.save_every == 0 && step < cfg.steps {
             let pos = data.position().clone();
-            save(step, tokens, &pos, &opt, last_val)?;
+            save(ranks.leader(), step, tokens, &pos, last_val)?;
             metrics.flush()?;
             data.checkpoint_saved(&pos)?;
             saved_step = Some(step);
@@ -232,11 +257,11 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
 
     // ---- the end: final eval (unless interrupted) and checkpoint ---------------------------
     if reason != StopReason::Signal && step > start_step {
-        last_val = eval_and_log(&model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
+        last_val = eval_and_log(&ranks.leader().model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
     }
     if saved_step != Some(step) {
         let pos = interrupted_at.unwrap_or_else(|| data.position().clone());
-        save(step, tokens, &pos, &opt, last_val)?;
+        save(ranks.leader(), step, tokens, &pos, last_val)?;
         data.checkpoint_saved(&pos)?;
     }
     metrics.flush()?;
@@ -263,14 +288,14 @@ fn last_state_model(cfg: &TrainConfig) -> Result<MambaConfig> {
 /// the pipeline's ring (`docs/ring.md`, rule 5). A step of more chunks than the whole ring holds
 /// can never be gathered (both programs would wait for ever): an error. One that may span more
 /// than N − 1 shard boundaries can deadlock: a warning.
-fn check_step_fits_ring(cfg: &TrainConfig) -> Result<()> {
+fn check_step_fits_ring(cfg: &TrainConfig, world: usize) -> Result<()> {
     let Some(m) = mamba_shards::Manifest::read(&cfg.data)? else { return Ok(()) };
     let Some(slots) = m.ring_slots.filter(|&n| n > 0) else { return Ok(()) };
-    let (step, per_shard) = (cfg.effective_batch() as u64, u64::from(m.chunks_per_shard));
+    let (step, per_shard) = ((cfg.effective_batch() * world) as u64, u64::from(m.chunks_per_shard));
     let fix = "raise the pipeline's --ring-slots or lower --micro-batch × --grad-accum";
     if step > u64::from(slots) * per_shard {
         bail!(
-            "one optimizer step takes {step} chunks (micro-batch {} × grad-accum {}) but the pipeline's ring holds only {slots} shards × {per_shard} chunks: the step could never be gathered; {fix}",
+            "one optimizer step takes {step} chunks (micro-batch {} × grad-accum {} × {world} ranks) but the pipeline's ring holds only {slots} shards × {per_shard} chunks: the step could never be gathered; {fix}",
             cfg.micro_batch, cfg.grad_accum
         );
     }

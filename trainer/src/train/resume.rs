@@ -1,5 +1,8 @@
 //! `--resume`: find the newest checkpoint in the run directory and refuse to continue with a
 //! config that would not give the same run (model shape, data, batch layout, optimizer kind, seed).
+//! The number of devices may change: what must match is the micro-batch and the micro-batches per
+//! optimizer step over all ranks (grad_accum × ranks), so a 2-GPU run resumes on one GPU with
+//! twice the grad_accum.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,11 +22,12 @@ pub struct Resumed {
     pub optimizer_state: HashMap<String, Tensor>,
 }
 
-/// Loads the newest checkpoint of `cfg.out` after checking it against `cfg`, `model` and `seq_len`.
-pub fn load_latest(cfg: &TrainConfig, model: &MambaConfig, seq_len: usize, device: &Device) -> Result<Resumed> {
+/// Loads the newest checkpoint of `cfg.out` after checking it against `cfg`, `model`, `seq_len`
+/// and the number of ranks `world`.
+pub fn load_latest(cfg: &TrainConfig, model: &MambaConfig, seq_len: usize, world: usize, device: &Device) -> Result<Resumed> {
     let dir = latest_checkpoint(&cfg.out)?.with_context(|| format!("--resume: no checkpoint (ckpt-*) in {}", cfg.out.display()))?;
     let state = TrainerState::load(&dir)?;
-    check_compatible(&state, cfg, model, seq_len).with_context(|| format!("--resume from {}", dir.display()))?;
+    check_compatible(&state, cfg, model, seq_len, world).with_context(|| format!("--resume from {}", dir.display()))?;
     let (ckpt_model, params) = params_from_loaded(load_model(&dir)?, device)?;
     if ckpt_model.param_shapes() != model.param_shapes() {
         bail!("--resume from {}: its model.safetensors/config.json do not match its trainer_state.json", dir.display());
@@ -34,7 +38,7 @@ pub fn load_latest(cfg: &TrainConfig, model: &MambaConfig, seq_len: usize, devic
 
 /// Differences that would make the resumed run differ from an uninterrupted one are errors;
 /// schedule/logging changes are allowed with a warning.
-pub fn check_compatible(state: &TrainerState, cfg: &TrainConfig, model: &MambaConfig, seq_len: usize) -> Result<()> {
+pub fn check_compatible(state: &TrainerState, cfg: &TrainConfig, model: &MambaConfig, seq_len: usize, world: usize) -> Result<()> {
     let old = &state.config;
     let mut errors = Vec::new();
     if state.model.param_shapes() != model.param_shapes() {
@@ -47,6 +51,13 @@ pub fn check_compatible(state: &TrainerState, cfg: &TrainConfig, model: &MambaCo
     if state.seq_len != seq_len {
         errors.push(format!("data seq_len differs: checkpoint {}, data now {seq_len}", state.seq_len));
     }
+    let old_world = old.world().context("the checkpoint's config: devices")?;
+    if old.grad_accum * old_world != cfg.grad_accum * world {
+        errors.push(format!(
+            "grad_accum differs: micro-batches per optimizer step over all ranks (grad_accum × ranks) were {} × {old_world} = {}, now {} × {world} = {}",
+            old.grad_accum, old.grad_accum * old_world, cfg.grad_accum, cfg.grad_accum * world
+        ));
+    }
     let mut same = |what: &str, a: String, b: String| {
         if a != b {
             errors.push(format!("{what} differs: checkpoint {a}, now {b}"));
@@ -54,7 +65,6 @@ pub fn check_compatible(state: &TrainerState, cfg: &TrainConfig, model: &MambaCo
     };
     same("optimizer", format!("{:?}", old.optimizer), format!("{:?}", cfg.optimizer));
     same("micro_batch", old.micro_batch.to_string(), cfg.micro_batch.to_string());
-    same("grad_accum", old.grad_accum.to_string(), cfg.grad_accum.to_string());
     same("seed", old.seed.to_string(), cfg.seed.to_string());
     same("follow", old.follow.to_string(), cfg.follow.to_string());
     if !errors.is_empty() {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::data::Batch;
+use crate::dist::Comm;
 use crate::model::MambaLM;
 use crate::optim::{clip_grad_norm, HybridOptimizer, StepStats};
 
@@ -20,10 +21,11 @@ pub struct StepResult {
     pub loss: f64,
     /// Global gradient L2 norm before clipping.
     pub grad_norm: f64,
-    /// Sequences trained on.
+    /// Sequences trained on (over all ranks).
     pub rows: usize,
     pub optim: StepStats,
-    /// Forward, backward (summed over micro-batches) and clip + update times, ms (device synced).
+    /// Forward, backward (summed over micro-batches) and all-reduce + clip + update times, ms
+    /// (device synced; forward and backward are rank 0's own).
     pub fwd_ms: f64,
     pub bwd_ms: f64,
     pub opt_ms: f64,
@@ -45,7 +47,25 @@ pub fn batch_tensors(batch: &Batch, seq_len: usize, device: &Device) -> Result<(
 /// update for 0-based step `step`. A non-finite loss or gradient norm stops before the update,
 /// so the parameters stay at their last good values.
 pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], seq_len: usize, clip: f64, step: usize, device: &Device) -> Result<StepResult> {
-    let rows: usize = batches.iter().map(|b| b.micro_batch).sum();
+    let rows = batches.iter().map(|b| b.micro_batch).sum();
+    train_step_on_rank(model, opt, batches, seq_len, clip, step, device, Shard { comm: None, global_rows: rows })
+}
+
+/// One rank's part of a data-parallel step (see `dist`): `comm` is the rank's group (`None` on a
+/// single device) and `global_rows` the number of sequences in the whole step over all ranks.
+#[derive(Clone, Copy)]
+pub struct Shard<'a> {
+    pub comm: Option<&'a dyn Comm>,
+    pub global_rows: usize,
+}
+
+/// [`train_step`] on one rank: each micro-batch's mean loss is weighted by its share of the
+/// *global* rows, so the all-reduced sum of the ranks' gradients (and losses) is the global
+/// batch's; every rank then clips by the same global norm and takes the same optimizer step.
+/// A rank may get no micro-batch (follow mode's short last step): it contributes zeros.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], seq_len: usize, clip: f64, step: usize, device: &Device, shard: Shard) -> Result<StepResult> {
+    let rows = shard.global_rows;
     if rows == 0 {
         bail!("train_step got no sequences");
     }
@@ -71,7 +91,17 @@ pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch],
         });
     }
     let t2 = Instant::now();
-    let mut grads = grads.context("no gradients")?;
+    let mut grads = match grads {
+        Some(g) => g,
+        None if shard.comm.is_some() => opt.zero_grads()?,
+        None => bail!("no gradients"),
+    };
+    if let Some(comm) = shard.comm {
+        // Sum the ranks' losses and gradients: every rank now holds the global batch's.
+        let loss = comm.all_reduce_sum(&Tensor::new(&[loss_sum], device)?).context("all-reducing the loss")?;
+        loss_sum = loss.to_vec1::<f64>()?[0];
+        crate::dist::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
+    }
     if !loss_sum.is_finite() {
         bail!(NonFinite { step, what: format!("loss is {loss_sum}") });
     }
@@ -79,7 +109,7 @@ pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch],
     if !grad_norm.is_finite() {
         bail!(NonFinite { step, what: format!("gradient norm is {grad_norm} (loss {loss_sum:.4})") });
     }
-    let optim = opt.step(&grads, step).context("optimizer step")?;
+    let optim = opt.step_with(&grads, step, shard.comm).context("optimizer step")?;
     device.synchronize()?;
     let opt_ms = t2.elapsed().as_secs_f64() * 1e3;
     Ok(StepResult { loss: loss_sum, grad_norm, rows, optim, fwd_ms, bwd_ms, opt_ms })
