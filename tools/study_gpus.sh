@@ -6,7 +6,8 @@
 #
 # Usage: tools/study_gpus.sh TRAINER DATA RUNS NUM_GPUS DEADLINE_SECONDS [RESULTS_TAR]
 #   TRAINER  a trainer built with --features cuda      DATA  shards of all of fineweb-mini
-#   RUNS     where the run directories go (kept between calls)
+#   RUNS     where the run directories go; must survive between calls (on the rented GPU machine:
+#            outside the repository copy, e.g. /tmp/studyruns, which each call replaces)
 #   RESULTS_TAR  if given: metrics, logs and configs of every run (no checkpoints) packed there
 #
 # The runs (130m at seq 1024, bf16, effective batch 32 × 1024 tokens, seed 0, one data order):
@@ -18,7 +19,7 @@
 set -uo pipefail
 
 if [ $# -lt 5 ]; then
-  sed -n '2,17p' "$0" >&2
+  sed -n '2,18p' "$0" >&2
   exit 2
 fi
 TRAINER=$1 DATA=$2 RUNS=$3 NUM_GPUS=$4 DEADLINE_S=$5 RESULTS_TAR=${6:-}
@@ -51,7 +52,9 @@ jobs=$RUNS/jobs.txt
     study_run 130m hybrid "${ma%%:*}" "${ma##*:}"
   done
   for a in 1e-3 3e-3 1e-2; do study_run 31m adamw - "$a"; done
-  for ma in 1e-3:1e-4 3e-3:1e-3 1e-2:3e-3; do study_run 31m hybrid "${ma%%:*}" "${ma##*:}"; done
+  for ma in 1e-3:1e-4 3e-3:1e-3 1e-2:3e-3 1e-2:1e-2 3e-3:3e-3 3e-2:3e-3 1e-2:1e-3; do
+    study_run 31m hybrid "${ma%%:*}" "${ma##*:}"
+  done
 } > "$jobs"
 
 "$here/gpu_queue.sh" "$jobs" "$NUM_GPUS" "$DEADLINE_S" "$RUNS/queue-logs"
