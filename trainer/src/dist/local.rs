@@ -114,6 +114,16 @@ impl LocalComm {
     }
 }
 
+/// A rank that goes away (its thread ended or panicked) aborts the group, so the others fail
+/// instead of waiting for it. Harmless after the last collective: a rank that already got that
+/// collective's result does not look at `aborted` again.
+impl Drop for LocalComm {
+    fn drop(&mut self) {
+        let why = if std::thread::panicking() { "its thread panicked" } else { "it left the group" };
+        self.abort(why);
+    }
+}
+
 /// `((t0 + t1) + t2) + …`: a fixed order, so every run gives the same bits.
 fn sum_in_rank_order(ts: &[Tensor]) -> candle_core::Result<Tensor> {
     let mut acc = ts[0].clone();
@@ -217,5 +227,14 @@ mod tests {
         for e in [&out[0], &out[2]] {
             assert!(e.as_deref().is_some_and(|e| e.contains("rank 1: out of memory")), "{out:?}");
         }
+        // A rank that ends (returns or panics) without joining the collective releases the others.
+        let out = on_ranks(2, |r, comm| {
+            if r == 1 {
+                drop(comm);
+                return None;
+            }
+            comm.all_reduce_sum(&Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap()).err().map(|e| e.to_string())
+        });
+        assert!(out[0].as_deref().is_some_and(|e| e.contains("rank 1: it left the group")), "{out:?}");
     }
 }
