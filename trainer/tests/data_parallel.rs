@@ -130,6 +130,55 @@ fn bad_devices_values_are_clear_errors() {
     }
 }
 
+#[test]
+fn follow_mode_short_last_step_leaves_some_ranks_without_data() {
+    init_tracing();
+    // 20 chunks, all published, pipeline finished: steps of 3 micro-batches of 2 → 6, 6, 6, then
+    // one micro-batch of 2, which rank 0 trains on while ranks 1 and 2 contribute zero gradients.
+    // Each run gets its own copy of the data: follow mode writes a release file into it.
+    let follow = |out: &Path, accum: usize, devices: Option<&str>| {
+        let data = tempfile::tempdir().unwrap();
+        synthetic_shards(data.path(), 64, SEQ, 20, 4, 8);
+        write_finished_manifest(data.path());
+        let cfg = TrainConfig { follow: true, decay_steps: None, ..config(data.path(), out, accum, devices, 100) };
+        run(&cfg, &no_stop()).unwrap()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = follow(a.path(), 3, None);
+    let three = follow(b.path(), 1, Some("cpu,cpu,cpu"));
+    assert_eq!((one.stop, one.step, three.stop, three.step), (StopReason::DataExhausted, 4, StopReason::DataExhausted, 4));
+    assert_close(&one.losses, &three.losses, "follow mode, 3 ranks");
+    assert!(weight_gap(a.path(), b.path()) < 1e-5);
+}
+
+/// A finished pipeline's manifest for the synthetic shards (vocab 64, 8 chunks per shard).
+fn write_finished_manifest(dir: &Path) {
+    use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
+    let h = *mamba_shards::ShardReader::open(&dir.join("train-00000000.shard")).unwrap().header();
+    let params = mamba_shards::ShardParams { token_bytes: h.token_bytes, chunk_tokens: h.chunk_tokens, vocab_size: h.vocab_size, eot_id: h.eot_id };
+    let seq_len = params.chunk_tokens - 1;
+    let fingerprint = SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len, chunks_per_shard: 8, val_fraction: 0.0, workers: 1, worker_index: 0 };
+    mamba_shards::Manifest {
+        version: MANIFEST_VERSION,
+        finished: true,
+        finish_reason: "end of source".into(),
+        max_tokens: None,
+        seq_len,
+        params,
+        tokenizer: "test".into(),
+        chunks_per_shard: 8,
+        fingerprint,
+        val_bootstrap_through: None,
+        train: Default::default(),
+        val: Default::default(),
+        skipped_files: vec![],
+        ring_slots: None,
+        written_by: "trainer data-parallel test".into(),
+    }
+    .write(dir)
+    .unwrap();
+}
+
 /// Relative paths of every file under `dir`.
 fn files(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
