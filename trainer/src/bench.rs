@@ -1,8 +1,11 @@
 //! `trainer bench`: times full training steps (forward + backward + clip + hybrid optimizer
 //! update) and prints tokens/s with a breakdown: forward, backward, optimizer (Muon, AdamW) and
 //! data wait. Batches are random tokens, or real shards through the training data loader
-//! (`--data`, background decompression and staging) so the data wait is the real one. Prints
-//! numbers; asserts nothing.
+//! (`--data`, background decompression and staging) so the data wait is the real one. With
+//! `--devices 0,1,…` it runs the data-parallel step of `trainer train --devices` (each device
+//! runs micro-batch × grad-accum sequences per step) and prints total and per-device tokens/s,
+//! which is how the scaling efficiency is measured (docs/multi-gpu.md). Prints numbers; asserts
+//! nothing.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,12 +14,15 @@ use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use candle_core::Device;
+
 use crate::config::TrainConfig;
 use crate::data::{train_seq_len, Batch, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
-use crate::model::{MambaLM, Params};
-use crate::optim::{HybridOptimizer, OptimizerKind};
-use crate::train::step::train_step;
+use crate::dist::{parse_devices, Placement, RankGroup};
+use crate::model::Params;
+use crate::optim::OptimizerKind;
+use crate::train::replica::ReplicaInit;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -44,6 +50,10 @@ pub struct BenchArgs {
     /// Compute dtype: f32, or bf16 (mixed precision, f32 master weights).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Data-parallel ranks, as `trainer train --devices`: CUDA ordinals (0,1,2,3) or cpu,cpu.
+    /// Replaces --device; micro-batch × grad-accum is per device.
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
     /// Read batches from the train shards of this directory through the training data loader
     /// (its chunk length replaces --seq-len) instead of generating random tokens.
     #[arg(long)]
@@ -51,16 +61,15 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let placement = args.devices.as_deref().map(parse_devices).transpose()?;
+    let world = placement.as_ref().map_or(1, Placement::world);
+    let device = match &placement {
+        None => parse_device(&args.device)?,
+        Some(_) => Device::Cpu, // each rank opens its own device
+    };
     let dtype = parse_dtype(&args.dtype, &device)?;
     let tc = TrainConfig { model: args.model.clone(), optimizer: args.optimizer, ..TrainConfig::default() };
     let cfg = tc.model_config()?;
-    let params = Params::init(&cfg, 0, &device)?;
-    let model = MambaLM::new(&cfg, params.var_builder(&device))?.with_compute_dtype(dtype)?;
-    let mut opt = HybridOptimizer::new(params.named_vars().to_vec(), tc.optim_config())?;
-    if dtype == candle_core::DType::BF16 {
-        opt.set_ns_dtype(dtype); // as `trainer train --dtype bf16` does
-    }
     // Batches: random tokens, or the real loader over --data (static order, seed 0).
     let mut source = match &args.data {
         Some(dir) => {
@@ -70,26 +79,40 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => BatchSource::Random { rng: Box::new(ChaCha8Rng::seed_from_u64(0)), vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32, seq_len: args.seq_len, micro_batch: args.micro_batch },
     };
     let seq_len = source.seq_len();
+    // The replicas and optimizers, as `trainer train` builds them (bf16: Newton–Schulz in bf16).
+    let params = Params::init(&cfg, 0, &Device::Cpu)?;
+    let n_params = params.n_params();
+    let init = ReplicaInit { model: cfg.clone(), weights: params.tensors().into_iter().collect(), optimizer_state: None, optim: tc.optim_config(), dtype, seq_len, clip: 1.0 };
+    drop(params);
+    let mut ranks = match &placement {
+        None => RankGroup::single(init, device)?,
+        Some(p) => RankGroup::start(init, p)?,
+    };
+    let device = ranks.leader().device.clone();
+    let devices = match &placement {
+        None => args.device.clone(),
+        Some(p) => (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(","),
+    };
     println!(
-        "bench: model {} ({} params), device {}, dtype {}, micro-batch {} × grad-accum {} × seq {} = {} tokens/step, optimizer {:?}, data {}",
-        args.model, params.n_params(), args.device, args.dtype, args.micro_batch, args.grad_accum, seq_len,
-        args.micro_batch * args.grad_accum * seq_len, args.optimizer,
+        "bench: model {} ({n_params} params), device {devices}, dtype {}, micro-batch {} × grad-accum {} × {world} devices × seq {seq_len} = {} tokens/step, optimizer {:?}, data {}",
+        args.model, args.dtype, args.micro_batch, args.grad_accum,
+        args.micro_batch * args.grad_accum * world * seq_len, args.optimizer,
         args.data.as_ref().map_or("random tokens".to_string(), |d| d.display().to_string())
     );
-    let tokens_per_step = (args.micro_batch * args.grad_accum * seq_len) as f64;
+    let tokens_per_step = (args.micro_batch * args.grad_accum * world * seq_len) as f64;
     let mut sum = Breakdown::default();
     for i in 0..=args.steps {
         // Data wait is inside the timed region, as in training: the loader must keep up.
         device.synchronize()?;
         let t0 = Instant::now();
-        let mut batches = Vec::with_capacity(args.grad_accum);
+        let mut batches = Vec::with_capacity(args.grad_accum * world);
         let mut wait = Duration::ZERO;
-        for _ in 0..args.grad_accum {
+        for _ in 0..args.grad_accum * world {
             let b = source.next()?;
             wait += b.wait;
             batches.push(b);
         }
-        let r = train_step(&model, &mut opt, &batches, seq_len, 1.0, i, &device)?;
+        let r = ranks.step(batches, i)?;
         device.synchronize()?;
         let b = Breakdown {
             total: t0.elapsed().as_secs_f64() * 1e3,
@@ -97,12 +120,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             bwd: r.bwd_ms,
             muon: r.optim.muon_ms,
             adamw: r.optim.adamw_ms,
+            sync: r.sync_ms,
             wait: wait.as_secs_f64() * 1e3,
         };
         let label = if i == 0 { "warm-up".to_string() } else { format!("step {i}") };
         println!(
-            "{label:>8}: {:>8.1} ms ({:>8.1} tok/s)  fwd {:>7.1}  bwd {:>7.1}  muon {:>6.1}  adamw {:>6.1}  data-wait {:>6.2} ms  loss {:.4}",
-            b.total, tokens_per_step / (b.total / 1e3), b.fwd, b.bwd, b.muon, b.adamw, b.wait, r.loss
+            "{label:>8}: {:>8.1} ms ({:>8.1} tok/s)  fwd {:>7.1}  bwd {:>7.1}  muon {:>6.1}  adamw {:>6.1}  data-wait {:>6.2} ms  loss {:.4}  all-reduce {:>6.1} ms",
+            b.total, tokens_per_step / (b.total / 1e3), b.fwd, b.bwd, b.muon, b.adamw, b.wait, r.loss, b.sync
         );
         if i > 0 {
             sum.add(&b);
@@ -110,11 +134,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let n = args.steps.max(1) as f64;
     let pct = |x: f64| 100.0 * x / sum.total.max(1e-9);
+    let tps = tokens_per_step / (sum.total / n / 1e3);
     println!(
-        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}%",
-        args.steps, sum.total / n, tokens_per_step / (sum.total / n / 1e3), pct(sum.fwd), pct(sum.bwd),
+        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}% (all-reduce {:.1}%) | {world} devices: {:.1} tokens/s per device",
+        args.steps, sum.total / n, tps, pct(sum.fwd), pct(sum.bwd),
         pct(sum.muon + sum.adamw), pct(sum.muon), pct(sum.adamw), pct(sum.wait),
-        pct(sum.total - sum.fwd - sum.bwd - sum.muon - sum.adamw - sum.wait)
+        pct(sum.total - sum.fwd - sum.bwd - sum.muon - sum.adamw - sum.wait), pct(sum.sync), tps / world as f64
     );
     Ok(())
 }
@@ -127,6 +152,8 @@ struct Breakdown {
     bwd: f64,
     muon: f64,
     adamw: f64,
+    /// All-reduce of the loss and gradients (part of "other").
+    sync: f64,
     wait: f64,
 }
 
@@ -137,6 +164,7 @@ impl Breakdown {
         self.bwd += o.bwd;
         self.muon += o.muon;
         self.adamw += o.adamw;
+        self.sync += o.sync;
         self.wait += o.wait;
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use common::*;
 use mamba_trainer::checkpoint::{latest_checkpoint, load_model};
 use mamba_trainer::config::TrainConfig;

@@ -29,6 +29,8 @@ pub struct StepResult {
     pub fwd_ms: f64,
     pub bwd_ms: f64,
     pub opt_ms: f64,
+    /// Of `opt_ms`: the all-reduce of the loss and gradients (0 on a single device), ms.
+    pub sync_ms: f64,
 }
 
 /// Inputs `(rows, seq_len)` and targets `(rows, seq_len)` of a batch of `seq_len + 1`-token chunks.
@@ -96,11 +98,13 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
         None if shard.comm.is_some() => opt.zero_grads()?,
         None => bail!("no gradients"),
     };
+    let mut sync_ms = 0.0;
     if let Some(comm) = shard.comm {
         // Sum the ranks' losses and gradients: every rank now holds the global batch's.
-        let loss = comm.all_reduce_sum(&Tensor::new(&[loss_sum], device)?).context("all-reducing the loss")?;
-        loss_sum = loss.to_vec1::<f64>()?[0];
         crate::dist::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
+        let loss = comm.all_reduce_sum(&Tensor::new(&[loss_sum], device)?).context("all-reducing the loss")?;
+        loss_sum = loss.to_vec1::<f64>()?[0]; // waits for both all-reduces
+        sync_ms = t2.elapsed().as_secs_f64() * 1e3;
     }
     if !loss_sum.is_finite() {
         bail!(NonFinite { step, what: format!("loss is {loss_sum}") });
@@ -112,7 +116,7 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
     let optim = opt.step_with(&grads, step, shard.comm).context("optimizer step")?;
     device.synchronize()?;
     let opt_ms = t2.elapsed().as_secs_f64() * 1e3;
-    Ok(StepResult { loss: loss_sum, grad_norm, rows, optim, fwd_ms, bwd_ms, opt_ms })
+    Ok(StepResult { loss: loss_sum, grad_norm, rows, optim, fwd_ms, bwd_ms, opt_ms, sync_ms })
 }
 
 /// A NaN/Inf loss or gradient: training stops without applying the update.
