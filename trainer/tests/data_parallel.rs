@@ -151,6 +151,25 @@ fn follow_mode_short_last_step_leaves_some_ranks_without_data() {
     assert!(weight_gap(a.path(), b.path()) < 1e-5);
 }
 
+#[test]
+fn the_binary_trains_on_cpu_ranks_and_rejects_bad_devices() {
+    let data = micro_data();
+    let out = tempfile::tempdir().unwrap();
+    let trainer = |devices: &str| {
+        let args = ["train", "--data", data.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--model", "micro", "--steps", "2", "--micro-batch", "2", "--grad-accum", "1", "--eval-chunks", "2", "--devices", devices];
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer")).args(args).env("RUST_LOG", "info").output().unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (ok, log) = trainer("cpu,cpu");
+    assert!(ok, "{log}");
+    assert!(log.contains("data parallel: 2 ranks on cpu, cpu") && log.contains("× 1 × 2 ranks = 64 tokens/step"), "{log}");
+    assert!(log.contains("step     2 | loss "), "fixed-format step line: {log}");
+    let resolved = std::fs::read_to_string(out.path().join("config.resolved.toml")).unwrap();
+    assert!(resolved.contains("devices = \"cpu,cpu\""), "{resolved}");
+    let (ok, log) = trainer("1,1");
+    assert!(!ok && log.contains("error: --devices 1,1: GPU 1 is listed twice"), "{log}");
+}
+
 /// A finished pipeline's manifest for the synthetic shards (vocab 64, 8 chunks per shard).
 fn write_finished_manifest(dir: &Path) {
     use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};

@@ -107,6 +107,9 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     let mut ranks = match &placement {
         None => RankGroup::single(init, device)?,
         Some(p) => {
+            if cfg.device != "cpu" {
+                tracing::warn!("--device {} is ignored: --devices {} chooses the devices", cfg.device, cfg.devices.as_deref().unwrap_or_default());
+            }
             tracing::info!("data parallel: {world} ranks on {}", (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(", "));
             RankGroup::start(init, p)?
         }

@@ -99,7 +99,7 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
         None => bail!("no gradients"),
     };
     let mut sync_ms = 0.0;
-    if let Some(comm) = shard.comm {
+    if let Some(comm) = shard.comm.filter(|c| c.world_size() > 1) {
         // Sum the ranks' losses and gradients: every rank now holds the global batch's.
         crate::dist::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
         let loss = comm.all_reduce_sum(&Tensor::new(&[loss_sum], device)?).context("all-reducing the loss")?;
