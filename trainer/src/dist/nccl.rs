@@ -39,7 +39,10 @@ impl NcclComm {
         let Device::Cuda(cuda) = device else {
             return Err(CommError::Mismatch { rank, what: "an NCCL rank needs a CUDA device".into() });
         };
-        let comm = Nccl::from_rank(cuda.cuda_stream(), rank, world, id.0).map_err(|e| CommError::Nccl { rank, what: format!("ncclCommInitRank failed: {:?}", e.0) })?;
+        // ncclCommInitRank takes the rank's GPU from the thread's current CUDA context.
+        let stream = cuda.cuda_stream();
+        stream.context().bind_to_thread().map_err(|e| CommError::Nccl { rank, what: format!("binding GPU {}: {e}", stream.context().ordinal()) })?;
+        let comm = Nccl::from_rank(stream, rank, world, id.0).map_err(|e| CommError::Nccl { rank, what: format!("ncclCommInitRank failed: {:?}", e.0) })?;
         Ok(NcclComm { comm, aborted: RefCell::new(None) })
     }
 
