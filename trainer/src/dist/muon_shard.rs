@@ -30,12 +30,13 @@ pub fn orthogonalize_sharded(u: &Tensor, ns_dtype: DType, ns_steps: usize, comm:
     } else {
         None
     };
-    // Pad to `per` so every rank sends the same shape (the pad is dropped after the gather).
-    let pad = Tensor::zeros((per - len, r, c), ns_dtype, u.device())?;
+    // Pad to `per` so every rank sends the same shape (the pad is dropped after the gather; no
+    // empty tensor is made: a zero-byte CUDA allocation is an error).
+    let zeros = |n: usize| Tensor::zeros((n, r, c), ns_dtype, u.device());
     let sent = match mine {
         Some(m) if len == per => m,
-        Some(m) => Tensor::cat(&[m, pad], 0)?,
-        None => pad,
+        Some(m) => Tensor::cat(&[m, zeros(per - len)?], 0)?,
+        None => zeros(per)?,
     }; // (per, r, c)
     let all = comm.all_gather(&sent.contiguous()?)?; // (world · per, r, c)
     Ok(all.narrow(0, 0, k)?.to_dtype(DType::F32)?)
