@@ -109,7 +109,6 @@ impl Drop for Workers {
 
 pub struct RankGroup {
     leader: Replica,
-    init: Arc<ReplicaInit>,
     workers: Workers,
 }
 
@@ -117,7 +116,7 @@ impl RankGroup {
     /// A single device, no other ranks and no communicator: today's single-device training.
     pub fn single(init: ReplicaInit, device: Device) -> Result<RankGroup> {
         let leader = Replica::build(&init, device, None)?;
-        Ok(RankGroup { leader, init: Arc::new(init), workers: Workers { list: Vec::new(), failed: false } })
+        Ok(RankGroup { leader, workers: Workers { list: Vec::new(), failed: false } })
     }
 
     /// One rank per entry of `placement`; returns once every replica is built.
@@ -144,7 +143,7 @@ impl RankGroup {
             expect(w.recv()?, "replica", |r| matches!(r, Reply::Built))?;
         }
         workers.failed = false;
-        Ok(RankGroup { leader, init, workers })
+        Ok(RankGroup { leader, workers })
     }
 
     /// Number of ranks.
@@ -168,7 +167,7 @@ impl RankGroup {
         for (w, batches) in self.workers.list.iter().zip(shares) {
             w.send(Job::Step { batches, global_rows, step })?;
         }
-        let result = self.leader.step(&self.init, &mine, global_rows, step);
+        let result = self.leader.step(&mine, global_rows, step);
         if let Err(e) = &result {
             // Release ranks waiting for this one in a collective, and do not wait for them.
             self.leader.abort(&format!("{e:#}"));
@@ -224,6 +223,7 @@ fn spawn_rank(rank: usize, setup: RankSetup, init: Arc<ReplicaInit>) -> Result<W
                 return;
             }
             let built = setup.connect(&device).context("joining the rank group").and_then(|comm| Replica::build(&init, device, Some(comm)));
+            drop(init); // the host copies of the initial weights are freed once every rank has its own
             let mut replica = match built {
                 Ok(r) => r,
                 Err(e) => return drop(reply_tx.send(Err(e))),
@@ -233,7 +233,7 @@ fn spawn_rank(rank: usize, setup: RankSetup, init: Arc<ReplicaInit>) -> Result<W
             }
             while let Ok(job) = job_rx.recv() {
                 let Job::Step { batches, global_rows, step } = job else { continue };
-                let result = replica.step(&init, &batches, global_rows, step);
+                let result = replica.step(&batches, global_rows, step);
                 if let Err(e) = &result {
                     replica.abort(&format!("{e:#}"));
                 }

@@ -15,7 +15,8 @@ use crate::model::{MambaConfig, MambaLM, Params};
 use crate::optim::{HybridOptimizer, OptimConfig};
 
 /// What every replica starts from, held as CPU tensors shared by the rank threads: each replica
-/// copies the same values to its device, so all ranks start identical.
+/// copies the same values to its device, so all ranks start identical. Dropped once every replica
+/// is built.
 pub struct ReplicaInit {
     pub model: MambaConfig,
     /// Initial weights (fresh, `--init-from` or resumed), by Hugging Face name.
@@ -36,6 +37,8 @@ pub struct Replica {
     pub opt: HybridOptimizer,
     /// The rank's group; `None` on a single device.
     pub comm: Option<Box<dyn Comm>>,
+    seq_len: usize,
+    clip: f64,
 }
 
 impl Replica {
@@ -51,14 +54,14 @@ impl Replica {
         if let Some((dir, state)) = &init.optimizer_state {
             opt.load_state_tensors(state).with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
         }
-        Ok(Replica { device, params, model, opt, comm })
+        Ok(Replica { device, params, model, opt, comm, seq_len: init.seq_len, clip: init.clip })
     }
 
     /// This rank's part of optimizer step `step` (0-based) on `batches`, of `global_rows`
     /// sequences over all ranks.
-    pub fn step(&mut self, init: &ReplicaInit, batches: &[Batch], global_rows: usize, step: usize) -> Result<StepResult> {
+    pub fn step(&mut self, batches: &[Batch], global_rows: usize, step: usize) -> Result<StepResult> {
         let shard = Shard { comm: self.comm.as_deref(), global_rows };
-        train_step_on_rank(&self.model, &mut self.opt, batches, init.seq_len, init.clip, step, &self.device, shard)
+        train_step_on_rank(&self.model, &mut self.opt, batches, self.seq_len, self.clip, step, &self.device, shard)
     }
 
     /// Tells the other ranks this one failed, so none waits for it in a collective.
