@@ -94,7 +94,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     let resuming_from = optimizer_state.as_ref().map(|_| start_step);
 
     // ---- model replicas and optimizers: one per rank (one in all on a single device) ---------
-    let init = ReplicaInit {
+    let replica_init = ReplicaInit {
         model: model_cfg.clone(),
         weights: params.tensors().into_iter().collect(),
         optimizer_state,
@@ -105,13 +105,13 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     };
     drop(params);
     let mut ranks = match &placement {
-        None => RankGroup::single(init, device)?,
+        None => RankGroup::single(replica_init, device)?,
         Some(p) => {
             if cfg.device != "cpu" {
                 tracing::warn!("--device {} is ignored: --devices {} chooses the devices", cfg.device, cfg.devices.as_deref().unwrap_or_default());
             }
             tracing::info!("data parallel: {world} ranks on {}", (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(", "));
-            RankGroup::start(init, p)?
+            RankGroup::start(replica_init, p)?
         }
     };
     let device = ranks.leader().device.clone();
