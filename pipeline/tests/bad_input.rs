@@ -1,5 +1,6 @@
 //! Bad input gives a clear error naming the file and the position, and never a visible partial
 //! shard: corrupt parquet, no `text` column, invalid UTF-8, a full disk.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

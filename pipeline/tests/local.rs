@@ -1,6 +1,7 @@
 //! `pipeline --input` end to end on real text: the exact stream/chunk/val rules against an
 //! independent reference (tokenizers crate + GPT-2 tokenizer.json), tokenizer parity, the Python
 //! reader, `inspect`, config file, option fingerprint, --max-tokens and --workers.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Streaming from a Hub-layout HTTP server on loopback: output identical to local `--input`,
 //! Range requests only (never a whole file), retries through injected faults, persistent failures
 //! under `--on-error fail|skip`, endpoint/token discovery.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

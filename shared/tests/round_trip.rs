@@ -1,4 +1,5 @@
 //! Writer → reader round trip and every corruption the reader must name.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 

@@ -47,6 +47,7 @@ pub fn clip_grad_norm(grads: &mut [(String, Tensor)], max_norm: f64) -> candle_c
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use candle_core::Device;

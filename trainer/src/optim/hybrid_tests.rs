@@ -1,5 +1,6 @@
 //! Tests of the hybrid optimizer on a full 2-layer model: checkpoint round trip, state errors,
 //! weight-decay groups, AdamW-only mode, the summary, bad inputs, gradients from backward.
+#![allow(clippy::unwrap_used)]
 
 use super::super::testutil::randn;
 use super::*;

@@ -196,6 +196,7 @@ impl Muon {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::testutil::{newton_schulz_f64, randn, Mat};
     use super::*;
@@ -252,8 +253,8 @@ mod tests {
         let w0 = Mat::from_tensor(v.as_tensor());
         let mut muon = Muon::new(vec![("w".into(), v.clone())], 0.9, false, 5).unwrap();
         let (g1, g2) = (randn(&[8, 12], 2), randn(&[8, 12], 3));
-        muon.step(&[g1.clone()], 0.01, 0.0).unwrap();
-        muon.step(&[g2.clone()], 0.01, 0.0).unwrap();
+        muon.step(std::slice::from_ref(&g1), 0.01, 0.0).unwrap();
+        muon.step(std::slice::from_ref(&g2), 0.01, 0.0).unwrap();
         let (a, b) = (Mat::from_tensor(&g1), Mat::from_tensor(&g2));
         let s = 0.01 * 0.2 * 12f64.sqrt();
         let w1 = w0.axpby(1.0, &newton_schulz_f64(&a, 5), -s);

@@ -53,6 +53,7 @@ pub fn newton_schulz(g: &Tensor, steps: usize) -> Result<Tensor> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::testutil::{newton_schulz_f64, randn, singular_values, Mat};
     use super::*;

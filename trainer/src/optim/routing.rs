@@ -111,6 +111,7 @@ pub fn route(name: &str, shape: &[usize], kind: OptimizerKind) -> Result<Group> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

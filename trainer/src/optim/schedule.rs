@@ -26,6 +26,7 @@ pub fn lr_multiplier(step: usize, warmup: usize, total: usize, final_frac: f64) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -20,7 +20,21 @@ pub fn read_state_tensor(state: &HashMap<String, Tensor>, name: &str, param: &Va
     Ok(t.to_dtype(DType::F32)?.to_device(param.device())?.copy()?)
 }
 
+
+/// For optimizers that keep the state of same-shaped parameters stacked: the (group, position in
+/// the group) of each of `n` parameters, given every group's member indices in group order.
+pub(crate) fn member_slots<'a>(groups: impl IntoIterator<Item = &'a [usize]>, n: usize) -> Vec<(usize, usize)> {
+    let mut slots = vec![(0, 0); n];
+    for (gi, members) in groups.into_iter().enumerate() {
+        for (j, &i) in members.iter().enumerate() {
+            slots[i] = (gi, j);
+        }
+    }
+    slots
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use candle_core::Device;
@@ -39,16 +53,4 @@ mod tests {
         assert_eq!(t.dtype(), DType::F32);
         assert_eq!(t.sum_all().unwrap().to_scalar::<f32>().unwrap(), 6.0);
     }
-}
-
-/// For optimizers that keep the state of same-shaped parameters stacked: the (group, position in
-/// the group) of each of `n` parameters, given every group's member indices in group order.
-pub(crate) fn member_slots<'a>(groups: impl IntoIterator<Item = &'a [usize]>, n: usize) -> Vec<(usize, usize)> {
-    let mut slots = vec![(0, 0); n];
-    for (gi, members) in groups.into_iter().enumerate() {
-        for (j, &i) in members.iter().enumerate() {
-            slots[i] = (gi, j);
-        }
-    }
-    slots
 }

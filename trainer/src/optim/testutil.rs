@@ -1,6 +1,7 @@
 //! Test helpers for the optimizer tests: seeded random tensors and an obviously-correct float64
 //! toolbox (matrix product, Newton–Schulz as plain loops, singular values via a Jacobi
 //! eigen-solver on the Gram matrix).
+#![allow(clippy::unwrap_used)]
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
