@@ -198,7 +198,7 @@ fn write_finished_manifest(dir: &Path) {
     .unwrap();
 }
 
-/// Relative paths of every file under `dir`.
+/// The files under `dir`, relative to it (the TensorBoard event file's time stamp masked).
 fn files(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -208,7 +208,10 @@ fn files(dir: &Path) -> BTreeSet<String> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.strip_prefix(dir).unwrap().display().to_string());
+                let name = p.strip_prefix(dir).unwrap().display().to_string();
+                // TensorBoard names its event file after the wall-clock second it was opened.
+                let name = if name.starts_with("tb/events.out.tfevents.") { "tb/events.out.tfevents.*".to_string() } else { name };
+                out.insert(name);
             }
         }
     }
