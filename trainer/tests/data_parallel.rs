@@ -18,14 +18,6 @@ use mamba_trainer::model::{MambaConfig, Params};
 use mamba_trainer::optim::{HybridOptimizer, OptimConfig};
 use mamba_trainer::train::{run, StopReason};
 
-const SEQ: usize = 16;
-
-fn micro_data() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic_shards(dir.path(), 64, SEQ, 96, 8, 40);
-    dir
-}
-
 /// `micro` model, micro-batch 2, `accum` micro-batches per rank, on `devices` (None = one CPU).
 fn config(data: &Path, out: &Path, accum: usize, devices: Option<&str>, steps: usize) -> TrainConfig {
     TrainConfig { grad_accum: accum, steps, decay_steps: Some(6), devices: devices.map(String::from), ..tiny_config(data, out, "micro") }
@@ -54,7 +46,7 @@ fn weight_gap(a: &Path, b: &Path) -> f32 {
 #[test]
 fn two_and_three_cpu_ranks_train_like_one_device_with_the_same_effective_batch() {
     init_tracing();
-    let data = micro_data();
+    let data = micro_shards();
     for world in [2usize, 3] {
         let (single, ranks) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let one = run(&config(data.path(), single.path(), world, None, 3), &no_stop()).unwrap();
@@ -72,7 +64,7 @@ fn two_and_three_cpu_ranks_train_like_one_device_with_the_same_effective_batch()
 #[test]
 fn checkpoints_resume_on_another_number_of_ranks() {
     init_tracing();
-    let data = micro_data();
+    let data = micro_shards();
     let straight = tempfile::tempdir().unwrap();
     let full = run(&config(data.path(), straight.path(), 2, None, 6), &no_stop()).unwrap();
     // 2 ranks × accum 1 for 3 steps, then 1 device × accum 2; and the other way round.
@@ -118,7 +110,7 @@ fn distributed_muon_equals_muon_on_the_same_gradients() {
 
 #[test]
 fn bad_devices_values_are_clear_errors() {
-    let data = micro_data();
+    let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
     for (devices, what) in [("0,0", "listed twice"), ("cpu,1", "cannot mix"), ("cpu,,cpu", "empty entry")] {
         let err = format!("{:#}", run(&config(data.path(), out.path(), 1, Some(devices), 1), &no_stop()).unwrap_err());
@@ -138,7 +130,7 @@ fn follow_mode_short_last_step_leaves_some_ranks_without_data() {
     // Each run gets its own copy of the data: follow mode writes a release file into it.
     let follow = |out: &Path, accum: usize, devices: Option<&str>| {
         let data = tempfile::tempdir().unwrap();
-        synthetic_shards(data.path(), 64, SEQ, 20, 4, 8);
+        synthetic_shards(data.path(), 64, MICRO_SEQ, 20, 4, 8);
         write_finished_manifest(data.path());
         let cfg = TrainConfig { follow: true, decay_steps: None, ..config(data.path(), out, accum, devices, 100) };
         run(&cfg, &no_stop()).unwrap()
@@ -153,7 +145,7 @@ fn follow_mode_short_last_step_leaves_some_ranks_without_data() {
 
 #[test]
 fn the_binary_trains_on_cpu_ranks_and_rejects_bad_devices() {
-    let data = micro_data();
+    let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
     let trainer = |devices: &str| {
         let args = ["train", "--data", data.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--model", "micro", "--steps", "2", "--micro-batch", "2", "--grad-accum", "1", "--eval-chunks", "2", "--devices", devices];

@@ -50,8 +50,7 @@ fn nccl_all_reduce_and_all_gather_on_two_gpus() {
 #[ignore = "needs 2 GPUs and a build with --features nccl"]
 fn two_gpus_train_like_one_gpu_with_the_same_effective_batch() {
     init_tracing();
-    let data = tempfile::tempdir().unwrap();
-    synthetic_shards(data.path(), 64, 16, 96, 8, 40);
+    let data = micro_shards();
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let base = |out: &std::path::Path| TrainConfig { steps: 5, ..tiny_config(data.path(), out, "micro") };
     let a = run(&TrainConfig { device: "cuda:0".into(), grad_accum: 2, ..base(one.path()) }, &no_stop()).unwrap();

@@ -8,18 +8,10 @@ use common::*;
 use mamba_trainer::checkpoint::list_checkpoints;
 use mamba_trainer::train::{run, StopReason};
 
-const SEQ: usize = 16;
-
-fn micro_data() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic_shards(dir.path(), 64, SEQ, 96, 8, 40);
-    dir
-}
-
 #[test]
 fn micro_batch_size_is_only_a_throughput_knob() {
     init_tracing();
-    let data = micro_data();
+    let data = micro_shards();
     let mut runs = Vec::new();
     for (micro, accum) in [(1, 4), (2, 2), (4, 1)] {
         let out = tempfile::tempdir().unwrap();
@@ -38,7 +30,7 @@ fn micro_batch_size_is_only_a_throughput_knob() {
 #[test]
 fn resume_continues_bit_for_bit() {
     init_tracing();
-    let data = micro_data();
+    let data = micro_shards();
     let straight = tempfile::tempdir().unwrap();
     let cfg = mamba_trainer::config::TrainConfig { steps: 6, ..tiny_config(data.path(), straight.path(), "micro") };
     let full = run(&cfg, &no_stop()).unwrap();
@@ -59,7 +51,7 @@ fn resume_continues_bit_for_bit() {
 #[test]
 fn resume_refuses_a_different_config() {
     init_tracing();
-    let data = micro_data();
+    let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
     run(&mamba_trainer::config::TrainConfig { steps: 1, ..tiny_config(data.path(), out.path(), "micro") }, &no_stop()).unwrap();
     let cfg = mamba_trainer::config::TrainConfig { steps: 2, grad_accum: 2, resume: true, ..tiny_config(data.path(), out.path(), "micro") };
@@ -78,7 +70,7 @@ fn resume_refuses_a_different_config() {
 #[test]
 fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     init_tracing();
-    let data = micro_data();
+    let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
     run(&mamba_trainer::config::TrainConfig { steps: 2, ..tiny_config(data.path(), out.path(), "micro") }, &no_stop()).unwrap();
     // An absurd learning rate blows the weights up until the loss is no longer finite.
@@ -102,7 +94,7 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn periodic_checkpoints_and_evals_and_keep_k() {
     init_tracing();
-    let data = micro_data();
+    let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
     let cfg = mamba_trainer::config::TrainConfig { steps: 5, save_every: 2, keep_checkpoints: 2, eval_every: 2, ..tiny_config(data.path(), out.path(), "micro") };
     let o = run(&cfg, &no_stop()).unwrap();

@@ -106,6 +106,17 @@ pub fn synthetic_shards(dir: &Path, vocab: u32, seq_len: usize, n_train: usize, 
     write_shards(dir, Split::Val, &val, vocab, per_shard);
 }
 
+/// Sequence length of [`micro_shards`].
+pub const MICRO_SEQ: usize = 16;
+
+/// The `micro` model's usual data set: synthetic shards, vocab 64, 96 train and 8 val chunks of
+/// [`MICRO_SEQ`] tokens, 40 chunks per shard, in a fresh temporary directory.
+pub fn micro_shards() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_shards(dir.path(), 64, MICRO_SEQ, 96, 8, 40);
+    dir
+}
+
 /// A quiet, small training config writing into `out`.
 pub fn tiny_config(data: &Path, out: &Path, model: &str) -> TrainConfig {
     TrainConfig {
