@@ -169,7 +169,10 @@ impl TrainArgs {
     /// Defaults ← config file ← flags.
     pub fn resolve(&self) -> Result<TrainConfig> {
         let (mut c, file_sets_adamw_lr) = match &self.config {
-            Some(path) => (TrainConfig::from_toml_file(path)?, TrainConfig::toml_file_sets(path, "adamw_lr")?),
+            Some(path) => {
+                let (c, keys) = TrainConfig::read_toml_file(path)?;
+                (c, keys.contains_key("adamw_lr"))
+            }
             None => (TrainConfig::default(), false),
         };
         macro_rules! take {
@@ -199,15 +202,15 @@ impl TrainArgs {
 
 impl TrainConfig {
     pub fn from_toml_file(path: &Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+        Ok(Self::read_toml_file(path)?.0)
     }
 
-    /// Whether the TOML file at `path` (already parsed once by `from_toml_file`) sets `key`.
-    fn toml_file_sets(path: &Path, key: &str) -> Result<bool> {
+    /// The config in the TOML file at `path` (missing keys = defaults), and the keys the file
+    /// itself sets (for defaults that depend on other settings).
+    fn read_toml_file(path: &Path) -> Result<(TrainConfig, toml::Table)> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        Ok(table.contains_key(key))
+        let parsing = || format!("parsing config file {}", path.display());
+        Ok((toml::from_str(&text).with_context(parsing)?, toml::from_str(&text).with_context(parsing)?))
     }
 
     pub fn validate(&self) -> Result<()> {
