@@ -233,16 +233,18 @@ async fn resolve(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, fil
     let code = if range.is_some() { 206 } else { 200 };
     if every(faults.reset_every) || every(faults.truncate_every) {
         let half = body.len() / 2;
+        log(state, path, range, code, half as u64);
         sock.write_all(&body[..half]).await?;
         sock.flush().await?;
-        log(state, path, range, code, half as u64);
         if every(faults.reset_every) {
             #[allow(deprecated)] // zero linger: the drop sends RST at once, nothing blocks
             sock.set_linger(Some(Duration::ZERO))?;
         }
         return Ok(());
     }
-    sock.write_all(body).await?;
+    // Logged before the body goes out: once the client has the body it may send its next
+    // request on another connection, whose entry must not land before this one.
     log(state, path, range, code, body.len() as u64);
+    sock.write_all(body).await?;
     sock.shutdown().await
 }
