@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 4] = ["selective_scan", "causal_conv1d", "cross_entropy", "rms_norm"];
+const KERNELS: [&str; 7] =
+    ["selective_scan", "causal_conv1d", "cross_entropy", "rms_norm", "mixer_conv", "mixer_scan", "mixer_scan_sp"];
+/// Headers the kernels include (a change to one rebuilds them all).
+const HEADERS: [&str; 1] = ["mixer_common.cuh"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -12,6 +15,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=NVCC");
     for k in KERNELS {
         println!("cargo:rerun-if-changed=kernels/{k}.cu");
+    }
+    for h in HEADERS {
+        println!("cargo:rerun-if-changed=kernels/{h}");
     }
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;

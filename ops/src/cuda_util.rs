@@ -13,6 +13,9 @@ pub(crate) mod ptx {
     pub const CAUSAL_CONV1D: &str = include_str!(concat!(env!("OUT_DIR"), "/causal_conv1d.ptx"));
     pub const RMS_NORM: &str = include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx"));
     pub const CROSS_ENTROPY: &str = include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx"));
+    pub const MIXER_CONV: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_conv.ptx"));
+    pub const MIXER_SCAN: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_scan.ptx"));
+    pub const MIXER_SCAN_SP: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_scan_sp.ptx"));
 }
 
 /// The f32 device memory of a contiguous tensor argument.

@@ -5,6 +5,10 @@
 //! - [`selective_scan`]: `y = scan(u, softplus(delta + delta_bias), A = -exp(A_log), B, C) + D·u`,
 //!   gated by `silu(z)` (Mamba paper, Algorithm 2; `selective_scan_fn` in state-spaces/mamba).
 //! - [`causal_conv1d_silu`]: depthwise causal conv1d (kernel 4) + bias + SiLU.
+//! - [`mixer_conv`], [`mixer_scan`]: the same two computations as the model runs them, reading
+//!   in_proj's output `xz = [x | z]` in place and in its own dtype (bf16 in and out under mixed
+//!   precision); the scan recomputes the conv inside. They are what the trainer uses; the two
+//!   above are their plain, separately tested building blocks.
 //! - [`cross_entropy`]: fused softmax cross-entropy over the vocabulary (the LM head's loss);
 //!   its dtype rules are its own (see there).
 //!
@@ -12,7 +16,8 @@
 //! `loss.backward()` reaches every input through the op's own backward. Shared behaviour:
 //! - dtypes: computed in `f64` when every input is `f64`, otherwise in `f32`; `f16`/`bf16`
 //!   inputs are converted to `f32` inside and the result converted back to the dtype of the
-//!   first argument (`u` / `x`). Integer inputs are an error.
+//!   first argument (`u` / `x`). Integer inputs are an error. The mixer ops instead read and
+//!   write bf16 directly (still computing in f32); their docs give their rules.
 //! - layouts: any strides are accepted (inputs are made contiguous before the op).
 //! - devices: CPU (rayon over batch × channel blocks) and, with the `cuda` feature, CUDA
 //!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute; the scan runs one thread per
@@ -29,6 +34,7 @@ mod cpu_storage;
 mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda_util;
+mod mixer;
 mod real;
 pub mod reference;
 mod rms_norm;
@@ -73,6 +79,41 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// left: PyTorch's `Conv1d(d, d, k, groups=d, padding=k-1)` truncated to the first `l` outputs.
 pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     causal_conv1d::causal_conv1d_silu(x, weight, bias)
+}
+
+/// Depthwise causal conv1d + bias + SiLU over the `x` half of the in_proj output
+/// `xz = [x | z]: (b, l, 2d)`: `weight: (d, k)`, `bias: (d,)` → `(b, l, d)` in xz's dtype.
+///
+/// Equal to `causal_conv1d_silu(xz.narrow(2, 0, d), weight, bias)` without the narrow copy and,
+/// for bf16 `xz`, without casts: it reads bf16 and writes bf16 (f32 arithmetic). xz's gradient is
+/// zero in its `z` half. `xz` is bf16, f32 or f64; see the `mixer` module for the dtype rules.
+pub fn mixer_conv(xz: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    mixer::conv::mixer_conv(xz, weight, bias)
+}
+
+/// The mixer's selective scan reading its inputs where in_proj, x_proj and dt_proj left them:
+/// `xz = [x | z]: (b, l, 2d)` and `delta: (b, l, d)` (both bf16, f32 or f64), `b, c: (b, l, n)`,
+/// the conv's `conv_w: (d, k)`, `conv_b: (d,)`, and `a_log: (d, n)`, `d_skip, delta_bias: (d,)`.
+/// Returns `(b, l, d)` in xz's dtype.
+///
+/// Equal to `selective_scan(u, delta, a_log, b, c, d_skip, z, delta_bias)` with
+/// `u = mixer_conv(xz, conv_w, conv_b)` and `z` the second half of `xz`, but as one op that
+/// recomputes `u` inside (forward and backward), so neither `u` nor a packed copy of the big
+/// inputs is stored for the backward. Gradients reach all nine inputs (`xz` through both the
+/// conv and the gate).
+#[allow(clippy::too_many_arguments)]
+pub fn mixer_scan(
+    xz: &Tensor,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+) -> Result<Tensor> {
+    mixer::scan::mixer_scan(xz, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
 }
 
 /// Mean softmax cross-entropy of `logits: (n, v)` against `targets: (n,)` u32 → scalar, as one

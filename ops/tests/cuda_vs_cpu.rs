@@ -4,7 +4,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor, Var};
-use mamba_ops::{causal_conv1d_silu, selective_scan};
+use mamba_ops::{causal_conv1d_silu, mixer_conv, mixer_scan, selective_scan};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -41,7 +41,7 @@ fn run_both(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor, rng: &mut ChaCha
         let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(&t.to_device(&dev).unwrap()).unwrap()).collect();
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let out = f(&ts);
-        let loss = (&out * probe.to_device(&dev).unwrap()).unwrap().sum_all().unwrap();
+        let loss = (&out * probe.to_device(&dev).unwrap().to_dtype(out.dtype()).unwrap()).unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         let gs: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().clone()).collect();
         results.push((out, gs));
@@ -97,6 +97,39 @@ fn selective_scan_cuda_bf16_inputs_close_to_cpu_f32() {
     let e = rel_err(&out, &cpu);
     println!("scan bf16 inputs: rel err {e:.2e}");
     assert!(e < 1e-2, "bf16 rel err {e:e}");
+}
+
+/// The mixer ops' inputs: xz, delta (in `io`), B, C, conv_w, conv_b, A_log, D, delta_bias (f32).
+fn mixer_inputs(rng: &mut ChaCha8Rng, (b, l, d, n, k): (usize, usize, usize, usize, usize), io: DType) -> Vec<Tensor> {
+    vec![
+        rand_t(rng, &[b, l, 2 * d], -2.0, 2.0).to_dtype(io).unwrap(),
+        rand_t(rng, &[b, l, d], -3.0, 1.0).to_dtype(io).unwrap(),
+        rand_t(rng, &[b, l, n], -1.0, 1.0),
+        rand_t(rng, &[b, l, n], -1.0, 1.0),
+        rand_t(rng, &[d, k], -1.0, 1.0),
+        rand_t(rng, &[d], -1.0, 1.0),
+        rand_t(rng, &[d, n], -1.0, 2.5),
+        rand_t(rng, &[d], -1.0, 1.0),
+        rand_t(rng, &[d], -4.0, -1.0),
+    ]
+}
+
+/// f32 IO: 1e-5 like the other kernels. bf16 IO: the GPU and the CPU op both read the same bf16
+/// values and compute in f32; they differ by the bf16 rounding of outputs and gradients.
+#[test]
+fn mixer_ops_cuda_match_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let shapes = [(1, 1, 1, 1, 4), (2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4), (1, 300, 96, 32, 4), (2, 50, 40, 8, 2)];
+    for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        for &dims in &shapes {
+            let inputs = mixer_inputs(&mut rng, dims, io);
+            let f = |t: &[Tensor]| mixer_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+            run_both(&inputs, f, &mut rng, tol, &format!("mixer_scan {io:?} {dims:?}"));
+            let conv_in = vec![inputs[0].clone(), inputs[4].clone(), inputs[5].clone()];
+            let f = |t: &[Tensor]| mixer_conv(&t[0], &t[1], &t[2]).unwrap();
+            run_both(&conv_in, f, &mut rng, tol, &format!("mixer_conv {io:?} {dims:?}"));
+        }
+    }
 }
 
 #[test]

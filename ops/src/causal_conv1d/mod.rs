@@ -1,7 +1,7 @@
 //! Depthwise causal conv1d + bias + SiLU as a candle `CustomOp3` over `(x, weight, bias)`:
 //! argument checks and device dispatch. The CPU arithmetic is in `cpu.rs`.
 
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 

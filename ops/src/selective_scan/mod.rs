@@ -10,7 +10,7 @@
 //! The op's backward returns gradients for the three packed tensors; candle's own `cat` backward
 //! narrows them back to the eight inputs.
 
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 

@@ -1,0 +1,283 @@
+//! GPU mixer ops: launches `ops/kernels/mixer_conv.cu` and `mixer_scan.cu` with the IO type of `xz` (bf16 or f32).
+//! Backward partials (dB, dC per block, per-channel parameters per batch element, conv weights
+//! per strip of rows) are summed by candle in a fixed order, so results are deterministic.
+
+use super::MixerDims;
+use crate::cuda_util::{cuda_storage, device, ptx, view, view_of};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
+use candle_core::op::BackpropOp;
+use candle_core::{bail, DType, Layout, Result, Shape, Storage, Tensor};
+
+const CONV_MODULE: &str = "mamba_mixer_conv";
+/// Time steps per chunk of the scan's backward (`BWD_CHUNK`, `SP_BWD_CHUNK` in the kernels).
+const BWD_CHUNK: usize = 8;
+/// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial.
+const DW_ROWS: usize = 256;
+
+/// An element type the kernels read and write: the kernel names end in `SUFFIX`.
+trait Io: CudaDType + DeviceRepr + Copy + 'static {
+    const SUFFIX: &'static str;
+}
+impl Io for f32 {
+    const SUFFIX: &'static str = "f32";
+}
+impl Io for half::bf16 {
+    const SUFFIX: &'static str = "bf16";
+}
+
+/// Calls `$f::<T>(args)` with `T` the Rust type of the IO dtype.
+macro_rules! dispatch {
+    ($op:expr, $dtype:expr, $f:ident($($arg:expr),*)) => {
+        match $dtype {
+            DType::F32 => $f::<f32>($($arg),*),
+            DType::BF16 => $f::<half::bf16>($($arg),*),
+            other => bail!("{}: the CUDA kernels read bf16 or f32, got {other:?}", $op),
+        }
+    };
+}
+
+/// Which scan kernels run: `mixer_scan_sp.cu` (one thread per state, the default) or
+/// `mixer_scan.cu` (one thread per channel), chosen with `MAMBA_MIXER_SCAN=state|channel` so the
+/// benchmark can compare them.
+struct ScanKernels {
+    module: &'static str,
+    ptx: &'static str,
+    prefix: &'static str,
+    /// Padded state size (the kernels' NP: 4, 8, 16 or 32).
+    np: usize,
+    threads: usize,
+    channels_per_block: usize,
+}
+
+fn scan_kernels(op: &str, n: usize) -> Result<ScanKernels> {
+    let np = match n {
+        1..=4 => 4,
+        5..=8 => 8,
+        9..=16 => 16,
+        17..=32 => 32,
+        _ => bail!("{op}: the CUDA kernels support state sizes 1..=32, got {n}"),
+    };
+    match std::env::var("MAMBA_MIXER_SCAN").as_deref() {
+        Ok("channel") => {
+            // As in the SCAN_KERNELS lines of mixer_scan.cu.
+            let cpb = if np == 32 { 32 } else { 64 };
+            Ok(ScanKernels { module: "mamba_mixer_scan", ptx: ptx::MIXER_SCAN, prefix: "mixer_scan", np, threads: cpb, channels_per_block: cpb })
+        }
+        Ok("state") | Err(_) => {
+            // SP_THREADS = 512 threads: 512 / NP channels of NP states.
+            Ok(ScanKernels { module: "mamba_mixer_scan_sp", ptx: ptx::MIXER_SCAN_SP, prefix: "mixer_scan_sp", np, threads: 512, channels_per_block: 512 / np })
+        }
+        Ok(other) => bail!("{op}: MAMBA_MIXER_SCAN must be `state` or `channel`, got `{other}`"),
+    }
+}
+
+impl ScanKernels {
+    fn name(&self, pass: &str, suffix: &str) -> String {
+        format!("{}_{pass}_{suffix}_n{}", self.prefix, self.np)
+    }
+
+    fn launch(&self, dims: &MixerDims) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (dims.d.div_ceil(self.channels_per_block) as u32, dims.b as u32, 1),
+            block_dim: (self.threads as u32, 1, 1),
+            // Shared memory is static (declared in the kernels, < 48 KiB for every instantiation).
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
+fn check_k(op: &str, dims: &MixerDims) -> Result<()> {
+    if dims.k > 8 {
+        bail!("{op}: the CUDA kernels support conv widths up to 8, got {}", dims.k)
+    }
+    Ok(())
+}
+
+fn elementwise(n: usize) -> LaunchConfig {
+    LaunchConfig::for_num_elems(n as u32)
+}
+
+fn wrap<T: Io>(slice: CudaSlice<T>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
+    let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
+    Tensor::from_storage(storage, shape, BackpropOp::none(), false)
+}
+
+pub(crate) fn conv_forward(
+    op: &str,
+    dims: &MixerDims,
+    xz: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+    cb: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    check_k(op, dims)?;
+    dispatch!(op, xz.0.dtype(), conv_forward_t(op, dims, xz, w, cb))
+}
+
+fn conv_forward_t<T: Io>(
+    op: &str,
+    dims: &MixerDims,
+    (xz, lxz): (&CudaStorage, &Layout),
+    (w, lw): (&CudaStorage, &Layout),
+    (cb, lcb): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dev = device(xz);
+    let (xzv, wv, cbv) = (view_of::<T>(op, "xz", xz, lxz)?, view(op, "weight", w, lw)?, view(op, "bias", cb, lcb)?);
+    let n = dims.b * dims.l * dims.d;
+    // SAFETY: one thread per element writes every element.
+    let out = unsafe { dev.alloc::<T>(n)? };
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_fwd_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
+    let mut args = func.builder();
+    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&out).arg(&b).arg(&l).arg(&d).arg(&k);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(elementwise(n)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}
+
+/// `dxz`'s x half and the conv's `(dw, dbias)` from `dpre = dL/d(pre-activation)`; with `zero_z`
+/// the z half of `dxz` is zeroed too (otherwise the caller writes it).
+fn conv_input_grads<T: Io>(
+    dims: &MixerDims,
+    dev: &CudaDevice,
+    xzv: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+    wv: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>,
+    dpre: &CudaSlice<f32>,
+    dxz: &mut CudaSlice<T>,
+    zero_z: bool,
+) -> Result<(Tensor, Tensor)> {
+    let n = dims.b * dims.l * dims.d;
+    let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dx_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let zero_z = i32::from(zero_z);
+    let mut args = func.builder();
+    args.arg(dpre).arg(wv).arg(dxz).arg(&b).arg(&l).arg(&d).arg(&k).arg(&zero_z);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(elementwise(n)) }.w()?;
+
+    let strips = (dims.b * dims.l).div_ceil(DW_ROWS);
+    // SAFETY: the kernel writes every (strip, channel) row of the partials.
+    let dw_part = unsafe { dev.alloc::<f32>(strips * dims.d * (dims.k + 1))? };
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dw_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let rows = DW_ROWS as i32;
+    let cfg = LaunchConfig { grid_dim: (dims.d.div_ceil(128) as u32, strips as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let mut args = func.builder();
+    args.arg(xzv).arg(dpre).arg(&dw_part).arg(&b).arg(&l).arg(&d).arg(&k).arg(&rows);
+    // SAFETY: as above.
+    unsafe { args.launch(cfg) }.w()?;
+    let dwb = wrap(dw_part, dev, (strips, dims.d, dims.k + 1)).sum(0)?; // (d, k + 1)
+    Ok((dwb.narrow(1, 0, dims.k)?.contiguous()?, dwb.narrow(1, dims.k, 1)?.squeeze(1)?.contiguous()?))
+}
+
+/// Gradients of `mixer_conv` for `(xz, weight, bias)`.
+pub(crate) fn conv_backward(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+    check_k(op, dims)?;
+    dispatch!(op, xz.dtype(), conv_backward_t(op, dims, xz, w, cb, g))
+}
+
+fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+    let (xzs, lxz) = xz.storage_and_layout();
+    let (ws, lw) = w.storage_and_layout();
+    let (cbs, lcb) = cb.storage_and_layout();
+    let (gs, lg) = g.storage_and_layout();
+    let (xzs, ws, cbs, gs) = (cuda_storage(op, "xz", &xzs)?, cuda_storage(op, "weight", &ws)?, cuda_storage(op, "bias", &cbs)?, cuda_storage(op, "grad", &gs)?);
+    let dev = device(xzs);
+    let xzv = view_of::<T>(op, "xz", xzs, lxz)?;
+    let (wv, cbv, gv) = (view(op, "weight", ws, lw)?, view(op, "bias", cbs, lcb)?, view_of::<T>(op, "grad", gs, lg)?);
+    let n = dims.b * dims.l * dims.d;
+    let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
+    // SAFETY: one thread per element writes every element.
+    let dpre = unsafe { dev.alloc::<f32>(n)? };
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dpre_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let mut args = func.builder();
+    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&dpre).arg(&b).arg(&l).arg(&d).arg(&k);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(elementwise(n)) }.w()?;
+    // SAFETY: the dx kernel writes both halves of every row (zero_z).
+    let mut dxz = unsafe { dev.alloc::<T>(2 * n)? };
+    let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, true)?;
+    Ok([wrap(dxz, &dev, (dims.b, dims.l, 2 * dims.d)), dw, db])
+}
+
+pub(crate) fn scan_forward(
+    op: &str,
+    dims: &MixerDims,
+    xz: (&CudaStorage, &Layout),
+    delta: (&CudaStorage, &Layout),
+    small: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    check_k(op, dims)?;
+    dispatch!(op, xz.0.dtype(), scan_forward_t(op, dims, xz, delta, small))
+}
+
+fn scan_forward_t<T: Io>(
+    op: &str,
+    dims: &MixerDims,
+    (xz, lxz): (&CudaStorage, &Layout),
+    (delta, ld): (&CudaStorage, &Layout),
+    (small, ls): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dev = device(xz);
+    let kernels = scan_kernels(op, dims.n)?;
+    let (xzv, dv, sv) = (view_of::<T>(op, "xz", xz, lxz)?, view_of::<T>(op, "delta", delta, ld)?, view(op, "small", small, ls)?);
+    let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
+    let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
+    // SAFETY: one thread per channel writes all `l` rows of its channel.
+    let out = unsafe { dev.alloc::<T>(dims.b * dims.l * dims.d)? };
+    let func = dev.get_or_load_custom_func(&kernels.name("fwd", T::SUFFIX), kernels.module, kernels.ptx)?;
+    let cfg = kernels.launch(dims);
+    let (l, d, n, k) = (dims.l as i32, dims.d as i32, dims.n as i32, dims.k as i32);
+    let mut args = func.builder();
+    args.arg(&xzv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&out).arg(&l).arg(&d).arg(&n).arg(&k);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}
+
+/// Gradients of `mixer_scan` for `(xz, delta, small)`.
+pub(crate) fn scan_backward(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+    check_k(op, dims)?;
+    dispatch!(op, xz.dtype(), scan_backward_t(op, dims, xz, delta, small, g))
+}
+
+fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+    let MixerDims { b: bs, l, d, n, .. } = *dims;
+    let kernels = scan_kernels(op, n)?;
+    let cfg = kernels.launch(dims);
+    let (xzs, lxz) = xz.storage_and_layout();
+    let (ds, ld) = delta.storage_and_layout();
+    let (ss, ls) = small.storage_and_layout();
+    let (gs, lg) = g.storage_and_layout();
+    let (xzs, ds, ss, gs) = (cuda_storage(op, "xz", &xzs)?, cuda_storage(op, "delta", &ds)?, cuda_storage(op, "small", &ss)?, cuda_storage(op, "grad", &gs)?);
+    let dev = device(xzs);
+    let (xzv, dv, gv) = (view_of::<T>(op, "xz", xzs, lxz)?, view_of::<T>(op, "delta", ds, ld)?, view_of::<T>(op, "grad", gs, lg)?);
+    let sv = view(op, "small", ss, ls)?;
+    let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
+    let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
+    let gx = cfg.grid_dim.0 as usize;
+    let n_chunks = l.div_ceil(BWD_CHUNK);
+    // SAFETY: the scan kernel writes the z half of dxz, all of ddelta and dpre, every
+    // (batch, block, t, j) of dbc_part and every (batch, channel) row of dp_part; the conv's dx
+    // kernel then writes the x half of dxz; `states` is scratch written before it is read.
+    let mut dxz = unsafe { dev.alloc::<T>(bs * l * 2 * d)? };
+    let ddelta = unsafe { dev.alloc::<T>(bs * l * d)? };
+    let dpre = unsafe { dev.alloc::<f32>(bs * l * d)? };
+    let dbc_part = unsafe { dev.alloc::<f32>(bs * gx * l * 2 * n)? };
+    let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
+    let states = unsafe { dev.alloc::<f32>(bs * n_chunks * kernels.np * d)? };
+    let func = dev.get_or_load_custom_func(&kernels.name("bwd", T::SUFFIX), kernels.module, kernels.ptx)?;
+    let (li, di, ni, ki) = (l as i32, d as i32, n as i32, dims.k as i32);
+    let mut args = func.builder();
+    args.arg(&xzv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&gv);
+    args.arg(&dxz).arg(&ddelta).arg(&dpre).arg(&dbc_part).arg(&dp_part).arg(&states);
+    args.arg(&li).arg(&di).arg(&ni).arg(&ki);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(cfg) }.w()?;
+    drop(states);
+    let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, false)?;
+    let dbc = wrap(dbc_part, &dev, (bs, gx, l, 2 * n)).sum(1)?; // (b, l, 2n)
+    let dp = wrap(dp_part, &dev, (bs, d, n + 2)).sum(0)?; // (d, n + 2)
+    let dsmall = Tensor::cat(&[dbc.flatten_all()?, dp.flatten_all()?, dw.flatten_all()?, db], 0)?;
+    Ok([wrap(dxz, &dev, (bs, l, 2 * d)), wrap(ddelta, &dev, (bs, l, d)), dsmall])
+}

@@ -1,0 +1,200 @@
+//! `mixer_scan`: the selective scan with D skip and silu(z) gate, reading `u = silu(conv1d(x) +
+//! conv_b)` (recomputed) and `z` from `xz = [x | z]`, as a `CustomOp3` over `(xz, delta, small)`;
+//! `small` packs B, C and the per-channel parameters (layout in the `mixer` module docs).
+//! Gradients: `xz` (both halves: the conv's input gradient and the gate's) and `delta` in the IO
+//! dtype, `small` in the compute dtype.
+
+use super::{dtypes, join_xz, load, split_xz, store, xz_dims, MixerDims};
+use crate::causal_conv1d::cpu as conv_cpu;
+use crate::cpu_storage::as_cpu;
+use crate::real::Real;
+use crate::selective_scan::cpu as scan_cpu;
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use std::sync::Arc;
+
+const NAME: &str = "mixer_scan";
+
+/// See [`crate::mixer_scan`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mixer_scan(
+    xz: &Tensor,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+) -> Result<Tensor> {
+    let (bs, l, d, k) = xz_dims(NAME, xz, conv_w)?;
+    let n = match a_log.dims() {
+        &[ad, n] if ad == d => n,
+        other => bail!("{NAME}: `a_log` must be (channels={d}, state), got shape {other:?}"),
+    };
+    let expect = |name: &str, t: &Tensor, want: &[usize]| -> Result<()> {
+        if t.dims() != want {
+            bail!("{NAME}: `{name}` must have shape {want:?}, got {:?}", t.dims())
+        }
+        Ok(())
+    };
+    expect("delta", delta, &[bs, l, d])?;
+    expect("b", b, &[bs, l, n])?;
+    expect("c", c, &[bs, l, n])?;
+    expect("conv_b", conv_b, &[d])?;
+    expect("d_skip", d_skip, &[d])?;
+    expect("delta_bias", delta_bias, &[d])?;
+    let (io, compute) = dtypes(NAME, xz)?;
+    if delta.dtype() != io {
+        bail!("{NAME}: `delta` must have xz's dtype {io:?}, got {:?}", delta.dtype())
+    }
+    let flat = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.flatten_all() };
+    let bc = Tensor::cat(&[b.to_dtype(compute)?, c.to_dtype(compute)?], 2)?; // (b, l, 2n)
+    let p = Tensor::cat(
+        &[a_log.to_dtype(compute)?, d_skip.to_dtype(compute)?.unsqueeze(1)?, delta_bias.to_dtype(compute)?.unsqueeze(1)?],
+        1,
+    )?; // (d, n + 2)
+    let small = Tensor::cat(&[bc.flatten_all()?, p.flatten_all()?, flat(conv_w)?, flat(conv_b)?], 0)?;
+    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(MixerScan { dims: MixerDims { b: bs, l, d, n, k } }));
+    xz.contiguous()?.apply_op3_arc(&delta.contiguous()?, &small, op) // (b, l, d)
+}
+
+pub(crate) struct MixerScan {
+    pub dims: MixerDims,
+}
+
+/// The CPU inputs in the compute type: the packed scan input `[u | delta | z]: (b, l, 3d)` with
+/// `u` recomputed by the conv, the conv input `x`, and the small tensor's parts.
+struct CpuInputs<C> {
+    x: Vec<C>,
+    packed: Vec<C>,
+    bc: Vec<C>,
+    p: Vec<C>,
+    w: Vec<C>,
+    cb: Vec<C>,
+}
+
+impl MixerScan {
+    fn cpu_inputs<C: Real>(&self, xz: (&CpuStorage, &Layout), delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuInputs<C>> {
+        let d = self.dims.d;
+        let xz_v = load::<C>(NAME, "xz", xz.0, xz.1)?;
+        let delta = load::<C>(NAME, "delta", delta.0, delta.1)?;
+        let small = load::<C>(NAME, "small", small.0, small.1)?;
+        let [o_bc, o_p, o_w, o_cb, end] = self.dims.small_offsets();
+        if small.len() != end {
+            bail!("{NAME}: internal error: packed small tensor has {} elements, expected {end}", small.len())
+        }
+        let (x, z) = split_xz(&xz_v, d);
+        let (w, cb) = (small[o_w..o_cb].to_vec(), small[o_cb..end].to_vec());
+        let u = conv_cpu::forward(&self.dims.conv(), &x, &w, &cb);
+        let mut packed = Vec::with_capacity(3 * u.len());
+        for ((ur, dr), zr) in u.chunks_exact(d).zip(delta.chunks_exact(d)).zip(z.chunks_exact(d)) {
+            packed.extend_from_slice(ur);
+            packed.extend_from_slice(dr);
+            packed.extend_from_slice(zr);
+        }
+        Ok(CpuInputs { x, packed, bc: small[o_bc..o_p].to_vec(), p: small[o_p..o_w].to_vec(), w, cb })
+    }
+
+    fn cpu_fwd_typed<C: Real>(&self, xz: (&CpuStorage, &Layout), delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
+        let inp = self.cpu_inputs::<C>(xz, delta, small)?;
+        let y = scan_cpu::forward(&self.dims.scan(), &inp.packed, &inp.bc, &inp.p);
+        store(NAME, &y, xz.0.dtype())
+    }
+
+    fn cpu_bwd_typed<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+        let (xs, xl) = xz.storage_and_layout();
+        let (ds, dl) = delta.storage_and_layout();
+        let (ss, sl) = small.storage_and_layout();
+        let (gs, gl) = g.storage_and_layout();
+        let inp = self.cpu_inputs::<C>(
+            (as_cpu(NAME, "xz", xz, &xs)?, xl),
+            (as_cpu(NAME, "delta", delta, &ds)?, dl),
+            (as_cpu(NAME, "small", small, &ss)?, sl),
+        )?;
+        let g = load::<C>(NAME, "grad", as_cpu(NAME, "grad", g, &gs)?, gl)?;
+        let MixerDims { b, l, d, .. } = self.dims;
+        let sg = scan_cpu::backward(&self.dims.scan(), &inp.packed, &inp.bc, &inp.p, &g);
+        // sg.dx is [du | ddelta | dz] per row; du flows on through the conv.
+        let (mut du, mut ddelta, mut dz) = (Vec::new(), Vec::new(), Vec::new());
+        for row in sg.dx.chunks_exact(3 * d) {
+            du.extend_from_slice(&row[..d]);
+            ddelta.extend_from_slice(&row[d..2 * d]);
+            dz.extend_from_slice(&row[2 * d..]);
+        }
+        let cg = conv_cpu::backward(&self.dims.conv(), &inp.x, &inp.w, &inp.cb, &du);
+        let dev = xz.device();
+        let dxz = Tensor::from_vec(join_xz(&cg.dx, &dz, d), (b, l, 2 * d), dev)?.to_dtype(xz.dtype())?;
+        let ddelta = Tensor::from_vec(ddelta, (b, l, d), dev)?.to_dtype(xz.dtype())?;
+        let mut dsmall = sg.dbc;
+        dsmall.extend(sg.dp);
+        dsmall.extend(cg.dw);
+        dsmall.extend(cg.dbias);
+        let n_small = dsmall.len();
+        Ok([dxz, ddelta, Tensor::from_vec(dsmall, n_small, dev)?])
+    }
+}
+
+impl CustomOp3 for MixerScan {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let MixerDims { b, l, d, .. } = self.dims;
+        let y = match s3 {
+            CpuStorage::F64(_) => self.cpu_fwd_typed::<f64>((s1, l1), (s2, l2), (s3, l3))?,
+            _ => self.cpu_fwd_typed::<f32>((s1, l1), (s2, l2), (s3, l3))?,
+        };
+        Ok((y, (b, l, d).into()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = super::cuda::scan_forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))?;
+        let MixerDims { b, l, d, .. } = self.dims;
+        Ok((y, (b, l, d).into()))
+    }
+
+    fn bwd(
+        &self,
+        xz: &Tensor,
+        delta: &Tensor,
+        small: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let MixerDims { b, l, d, .. } = self.dims;
+        let g = grad_y.to_dtype(xz.dtype())?.contiguous()?; // (b, l, d)
+        if g.dims() != [b, l, d] {
+            bail!("{NAME}: gradient has shape {:?}, expected {:?}", g.dims(), [b, l, d])
+        }
+        #[cfg(feature = "cuda")]
+        if xz.device().is_cuda() {
+            let [dxz, ddelta, dsmall] = super::cuda::scan_backward(NAME, &self.dims, xz, delta, small, &g)?;
+            return Ok((Some(dxz), Some(ddelta), Some(dsmall)));
+        }
+        let [dxz, ddelta, dsmall] = match small.dtype() {
+            DType::F64 => self.cpu_bwd_typed::<f64>(xz, delta, small, &g)?,
+            _ => self.cpu_bwd_typed::<f32>(xz, delta, small, &g)?,
+        };
+        Ok((Some(dxz), Some(ddelta), Some(dsmall)))
+    }
+}
