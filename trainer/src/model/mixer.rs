@@ -52,21 +52,32 @@ impl Mixer {
     }
 
     /// Parallel forward over a whole sequence: `(b, l, d_model)` → `(b, l, d_model)`, in the
-    /// dtype of `x` (matmul weights are cast to it; the ops compute in f32 and return it).
+    /// dtype of `x` (matmul weights are cast to it). The conv and the scan are the fused mixer ops,
+    /// which read `xz` and `dt` where the matmuls left them, in that dtype (no narrow copies, no
+    /// casts, no packing; see `mamba_ops::mixer_scan`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (di, n, r) = (self.d_inner, self.d_state, self.dt_rank);
+        let (n, r) = (self.d_state, self.dt_rank);
         let w = |t: &Tensor| t.to_dtype(x.dtype());
-        let xz = linear(x, &w(&self.in_proj)?)?; // (b, l, 2·di)
-        let xs = xz.narrow(D::Minus1, 0, di)?.contiguous()?; // (b, l, di)
-        let z = xz.narrow(D::Minus1, di, di)?.contiguous()?; // (b, l, di)
-        let xs = mamba_ops::causal_conv1d_silu(&xs, &self.conv_weight, &self.conv_bias)?; // (b, l, di)
+        let xz = linear(x, &w(&self.in_proj)?)?; // (b, l, 2·di) = [x | z]
+        let xs = mamba_ops::mixer_conv(&xz, &self.conv_weight, &self.conv_bias)?; // (b, l, di)
         let x_dbl = linear(&xs, &w(&self.x_proj)?)?; // (b, l, r + 2n)
         let dt = x_dbl.narrow(D::Minus1, 0, r)?; // (b, l, r)
-        let b = x_dbl.narrow(D::Minus1, r, n)?.contiguous()?; // (b, l, n)
-        let c = x_dbl.narrow(D::Minus1, r + n, n)?.contiguous()?; // (b, l, n)
+        let b = x_dbl.narrow(D::Minus1, r, n)?; // (b, l, n)
+        let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b, l, n)
         // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
         let dt = linear(&dt, &w(&self.dt_proj_w)?)?; // (b, l, di)
-        let y = mamba_ops::selective_scan(&xs, &dt, &self.a_log, &b, &c, &self.d_skip, &z, &self.dt_proj_b)?; // (b, l, di)
+        // The scan recomputes u = silu(conv(x)) from xz and reads z from it.
+        let y = mamba_ops::mixer_scan(
+            &xz,
+            &dt,
+            &b,
+            &c,
+            &self.conv_weight,
+            &self.conv_bias,
+            &self.a_log,
+            &self.d_skip,
+            &self.dt_proj_b,
+        )?; // (b, l, di)
         linear(&y, &w(&self.out_proj)?) // (b, l, d_model)
     }
 

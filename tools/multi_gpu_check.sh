@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One multi-GPU session's checks and measurements (issues 4 and 6), for a GPU machine without
+# cargo: the binaries are built here and copied over (docs/gpu.md, docs/multi-gpu.md).
+#
+# Usage: tools/multi_gpu_check.sh PHASE BIN_DIR SHARDS OUT_DIR
+#   BIN_DIR holds `trainer` (built with --features nccl) and the test binaries `cuda_vs_cpu`,
+#   `gpu_model` and `data_parallel_gpu` (cargo test --release --features nccl --no-run).
+#   PHASE a: the CUDA kernels against the CPU ops, the whole-model CPU-vs-GPU check, the NCCL
+#            tests, `trainer bench` on one GPU at micro-batch 8/16/32 with peak memory, the
+#            data-parallel bench on 1 and on all GPUs, and the 200-step run on all GPUs.
+#   PHASE b: the same 200-step run on one GPU (same effective batch), then an ncu per-kernel
+#            profile of one bf16 step at micro-batch 16 (tools/ncu_summary.py).
+# Results land in OUT_DIR/PHASE.tar.gz (one file: the device tool returns few files) and the
+# summary on stdout.
+set -uo pipefail
+phase=$1; bin=$2; shards=$3; out=$4
+work=$(mktemp -d)
+nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null)/lib
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:$nccl_lib:${LD_LIBRARY_PATH:-}
+gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, -)
+nvidia-smi --query-gpu=index,name,driver_version,memory.used --format=csv,noheader
+# 200-step equivalence run: 8 sequences per GPU, effective batch 8 × GPUs (one GPU accumulates).
+world=$(echo "$gpus" | tr ',' '\n' | wc -l)
+run_args=(train --data "$shards" --model 130m --dtype bf16 --micro-batch 8 --steps 200
+          --seed 0 --eval-every 50 --eval-chunks 64)
+
+# peak MiB of GPU memory (over all GPUs' samples) while "$@" runs; output to $log.
+with_peak() {
+  local log=$1; shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$log.mem" &
+  local smi=$!
+  "$@" > "$log" 2>&1; local rc=$?
+  kill "$smi"; wait "$smi" 2>/dev/null
+  echo "rc $rc, peak $(sort -n "$log.mem" | tail -1) MiB"
+}
+
+if [ "$phase" = a ]; then
+  echo "== kernels vs CPU"
+  "$bin/cuda_vs_cpu" --test-threads 1 --nocapture > "$work/cuda_vs_cpu.log" 2>&1; echo "rc $?"
+  grep -E "mixer.*rel err|test result|panicked|FAILED" "$work/cuda_vs_cpu.log" | grep -v "rel err [0-9.]*e-0[6-9]" | head -40
+  echo "== mixer ops with the one-thread-per-channel scan kernels"
+  MAMBA_MIXER_SCAN=channel "$bin/cuda_vs_cpu" mixer --test-threads 1 --nocapture > "$work/cuda_vs_cpu_channel.log" 2>&1; echo "rc $?"
+  grep -E "test result|panicked|FAILED" "$work/cuda_vs_cpu_channel.log"
+  echo "== whole model"
+  "$bin/gpu_model" --nocapture > "$work/gpu_model.log" 2>&1; echo "rc $?"
+  grep -E "loss:|worst|test result|panicked" "$work/gpu_model.log"
+  echo "== NCCL tests"
+  "$bin/data_parallel_gpu" --ignored --test-threads 1 --nocapture > "$work/dp_gpu.log" 2>&1; echo "rc $?"
+  grep -E "^test |test result|panicked|loss" "$work/dp_gpu.log" | head -30
+  echo "== bench, one GPU"
+  for mb in 8 16 32; do
+    echo "bf16 mb$mb: $(with_peak "$work/bench-mb$mb.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch $mb --grad-accum 1 --steps 5)"
+    tail -n 4 "$work/bench-mb$mb.log"
+  done
+  echo "bf16 mb16, channel scan kernels: $(MAMBA_MIXER_SCAN=channel with_peak "$work/bench-mb16-channel.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 1 --steps 5)"
+  tail -n 4 "$work/bench-mb16-channel.log"
+  echo "== data-parallel bench (micro-batch 16, grad-accum 2 per GPU)"
+  for d in 0 "$gpus"; do
+    echo "devices $d: $(with_peak "$work/dpbench-$d.log" "$bin/trainer" bench --model 130m --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 2 --steps 10 --devices "$d")"
+    tail -n 4 "$work/dpbench-$d.log"
+  done
+  echo "== 200 steps on GPUs $gpus"
+  rm -rf /tmp/run-multi
+  with_peak "$work/run-multi.log" "$bin/trainer" "${run_args[@]}" --grad-accum 1 --devices "$gpus" --out /tmp/run-multi
+  grep -E "step +(1|50|100|150|200) |val" "$work/run-multi.log" | tail -n 12
+  cp /tmp/run-multi/metrics.jsonl "$work/metrics-multi.jsonl" 2>/dev/null
+else
+  echo "== 200 steps on GPU 0, grad-accum $world"
+  rm -rf /tmp/run-one
+  with_peak "$work/run-one.log" "$bin/trainer" "${run_args[@]}" --grad-accum "$world" --device cuda:0 --out /tmp/run-one
+  grep -E "step +(1|50|100|150|200) |val" "$work/run-one.log" | tail -n 12
+  cp /tmp/run-one/metrics.jsonl "$work/metrics-one.jsonl" 2>/dev/null
+  echo "== ncu, bf16 micro-batch 16, warm-up + 1 step"
+  timeout 240 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+    "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 1 --steps 1 \
+    > "$work/ncu.csv" 2> "$work/ncu.err"
+  echo "ncu rc $?"
+  python3 "$(dirname "$0")/ncu_summary.py" "$work/ncu.csv" 2 25
+fi
+mkdir -p "$out" && tar -czf "$out/$phase.tar.gz" -C "$work" .
