@@ -4,8 +4,16 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 7] =
-    ["selective_scan", "causal_conv1d", "cross_entropy", "rms_norm", "mixer_conv", "mixer_scan", "mixer_scan_sp"];
+const KERNELS: [&str; 8] = [
+    "selective_scan",
+    "causal_conv1d",
+    "cross_entropy",
+    "rms_norm",
+    "mixer_conv",
+    "mixer_scan",
+    "mixer_scan_sp",
+    "partials",
+];
 /// Headers the kernels include (a change to one rebuilds them all).
 const HEADERS: [&str; 1] = ["mixer_common.cuh"];
 

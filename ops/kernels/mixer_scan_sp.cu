@@ -17,7 +17,8 @@
 // recomputes the chunk's states in registers and runs the adjoint recurrence. dB and dC (sums over
 // channels) are summed over the lanes of one state in a warp, then over the block's warps in a
 // fixed order into per-block partials; dA_log per thread, D and delta_bias per channel into
-// per-batch partials. The caller sums the partials in a fixed order: deterministic.
+// per-batch partials. The per-(step, channel) gradients of a chunk are written by the whole block
+// after its adjoint loop. The caller sums the partials in a fixed order: deterministic.
 
 #include "mixer_common.cuh"
 
@@ -104,9 +105,10 @@ __device__ void scan_sp_bwd(const T* __restrict__ xz, const T* __restrict__ delt
                             float* __restrict__ dp_part, float* __restrict__ states, int L, int D,
                             int N, int K) {
     constexpr int CH = SP_THREADS / NP, TT = SP_BWD_CHUNK, WARPS = SP_THREADS / 32;
-    // Per (step, channel): u, dt, silu'(conv pre-activation), sigmoid(delta + bias), z, g; then
-    // the adjoint's sums over states: dL/du (before ·dt), dL/ddt, y.
+    // Per (step, channel): u, dt, silu'(conv pre-activation), sigmoid(delta + bias), z, g,
+    // gy = dL/dy = g·silu(z); then the adjoint's sums over states: dL/du (before ·dt), dL/ddt, y.
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_dsl[TT][CH], s_sdt[TT][CH], s_z[TT][CH], s_g[TT][CH];
+    __shared__ float s_gy[TT][CH];
     __shared__ float s_du[TT][CH], s_ddt[TT][CH], s_y[TT][CH];
     __shared__ float s_bc[TT][2 * NP];
     __shared__ float s_part[TT][WARPS][2 * NP]; // per-warp sums of dB | dC
@@ -134,7 +136,7 @@ __device__ void scan_sp_bwd(const T* __restrict__ xz, const T* __restrict__ delt
                 if (with_g) { z = ld(xz, row * 2 * D + D + cc); gt = ld(g, row * D + cc); }
             }
             s_u[j][ql] = u; s_dt[j][ql] = dt; s_dsl[j][ql] = dsl; s_sdt[j][ql] = sdt;
-            s_z[j][ql] = z; s_g[j][ql] = gt;
+            s_z[j][ql] = z; s_g[j][ql] = gt; s_gy[j][ql] = gt * z * sigmoid_f(z);
         }
         for (int q = tid; q < TT * 2 * NP; q += SP_THREADS) {
             const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
@@ -142,23 +144,51 @@ __device__ void scan_sp_bwd(const T* __restrict__ xz, const T* __restrict__ delt
         }
     };
 
-    // Pass 1: the recurrence, saving h before each chunk.
+    // Pass 1: the recurrence, saving h before each TT-step chunk. It needs only u, dt and B, so
+    // with NP >= 16 (at most 32 channels per block) it stages P1 = 32 steps at a time into arrays
+    // of its own: a quarter of the staging rounds and barriers. With more channels per block the
+    // shared memory is not there; it reuses the TT-step arrays.
+    constexpr int P1 = NP >= 16 ? 32 : TT;
+    constexpr bool OWN = P1 != TT;
+    __shared__ float s1_u[OWN ? P1 : 1][OWN ? CH : 1], s1_dt[OWN ? P1 : 1][OWN ? CH : 1];
+    __shared__ float s1_b[OWN ? P1 : 1][NP];
     float h = 0.f;
-    for (int k = 0; k < n_chunks; ++k) {
-        const int steps = min(TT, L - k * TT);
+    for (int t0 = 0; t0 < L; t0 += P1) {
+        const int steps = min(P1, L - t0);
         __syncthreads();
-        stage(k, false);
+        if constexpr (OWN) {
+            for (int q = tid; q < P1 * CH; q += SP_THREADS) {
+                const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+                float u = 0.f, dt = 0.f;
+                if (t < L && cc < D) {
+                    const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
+                    u = pre * sigmoid_f(pre);
+                    dt = softplus_f(ld(delta, ((size_t)i * L + t) * D + cc) + p[cc * (N + 2) + N + 1]);
+                }
+                s1_u[j][ql] = u; s1_dt[j][ql] = dt;
+            }
+            for (int q = tid; q < P1 * NP; q += SP_THREADS) {
+                const int j = q / NP, ss = q % NP, t = t0 + j;
+                s1_b[j][ss] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + ss] : 0.f;
+            }
+        } else {
+            stage(t0 / TT, false);
+        }
         __syncthreads();
-        if (c < D) my_states[(size_t)k * D * NP] = h;
         for (int j = 0; j < steps; ++j) {
-            const float dt = s_dt[j][cl];
-            h = exp2f(dt * a2) * h + dt * s_u[j][cl] * s_bc[j][s];
+            if (j % TT == 0 && c < D) my_states[(size_t)((t0 + j) / TT) * D * NP] = h;
+            float dt, u, b;
+            if constexpr (OWN) {
+                dt = s1_dt[j][cl]; u = s1_u[j][cl]; b = s1_b[j][s];
+            } else {
+                dt = s_dt[j][cl]; u = s_u[j][cl]; b = s_bc[j][s];
+            }
+            h = exp2f(dt * a2) * h + dt * u * b;
         }
     }
 
     // Pass 2: chunks backwards. carry = dL/dh_{t+1} · exp(dt_{t+1} A).
     float carry = 0.f, d_a = 0.f, acc_dskip = 0.f, acc_dbias = 0.f;
-    const float d_skip = (tid < CH && c0 + tid < D) ? p[(c0 + tid) * (N + 2) + N] : 0.f;
     for (int k = n_chunks - 1; k >= 0; --k) {
         const int t0 = k * TT, steps = min(TT, L - t0);
         __syncthreads();
@@ -180,8 +210,7 @@ __device__ void scan_sp_bwd(const T* __restrict__ xz, const T* __restrict__ delt
 #pragma unroll
         for (int j = TT - 1; j >= 0; --j) {
             if (j < steps) {
-                const float u = s_u[j][cl], dt = s_dt[j][cl], z = s_z[j][cl];
-                const float gy = s_g[j][cl] * z * sigmoid_f(z);
+                const float u = s_u[j][cl], dt = s_dt[j][cl], gy = s_gy[j][cl];
                 const float hprev = j > 0 ? hs[j - 1] : h0, hcur = hs[j];
                 const float bs = s_bc[j][s], cs = s_bc[j][NP + s];
                 const float e = exp2f(dt * a2);
@@ -198,20 +227,28 @@ __device__ void scan_sp_bwd(const T* __restrict__ xz, const T* __restrict__ delt
             }
         }
         __syncthreads();
-        // Per (step, channel) gradients, coalesced over channels; each channel's D and
-        // delta_bias sums kept by thread `tid < CH` in step order.
-        if (tid < CH && c0 + tid < D) {
-            const int cc = c0 + tid;
-            for (int j = steps - 1; j >= 0; --j) {
-                const size_t row = (size_t)i * L + t0 + j;
-                const float u = s_u[j][tid], z = s_z[j][tid], gt = s_g[j][tid];
-                const float sz = sigmoid_f(z), gy = gt * z * sz;
-                const float ddelta = s_ddt[j][tid] * s_sdt[j][tid];
-                dpre[row * D + cc] = (s_du[j][tid] * s_dt[j][tid] + gy * d_skip) * s_dsl[j][tid];
+        // Per (step, channel) gradients, all threads, coalesced over channels. The D and
+        // delta_bias terms go to shared memory and are summed per channel below in step order.
+        for (int q = tid; q < steps * CH; q += SP_THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql;
+            const size_t row = (size_t)i * L + t0 + j;
+            const float u = s_u[j][ql], z = s_z[j][ql], gt = s_g[j][ql], gy = s_gy[j][ql];
+            const float sz = sigmoid_f(z);
+            const float dsk = cc < D ? p[cc * (N + 2) + N] : 0.f;
+            const float ddelta = s_ddt[j][ql] * s_sdt[j][ql];
+            if (cc < D) {
+                dpre[row * D + cc] = (s_du[j][ql] * s_dt[j][ql] + gy * dsk) * s_dsl[j][ql];
                 st(ddelta_out, row * D + cc, ddelta);
-                st(dxz, row * 2 * D + D + cc, gt * (s_y[j][tid] + d_skip * u) * sz * (1.f + z * (1.f - sz)));
-                acc_dskip += gy * u;
-                acc_dbias += ddelta;
+                st(dxz, row * 2 * D + D + cc, gt * (s_y[j][ql] + dsk * u) * sz * (1.f + z * (1.f - sz)));
+            }
+            s_du[j][ql] = gy * u;   // reused: this step's D term
+            s_ddt[j][ql] = ddelta;  // reused: this step's delta_bias term
+        }
+        __syncthreads();
+        if (tid < CH) {
+            for (int j = steps - 1; j >= 0; --j) {
+                acc_dskip += s_du[j][tid];
+                acc_dbias += s_ddt[j][tid];
             }
         }
         // Sum dB, dC over the block's warps in warp order; one partial per block.

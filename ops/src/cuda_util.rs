@@ -16,6 +16,7 @@ pub(crate) mod ptx {
     pub const MIXER_CONV: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_conv.ptx"));
     pub const MIXER_SCAN: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_scan.ptx"));
     pub const MIXER_SCAN_SP: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_scan_sp.ptx"));
+    pub const PARTIALS: &str = include_str!(concat!(env!("OUT_DIR"), "/partials.ptx"));
 }
 
 /// The f32 device memory of a contiguous tensor argument.
@@ -58,4 +59,27 @@ pub(crate) fn tensor(slice: CudaSlice<f32>, dev: &CudaDevice, shape: impl Into<S
 
 pub(crate) fn device(s: &CudaStorage) -> CudaDevice {
     s.device().clone()
+}
+
+/// `out[o, x] = Σ_p part[o, p, x]` for `part: (outer, parts, inner)`, summed in a fixed order by
+/// `kernels/partials.cu` (deterministic): the reduction of kernels' per-block partial results.
+pub(crate) fn sum_partials(
+    dev: &CudaDevice,
+    part: &CudaSlice<f32>,
+    (outer, parts, inner): (usize, usize, usize),
+) -> Result<CudaSlice<f32>> {
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
+    if part.len() != outer * parts * inner {
+        bail!("sum_partials: internal error: {} partial values, expected {outer}·{parts}·{inner}", part.len())
+    }
+    // SAFETY: one thread per output element writes every element.
+    let out = unsafe { dev.alloc::<f32>(outer * inner)? };
+    let func = dev.get_or_load_custom_func("sum_partials_f32", "mamba_partials", ptx::PARTIALS)?;
+    let (o, p, i) = (outer as i32, parts as i32, inner as i32);
+    let mut args = func.builder();
+    args.arg(part).arg(&out).arg(&o).arg(&p).arg(&i);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { args.launch(LaunchConfig::for_num_elems((outer * inner) as u32)) }.w()?;
+    Ok(out)
 }

@@ -3,7 +3,7 @@
 //! per strip of rows) are summed by candle in a fixed order, so results are deterministic.
 
 use super::MixerDims;
-use crate::cuda_util::{cuda_storage, device, ptx, view, view_of};
+use crate::cuda_util::{cuda_storage, device, ptx, sum_partials, view, view_of};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
@@ -13,8 +13,9 @@ use candle_core::{bail, DType, Layout, Result, Shape, Storage, Tensor};
 const CONV_MODULE: &str = "mamba_mixer_conv";
 /// Time steps per chunk of the scan's backward (`BWD_CHUNK`, `SP_BWD_CHUNK` in the kernels).
 const BWD_CHUNK: usize = 8;
-/// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial.
-const DW_ROWS: usize = 256;
+/// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial (64:
+/// enough blocks to fill the GPU at micro-batch 16; 256 left it a third idle).
+const DW_ROWS: usize = 64;
 
 /// An element type the kernels read and write: the kernel names end in `SUFFIX`.
 trait Io: CudaDType + DeviceRepr + Copy + 'static {
@@ -166,7 +167,7 @@ fn conv_input_grads<T: Io>(
     args.arg(xzv).arg(dpre).arg(&dw_part).arg(&b).arg(&l).arg(&d).arg(&k).arg(&rows);
     // SAFETY: as above.
     unsafe { args.launch(cfg) }.w()?;
-    let dwb = wrap(dw_part, dev, (strips, dims.d, dims.k + 1)).sum(0)?; // (d, k + 1)
+    let dwb = wrap(sum_partials(dev, &dw_part, (1, strips, dims.d * (dims.k + 1)))?, dev, (dims.d, dims.k + 1)); // (d, k + 1)
     Ok((dwb.narrow(1, 0, dims.k)?.contiguous()?, dwb.narrow(1, dims.k, 1)?.squeeze(1)?.contiguous()?))
 }
 
@@ -276,8 +277,8 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
     unsafe { args.launch(cfg) }.w()?;
     drop(states);
     let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, false)?;
-    let dbc = wrap(dbc_part, &dev, (bs, gx, l, 2 * n)).sum(1)?; // (b, l, 2n)
-    let dp = wrap(dp_part, &dev, (bs, d, n + 2)).sum(0)?; // (d, n + 2)
+    let dbc = wrap(sum_partials(&dev, &dbc_part, (bs, gx, l * 2 * n))?, &dev, (bs, l, 2 * n));
+    let dp = wrap(sum_partials(&dev, &dp_part, (1, bs, d * (n + 2)))?, &dev, (d, n + 2));
     let dsmall = Tensor::cat(&[dbc.flatten_all()?, dp.flatten_all()?, dw.flatten_all()?, db], 0)?;
     Ok([wrap(dxz, &dev, (bs, l, 2 * d)), wrap(ddelta, &dev, (bs, l, d)), dsmall])
 }
