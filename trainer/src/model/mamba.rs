@@ -85,10 +85,15 @@ impl MambaLM {
 
     /// Mean next-token cross-entropy: `ids (b, l)` predict `targets (b, l)`. Scalar f32 (f64
     /// for an f64 model). The fused loss reads bf16 logits directly and computes in f32.
+    ///
+    /// The logits are made 2-D by the matmul itself, from the 2-D hidden states: every reshape
+    /// is an autograd node whose backward adds the gradient into a zero tensor of its size, and
+    /// at (b·l, V) that costs about 3.5 ms per reshape per step at micro-batch 16 on an H200.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(ids)?; // (b, l, V)
-        let (b, l, v) = logits.dims3()?;
-        let logits = logits.reshape((b * l, v))?; // (b·l, V)
+        let h = self.hidden(ids)?; // (b, l, d)
+        let (b, l, d) = h.dims3()?;
+        let h = h.reshape((b * l, d))?; // (b·l, d)
+        let logits = h.matmul(&self.embeddings.to_dtype(self.compute)?.t()?)?; // (b·l, V)
         super::cross_entropy::cross_entropy(&logits, &targets.flatten_all()?) // ()
     }
 
