@@ -10,6 +10,8 @@
 #            data-parallel bench on 1 and on all GPUs, and the 200-step run on all GPUs.
 #   PHASE b: the same 200-step run on one GPU (same effective batch), then an ncu per-kernel
 #            profile of one bf16 step at micro-batch 16 (tools/ncu_summary.py).
+#   PHASE k: (one GPU is enough) the kernel and whole-model tests, the one-GPU bench and the
+#            profile: a kernel change's check.
 # Results land in OUT_DIR/PHASE.tar.gz (one file: the device tool returns few files) and the
 # summary on stdout.
 set -uo pipefail
@@ -34,47 +36,71 @@ with_peak() {
   echo "rc $rc, peak $(sort -n "$log.mem" | tail -1) MiB"
 }
 
-if [ "$phase" = a ]; then
+tests() {
   echo "== kernels vs CPU"
   "$bin/cuda_vs_cpu" --test-threads 1 --nocapture > "$work/cuda_vs_cpu.log" 2>&1; echo "rc $?"
-  grep -E "mixer.*rel err|test result|panicked|FAILED" "$work/cuda_vs_cpu.log" | grep -v "rel err [0-9.]*e-0[6-9]" | head -40
+  grep -E "test result|panicked|FAILED" "$work/cuda_vs_cpu.log"
+  for io in F32 BF16; do
+    echo "mixer ops, $io: worst rel err $(grep -E "mixer_.* $io " "$work/cuda_vs_cpu.log" | sed 's/.*rel err //' | sort -g | tail -n 1)"
+  done
   echo "== mixer ops with the one-thread-per-channel scan kernels"
   MAMBA_MIXER_SCAN=channel "$bin/cuda_vs_cpu" mixer --test-threads 1 --nocapture > "$work/cuda_vs_cpu_channel.log" 2>&1; echo "rc $?"
   grep -E "test result|panicked|FAILED" "$work/cuda_vs_cpu_channel.log"
   echo "== whole model"
   "$bin/gpu_model" --nocapture > "$work/gpu_model.log" 2>&1; echo "rc $?"
   grep -E "loss:|worst|test result|panicked" "$work/gpu_model.log"
-  echo "== NCCL tests"
-  "$bin/data_parallel_gpu" --ignored --test-threads 1 --nocapture > "$work/dp_gpu.log" 2>&1; echo "rc $?"
-  grep -E "^test |test result|panicked|loss" "$work/dp_gpu.log" | head -30
+}
+
+bench_one() {
   echo "== bench, one GPU"
   for mb in 8 16 32; do
     echo "bf16 mb$mb: $(with_peak "$work/bench-mb$mb.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch $mb --grad-accum 1 --steps 5)"
-    tail -n 4 "$work/bench-mb$mb.log"
+    tail -n 2 "$work/bench-mb$mb.log"
   done
   echo "bf16 mb16, channel scan kernels: $(MAMBA_MIXER_SCAN=channel with_peak "$work/bench-mb16-channel.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 1 --steps 5)"
-  tail -n 4 "$work/bench-mb16-channel.log"
+  tail -n 2 "$work/bench-mb16-channel.log"
+}
+
+dp() {
+  echo "== NCCL tests"
+  "$bin/data_parallel_gpu" --ignored --test-threads 1 --nocapture > "$work/dp_gpu.log" 2>&1; echo "rc $?"
+  grep -E "^test |test result|panicked|loss" "$work/dp_gpu.log" | head -30
   echo "== data-parallel bench (micro-batch 16, grad-accum 2 per GPU)"
   for d in 0 "$gpus"; do
     echo "devices $d: $(with_peak "$work/dpbench-$d.log" "$bin/trainer" bench --model 130m --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 2 --steps 10 --devices "$d")"
     tail -n 4 "$work/dpbench-$d.log"
   done
+}
+
+run_multi() {
   echo "== 200 steps on GPUs $gpus"
   rm -rf /tmp/run-multi
   with_peak "$work/run-multi.log" "$bin/trainer" "${run_args[@]}" --grad-accum 1 --devices "$gpus" --out /tmp/run-multi
   grep -E "step +(1|50|100|150|200) |val" "$work/run-multi.log" | tail -n 12
   cp /tmp/run-multi/metrics.jsonl "$work/metrics-multi.jsonl" 2>/dev/null
-else
+}
+
+run_one() {
   echo "== 200 steps on GPU 0, grad-accum $world"
   rm -rf /tmp/run-one
   with_peak "$work/run-one.log" "$bin/trainer" "${run_args[@]}" --grad-accum "$world" --device cuda:0 --out /tmp/run-one
   grep -E "step +(1|50|100|150|200) |val" "$work/run-one.log" | tail -n 12
   cp /tmp/run-one/metrics.jsonl "$work/metrics-one.jsonl" 2>/dev/null
+}
+
+profile() {
   echo "== ncu, bf16 micro-batch 16, warm-up + 1 step"
   timeout 240 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
     "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 1 --steps 1 \
     > "$work/ncu.csv" 2> "$work/ncu.err"
   echo "ncu rc $?"
   python3 "$(dirname "$0")/ncu_summary.py" "$work/ncu.csv" 2 25
-fi
+}
+
+case "$phase" in
+  a) tests; bench_one; dp; run_multi ;;
+  b) run_one; profile ;;
+  k) tests; bench_one; profile ;;
+  *) echo "unknown phase $phase (a, b or k)" >&2; exit 2 ;;
+esac
 mkdir -p "$out" && tar -czf "$out/$phase.tar.gz" -C "$work" .
