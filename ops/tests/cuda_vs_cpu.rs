@@ -2,6 +2,7 @@
 //! fresh random inputs, forward and every gradient. Needs a GPU: built with `--features cuda`,
 //! run on the GPU machine (see docs/gpu.md).
 #![cfg(feature = "cuda")]
+#![allow(clippy::unwrap_used)]
 
 use candle_core::{DType, Device, Tensor, Var};
 use mamba_ops::{causal_conv1d_silu, mixer_conv, mixer_scan, selective_scan};
@@ -80,7 +81,7 @@ fn selective_scan_cuda_matches_cpu() {
 fn selective_scan_cuda_bf16_inputs_close_to_cpu_f32() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let (b, l, d, n) = (2, 300, 64, 16);
-    let inputs = vec![
+    let inputs = [
         rand_t(&mut rng, &[b, l, d], -1.0, 1.0),
         rand_t(&mut rng, &[b, l, d], -3.0, 1.0),
         rand_t(&mut rng, &[d, n], -1.0, 2.5),
