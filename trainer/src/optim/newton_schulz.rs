@@ -20,15 +20,17 @@ const NORM_EPS: f64 = 1e-7;
 
 /// Orthogonalizes each matrix of the batch `x` (k, r, c) with `steps` Newton–Schulz iterations.
 ///
-/// Each matrix is divided by its own Frobenius norm; tall matrices (r > c) are transposed so the
-/// Gram matrix XXᵀ is the smaller (min(r,c))² one, and transposed back at the end. The output has
-/// the shape and dtype of `x`. The Frobenius norm is accumulated in f32 whatever the dtype.
+/// Each matrix is divided by its own Frobenius norm. The Gram matrix is always the smaller
+/// (min(r,c))² one: XᵀX for tall matrices (r > c), with the polynomial applied from the right
+/// (X ← aX + X(bA + cA²)), which equals transposing, iterating and transposing back, without the
+/// two transposed copies (the matmuls read the transposed views directly). The output has the
+/// shape and dtype of `x`. The Frobenius norm is accumulated in f32 whatever the dtype.
 pub fn newton_schulz_batched(x: &Tensor, steps: usize) -> Result<Tensor> {
     let (_k, r, c) = x.dims3()?;
     let (a, b, c_coef) = NS_COEFFS;
     let tall = r > c;
     let dtype = x.dtype();
-    let mut x = if tall { x.t()?.contiguous()? } else { x.contiguous()? }; // (k, m, n), m <= n
+    let mut x = x.contiguous()?; // (k, r, c)
 
     // Per-matrix Frobenius norm, (k, 1, 1).
     let norm = x.to_dtype(DType::F32)?.sqr()?.sum_keepdim((1, 2))?.sqrt()?;
@@ -36,18 +38,19 @@ pub fn newton_schulz_batched(x: &Tensor, steps: usize) -> Result<Tensor> {
     x = x.broadcast_div(&norm)?;
 
     for _ in 0..steps {
-        let gram = x.matmul(&x.t()?)?; // (k, m, m) = X Xᵀ
-        let poly = (gram.affine(b, 0.0)? + gram.matmul(&gram)?.affine(c_coef, 0.0)?)?; // bA + cA²
-        x = (x.affine(a, 0.0)? + poly.matmul(&x)?)?; // (k, m, n) = aX + (bA + cA²) X
+        if tall {
+            let gram = x.t()?.matmul(&x)?; // (k, c, c) = XᵀX
+            let poly = (gram.affine(b, 0.0)? + gram.matmul(&gram)?.affine(c_coef, 0.0)?)?; // bA + cA²
+            x = (x.affine(a, 0.0)? + x.matmul(&poly)?)?; // (k, r, c) = aX + X (bA + cA²)
+        } else {
+            let gram = x.matmul(&x.t()?)?; // (k, r, r) = X Xᵀ
+            let poly = (gram.affine(b, 0.0)? + gram.matmul(&gram)?.affine(c_coef, 0.0)?)?; // bA + cA²
+            x = (x.affine(a, 0.0)? + poly.matmul(&x)?)?; // (k, r, c) = aX + (bA + cA²) X
+        }
     }
-    if tall {
-        x.t()?.contiguous()
-    } else {
-        Ok(x)
-    }
+    Ok(x)
 }
 
-/// One matrix (r, c): [`newton_schulz_batched`] on a batch of one.
 pub fn newton_schulz(g: &Tensor, steps: usize) -> Result<Tensor> {
     newton_schulz_batched(&g.unsqueeze(0)?, steps)?.squeeze(0)
 }
