@@ -20,12 +20,14 @@
 //!   write bf16 directly (still computing in f32); their docs give their rules.
 //! - layouts: any strides are accepted (inputs are made contiguous before the op).
 //! - devices: CPU (rayon over batch × channel blocks) and, with the `cuda` feature, CUDA
-//!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute; the scan runs one thread per
-//!   (batch, channel) with the channel's states in registers). The CPU path is the reference the CUDA kernels are
-//!   compared with (`tests/cuda_vs_cpu.rs`).
+//!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute; `selective_scan` runs one
+//!   thread per (batch, channel) with the channel's states in registers, `mixer_scan` one thread
+//!   per (batch, channel, state)). The CPU path is the reference the CUDA kernels are compared
+//!   with (`tests/cuda_vs_cpu.rs`).
 //! - determinism: outputs and gradients are bit-identical from run to run, and on the CPU for
 //!   any number of threads: partial sums are combined in a fixed order, no atomics (the CUDA
-//!   kernels write per-block partials that candle sums afterwards).
+//!   kernels write per-block partials that are summed afterwards in a fixed order, by candle or
+//!   by `kernels/partials.cu`).
 //!
 //! [`reference`] holds plain `f64` loops defining both ops, forward and backward, for tests.
 
