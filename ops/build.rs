@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 8] = [
+const KERNELS: [&str; 7] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
     "rms_norm",
     "mixer_conv",
     "mixer_scan",
-    "mixer_scan_sp",
     "partials",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).

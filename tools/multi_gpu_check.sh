@@ -43,9 +43,6 @@ tests() {
   for io in F32 BF16; do
     echo "mixer ops, $io: worst rel err $(grep -E "mixer_.* $io " "$work/cuda_vs_cpu.log" | sed 's/.*rel err //' | sort -g | tail -n 1)"
   done
-  echo "== mixer ops with the one-thread-per-channel scan kernels"
-  MAMBA_MIXER_SCAN=channel "$bin/cuda_vs_cpu" mixer --test-threads 1 --nocapture > "$work/cuda_vs_cpu_channel.log" 2>&1; echo "rc $?"
-  grep -E "test result|panicked|FAILED" "$work/cuda_vs_cpu_channel.log"
   echo "== whole model"
   "$bin/gpu_model" --nocapture > "$work/gpu_model.log" 2>&1; echo "rc $?"
   grep -E "loss:|worst|test result|panicked" "$work/gpu_model.log"
@@ -57,8 +54,6 @@ bench_one() {
     echo "bf16 mb$mb: $(with_peak "$work/bench-mb$mb.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch $mb --grad-accum 1 --steps 5)"
     tail -n 2 "$work/bench-mb$mb.log"
   done
-  echo "bf16 mb16, channel scan kernels: $(MAMBA_MIXER_SCAN=channel with_peak "$work/bench-mb16-channel.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 1 --steps 5)"
-  tail -n 2 "$work/bench-mb16-channel.log"
 }
 
 dp() {

@@ -1,257 +1,306 @@
-// The mixer's selective scan on the GPU (ops/src/mixer, `mixer_scan`), one thread per
-// (batch, channel): reads the in_proj output xz = [x | z]: (b, l, 2d) and delta: (b, l, d) in the
-// IO type T (bf16 or f32) and writes the output and their gradients in T; all arithmetic is f32.
-// The small inputs are f32: bc (b, l, 2n) = B | C, p (d, n + 2) = A_log | D | delta_bias, conv
-// weight w (d, k) and bias cb (d).
+// The mixer's selective scan on the GPU (ops/src/mixer, `mixer_scan`), one thread per (batch,
+// channel, state). It reads the in_proj output xz = [x | z]: (b, l, 2d) and delta: (b, l, d) in
+// the IO type T (bf16 or f32) and writes the output and their gradients in T; all arithmetic is
+// f32. The small inputs are f32: bc (b, l, 2n) = B | C, p (d, n + 2) = A_log | D | delta_bias,
+// conv weight w (d, k) and bias cb (d). The math is the CPU op's (causal_conv1d/cpu.rs +
+// selective_scan/cpu.rs on the halves of xz), which these kernels are tested against
+// (tests/cuda_vs_cpu.rs).
 //
-// The math is the CPU op's (causal_conv1d/cpu.rs + selective_scan/cpu.rs on the halves of xz),
-// which these kernels are tested against (tests/cuda_vs_cpu.rs). The kernels are those of
-// selective_scan.cu (see there for the thread layout, the chunked backward and the deterministic
-// partial sums) with two changes: the staged input u is recomputed from xz as
-// silu(conv1d(x) + cb) (the kernel stages the conv's pre-activation and applies SiLU on use), and
-// the backward writes dL/d(pre-activation) as f32 scratch, from which the kernels of
-// mixer_conv.cu produce the x half of dxz and the conv's weight gradient.
+// Layout, for occupancy: selective_scan.cu keeps all NP states of a channel in one thread: b·d
+// threads (24.6k for the 130m model at micro-batch 16), a few warps per SM, each a long
+// dependent chain. Here a channel's NP states are NP consecutive lanes (b·d·NP threads, 393k),
+// and the sums over states (the output y, and in the backward dL/dΔ, dL/du and y again) are
+// butterfly shuffles within those lanes. That layout of this op ran 52.6k tokens/s against 59.3k
+// for the model at micro-batch 16 on an H200 (docs/benchmarks.md, fourth round).
+//
+// The input u is recomputed from xz as silu(conv1d(x) + cb), so neither u nor a packed copy of
+// the inputs is stored for the backward; the backward writes dL/d(pre-activation) as f32 scratch,
+// from which the kernels of mixer_conv.cu produce the x half of dxz and the conv's weight
+// gradient.
+//
+// Block: CH = 512 / NP channels × NP states. Per chunk of time steps the block stages, once per
+// (step, channel), u = silu(conv1d(x) + cb), dt = softplus(delta + delta_bias), and what the pass
+// needs of z and g, into shared memory (coalesced: consecutive threads read consecutive channels),
+// and B | C per (step, state).
+//
+// Forward: the recurrence per thread; y summed over the state lanes into shared memory; after the
+// chunk the block writes out = (y + D u) silu(z) for the chunk, coalesced.
+// Backward (like the reference kernel, never storing all states): pass 1 saves each thread's state
+// at every chunk boundary (BWD_CHUNK steps) to global scratch; pass 2 walks the chunks backwards,
+// recomputes the chunk's states in registers and runs the adjoint recurrence. dB and dC (sums over
+// channels) are summed over the lanes of one state in a warp, then over the block's warps in a
+// fixed order into per-block partials; dA_log per thread, D and delta_bias per channel into
+// per-batch partials. The per-(step, channel) gradients of a chunk are written by the whole block
+// after its adjoint loop. The caller sums the partials in a fixed order: deterministic.
 
 #include "mixer_common.cuh"
 
-#define FWD_CHUNK 32
+#define SCAN_THREADS 512
+// Forward chunk: 32 steps, 16 where a block has 64 or more channels (shared memory).
+#define FWD_CHUNK(NP) ((NP) >= 16 ? 32 : 16)
 #define BWD_CHUNK 8
 
+// Sum of v over the NP consecutive lanes of one channel (every lane gets the sum).
 template <int NP>
-__device__ __forceinline__ void load_params(const float* __restrict__ p, int c, bool chan, int N,
-                                            float (&a2)[NP], float& d_skip, float& d_bias) {
+__device__ __forceinline__ float state_sum(float v) {
 #pragma unroll
-    for (int s = 0; s < NP; ++s) a2[s] = (chan && s < N) ? -expf(p[c * (N + 2) + s]) * LOG2E : 0.f;
-    d_skip = chan ? p[c * (N + 2) + N] : 0.f;
-    d_bias = chan ? p[c * (N + 2) + N + 1] : 0.f;
+    for (int o = NP / 2; o >= 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
 }
 
-#define STAGE_PRE_DELTA 0
-#define STAGE_WITH_Z 1
-#define STAGE_WITH_Z_G 2
-
-// Stages steps [t0, t0 + TT) for channels [c0, c0 + CPB) into s_in[k][j][cl] with k = the conv
-// pre-activation, delta, z, g (z and g as `what` says), and B | C into s_bc, zero-padded.
-template <typename T, int NP, int CPB, int TT>
-__device__ __forceinline__ void stage(const T* __restrict__ xz, const T* __restrict__ delta,
-                                      const T* __restrict__ g, const float* __restrict__ bc,
-                                      const float* __restrict__ w, const float* __restrict__ cb,
-                                      int i, int t0, int c0, int L, int D, int N, int K, int what,
-                                      float (*s_in)[TT][CPB], float (*s_bc)[2 * NP]) {
-    for (int q = threadIdx.x; q < TT * CPB; q += CPB) {
-        const int j = q / CPB, cl = q % CPB, cc = c0 + cl, t = t0 + j;
-        float pre = 0.f, dl = 0.f, z = 0.f, gt = 0.f;
-        if (t < L && cc < D) {
-            const size_t row = (size_t)i * L + t;
-            pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
-            dl = ld(delta, row * D + cc);
-            if (what >= STAGE_WITH_Z) z = ld(xz, row * 2 * D + D + cc);
-            if (what >= STAGE_WITH_Z_G) gt = ld(g, row * D + cc);
-        }
-        s_in[0][j][cl] = pre; s_in[1][j][cl] = dl; s_in[2][j][cl] = z; s_in[3][j][cl] = gt;
-    }
-    for (int q = threadIdx.x; q < TT * 2 * NP; q += CPB) {
-        const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, s = r % NP, t = t0 + j;
-        s_bc[j][r] = (t < L && s < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + s] : 0.f;
-    }
-}
-
-template <int NP, int O>
-__device__ __forceinline__ void butterfly(float (&v)[NP], int lane) {
-    if constexpr (O >= 1) {
-        const bool upper = lane & O;
-#pragma unroll
-        for (int k = 0; k < O; ++k) {
-            const float send = upper ? v[k] : v[k + O];
-            const float keep = upper ? v[k + O] : v[k];
-            v[k] = keep + __shfl_xor_sync(0xffffffffu, send, O);
-        }
-        butterfly<NP, O / 2>(v, lane);
-    }
-}
-
+// Sum of v over the lanes of this warp that hold the same state (32 / NP channels).
 template <int NP>
-__device__ __forceinline__ float warp_sum_spread(float (&v)[NP]) {
-    butterfly<NP, NP / 2>(v, threadIdx.x & 31);
-    float r = v[0];
+__device__ __forceinline__ float channel_sum_in_warp(float v) {
 #pragma unroll
-    for (int o = NP; o < 32; o *= 2) r += __shfl_xor_sync(0xffffffffu, r, o);
-    return r;
+    for (int o = NP; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
 }
 
-template <typename T, int NP, int CPB>
+template <typename T, int NP>
 __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ delta,
-                         const float* __restrict__ bc, const float* __restrict__ p,
-                         const float* __restrict__ w, const float* __restrict__ cb,
-                         T* __restrict__ out, int L, int D, int N, int K) {
-    __shared__ float s_in[4][FWD_CHUNK][CPB];
-    __shared__ float s_bc[FWD_CHUNK][2 * NP];
-    const int cl = threadIdx.x, c0 = blockIdx.x * CPB, c = c0 + cl, i = blockIdx.y;
-    const bool chan = c < D;
-    float a2[NP], d_skip, d_bias;
-    load_params<NP>(p, c, chan, N, a2, d_skip, d_bias);
-    float h[NP];
-#pragma unroll
-    for (int s = 0; s < NP; ++s) h[s] = 0.f;
-    for (int t0 = 0; t0 < L; t0 += FWD_CHUNK) {
+                            const float* __restrict__ bc, const float* __restrict__ p,
+                            const float* __restrict__ w, const float* __restrict__ cb,
+                            T* __restrict__ out, int L, int D, int N, int K) {
+    constexpr int CH = SCAN_THREADS / NP, TT = FWD_CHUNK(NP);
+    __shared__ float s_u[TT][CH], s_dt[TT][CH], s_z[TT][CH], s_y[TT][CH];
+    __shared__ float s_bc[TT][2 * NP];
+    const int tid = threadIdx.x, s = tid % NP, cl = tid / NP;
+    const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
+    const bool live = c < D && s < N;
+    const float a2 = live ? -expf(p[c * (N + 2) + s]) * LOG2E : 0.f;
+    float h = 0.f;
+    for (int t0 = 0; t0 < L; t0 += TT) {
+        const int steps = min(TT, L - t0);
         __syncthreads();
-        stage<T, NP, CPB, FWD_CHUNK>(xz, delta, (const T*)nullptr, bc, w, cb, i, t0, c0, L, D, N, K,
-                                     STAGE_WITH_Z, s_in, s_bc);
-        __syncthreads();
-        const int steps = min(FWD_CHUNK, L - t0);
-        for (int j = 0; j < steps; ++j) {
-            const float pre = s_in[0][j][cl], u = pre * sigmoid_f(pre), z = s_in[2][j][cl];
-            const float dt = softplus_f(s_in[1][j][cl] + d_bias), dtu = dt * u;
-            float y = 0.f;
-#pragma unroll
-            for (int s = 0; s < NP; ++s) {
-                h[s] = exp2f(dt * a2[s]) * h[s] + dtu * s_bc[j][s];
-                y += s_bc[j][NP + s] * h[s];
+        for (int q = tid; q < TT * CH; q += SCAN_THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+            float u = 0.f, dt = 0.f, z = 0.f;
+            if (t < L && cc < D) {
+                const size_t row = (size_t)i * L + t;
+                const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
+                u = pre * sigmoid_f(pre);
+                dt = softplus_f(ld(delta, row * D + cc) + p[cc * (N + 2) + N + 1]);
+                z = ld(xz, row * 2 * D + D + cc);
             }
-            if (chan) st(out, ((size_t)i * L + t0 + j) * D + c, (y + d_skip * u) * (z * sigmoid_f(z)));
+            s_u[j][ql] = u; s_dt[j][ql] = dt; s_z[j][ql] = z;
+        }
+        for (int q = tid; q < TT * 2 * NP; q += SCAN_THREADS) {
+            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
+            s_bc[j][r] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
+        }
+        __syncthreads();
+        for (int j = 0; j < steps; ++j) {
+            const float dt = s_dt[j][cl];
+            h = exp2f(dt * a2) * h + dt * s_u[j][cl] * s_bc[j][s];
+            const float y = state_sum<NP>(s_bc[j][NP + s] * h);
+            if (s == 0) s_y[j][cl] = y;
+        }
+        __syncthreads();
+        for (int q = tid; q < steps * CH; q += SCAN_THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql;
+            if (cc < D) {
+                const float z = s_z[j][ql];
+                const float y = s_y[j][ql] + p[cc * (N + 2) + N] * s_u[j][ql];
+                st(out, ((size_t)i * L + t0 + j) * D + cc, y * (z * sigmoid_f(z)));
+            }
         }
     }
 }
 
-// Writes: the z half of dxz, ddelta, dpre (f32, (b, l, d)), dbc_part (b, gridDim.x, l, 2n),
-// dp_part (b, d, n + 2). states: (b, n_chunks, NP, d) scratch.
-template <typename T, int NP, int CPB>
+// Writes: the z half of dxz, ddelta, dpre (f32 (b, l, d)), dbc_part (b, gridDim.x, l, 2n),
+// dp_part (b, d, n + 2). states: (b, n_chunks, d, NP) scratch.
+template <typename T, int NP>
 __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
-                         const float* __restrict__ bc, const float* __restrict__ p,
-                         const float* __restrict__ w, const float* __restrict__ cb,
-                         const T* __restrict__ g, T* __restrict__ dxz, T* __restrict__ ddelta_out,
-                         float* __restrict__ dpre, float* __restrict__ dbc_part,
-                         float* __restrict__ dp_part, float* __restrict__ states, int L, int D,
-                         int N, int K) {
-    constexpr int TT = BWD_CHUNK, WARPS = CPB / 32;
-    __shared__ float s_in[4][TT][CPB];          // conv pre-activation, delta, z, g
-    __shared__ float s_bc[TT][2 * NP];          // B | C
-    __shared__ float s_h[TT + 1][NP][CPB];      // h before the chunk, then after each step
+                            const float* __restrict__ bc, const float* __restrict__ p,
+                            const float* __restrict__ w, const float* __restrict__ cb,
+                            const T* __restrict__ g, T* __restrict__ dxz, T* __restrict__ ddelta_out,
+                            float* __restrict__ dpre, float* __restrict__ dbc_part,
+                            float* __restrict__ dp_part, float* __restrict__ states, int L, int D,
+                            int N, int K) {
+    constexpr int CH = SCAN_THREADS / NP, TT = BWD_CHUNK, WARPS = SCAN_THREADS / 32;
+    // Per (step, channel): u, dt, silu'(conv pre-activation), sigmoid(delta + bias), z, g,
+    // gy = dL/dy = g·silu(z); then the adjoint's sums over states: dL/du (before ·dt), dL/ddt, y.
+    __shared__ float s_u[TT][CH], s_dt[TT][CH], s_dsl[TT][CH], s_sdt[TT][CH], s_z[TT][CH], s_g[TT][CH];
+    __shared__ float s_gy[TT][CH];
+    __shared__ float s_du[TT][CH], s_ddt[TT][CH], s_y[TT][CH];
+    __shared__ float s_bc[TT][2 * NP];
     __shared__ float s_part[TT][WARPS][2 * NP]; // per-warp sums of dB | dC
-    const int cl = threadIdx.x, c0 = blockIdx.x * CPB, c = c0 + cl, i = blockIdx.y;
-    const int warp = cl / 32, lane = cl % 32;
-    const bool chan = c < D;
+    const int tid = threadIdx.x, s = tid % NP, cl = tid / NP, warp = tid / 32, lane = tid % 32;
+    const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
+    const bool live = c < D && s < N;
     const int n_chunks = (L + TT - 1) / TT;
-    float a2[NP], d_skip, d_bias;
-    load_params<NP>(p, c, chan, N, a2, d_skip, d_bias);
-    float* my_states = states + (size_t)i * n_chunks * NP * D + c; // + (k·NP + s)·D
+    const float a2 = live ? -expf(p[c * (N + 2) + s]) * LOG2E : 0.f, a = a2 * LN2;
+    float* my_states = states + ((size_t)i * n_chunks * D + c) * NP + s; // + k·D·NP
 
-    // Pass 1: the recurrence, saving h before each chunk.
-    float h[NP];
-#pragma unroll
-    for (int s = 0; s < NP; ++s) h[s] = 0.f;
-    for (int k = 0; k < n_chunks; ++k) {
-        const int t0 = k * TT, steps = min(TT, L - t0);
-        __syncthreads();
-        stage<T, NP, CPB, TT>(xz, delta, g, bc, w, cb, i, t0, c0, L, D, N, K, STAGE_PRE_DELTA, s_in, s_bc);
-        __syncthreads();
-        if (chan) {
-#pragma unroll
-            for (int s = 0; s < NP; ++s) my_states[((size_t)k * NP + s) * D] = h[s];
+    // Stages chunk k's per-(step, channel) values (with_g: also z and g) and B | C.
+    auto stage = [&](int k, bool with_g) {
+        const int t0 = k * TT;
+        for (int q = tid; q < TT * CH; q += SCAN_THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+            float u = 0.f, dt = 0.f, dsl = 0.f, sdt = 0.f, z = 0.f, gt = 0.f;
+            if (t < L && cc < D) {
+                const size_t row = (size_t)i * L + t;
+                const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K), sg = sigmoid_f(pre);
+                u = pre * sg;
+                dsl = sg * (1.f + pre * (1.f - sg));
+                const float pd = ld(delta, row * D + cc) + p[cc * (N + 2) + N + 1];
+                dt = softplus_f(pd);
+                sdt = sigmoid_f(pd);
+                if (with_g) { z = ld(xz, row * 2 * D + D + cc); gt = ld(g, row * D + cc); }
+            }
+            s_u[j][ql] = u; s_dt[j][ql] = dt; s_dsl[j][ql] = dsl; s_sdt[j][ql] = sdt;
+            s_z[j][ql] = z; s_g[j][ql] = gt; s_gy[j][ql] = gt * z * sigmoid_f(z);
         }
+        for (int q = tid; q < TT * 2 * NP; q += SCAN_THREADS) {
+            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
+            s_bc[j][r] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
+        }
+    };
+
+    // Pass 1: the recurrence, saving h before each TT-step chunk. It needs only u, dt and B, so
+    // with NP >= 16 (at most 32 channels per block) it stages P1 = 32 steps at a time into arrays
+    // of its own: a quarter of the staging rounds and barriers. With more channels per block the
+    // shared memory is not there; it reuses the TT-step arrays.
+    constexpr int P1 = NP >= 16 ? 32 : TT;
+    constexpr bool OWN = P1 != TT;
+    __shared__ float s1_u[OWN ? P1 : 1][OWN ? CH : 1], s1_dt[OWN ? P1 : 1][OWN ? CH : 1];
+    __shared__ float s1_b[OWN ? P1 : 1][NP];
+    float h = 0.f;
+    for (int t0 = 0; t0 < L; t0 += P1) {
+        const int steps = min(P1, L - t0);
+        __syncthreads();
+        if constexpr (OWN) {
+            for (int q = tid; q < P1 * CH; q += SCAN_THREADS) {
+                const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+                float u = 0.f, dt = 0.f;
+                if (t < L && cc < D) {
+                    const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
+                    u = pre * sigmoid_f(pre);
+                    dt = softplus_f(ld(delta, ((size_t)i * L + t) * D + cc) + p[cc * (N + 2) + N + 1]);
+                }
+                s1_u[j][ql] = u; s1_dt[j][ql] = dt;
+            }
+            for (int q = tid; q < P1 * NP; q += SCAN_THREADS) {
+                const int j = q / NP, ss = q % NP, t = t0 + j;
+                s1_b[j][ss] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + ss] : 0.f;
+            }
+        } else {
+            stage(t0 / TT, false);
+        }
+        __syncthreads();
         for (int j = 0; j < steps; ++j) {
-            const float pre = s_in[0][j][cl], u = pre * sigmoid_f(pre);
-            const float dt = softplus_f(s_in[1][j][cl] + d_bias), dtu = dt * u;
-#pragma unroll
-            for (int s = 0; s < NP; ++s) h[s] = exp2f(dt * a2[s]) * h[s] + dtu * s_bc[j][s];
+            if (j % TT == 0 && c < D) my_states[(size_t)((t0 + j) / TT) * D * NP] = h;
+            float dt, u, b;
+            if constexpr (OWN) {
+                dt = s1_dt[j][cl]; u = s1_u[j][cl]; b = s1_b[j][s];
+            } else {
+                dt = s_dt[j][cl]; u = s_u[j][cl]; b = s_bc[j][s];
+            }
+            h = exp2f(dt * a2) * h + dt * u * b;
         }
     }
 
-    // Pass 2: chunks backwards. carry[s] = dL/dh_{t+1}[s] · exp(dt_{t+1} A[s]).
-    float carry[NP], d_a[NP];
-#pragma unroll
-    for (int s = 0; s < NP; ++s) { carry[s] = 0.f; d_a[s] = 0.f; }
-    float acc_dskip = 0.f, acc_dbias = 0.f;
+    // Pass 2: chunks backwards. carry = dL/dh_{t+1} · exp(dt_{t+1} A).
+    float carry = 0.f, d_a = 0.f, acc_dskip = 0.f, acc_dbias = 0.f;
     for (int k = n_chunks - 1; k >= 0; --k) {
         const int t0 = k * TT, steps = min(TT, L - t0);
         __syncthreads();
-        stage<T, NP, CPB, TT>(xz, delta, g, bc, w, cb, i, t0, c0, L, D, N, K, STAGE_WITH_Z_G, s_in, s_bc);
-#pragma unroll
-        for (int s = 0; s < NP; ++s) h[s] = chan ? my_states[((size_t)k * NP + s) * D] : 0.f;
+        stage(k, true);
         __syncthreads();
+        // Recompute the chunk's states: hs[j] = h after step t0 + j; h0 = h before the chunk.
+        const float h0 = c < D ? my_states[(size_t)k * D * NP] : 0.f;
+        float hs[TT];
+        h = h0;
 #pragma unroll
-        for (int s = 0; s < NP; ++s) s_h[0][s][cl] = h[s];
-        for (int j = 0; j < steps; ++j) {
-            const float pre = s_in[0][j][cl], u = pre * sigmoid_f(pre);
-            const float dt = softplus_f(s_in[1][j][cl] + d_bias), dtu = dt * u;
-#pragma unroll
-            for (int s = 0; s < NP; ++s) {
-                h[s] = exp2f(dt * a2[s]) * h[s] + dtu * s_bc[j][s];
-                s_h[j + 1][s][cl] = h[s];
+        for (int j = 0; j < TT; ++j) {
+            if (j < steps) {
+                const float dt = s_dt[j][cl];
+                h = exp2f(dt * a2) * h + dt * s_u[j][cl] * s_bc[j][s];
             }
+            hs[j] = h;
         }
-        for (int j = steps - 1; j >= 0; --j) {
-            const float pre_c = s_in[0][j][cl], sgc = sigmoid_f(pre_c), u = pre_c * sgc;
-            const float z = s_in[2][j][cl], gt = s_in[3][j][cl];
-            const float pre = s_in[1][j][cl] + d_bias, dt = softplus_f(pre);
-            const float sz = sigmoid_f(z), gy = gt * z * sz;
-            float ddt = 0.f, du = 0.f, y = 0.f, db[NP], dc[NP];
+        // The adjoint recurrence over the chunk, last step first.
 #pragma unroll
-            for (int s = 0; s < NP; ++s) {
-                const float hprev = s_h[j][s][cl], hcur = s_h[j + 1][s][cl];
+        for (int j = TT - 1; j >= 0; --j) {
+            if (j < steps) {
+                const float u = s_u[j][cl], dt = s_dt[j][cl], gy = s_gy[j][cl];
+                const float hprev = j > 0 ? hs[j - 1] : h0, hcur = hs[j];
                 const float bs = s_bc[j][s], cs = s_bc[j][NP + s];
-                const float e = exp2f(dt * a2[s]), a = a2[s] * LN2;
-                const float ah = gy * cs + carry[s];
-                ddt += ah * (a * e * hprev + bs * u);
-                du += ah * bs;
-                d_a[s] += ah * dt * e * hprev;
-                carry[s] = ah * e;
-                y += cs * hcur;
-                db[s] = ah * dt * u;
-                dc[s] = gy * hcur;
-            }
-            const float db_sum = warp_sum_spread<NP>(db), dc_sum = warp_sum_spread<NP>(dc);
-            if (lane < NP) { s_part[j][warp][lane] = db_sum; s_part[j][warp][NP + lane] = dc_sum; }
-            if (chan) {
-                const size_t row = (size_t)i * L + t0 + j;
-                const float ddelta = ddt * sigmoid_f(pre);
-                const float du_total = du * dt + gy * d_skip;
-                dpre[row * D + c] = du_total * sgc * (1.f + pre_c * (1.f - sgc));
-                st(ddelta_out, row * D + c, ddelta);
-                st(dxz, row * 2 * D + D + c, gt * (y + d_skip * u) * sz * (1.f + z * (1.f - sz)));
-                acc_dskip += gy * u;
-                acc_dbias += ddelta;
+                const float e = exp2f(dt * a2);
+                const float ah = gy * cs + carry;
+                const float ddt = state_sum<NP>(ah * (a * e * hprev + bs * u));
+                const float du = state_sum<NP>(ah * bs);
+                const float y = state_sum<NP>(cs * hcur);
+                d_a += ah * dt * e * hprev;
+                carry = ah * e;
+                const float db = channel_sum_in_warp<NP>(ah * dt * u);
+                const float dc = channel_sum_in_warp<NP>(gy * hcur);
+                if (lane < NP) { s_part[j][warp][s] = db; s_part[j][warp][NP + s] = dc; }
+                if (s == 0) { s_du[j][cl] = du; s_ddt[j][cl] = ddt; s_y[j][cl] = y; }
             }
         }
         __syncthreads();
+        // Per (step, channel) gradients, all threads, coalesced over channels. The D and
+        // delta_bias terms go to shared memory and are summed per channel below in step order.
+        for (int q = tid; q < steps * CH; q += SCAN_THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql;
+            const size_t row = (size_t)i * L + t0 + j;
+            const float u = s_u[j][ql], z = s_z[j][ql], gt = s_g[j][ql], gy = s_gy[j][ql];
+            const float sz = sigmoid_f(z);
+            const float dsk = cc < D ? p[cc * (N + 2) + N] : 0.f;
+            const float ddelta = s_ddt[j][ql] * s_sdt[j][ql];
+            if (cc < D) {
+                dpre[row * D + cc] = (s_du[j][ql] * s_dt[j][ql] + gy * dsk) * s_dsl[j][ql];
+                st(ddelta_out, row * D + cc, ddelta);
+                st(dxz, row * 2 * D + D + cc, gt * (s_y[j][ql] + dsk * u) * sz * (1.f + z * (1.f - sz)));
+            }
+            s_du[j][ql] = gy * u;   // reused: this step's D term
+            s_ddt[j][ql] = ddelta;  // reused: this step's delta_bias term
+        }
+        __syncthreads();
+        if (tid < CH) {
+            for (int j = steps - 1; j >= 0; --j) {
+                acc_dskip += s_du[j][tid];
+                acc_dbias += s_ddt[j][tid];
+            }
+        }
+        // Sum dB, dC over the block's warps in warp order; one partial per block.
         float* part = dbc_part + ((size_t)i * gridDim.x + blockIdx.x) * L * 2 * N;
-        for (int q = threadIdx.x; q < steps * 2 * NP; q += CPB) {
-            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, s = r % NP;
-            if (s >= N) continue;
+        for (int q = tid; q < steps * 2 * NP; q += SCAN_THREADS) {
+            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP;
+            if (ss >= N) continue;
             float acc = 0.f;
             for (int ww = 0; ww < WARPS; ++ww) acc += s_part[j][ww][r];
-            part[(size_t)(t0 + j) * 2 * N + which * N + s] = acc;
+            part[(size_t)(t0 + j) * 2 * N + which * N + ss] = acc;
         }
     }
-    if (chan) {
-        float* dp = dp_part + ((size_t)i * D + c) * (N + 2);
-#pragma unroll
-        for (int s = 0; s < NP; ++s)
-            if (s < N) dp[s] = d_a[s] * a2[s] * LN2;
+    if (live) dp_part[((size_t)i * D + c) * (N + 2) + s] = d_a * a;
+    if (tid < CH && c0 + tid < D) {
+        float* dp = dp_part + ((size_t)i * D + c0 + tid) * (N + 2);
         dp[N] = acc_dskip;
         dp[N + 1] = acc_dbias;
     }
 }
 
-#define SCAN_KERNELS(TN, T, NP, CPB)                                                                \
-    extern "C" __global__ void __launch_bounds__(CPB) mixer_scan_fwd_##TN##_n##NP(                  \
+#define SCAN_KERNELS(TN, T, NP)                                                                  \
+    extern "C" __global__ void __launch_bounds__(SCAN_THREADS, 2) mixer_scan_fwd_##TN##_n##NP(        \
         const T* xz, const T* delta, const float* bc, const float* p, const float* w,              \
         const float* cb, T* out, int L, int D, int N, int K) {                                      \
-        scan_fwd<T, NP, CPB>(xz, delta, bc, p, w, cb, out, L, D, N, K);                             \
+        scan_fwd<T, NP>(xz, delta, bc, p, w, cb, out, L, D, N, K);                               \
     }                                                                                               \
-    extern "C" __global__ void __launch_bounds__(CPB) mixer_scan_bwd_##TN##_n##NP(                  \
+    extern "C" __global__ void __launch_bounds__(SCAN_THREADS, 2) mixer_scan_bwd_##TN##_n##NP(        \
         const T* xz, const T* delta, const float* bc, const float* p, const float* w,              \
         const float* cb, const T* g, T* dxz, T* ddelta, float* dpre, float* dbc_part,              \
         float* dp_part, float* states, int L, int D, int N, int K) {                                \
-        scan_bwd<T, NP, CPB>(xz, delta, bc, p, w, cb, g, dxz, ddelta, dpre, dbc_part, dp_part,      \
-                             states, L, D, N, K);                                                   \
+        scan_bwd<T, NP>(xz, delta, bc, p, w, cb, g, dxz, ddelta, dpre, dbc_part, dp_part,        \
+                           states, L, D, N, K);                                                     \
     }
 
-SCAN_KERNELS(f32, float, 4, 64)
-SCAN_KERNELS(f32, float, 8, 64)
-SCAN_KERNELS(f32, float, 16, 64)
-SCAN_KERNELS(f32, float, 32, 32)
-SCAN_KERNELS(bf16, __nv_bfloat16, 4, 64)
-SCAN_KERNELS(bf16, __nv_bfloat16, 8, 64)
-SCAN_KERNELS(bf16, __nv_bfloat16, 16, 64)
-SCAN_KERNELS(bf16, __nv_bfloat16, 32, 32)
+SCAN_KERNELS(f32, float, 4)
+SCAN_KERNELS(f32, float, 8)
+SCAN_KERNELS(f32, float, 16)
+SCAN_KERNELS(f32, float, 32)
+SCAN_KERNELS(bf16, __nv_bfloat16, 4)
+SCAN_KERNELS(bf16, __nv_bfloat16, 8)
+SCAN_KERNELS(bf16, __nv_bfloat16, 16)
+SCAN_KERNELS(bf16, __nv_bfloat16, 32)

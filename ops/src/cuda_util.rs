@@ -15,7 +15,6 @@ pub(crate) mod ptx {
     pub const CROSS_ENTROPY: &str = include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx"));
     pub const MIXER_CONV: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_conv.ptx"));
     pub const MIXER_SCAN: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_scan.ptx"));
-    pub const MIXER_SCAN_SP: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_scan_sp.ptx"));
     pub const PARTIALS: &str = include_str!(concat!(env!("OUT_DIR"), "/partials.ptx"));
 }
 

@@ -1,4 +1,5 @@
-//! GPU mixer ops: launches `ops/kernels/mixer_conv.cu` and `mixer_scan.cu` with the IO type of `xz` (bf16 or f32).
+//! GPU mixer ops: launches `ops/kernels/mixer_conv.cu` and `mixer_scan.cu` with the IO type of
+//! `xz` (bf16 or f32).
 //! Backward partials (dB, dC per block, per-channel parameters per batch element, conv weights
 //! per strip of rows) are summed by candle in a fixed order, so results are deterministic.
 
@@ -11,7 +12,10 @@ use candle_core::op::BackpropOp;
 use candle_core::{bail, DType, Layout, Result, Shape, Storage, Tensor};
 
 const CONV_MODULE: &str = "mamba_mixer_conv";
-/// Time steps per chunk of the scan's backward (`BWD_CHUNK`, `SP_BWD_CHUNK` in the kernels).
+const SCAN_MODULE: &str = "mamba_mixer_scan";
+/// Threads per block of the scan kernels (`SCAN_THREADS` in the kernel).
+const SCAN_THREADS: usize = 512;
+/// Time steps per chunk of the scan's backward (`BWD_CHUNK` in the kernel).
 const BWD_CHUNK: usize = 8;
 /// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial (64:
 /// enough blocks to fill the GPU at micro-batch 16; 256 left it a third idle).
@@ -39,14 +43,9 @@ macro_rules! dispatch {
     };
 }
 
-/// Which scan kernels run: `mixer_scan_sp.cu` (one thread per state, the default) or
-/// `mixer_scan.cu` (one thread per channel), chosen with `MAMBA_MIXER_SCAN=state|channel` so the
-/// benchmark can compare them.
+/// The scan kernels for state size `n` (`mixer_scan.cu`): the padded state size NP (4, 8, 16 or
+/// 32) and the launch shape, 512 threads = 512 / NP channels of NP states per block.
 struct ScanKernels {
-    module: &'static str,
-    ptx: &'static str,
-    prefix: &'static str,
-    /// Padded state size (the kernels' NP: 4, 8, 16 or 32).
     np: usize,
     threads: usize,
     channels_per_block: usize,
@@ -60,23 +59,12 @@ fn scan_kernels(op: &str, n: usize) -> Result<ScanKernels> {
         17..=32 => 32,
         _ => bail!("{op}: the CUDA kernels support state sizes 1..=32, got {n}"),
     };
-    match std::env::var("MAMBA_MIXER_SCAN").as_deref() {
-        Ok("channel") => {
-            // As in the SCAN_KERNELS lines of mixer_scan.cu.
-            let cpb = if np == 32 { 32 } else { 64 };
-            Ok(ScanKernels { module: "mamba_mixer_scan", ptx: ptx::MIXER_SCAN, prefix: "mixer_scan", np, threads: cpb, channels_per_block: cpb })
-        }
-        Ok("state") | Err(_) => {
-            // SP_THREADS = 512 threads: 512 / NP channels of NP states.
-            Ok(ScanKernels { module: "mamba_mixer_scan_sp", ptx: ptx::MIXER_SCAN_SP, prefix: "mixer_scan_sp", np, threads: 512, channels_per_block: 512 / np })
-        }
-        Ok(other) => bail!("{op}: MAMBA_MIXER_SCAN must be `state` or `channel`, got `{other}`"),
-    }
+    Ok(ScanKernels { np, threads: SCAN_THREADS, channels_per_block: SCAN_THREADS / np })
 }
 
 impl ScanKernels {
     fn name(&self, pass: &str, suffix: &str) -> String {
-        format!("{}_{pass}_{suffix}_n{}", self.prefix, self.np)
+        format!("mixer_scan_{pass}_{suffix}_n{}", self.np)
     }
 
     fn launch(&self, dims: &MixerDims) -> LaunchConfig {
@@ -226,7 +214,7 @@ fn scan_forward_t<T: Io>(
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
     // SAFETY: one thread per channel writes all `l` rows of its channel.
     let out = unsafe { dev.alloc::<T>(dims.b * dims.l * dims.d)? };
-    let func = dev.get_or_load_custom_func(&kernels.name("fwd", T::SUFFIX), kernels.module, kernels.ptx)?;
+    let func = dev.get_or_load_custom_func(&kernels.name("fwd", T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
     let cfg = kernels.launch(dims);
     let (l, d, n, k) = (dims.l as i32, dims.d as i32, dims.n as i32, dims.k as i32);
     let mut args = func.builder();
@@ -267,7 +255,7 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
     let dbc_part = unsafe { dev.alloc::<f32>(bs * gx * l * 2 * n)? };
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
     let states = unsafe { dev.alloc::<f32>(bs * n_chunks * kernels.np * d)? };
-    let func = dev.get_or_load_custom_func(&kernels.name("bwd", T::SUFFIX), kernels.module, kernels.ptx)?;
+    let func = dev.get_or_load_custom_func(&kernels.name("bwd", T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
     let (li, di, ni, ki) = (l as i32, d as i32, n as i32, dims.k as i32);
     let mut args = func.builder();
     args.arg(&xzv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&gv);
