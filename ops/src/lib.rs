@@ -41,6 +41,7 @@ mod real;
 pub mod reference;
 mod rms_norm;
 mod selective_scan;
+mod shape_check;
 
 use candle_core::{Result, Tensor};
 

@@ -7,6 +7,7 @@
 use super::{dtypes, join_xz, load, split_xz, store, xz_dims, MixerDims};
 use crate::causal_conv1d::cpu as conv_cpu;
 use crate::cpu_storage::as_cpu;
+use crate::shape_check::{expect_shape, state_size};
 use crate::real::Real;
 use crate::selective_scan::cpu as scan_cpu;
 use candle_core::backend::BackendStorage;
@@ -29,16 +30,8 @@ pub(crate) fn mixer_scan(
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
     let (bs, l, d, k) = xz_dims(NAME, xz, conv_w)?;
-    let n = match a_log.dims() {
-        &[ad, n] if ad == d => n,
-        other => bail!("{NAME}: `a_log` must be (channels={d}, state), got shape {other:?}"),
-    };
-    let expect = |name: &str, t: &Tensor, want: &[usize]| -> Result<()> {
-        if t.dims() != want {
-            bail!("{NAME}: `{name}` must have shape {want:?}, got {:?}", t.dims())
-        }
-        Ok(())
-    };
+    let n = state_size(NAME, a_log, d)?;
+    let expect = |name: &str, t: &Tensor, want: &[usize]| expect_shape(NAME, name, t, want);
     expect("delta", delta, &[bs, l, d])?;
     expect("b", b, &[bs, l, n])?;
     expect("c", c, &[bs, l, n])?;

@@ -14,6 +14,7 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 
+use crate::shape_check::{expect_shape, state_size};
 use crate::cpu_storage::{as_cpu, contiguous_slice};
 use crate::real::{compute_dtype, Real};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -75,16 +76,8 @@ fn check_shapes(
         &[bs, l, d] => (bs, l, d),
         other => bail!("{NAME}: `u` must be (batch, len, channels), got shape {other:?}"),
     };
-    let n = match a_log.dims() {
-        &[ad, n] if ad == d => n,
-        other => bail!("{NAME}: `a_log` must be (channels={d}, state), got shape {other:?}"),
-    };
-    let expect = |name: &str, t: &Tensor, want: &[usize]| -> Result<()> {
-        if t.dims() != want {
-            bail!("{NAME}: `{name}` must have shape {want:?}, got {:?}", t.dims())
-        }
-        Ok(())
-    };
+    let n = state_size(NAME, a_log, d)?;
+    let expect = |name: &str, t: &Tensor, want: &[usize]| expect_shape(NAME, name, t, want);
     expect("delta", delta, &[bs, l, d])?;
     expect("z", z, &[bs, l, d])?;
     expect("b", b, &[bs, l, n])?;
