@@ -1,7 +1,8 @@
 //! GPU mixer ops: launches `ops/kernels/mixer_conv.cu` and `mixer_scan.cu` with the IO type of
 //! `xz` (bf16 or f32).
 //! Backward partials (dB, dC per block, per-channel parameters per batch element, conv weights
-//! per strip of rows) are summed by candle in a fixed order, so results are deterministic.
+//! per strip of rows) are summed in a fixed order by `kernels/partials.cu`, so results are
+//! deterministic.
 
 use super::MixerDims;
 use crate::cuda_util::{cuda_storage, device, ptx, sum_partials, view, view_of};
@@ -212,7 +213,7 @@ fn scan_forward_t<T: Io>(
     let (xzv, dv, sv) = (view_of::<T>(op, "xz", xz, lxz)?, view_of::<T>(op, "delta", delta, ld)?, view(op, "small", small, ls)?);
     let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
-    // SAFETY: one thread per channel writes all `l` rows of its channel.
+    // SAFETY: each block writes every (step, channel) of its channels, chunk by chunk.
     let out = unsafe { dev.alloc::<T>(dims.b * dims.l * dims.d)? };
     let func = dev.get_or_load_custom_func(&kernels.name("fwd", T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
     let cfg = kernels.launch(dims);
