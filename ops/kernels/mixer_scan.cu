@@ -10,8 +10,9 @@
 // threads (24.6k for the 130m model at micro-batch 16), a few warps per SM, each a long
 // dependent chain. Here a channel's NP states are NP consecutive lanes (b·d·NP threads, 393k),
 // and the sums over states (the output y, and in the backward dL/dΔ, dL/du and y again) are
-// butterfly shuffles within those lanes. That layout of this op ran 52.6k tokens/s against 59.3k
-// for the model at micro-batch 16 on an H200 (docs/benchmarks.md, fourth round).
+// butterfly shuffles within those lanes. With one thread per channel this op ran the model at
+// 52.6k tokens/s, with one per state at 59.3k (micro-batch 16, H200; docs/benchmarks.md, fourth
+// round).
 //
 // The input u is recomputed from xz as silu(conv1d(x) + cb), so neither u nor a packed copy of
 // the inputs is stored for the backward; the backward writes dL/d(pre-activation) as f32 scratch,
