@@ -48,8 +48,6 @@ macro_rules! dispatch {
 /// 32) and the launch shape, 512 threads = 512 / NP channels of NP states per block.
 struct ScanKernels {
     np: usize,
-    threads: usize,
-    channels_per_block: usize,
 }
 
 fn scan_kernels(op: &str, n: usize) -> Result<ScanKernels> {
@@ -60,7 +58,7 @@ fn scan_kernels(op: &str, n: usize) -> Result<ScanKernels> {
         17..=32 => 32,
         _ => bail!("{op}: the CUDA kernels support state sizes 1..=32, got {n}"),
     };
-    Ok(ScanKernels { np, threads: SCAN_THREADS, channels_per_block: SCAN_THREADS / np })
+    Ok(ScanKernels { np })
 }
 
 impl ScanKernels {
@@ -70,8 +68,8 @@ impl ScanKernels {
 
     fn launch(&self, dims: &MixerDims) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (dims.d.div_ceil(self.channels_per_block) as u32, dims.b as u32, 1),
-            block_dim: (self.threads as u32, 1, 1),
+            grid_dim: (dims.d.div_ceil(SCAN_THREADS / self.np) as u32, dims.b as u32, 1),
+            block_dim: (SCAN_THREADS as u32, 1, 1),
             // Shared memory is static (declared in the kernels, < 48 KiB for every instantiation).
             shared_mem_bytes: 0,
         }
