@@ -36,24 +36,65 @@
 
 #include "mixer_common.cuh"
 
-#define SCAN_THREADS 512
-// Forward chunk: 32 steps, 16 where a block has 64 or more channels (shared memory).
-#define FWD_CHUNK(NP) ((NP) >= 16 ? 32 : 16)
-#define BWD_CHUNK 8
+// Channels per block, and time steps per chunk of the forward and of the backward's pass 1
+// (32 × 64 staged values per array fill the shared memory).
+#define SCAN_CHANNELS 64
+#define FWD_CHUNK 32
+#define BWD_CHUNK 4
 
-// Sum of v over the NP consecutive lanes of one channel (every lane gets the sum).
+// The thread layout for padded state size NP: LN lanes per channel, each holding SPT = NP / LN
+// states (state sn = lane + LN·k for k < SPT), CH = 64 channels and THREADS = 64·LN threads per
+// block (256 for NP = 16). At most 768 threads per SM are asked for, which leaves 85 registers
+// per thread.
 template <int NP>
-__device__ __forceinline__ float state_sum(float v) {
+struct Layout {
+    static constexpr int SPT = NP < 4 ? NP : 4;
+    static constexpr int LN = NP / SPT;
+    static constexpr int CH = SCAN_CHANNELS;
+    static constexpr int THREADS = CH * LN;
+};
+
+// Sums of V per-lane values over groups of lanes: the lanes whose indices differ only in the bits
+// LO, 2·LO, ..., HI/2 (LO = 1, HI = LN: the lanes of one channel, i.e. sums over its states;
+// LO = LN, HI = 32: the channels of a warp). Recursive halving: at each stage a lane keeps half
+// of its values, sends the other half to its partner and adds what it receives, so V sums cost
+// about V shuffles instead of V·log2(HI/LO) (once the count is odd, the remaining values go
+// through a plain butterfly). On return v[0..count) hold the sums of values [first, first +
+// count) of the original list; returns first. Every size is a compile-time constant once the
+// loops unroll, so v stays in registers. The order of additions is fixed: deterministic.
+template <int LO, int HI, int V>
+__device__ __forceinline__ int lane_sums(float (&v)[V], int lane, int& count) {
+    int first = 0, cnt = V;
 #pragma unroll
-    for (int o = NP / 2; o >= 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
+    for (int o = HI / 2; o >= LO; o /= 2) {
+        if (cnt % 2 == 0) {
+            const int half = cnt / 2;
+            const bool upper = (lane & o) != 0;
+#pragma unroll
+            for (int k = 0; k < V / 2; ++k) {
+                if (k < half) {
+                    const float send = upper ? v[k] : v[k + half];
+                    const float keep = upper ? v[k + half] : v[k];
+                    v[k] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+                }
+            }
+            if (upper) first += half;
+            cnt = half;
+        } else {
+#pragma unroll
+            for (int k = 0; k < V; ++k)
+                if (k < cnt) v[k] += __shfl_xor_sync(0xffffffffu, v[k], o);
+        }
+    }
+    count = cnt;
+    return first;
 }
 
-// Sum of v over the lanes of this warp that hold the same state (32 / NP channels).
-template <int NP>
-__device__ __forceinline__ float channel_sum_in_warp(float v) {
+// Sum of v over the LN lanes of one channel (every lane gets the sum).
+template <int LN>
+__device__ __forceinline__ float channel_lanes_sum(float v) {
 #pragma unroll
-    for (int o = NP; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = LN / 2; o >= 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
@@ -62,18 +103,23 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ delta,
                             const float* __restrict__ bc, const float* __restrict__ p,
                             const float* __restrict__ w, const float* __restrict__ cb,
                             T* __restrict__ out, int L, int D, int N, int K) {
-    constexpr int CH = SCAN_THREADS / NP, TT = FWD_CHUNK(NP);
+    constexpr int LN = Layout<NP>::LN, SPT = Layout<NP>::SPT, CH = Layout<NP>::CH, TT = FWD_CHUNK;
+    constexpr int THREADS = Layout<NP>::THREADS;
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_z[TT][CH], s_y[TT][CH];
     __shared__ float s_bc[TT][2 * NP];
-    const int tid = threadIdx.x, s = tid % NP, cl = tid / NP;
+    const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN;
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
-    const bool live = c < D && s < N;
-    const float a2 = live ? -expf(p[c * (N + 2) + s]) * LOG2E : 0.f;
-    float h = 0.f;
+    float a2[SPT], h[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        const int sn = sl + LN * k;
+        a2[k] = c < D && sn < N ? -expf(p[c * (N + 2) + sn]) * LOG2E : 0.f;
+        h[k] = 0.f;
+    }
     for (int t0 = 0; t0 < L; t0 += TT) {
         const int steps = min(TT, L - t0);
         __syncthreads();
-        for (int q = tid; q < TT * CH; q += SCAN_THREADS) {
+        for (int q = tid; q < TT * CH; q += THREADS) {
             const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
             float u = 0.f, dt = 0.f, z = 0.f;
             if (t < L && cc < D) {
@@ -85,19 +131,25 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ delta,
             }
             s_u[j][ql] = u; s_dt[j][ql] = dt; s_z[j][ql] = z;
         }
-        for (int q = tid; q < TT * 2 * NP; q += SCAN_THREADS) {
+        for (int q = tid; q < TT * 2 * NP; q += THREADS) {
             const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
             s_bc[j][r] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
         }
         __syncthreads();
         for (int j = 0; j < steps; ++j) {
-            const float dt = s_dt[j][cl];
-            h = exp2f(dt * a2) * h + dt * s_u[j][cl] * s_bc[j][s];
-            const float y = state_sum<NP>(s_bc[j][NP + s] * h);
-            if (s == 0) s_y[j][cl] = y;
+            const float dt = s_dt[j][cl], dtu = dt * s_u[j][cl];
+            float y = 0.f;
+#pragma unroll
+            for (int k = 0; k < SPT; ++k) {
+                const int sn = sl + LN * k;
+                h[k] = exp2f(dt * a2[k]) * h[k] + dtu * s_bc[j][sn];
+                y += s_bc[j][NP + sn] * h[k];
+            }
+            y = channel_lanes_sum<LN>(y);
+            if (sl == 0) s_y[j][cl] = y;
         }
         __syncthreads();
-        for (int q = tid; q < steps * CH; q += SCAN_THREADS) {
+        for (int q = tid; q < steps * CH; q += THREADS) {
             const int j = q / CH, ql = q % CH, cc = c0 + ql;
             if (cc < D) {
                 const float z = s_z[j][ql];
@@ -118,25 +170,32 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
                             float* __restrict__ dpre, float* __restrict__ dbc_part,
                             float* __restrict__ dp_part, float* __restrict__ states, int L, int D,
                             int N, int K) {
-    constexpr int CH = SCAN_THREADS / NP, TT = BWD_CHUNK, WARPS = SCAN_THREADS / 32;
+    constexpr int LN = Layout<NP>::LN, SPT = Layout<NP>::SPT, CH = Layout<NP>::CH;
+    constexpr int TT = BWD_CHUNK, THREADS = Layout<NP>::THREADS, WARPS = THREADS / 32;
     // Per (step, channel): u, dt, silu'(conv pre-activation), sigmoid(delta + bias), z, g,
-    // gy = dL/dy = g·silu(z); then the adjoint's sums over states: dL/du (before ·dt), dL/ddt, y.
+    // gy = dL/dy = g·silu(z); then the adjoint's sums over states: dL/du (before ·dt), the
+    // A-term of dL/ddt, y.
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_dsl[TT][CH], s_sdt[TT][CH], s_z[TT][CH], s_g[TT][CH];
     __shared__ float s_gy[TT][CH];
     __shared__ float s_du[TT][CH], s_ddt[TT][CH], s_y[TT][CH];
     __shared__ float s_bc[TT][2 * NP];
     __shared__ float s_part[TT][WARPS][2 * NP]; // per-warp sums of dB | dC
-    const int tid = threadIdx.x, s = tid % NP, cl = tid / NP, warp = tid / 32, lane = tid % 32;
+    const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN, warp = tid / 32, lane = tid % 32;
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
-    const bool live = c < D && s < N;
     const int n_chunks = (L + TT - 1) / TT;
-    const float a2 = live ? -expf(p[c * (N + 2) + s]) * LOG2E : 0.f, a = a2 * LN2;
-    float* my_states = states + ((size_t)i * n_chunks * D + c) * NP + s; // + k·D·NP
+    float a2[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        const int sn = sl + LN * k;
+        a2[k] = c < D && sn < N ? -expf(p[c * (N + 2) + sn]) * LOG2E : 0.f;
+    }
+    // This thread's states in the scratch: + chunk·D·NP + LN·k.
+    float* my_states = states + ((size_t)i * n_chunks * D + c) * NP + sl;
 
     // Stages chunk k's per-(step, channel) values (with_g: also z and g) and B | C.
     auto stage = [&](int k, bool with_g) {
         const int t0 = k * TT;
-        for (int q = tid; q < TT * CH; q += SCAN_THREADS) {
+        for (int q = tid; q < TT * CH; q += THREADS) {
             const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
             float u = 0.f, dt = 0.f, dsl = 0.f, sdt = 0.f, z = 0.f, gt = 0.f;
             if (t < L && cc < D) {
@@ -152,104 +211,146 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
             s_u[j][ql] = u; s_dt[j][ql] = dt; s_dsl[j][ql] = dsl; s_sdt[j][ql] = sdt;
             s_z[j][ql] = z; s_g[j][ql] = gt; s_gy[j][ql] = gt * z * sigmoid_f(z);
         }
-        for (int q = tid; q < TT * 2 * NP; q += SCAN_THREADS) {
+        for (int q = tid; q < TT * 2 * NP; q += THREADS) {
             const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
             s_bc[j][r] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
         }
     };
 
-    // Pass 1: the recurrence, saving h before each TT-step chunk. It needs only u, dt and B, so
-    // with NP >= 16 (at most 32 channels per block) it stages P1 = 32 steps at a time into arrays
-    // of its own: a quarter of the staging rounds and barriers. With more channels per block the
-    // shared memory is not there; it reuses the TT-step arrays.
-    constexpr int P1 = NP >= 16 ? 32 : TT;
-    constexpr bool OWN = P1 != TT;
-    __shared__ float s1_u[OWN ? P1 : 1][OWN ? CH : 1], s1_dt[OWN ? P1 : 1][OWN ? CH : 1];
-    __shared__ float s1_b[OWN ? P1 : 1][NP];
-    float h = 0.f;
+    // Pass 1: the recurrence, saving h before each TT-step chunk. It stages only u, dt and B, so
+    // it takes P1 = 32 steps at a time into arrays of its own: a quarter of the staging rounds
+    // and barriers.
+    constexpr int P1 = 32;
+    __shared__ float s1_u[P1][CH], s1_dt[P1][CH], s1_b[P1][NP];
+    float h[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) h[k] = 0.f;
     for (int t0 = 0; t0 < L; t0 += P1) {
         const int steps = min(P1, L - t0);
         __syncthreads();
-        if constexpr (OWN) {
-            for (int q = tid; q < P1 * CH; q += SCAN_THREADS) {
-                const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
-                float u = 0.f, dt = 0.f;
-                if (t < L && cc < D) {
-                    const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
-                    u = pre * sigmoid_f(pre);
-                    dt = softplus_f(ld(delta, ((size_t)i * L + t) * D + cc) + p[cc * (N + 2) + N + 1]);
-                }
-                s1_u[j][ql] = u; s1_dt[j][ql] = dt;
+        for (int q = tid; q < P1 * CH; q += THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+            float u = 0.f, dt = 0.f;
+            if (t < L && cc < D) {
+                const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
+                u = pre * sigmoid_f(pre);
+                dt = softplus_f(ld(delta, ((size_t)i * L + t) * D + cc) + p[cc * (N + 2) + N + 1]);
             }
-            for (int q = tid; q < P1 * NP; q += SCAN_THREADS) {
-                const int j = q / NP, ss = q % NP, t = t0 + j;
-                s1_b[j][ss] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + ss] : 0.f;
-            }
-        } else {
-            stage(t0 / TT, false);
+            s1_u[j][ql] = u; s1_dt[j][ql] = dt;
+        }
+        for (int q = tid; q < P1 * NP; q += THREADS) {
+            const int j = q / NP, ss = q % NP, t = t0 + j;
+            s1_b[j][ss] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + ss] : 0.f;
         }
         __syncthreads();
         for (int j = 0; j < steps; ++j) {
-            if (j % TT == 0 && c < D) my_states[(size_t)((t0 + j) / TT) * D * NP] = h;
-            float dt, u, b;
-            if constexpr (OWN) {
-                dt = s1_dt[j][cl]; u = s1_u[j][cl]; b = s1_b[j][s];
-            } else {
-                dt = s_dt[j][cl]; u = s_u[j][cl]; b = s_bc[j][s];
+            if (j % TT == 0 && c < D) {
+                float* saved = my_states + (size_t)((t0 + j) / TT) * D * NP;
+#pragma unroll
+                for (int k = 0; k < SPT; ++k) saved[LN * k] = h[k];
             }
-            h = exp2f(dt * a2) * h + dt * u * b;
+            const float dt = s1_dt[j][cl], dtu = dt * s1_u[j][cl];
+#pragma unroll
+            for (int k = 0; k < SPT; ++k) h[k] = exp2f(dt * a2[k]) * h[k] + dtu * s1_b[j][sl + LN * k];
         }
     }
 
-    // Pass 2: chunks backwards. carry = dL/dh_{t+1} · exp(dt_{t+1} A).
-    float carry = 0.f, d_a = 0.f, acc_dskip = 0.f, acc_dbias = 0.f;
-    for (int k = n_chunks - 1; k >= 0; --k) {
-        const int t0 = k * TT, steps = min(TT, L - t0);
+    // Pass 2: chunks backwards. carry = dL/dh_{t+1} · exp(dt_{t+1} A), per state.
+    float carry[SPT], d_a[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) { carry[k] = 0.f; d_a[k] = 0.f; }
+    float acc_dskip = 0.f, acc_dbias = 0.f;
+    for (int kc = n_chunks - 1; kc >= 0; --kc) {
+        const int t0 = kc * TT, steps = min(TT, L - t0);
         __syncthreads();
-        stage(k, true);
+        stage(kc, true);
         __syncthreads();
-        // Recompute the chunk's states: hs[j] = h after step t0 + j; h0 = h before the chunk.
-        const float h0 = c < D ? my_states[(size_t)k * D * NP] : 0.f;
-        float hs[TT];
-        h = h0;
+        // Recompute the chunk's states: hs[j][k] = h after step t0 + j; h0 before the chunk.
+        // The sums over a channel's states are taken in-thread over its SPT states, then over
+        // its LN lanes: y per step, the dL/ddt and dL/du terms with lane_sums after each half
+        // of the adjoint loop (all of a half's values in one go).
+        float h0[SPT], hs[TT][SPT];
+#pragma unroll
+        for (int k = 0; k < SPT; ++k) {
+            h0[k] = c < D ? my_states[(size_t)kc * D * NP + LN * k] : 0.f;
+            h[k] = h0[k];
+        }
 #pragma unroll
         for (int j = 0; j < TT; ++j) {
-            if (j < steps) {
-                const float dt = s_dt[j][cl];
-                h = exp2f(dt * a2) * h + dt * s_u[j][cl] * s_bc[j][s];
-            }
-            hs[j] = h;
-        }
-        // The adjoint recurrence over the chunk, last step first.
+            const float dt = s_dt[j][cl], dtu = dt * s_u[j][cl];
+            float y = 0.f;
 #pragma unroll
-        for (int j = TT - 1; j >= 0; --j) {
-            if (j < steps) {
-                const float u = s_u[j][cl], dt = s_dt[j][cl], gy = s_gy[j][cl];
-                const float hprev = j > 0 ? hs[j - 1] : h0, hcur = hs[j];
-                const float bs = s_bc[j][s], cs = s_bc[j][NP + s];
-                const float e = exp2f(dt * a2);
-                const float ah = gy * cs + carry;
-                const float ddt = state_sum<NP>(ah * (a * e * hprev + bs * u));
-                const float du = state_sum<NP>(ah * bs);
-                const float y = state_sum<NP>(cs * hcur);
-                d_a += ah * dt * e * hprev;
-                carry = ah * e;
-                const float db = channel_sum_in_warp<NP>(ah * dt * u);
-                const float dc = channel_sum_in_warp<NP>(gy * hcur);
-                if (lane < NP) { s_part[j][warp][s] = db; s_part[j][warp][NP + s] = dc; }
-                if (s == 0) { s_du[j][cl] = du; s_ddt[j][cl] = ddt; s_y[j][cl] = y; }
+            for (int k = 0; k < SPT; ++k) {
+                const int sn = sl + LN * k;
+                if (j < steps) h[k] = exp2f(dt * a2[k]) * h[k] + dtu * s_bc[j][sn];
+                hs[j][k] = h[k];
+                y += s_bc[j][NP + sn] * h[k];
+            }
+            y = channel_lanes_sum<LN>(y);
+            if (sl == 0) s_y[j][cl] = y;
+        }
+        // The adjoint recurrence, last step first, in two halves of H steps. dB and dC of a step
+        // (sums over channels) are summed over the warp's channels with lane_sums, then per warp
+        // into s_part.
+        constexpr int H = TT / 2;
+#pragma unroll
+        for (int half = 1; half >= 0; --half) {
+            float sums[2 * H]; // [A-terms of dL/ddt | dL/du] per step of the half, own states
+#pragma unroll
+            for (int jj = H - 1; jj >= 0; --jj) {
+                const int j = half * H + jj;
+                sums[jj] = 0.f;
+                sums[H + jj] = 0.f;
+                if (j < steps) {
+                    const float u = s_u[j][cl], dt = s_dt[j][cl], gy = s_gy[j][cl];
+                    float dbc[2 * SPT]; // [dB | dC] of this thread's states
+#pragma unroll
+                    for (int k = 0; k < SPT; ++k) {
+                        const int sn = sl + LN * k;
+                        const float hprev = j > 0 ? hs[j - 1][k] : h0[k], hcur = hs[j][k];
+                        const float bs = s_bc[j][sn], cs = s_bc[j][NP + sn];
+                        const float e = exp2f(dt * a2[k]);
+                        const float ah = gy * cs + carry[k];
+                        // dL/ddt = Σ_s ah (a e hprev + b u) = Σ_s ah a e hprev + u · dL/du.
+                        sums[jj] += ah * (a2[k] * LN2) * e * hprev;
+                        sums[H + jj] += ah * bs;
+                        d_a[k] += ah * dt * e * hprev;
+                        carry[k] = ah * e;
+                        dbc[k] = ah * dt * u;
+                        dbc[SPT + k] = gy * hcur;
+                    }
+                    int cnt;
+                    const int f = lane_sums<LN, 32, 2 * SPT>(dbc, lane, cnt);
+#pragma unroll
+                    for (int q = 0; q < 2 * SPT; ++q) {
+                        if (q < cnt) {
+                            const int idx = f + q, which = idx / SPT, sn = sl + LN * (idx % SPT);
+                            s_part[j][warp][which * NP + sn] = dbc[q];
+                        }
+                    }
+                }
+            }
+            int count;
+            const int first = lane_sums<1, LN, 2 * H>(sums, lane, count);
+#pragma unroll
+            for (int q = 0; q < 2 * H; ++q) {
+                if (q < count) {
+                    const int idx = first + q;
+                    if (idx < H) s_ddt[half * H + idx][cl] = sums[q];
+                    else s_du[half * H + idx - H][cl] = sums[q];
+                }
             }
         }
         __syncthreads();
         // Per (step, channel) gradients, all threads, coalesced over channels. The D and
         // delta_bias terms go to shared memory and are summed per channel below in step order.
-        for (int q = tid; q < steps * CH; q += SCAN_THREADS) {
+        for (int q = tid; q < steps * CH; q += THREADS) {
             const int j = q / CH, ql = q % CH, cc = c0 + ql;
             const size_t row = (size_t)i * L + t0 + j;
             const float u = s_u[j][ql], z = s_z[j][ql], gt = s_g[j][ql], gy = s_gy[j][ql];
             const float sz = sigmoid_f(z);
             const float dsk = cc < D ? p[cc * (N + 2) + N] : 0.f;
-            const float ddelta = s_ddt[j][ql] * s_sdt[j][ql];
+            const float ddelta = (s_ddt[j][ql] + u * s_du[j][ql]) * s_sdt[j][ql];
             if (cc < D) {
                 dpre[row * D + cc] = (s_du[j][ql] * s_dt[j][ql] + gy * dsk) * s_dsl[j][ql];
                 st(ddelta_out, row * D + cc, ddelta);
@@ -267,7 +368,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
         }
         // Sum dB, dC over the block's warps in warp order; one partial per block.
         float* part = dbc_part + ((size_t)i * gridDim.x + blockIdx.x) * L * 2 * N;
-        for (int q = tid; q < steps * 2 * NP; q += SCAN_THREADS) {
+        for (int q = tid; q < steps * 2 * NP; q += THREADS) {
             const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP;
             if (ss >= N) continue;
             float acc = 0.f;
@@ -275,7 +376,11 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
             part[(size_t)(t0 + j) * 2 * N + which * N + ss] = acc;
         }
     }
-    if (live) dp_part[((size_t)i * D + c) * (N + 2) + s] = d_a * a;
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        const int sn = sl + LN * k;
+        if (c < D && sn < N) dp_part[((size_t)i * D + c) * (N + 2) + sn] = d_a[k] * (a2[k] * LN2);
+    }
     if (tid < CH && c0 + tid < D) {
         float* dp = dp_part + ((size_t)i * D + c0 + tid) * (N + 2);
         dp[N] = acc_dskip;
@@ -284,12 +389,12 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
 }
 
 #define SCAN_KERNELS(TN, T, NP)                                                                  \
-    extern "C" __global__ void __launch_bounds__(SCAN_THREADS, 2) mixer_scan_fwd_##TN##_n##NP(        \
+    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_fwd_##TN##_n##NP(        \
         const T* xz, const T* delta, const float* bc, const float* p, const float* w,              \
         const float* cb, T* out, int L, int D, int N, int K) {                                      \
         scan_fwd<T, NP>(xz, delta, bc, p, w, cb, out, L, D, N, K);                               \
     }                                                                                               \
-    extern "C" __global__ void __launch_bounds__(SCAN_THREADS, 2) mixer_scan_bwd_##TN##_n##NP(        \
+    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_bwd_##TN##_n##NP(        \
         const T* xz, const T* delta, const float* bc, const float* p, const float* w,              \
         const float* cb, const T* g, T* dxz, T* ddelta, float* dpre, float* dbc_part,              \
         float* dp_part, float* states, int L, int D, int N, int K) {                                \

@@ -14,10 +14,10 @@ use candle_core::{bail, DType, Layout, Result, Shape, Storage, Tensor};
 
 const CONV_MODULE: &str = "mamba_mixer_conv";
 const SCAN_MODULE: &str = "mamba_mixer_scan";
-/// Threads per block of the scan kernels (`SCAN_THREADS` in the kernel).
-const SCAN_THREADS: usize = 512;
+/// Channels per block of the scan kernels (`SCAN_CHANNELS` in the kernel).
+const SCAN_CHANNELS: usize = 64;
 /// Time steps per chunk of the scan's backward (`BWD_CHUNK` in the kernel).
-const BWD_CHUNK: usize = 8;
+const BWD_CHUNK: usize = 4;
 /// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial (64:
 /// enough blocks to fill the GPU at micro-batch 16; 256 left it a third idle).
 const DW_ROWS: usize = 64;
@@ -45,7 +45,8 @@ macro_rules! dispatch {
 }
 
 /// The scan kernels for state size `n` (`mixer_scan.cu`): the padded state size NP (4, 8, 16 or
-/// 32) and the launch shape, 512 threads = 512 / NP channels of NP states per block.
+/// 32) and the launch shape: 64 channels per block, each on NP / 4 lanes of 4 states (`Layout`
+/// in the kernel).
 struct ScanKernels {
     np: usize,
 }
@@ -68,8 +69,8 @@ impl ScanKernels {
 
     fn launch(&self, dims: &MixerDims) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (dims.d.div_ceil(SCAN_THREADS / self.np) as u32, dims.b as u32, 1),
-            block_dim: (SCAN_THREADS as u32, 1, 1),
+            grid_dim: (dims.d.div_ceil(SCAN_CHANNELS) as u32, dims.b as u32, 1),
+            block_dim: ((SCAN_CHANNELS * self.np.div_ceil(4)) as u32, 1, 1),
             // Shared memory is static (declared in the kernels, < 48 KiB for every instantiation).
             shared_mem_bytes: 0,
         }
