@@ -54,6 +54,9 @@ bench_one() {
     echo "bf16 mb$mb: $(with_peak "$work/bench-mb$mb.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch $mb --grad-accum 1 --steps 5)"
     tail -n 2 "$work/bench-mb$mb.log"
   done
+  # The issue's effective batch, 32 × 1024 tokens, as 16 × 2: Muon's share of the step.
+  echo "bf16 mb16 x accum 2: $(with_peak "$work/bench-mb16x2.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 2 --steps 5)"
+  tail -n 1 "$work/bench-mb16x2.log"
 }
 
 dp() {

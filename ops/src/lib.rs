@@ -91,7 +91,15 @@ pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<
 /// for bf16 `xz`, without casts: it reads bf16 and writes bf16 (f32 arithmetic). xz's gradient is
 /// zero in its `z` half. `xz` is bf16, f32 or f64; see the `mixer` module for the dtype rules.
 pub fn mixer_conv(xz: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    mixer::conv::mixer_conv(xz, weight, bias)
+    mixer::conv::mixer_conv(xz, None, weight, bias)
+}
+
+/// [`mixer_conv`] on activations stored as rows: `xz: (b·l, 2d)` holds `b` sequences of
+/// `seq_len` steps, one after the other (the same memory as `(b, l, 2d)`); returns `(b·l, d)`.
+/// A model that keeps its activations 2-D (so its matmuls need no reshapes, each of which is an
+/// autograd node with a gradient add of its own) calls this form.
+pub fn mixer_conv_rows(xz: &Tensor, seq_len: usize, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    mixer::conv::mixer_conv(xz, Some(seq_len), weight, bias)
 }
 
 /// The mixer's selective scan reading its inputs where in_proj, x_proj and dt_proj left them:
@@ -116,7 +124,25 @@ pub fn mixer_scan(
     d_skip: &Tensor,
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
-    mixer::scan::mixer_scan(xz, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
+    mixer::scan::mixer_scan(xz, None, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
+}
+
+/// [`mixer_scan`] on activations stored as rows of `b` sequences of `seq_len` steps (see
+/// [`mixer_conv_rows`]): `xz: (b·l, 2d)`, `delta: (b·l, d)`, `b, c: (b·l, n)`; returns `(b·l, d)`.
+#[allow(clippy::too_many_arguments)]
+pub fn mixer_scan_rows(
+    xz: &Tensor,
+    seq_len: usize,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+) -> Result<Tensor> {
+    mixer::scan::mixer_scan(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
 }
 
 /// Mean softmax cross-entropy of `logits: (n, v)` against `targets: (n,)` u32 → scalar, as one

@@ -7,7 +7,7 @@ mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use common::{assert_close, flat, rng, uniform, weighted_sum};
-use mamba_ops::{causal_conv1d_silu, mixer_conv, mixer_scan, selective_scan};
+use mamba_ops::{causal_conv1d_silu, mixer_conv, mixer_conv_rows, mixer_scan, mixer_scan_rows, selective_scan};
 
 /// Inputs in the order of `mixer_scan`: xz, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias.
 fn inputs(seed: u64, (b, l, d, n, k): (usize, usize, usize, usize, usize)) -> Vec<(Vec<f64>, Vec<usize>)> {
@@ -120,6 +120,44 @@ fn bf16_io_close_to_f32() -> Result<()> {
     for ((name, g), w) in NAMES.iter().zip(&got_g).zip(&want_g) {
         assert_close(&format!("bf16 d{name}"), g, w, 2e-2);
     }
+    Ok(())
+}
+
+/// The rows forms on `(b·l, width)` views of the same inputs: the sequence length comes from the
+/// argument, and outputs and gradients are the 3-D ones, bit for bit, in the 2-D shape.
+fn scan_rows(t: &[Tensor]) -> Result<Tensor> {
+    let (b, l, _) = t[0].dims3()?;
+    let rows = |x: &Tensor| x.reshape((b * l, ()));
+    mixer_scan_rows(&rows(&t[0])?, l, &rows(&t[1])?, &rows(&t[2])?, &rows(&t[3])?, &t[4], &t[5], &t[6], &t[7], &t[8])
+}
+
+fn conv_rows(t: &[Tensor]) -> Result<Tensor> {
+    let (b, l, _) = t[0].dims3()?;
+    mixer_conv_rows(&t[0].reshape((b * l, ()))?, l, &t[4], &t[5])
+}
+
+#[test]
+fn rows_forms_equal_the_3d_ops() -> Result<()> {
+    for (seed, dims) in [(12, (1, 5, 3, 2, 4)), (13, (3, 17, 6, 4, 4))] {
+        let inp = inputs(seed, dims);
+        let vs = vars(&inp, &[DType::F32; 9])?;
+        let ts: Vec<Tensor> = vs.iter().map(|v| v.as_tensor().clone()).collect();
+        let (b, l, d) = (dims.0, dims.1, dims.2);
+        assert_eq!(scan_rows(&ts)?.dims(), &[b * l, d]);
+        assert_eq!(conv_rows(&ts)?.dims(), &[b * l, d]);
+        for (rows, full) in [(scan_rows as fn(&[Tensor]) -> Result<Tensor>, scan_fused as fn(&[Tensor]) -> Result<Tensor>), (conv_rows, conv_fused)] {
+            let (want, want_g) = run(full, &vs, seed)?;
+            let (got, got_g) = run(rows, &vs, seed)?;
+            assert_eq!(got, want, "{dims:?} output");
+            for ((name, g), w) in NAMES.iter().zip(&got_g).zip(&want_g) {
+                assert_eq!(g, w, "{dims:?} d{name}");
+            }
+        }
+    }
+    // The rows must split into whole sequences, and the error says so.
+    let ts: Vec<Tensor> = vars(&inputs(14, (2, 6, 3, 2, 4)), &[DType::F32; 9])?.iter().map(|v| v.as_tensor().clone()).collect();
+    let e = mixer_conv_rows(&ts[0].reshape((12, 6))?, 5, &ts[4], &ts[5]).expect_err("12 rows are not sequences of 5").to_string();
+    assert!(e.contains("mixer_conv") && e.contains("len = 5"), "{e}");
     Ok(())
 }
 

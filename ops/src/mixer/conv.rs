@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 const NAME: &str = "mixer_conv";
 
-/// See [`crate::mixer_conv`].
-pub(crate) fn mixer_conv(xz: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (b, l, d, k) = xz_dims(NAME, xz, weight)?;
-    if bias.dims() != [d] {
-        bail!("{NAME}: `bias` must have shape [{d}], got {:?}", bias.dims())
+/// See [`crate::mixer_conv`] (`seq_len` None) and [`crate::mixer_conv_rows`].
+pub(crate) fn mixer_conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let dims = xz_dims(NAME, xz, seq_len, weight)?;
+    if bias.dims() != [dims.d] {
+        bail!("{NAME}: `bias` must have shape [{}], got {:?}", dims.d, bias.dims())
     }
     let (_, compute) = dtypes(NAME, xz)?;
-    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(MixerConv { dims: MixerDims { b, l, d, n: 0, k } }));
+    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(MixerConv { dims }));
     let prep = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.contiguous() };
     xz.contiguous()?.apply_op3_arc(&prep(weight)?, &prep(bias)?, op) // (b, l, d)
 }
@@ -47,12 +47,12 @@ impl MixerConv {
         let w_v = load::<C>(NAME, "weight", as_cpu(NAME, "weight", w, &ws)?, wl)?;
         let b_v = load::<C>(NAME, "bias", as_cpu(NAME, "bias", bias, &bs)?, bl)?;
         let g_v = load::<C>(NAME, "grad", as_cpu(NAME, "grad", g, &gs)?, gl)?;
-        let MixerDims { b, l, d, k, .. } = self.dims;
+        let MixerDims { d, k, .. } = self.dims;
         let (x, _) = split_xz(&xz_v, d);
         let grads = conv_cpu::backward(&self.dims.conv(), &x, &w_v, &b_v, &g_v);
         let dxz = join_xz(&grads.dx, &vec![C::zero(); grads.dx.len()], d);
         let dev = xz.device();
-        let dxz = Tensor::from_vec(dxz, (b, l, 2 * d), dev)?.to_dtype(xz.dtype())?;
+        let dxz = Tensor::from_vec(dxz, self.dims.act_shape(2 * d), dev)?.to_dtype(xz.dtype())?;
         Ok([dxz, Tensor::from_vec(grads.dw, (d, k), dev)?, Tensor::from_vec(grads.dbias, d, dev)?])
     }
 }
@@ -71,12 +71,11 @@ impl CustomOp3 for MixerConv {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let MixerDims { b, l, d, .. } = self.dims;
         let y = match s2 {
             CpuStorage::F64(_) => self.cpu_fwd_typed::<f64>((s1, l1), (s2, l2), (s3, l3))?,
             _ => self.cpu_fwd_typed::<f32>((s1, l1), (s2, l2), (s3, l3))?,
         };
-        Ok((y, (b, l, d).into()))
+        Ok((y, self.dims.act_shape(self.dims.d)))
     }
 
     #[cfg(feature = "cuda")]
@@ -90,8 +89,7 @@ impl CustomOp3 for MixerConv {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let y = super::cuda::conv_forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))?;
-        let MixerDims { b, l, d, .. } = self.dims;
-        Ok((y, (b, l, d).into()))
+        Ok((y, self.dims.act_shape(self.dims.d)))
     }
 
     fn bwd(
@@ -102,10 +100,10 @@ impl CustomOp3 for MixerConv {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let MixerDims { b, l, d, .. } = self.dims;
-        let g = grad_y.to_dtype(xz.dtype())?.contiguous()?; // (b, l, d)
-        if g.dims() != [b, l, d] {
-            bail!("{NAME}: gradient has shape {:?}, expected {:?}", g.dims(), [b, l, d])
+        let g = grad_y.to_dtype(xz.dtype())?.contiguous()?; // (b, l, d) or (b·l, d)
+        let want = self.dims.act_shape(self.dims.d);
+        if g.shape() != &want {
+            bail!("{NAME}: gradient has shape {:?}, expected {want:?}", g.dims())
         }
         #[cfg(feature = "cuda")]
         if xz.device().is_cuda() {

@@ -186,7 +186,7 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
     // SAFETY: the dx kernel writes both halves of every row (zero_z).
     let mut dxz = unsafe { dev.alloc::<T>(2 * n)? };
     let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, true)?;
-    Ok([wrap(dxz, &dev, (dims.b, dims.l, 2 * dims.d)), dw, db])
+    Ok([wrap(dxz, &dev, dims.act_shape(2 * dims.d)), dw, db])
 }
 
 pub(crate) fn scan_forward(
@@ -268,5 +268,5 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
     let dbc = wrap(sum_partials(&dev, &dbc_part, (bs, gx, l * 2 * n))?, &dev, (bs, l, 2 * n));
     let dp = wrap(sum_partials(&dev, &dp_part, (1, bs, d * (n + 2)))?, &dev, (d, n + 2));
     let dsmall = Tensor::cat(&[dbc.flatten_all()?, dp.flatten_all()?, dw.flatten_all()?, db], 0)?;
-    Ok([wrap(dxz, &dev, (bs, l, 2 * d)), wrap(ddelta, &dev, (bs, l, d)), dsmall])
+    Ok([wrap(dxz, &dev, dims.act_shape(2 * d)), wrap(ddelta, &dev, dims.act_shape(d)), dsmall])
 }

@@ -27,10 +27,11 @@ pub(crate) mod scan;
 
 use crate::real::Real;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Tensor};
 
 /// Problem sizes: batch `b`, length `l`, channels `d` (half of xz's last dim), state size `n`,
-/// conv width `k`.
+/// conv width `k`; `flat`: the activations are given as `(b·l, width)` rows instead of
+/// `(b, l, width)` (the same memory; the ops' outputs and gradients take the same form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MixerDims {
     pub b: usize,
@@ -38,9 +39,19 @@ pub(crate) struct MixerDims {
     pub d: usize,
     pub n: usize,
     pub k: usize,
+    pub flat: bool,
 }
 
 impl MixerDims {
+    /// The shape of an activation with last dim `width`: `(b, l, width)` or `(b·l, width)`.
+    pub(crate) fn act_shape(&self, width: usize) -> Shape {
+        if self.flat {
+            (self.b * self.l, width).into()
+        } else {
+            (self.b, self.l, width).into()
+        }
+    }
+
     fn conv(&self) -> crate::causal_conv1d::cpu::ConvDims {
         crate::causal_conv1d::cpu::ConvDims { b: self.b, l: self.l, d: self.d, k: self.k }
     }
@@ -59,15 +70,18 @@ impl MixerDims {
     }
 }
 
-/// Checks `xz: (b, l, 2d)` against `weight: (d, k)` and returns `(b, l, d, k)`.
-fn xz_dims(op: &str, xz: &Tensor, conv_w: &Tensor) -> Result<(usize, usize, usize, usize)> {
-    let (b, l, d2) = match xz.dims() {
-        &[b, l, d2] if d2 % 2 == 0 => (b, l, d2),
-        other => bail!("{op}: `xz` must be (batch, len, 2·channels), got shape {other:?}"),
+/// Checks `xz` against `weight: (d, k)` and returns the dims (state size `n` = 0): `xz` is
+/// `(b, l, 2d)` with `seq_len` None, or `(b·l, 2d)` rows of sequences of `seq_len` steps.
+fn xz_dims(op: &str, xz: &Tensor, seq_len: Option<usize>, conv_w: &Tensor) -> Result<MixerDims> {
+    let (b, l, d2, flat) = match (xz.dims(), seq_len) {
+        (&[b, l, d2], None) if d2 % 2 == 0 => (b, l, d2, false),
+        (&[rows, d2], Some(l)) if d2 % 2 == 0 && l > 0 && rows % l == 0 => (rows / l, l, d2, true),
+        (other, None) => bail!("{op}: `xz` must be (batch, len, 2·channels), got shape {other:?}"),
+        (other, Some(l)) => bail!("{op}: `xz` must be (batch·len, 2·channels) rows with len = {l}, got shape {other:?}"),
     };
     let d = d2 / 2;
     match conv_w.dims() {
-        &[wd, k] if wd == d && k >= 1 => Ok((b, l, d, k)),
+        &[wd, k] if wd == d && k >= 1 => Ok(MixerDims { b, l, d, n: 0, k, flat }),
         other => bail!("{op}: `conv_w` must be (channels={d}, kernel>=1) for xz of shape {:?}, got shape {other:?}", xz.dims()),
     }
 }

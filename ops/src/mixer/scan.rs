@@ -11,15 +11,16 @@ use crate::shape_check::{expect_shape, state_size};
 use crate::real::Real;
 use crate::selective_scan::cpu as scan_cpu;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use std::sync::Arc;
 
 const NAME: &str = "mixer_scan";
 
-/// See [`crate::mixer_scan`].
+/// See [`crate::mixer_scan`] (`seq_len` None) and [`crate::mixer_scan_rows`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mixer_scan(
     xz: &Tensor,
+    seq_len: Option<usize>,
     delta: &Tensor,
     b: &Tensor,
     c: &Tensor,
@@ -29,12 +30,14 @@ pub(crate) fn mixer_scan(
     d_skip: &Tensor,
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
-    let (bs, l, d, k) = xz_dims(NAME, xz, conv_w)?;
+    let mut dims = xz_dims(NAME, xz, seq_len, conv_w)?;
+    let d = dims.d;
     let n = state_size(NAME, a_log, d)?;
+    dims.n = n;
     let expect = |name: &str, t: &Tensor, want: &[usize]| expect_shape(NAME, name, t, want);
-    expect("delta", delta, &[bs, l, d])?;
-    expect("b", b, &[bs, l, n])?;
-    expect("c", c, &[bs, l, n])?;
+    expect("delta", delta, dims.act_shape(d).dims())?;
+    expect("b", b, dims.act_shape(n).dims())?;
+    expect("c", c, dims.act_shape(n).dims())?;
     expect("conv_b", conv_b, &[d])?;
     expect("d_skip", d_skip, &[d])?;
     expect("delta_bias", delta_bias, &[d])?;
@@ -43,13 +46,13 @@ pub(crate) fn mixer_scan(
         bail!("{NAME}: `delta` must have xz's dtype {io:?}, got {:?}", delta.dtype())
     }
     let flat = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.flatten_all() };
-    let bc = Tensor::cat(&[b.to_dtype(compute)?, c.to_dtype(compute)?], 2)?; // (b, l, 2n)
+    let bc = Tensor::cat(&[b.to_dtype(compute)?, c.to_dtype(compute)?], D::Minus1)?; // (b, l, 2n)
     let p = Tensor::cat(
         &[a_log.to_dtype(compute)?, d_skip.to_dtype(compute)?.unsqueeze(1)?, delta_bias.to_dtype(compute)?.unsqueeze(1)?],
         1,
     )?; // (d, n + 2)
     let small = Tensor::cat(&[bc.flatten_all()?, p.flatten_all()?, flat(conv_w)?, flat(conv_b)?], 0)?;
-    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(MixerScan { dims: MixerDims { b: bs, l, d, n, k } }));
+    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(MixerScan { dims }));
     xz.contiguous()?.apply_op3_arc(&delta.contiguous()?, &small, op) // (b, l, d)
 }
 
@@ -107,7 +110,7 @@ impl MixerScan {
             (as_cpu(NAME, "small", small, &ss)?, sl),
         )?;
         let g = load::<C>(NAME, "grad", as_cpu(NAME, "grad", g, &gs)?, gl)?;
-        let MixerDims { b, l, d, .. } = self.dims;
+        let d = self.dims.d;
         let sg = scan_cpu::backward(&self.dims.scan(), &inp.packed, &inp.bc, &inp.p, &g);
         // sg.dx is [du | ddelta | dz] per row; du flows on through the conv.
         let (mut du, mut ddelta, mut dz) = (Vec::new(), Vec::new(), Vec::new());
@@ -118,8 +121,8 @@ impl MixerScan {
         }
         let cg = conv_cpu::backward(&self.dims.conv(), &inp.x, &inp.w, &inp.cb, &du);
         let dev = xz.device();
-        let dxz = Tensor::from_vec(join_xz(&cg.dx, &dz, d), (b, l, 2 * d), dev)?.to_dtype(xz.dtype())?;
-        let ddelta = Tensor::from_vec(ddelta, (b, l, d), dev)?.to_dtype(xz.dtype())?;
+        let dxz = Tensor::from_vec(join_xz(&cg.dx, &dz, d), self.dims.act_shape(2 * d), dev)?.to_dtype(xz.dtype())?;
+        let ddelta = Tensor::from_vec(ddelta, self.dims.act_shape(d), dev)?.to_dtype(xz.dtype())?;
         let mut dsmall = sg.dbc;
         dsmall.extend(sg.dp);
         dsmall.extend(cg.dw);
@@ -143,12 +146,11 @@ impl CustomOp3 for MixerScan {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let MixerDims { b, l, d, .. } = self.dims;
         let y = match s3 {
             CpuStorage::F64(_) => self.cpu_fwd_typed::<f64>((s1, l1), (s2, l2), (s3, l3))?,
             _ => self.cpu_fwd_typed::<f32>((s1, l1), (s2, l2), (s3, l3))?,
         };
-        Ok((y, (b, l, d).into()))
+        Ok((y, self.dims.act_shape(self.dims.d)))
     }
 
     #[cfg(feature = "cuda")]
@@ -162,8 +164,7 @@ impl CustomOp3 for MixerScan {
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let y = super::cuda::scan_forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))?;
-        let MixerDims { b, l, d, .. } = self.dims;
-        Ok((y, (b, l, d).into()))
+        Ok((y, self.dims.act_shape(self.dims.d)))
     }
 
     fn bwd(
@@ -174,10 +175,10 @@ impl CustomOp3 for MixerScan {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let MixerDims { b, l, d, .. } = self.dims;
-        let g = grad_y.to_dtype(xz.dtype())?.contiguous()?; // (b, l, d)
-        if g.dims() != [b, l, d] {
-            bail!("{NAME}: gradient has shape {:?}, expected {:?}", g.dims(), [b, l, d])
+        let g = grad_y.to_dtype(xz.dtype())?.contiguous()?; // (b, l, d) or (b·l, d)
+        let want = self.dims.act_shape(self.dims.d);
+        if g.shape() != &want {
+            bail!("{NAME}: gradient has shape {:?}, expected {want:?}", g.dims())
         }
         #[cfg(feature = "cuda")]
         if xz.device().is_cuda() {

@@ -3,8 +3,12 @@
 
 use candle_core::{DType, Result, Tensor};
 
-/// `x @ wᵀ` over the last dim, for `x` of any rank: `(.., in)` → `(.., out)`.
+/// `x @ wᵀ` over the last dim, for `x` of any rank: `(.., in)` → `(.., out)`. A 2-D `x` goes
+/// straight to the matmul; other ranks are reshaped to 2-D and back (two more autograd nodes).
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.rank() == 2 {
+        return x.matmul(&w.t()?); // (rows, out)
+    }
     let dims = x.dims().to_vec();
     let (out, inp) = w.dims2()?;
     let rows: usize = dims[..dims.len() - 1].iter().product();

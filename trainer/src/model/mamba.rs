@@ -66,21 +66,32 @@ impl MambaLM {
     /// Token ids `(b, l)` (u32) → final hidden states `(b, l, d_model)` after norm_f.
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
+        self.hidden_rows(ids)?.reshape((b, l, self.cfg.d_model)) // (b, l, d)
+    }
+
+    /// Token ids `(b, l)` → final hidden states as rows `(b·l, d_model)`. The activations stay
+    /// 2-D through every layer: each reshape would be an autograd node whose backward adds the
+    /// gradient into a zero tensor of its size (about 16 ms per step at micro-batch 16 for the
+    /// reshapes `linear` needs on 3-D inputs; docs/benchmarks.md).
+    fn hidden_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, l) = ids.dims2()?;
         let h = self.embeddings.index_select(&ids.flatten_all()?, 0)?; // (b·l, d)
         let acc = acc_dtype(self.embeddings.dtype());
-        let mut residual = h.reshape((b, l, self.cfg.d_model))?.to_dtype(acc)?; // (b, l, d)
+        let mut residual = h.to_dtype(acc)?; // (b·l, d)
         for block in &self.layers {
-            let x = rms_norm(&residual, &block.norm, self.cfg.norm_eps)?.to_dtype(self.compute)?; // (b, l, d)
-            let x = block.mixer.forward(&x)?; // (b, l, d)
-            residual = (residual + x.to_dtype(acc)?)?; // (b, l, d)
+            let x = rms_norm(&residual, &block.norm, self.cfg.norm_eps)?.to_dtype(self.compute)?; // (b·l, d)
+            let x = block.mixer.forward(&x, l)?; // (b·l, d)
+            residual = (residual + x.to_dtype(acc)?)?; // (b·l, d)
         }
-        rms_norm(&residual, &self.norm_f, self.cfg.norm_eps)?.to_dtype(self.compute) // (b, l, d)
+        rms_norm(&residual, &self.norm_f, self.cfg.norm_eps)?.to_dtype(self.compute) // (b·l, d)
     }
 
     /// Token ids `(b, l)` → logits `(b, l, vocab_padded)` in the compute dtype.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(ids)?; // (b, l, d)
-        super::layers::linear(&h, &self.embeddings.to_dtype(self.compute)?) // (b, l, V)
+        let (b, l) = ids.dims2()?;
+        let h = self.hidden_rows(ids)?; // (b·l, d)
+        let logits = super::layers::linear(&h, &self.embeddings.to_dtype(self.compute)?)?; // (b·l, V)
+        logits.reshape((b, l, ())) // (b, l, V)
     }
 
     /// Mean next-token cross-entropy: `ids (b, l)` predict `targets (b, l)`. Scalar f32 (f64
@@ -90,9 +101,7 @@ impl MambaLM {
     /// is an autograd node whose backward adds the gradient into a zero tensor of its size, and
     /// at (b·l, V) that costs about 3.5 ms per reshape per step at micro-batch 16 on an H200.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(ids)?; // (b, l, d)
-        let (b, l, d) = h.dims3()?;
-        let h = h.reshape((b * l, d))?; // (b·l, d)
+        let h = self.hidden_rows(ids)?; // (b·l, d)
         let logits = h.matmul(&self.embeddings.to_dtype(self.compute)?.t()?)?; // (b·l, V)
         super::cross_entropy::cross_entropy(&logits, &targets.flatten_all()?) // ()
     }

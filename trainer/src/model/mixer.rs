@@ -51,24 +51,27 @@ impl Mixer {
         })
     }
 
-    /// Parallel forward over a whole sequence: `(b, l, d_model)` → `(b, l, d_model)`, in the
-    /// dtype of `x` (matmul weights are cast to it). The conv and the scan are the fused mixer ops,
-    /// which read `xz` and `dt` where the matmuls left them, in that dtype (no narrow copies, no
-    /// casts, no packing; see `mamba_ops::mixer_scan`).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Parallel forward over whole sequences, given as rows: `x: (b·l, d_model)` holds `b`
+    /// sequences of `seq_len` steps one after the other; returns `(b·l, d_model)` in the dtype of
+    /// `x` (matmul weights are cast to it). The activations stay 2-D (no reshape nodes around the
+    /// matmuls). The conv and the scan are the fused mixer ops, which read `xz` and `dt` where
+    /// the matmuls left them, in that dtype (no narrow copies, no casts, no packing; see
+    /// `mamba_ops::mixer_scan`).
+    pub fn forward(&self, x: &Tensor, seq_len: usize) -> Result<Tensor> {
         let (n, r) = (self.d_state, self.dt_rank);
         let w = |t: &Tensor| t.to_dtype(x.dtype());
-        let xz = linear(x, &w(&self.in_proj)?)?; // (b, l, 2·di) = [x | z]
-        let xs = mamba_ops::mixer_conv(&xz, &self.conv_weight, &self.conv_bias)?; // (b, l, di)
-        let x_dbl = linear(&xs, &w(&self.x_proj)?)?; // (b, l, r + 2n)
-        let dt = x_dbl.narrow(D::Minus1, 0, r)?; // (b, l, r)
-        let b = x_dbl.narrow(D::Minus1, r, n)?; // (b, l, n)
-        let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b, l, n)
+        let xz = linear(x, &w(&self.in_proj)?)?; // (b·l, 2·di) = [x | z]
+        let xs = mamba_ops::mixer_conv_rows(&xz, seq_len, &self.conv_weight, &self.conv_bias)?; // (b·l, di)
+        let x_dbl = linear(&xs, &w(&self.x_proj)?)?; // (b·l, r + 2n)
+        let dt = x_dbl.narrow(D::Minus1, 0, r)?.contiguous()?; // (b·l, r)
+        let b = x_dbl.narrow(D::Minus1, r, n)?; // (b·l, n)
+        let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b·l, n)
         // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
-        let dt = linear(&dt, &w(&self.dt_proj_w)?)?; // (b, l, di)
+        let dt = linear(&dt, &w(&self.dt_proj_w)?)?; // (b·l, di)
         // The scan recomputes u = silu(conv(x)) from xz and reads z from it.
-        let y = mamba_ops::mixer_scan(
+        let y = mamba_ops::mixer_scan_rows(
             &xz,
+            seq_len,
             &dt,
             &b,
             &c,
@@ -77,8 +80,8 @@ impl Mixer {
             &self.a_log,
             &self.d_skip,
             &self.dt_proj_b,
-        )?; // (b, l, di)
-        linear(&y, &w(&self.out_proj)?) // (b, l, d_model)
+        )?; // (b·l, di)
+        linear(&y, &w(&self.out_proj)?) // (b·l, d_model)
     }
 
     pub fn zero_state(&self, batch: usize) -> Result<MixerState> {
