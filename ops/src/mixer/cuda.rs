@@ -84,8 +84,16 @@ fn check_k(op: &str, dims: &MixerDims) -> Result<()> {
     Ok(())
 }
 
-fn elementwise(n: usize) -> LaunchConfig {
-    LaunchConfig::for_num_elems(n as u32)
+/// Threads per block of the conv's per-element kernels, which run one block row per (i, t) row
+/// and one thread per channel (`mixer_conv.cu`).
+const CONV_THREADS: usize = 256;
+
+fn per_element(dims: &MixerDims) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((dims.b * dims.l) as u32, dims.d.div_ceil(CONV_THREADS) as u32, 1),
+        block_dim: (CONV_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 fn wrap<T: Io>(slice: CudaSlice<T>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
@@ -117,11 +125,11 @@ fn conv_forward_t<T: Io>(
     // SAFETY: one thread per element writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
     let func = dev.get_or_load_custom_func(&format!("mixer_conv_fwd_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
-    let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
+    let (l, d, k) = (dims.l as i32, dims.d as i32, dims.k as i32);
     let mut args = func.builder();
-    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&out).arg(&b).arg(&l).arg(&d).arg(&k);
+    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&out).arg(&l).arg(&d).arg(&k);
     // SAFETY: argument types and order match the kernel's signature.
-    unsafe { args.launch(elementwise(n)) }.w()?;
+    unsafe { args.launch(per_element(dims)) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
 
@@ -136,14 +144,13 @@ fn conv_input_grads<T: Io>(
     dxz: &mut CudaSlice<T>,
     zero_z: bool,
 ) -> Result<(Tensor, Tensor)> {
-    let n = dims.b * dims.l * dims.d;
     let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
     let func = dev.get_or_load_custom_func(&format!("mixer_conv_dx_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
     let zero_z = i32::from(zero_z);
     let mut args = func.builder();
-    args.arg(dpre).arg(wv).arg(dxz).arg(&b).arg(&l).arg(&d).arg(&k).arg(&zero_z);
+    args.arg(dpre).arg(wv).arg(dxz).arg(&l).arg(&d).arg(&k).arg(&zero_z);
     // SAFETY: argument types and order match the kernel's signature.
-    unsafe { args.launch(elementwise(n)) }.w()?;
+    unsafe { args.launch(per_element(dims)) }.w()?;
 
     let strips = (dims.b * dims.l).div_ceil(DW_ROWS);
     // SAFETY: the kernel writes every (strip, channel) row of the partials.
@@ -175,14 +182,14 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
     let xzv = view_of::<T>(op, "xz", xzs, lxz)?;
     let (wv, cbv, gv) = (view(op, "weight", ws, lw)?, view(op, "bias", cbs, lcb)?, view_of::<T>(op, "grad", gs, lg)?);
     let n = dims.b * dims.l * dims.d;
-    let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
+    let (l, d, k) = (dims.l as i32, dims.d as i32, dims.k as i32);
     // SAFETY: one thread per element writes every element.
     let dpre = unsafe { dev.alloc::<f32>(n)? };
     let func = dev.get_or_load_custom_func(&format!("mixer_conv_dpre_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
     let mut args = func.builder();
-    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&dpre).arg(&b).arg(&l).arg(&d).arg(&k);
+    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&dpre).arg(&l).arg(&d).arg(&k);
     // SAFETY: argument types and order match the kernel's signature.
-    unsafe { args.launch(elementwise(n)) }.w()?;
+    unsafe { args.launch(per_element(dims)) }.w()?;
     // SAFETY: the dx kernel writes both halves of every row (zero_z).
     let mut dxz = unsafe { dev.alloc::<T>(2 * n)? };
     let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, true)?;
