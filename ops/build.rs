@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 7] = [
+const KERNELS: [&str; 8] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
@@ -12,6 +12,7 @@ const KERNELS: [&str; 7] = [
     "mixer_conv",
     "mixer_scan",
     "partials",
+    "embedding",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
 const HEADERS: [&str; 1] = ["mixer_common.cuh"];

@@ -16,6 +16,7 @@ pub(crate) mod ptx {
     pub const MIXER_CONV: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_conv.ptx"));
     pub const MIXER_SCAN: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_scan.ptx"));
     pub const PARTIALS: &str = include_str!(concat!(env!("OUT_DIR"), "/partials.ptx"));
+    pub const EMBEDDING: &str = include_str!(concat!(env!("OUT_DIR"), "/embedding.ptx"));
 }
 
 /// The f32 device memory of a contiguous tensor argument.

@@ -36,6 +36,7 @@ mod cpu_storage;
 mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda_util;
+mod embedding;
 mod mixer;
 mod real;
 pub mod reference;
@@ -66,6 +67,16 @@ pub fn selective_scan(
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
     selective_scan::selective_scan(u, delta, a_log, b, c, d_skip, z, delta_bias)
+}
+
+/// The token embedding: rows of `weight: (V, d)` at `ids: (n,)` (u32) → `(n, d)` in the weight's
+/// dtype; the same as `weight.index_select(ids, 0)`, as one op whose backward
+/// `dW[v] = Σ_{p : ids[p] = v} g[p]` sums each row in position order: deterministic, and on CUDA
+/// one block per residue class of rows instead of candle's single-block `index_add` (f32
+/// weights; other dtypes fall back to it). An id `>= V` is an error on the CPU; on CUDA the
+/// forward reads, like `index_select`, undefined values for it and the backward skips it.
+pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    embedding::embedding(weight, ids)
 }
 
 /// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one

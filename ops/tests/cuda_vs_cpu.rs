@@ -158,6 +158,33 @@ fn rms_norm_cuda_matches_cpu() {
     }
 }
 
+#[test]
+fn embedding_cuda_matches_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let dev = Device::new_cuda(0).unwrap();
+    // Few rows (every bucket of blocks has several), 130m's padded vocabulary and width, a
+    // width that is not a multiple of the block; ids drawn from a narrow range repeat often.
+    for &(v, d, n, hi) in &[(7, 5, 300, 7), (50280, 768, 4096, 50280), (1000, 300, 2000, 40)] {
+        let w = rand_t(&mut rng, &[v, d], -1.0, 1.0);
+        let ids: Vec<u32> = (0..n).map(|_| rng.gen_range(0..hi as u32)).collect();
+        let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap();
+        let probe = rand_t(&mut rng, &[n, d], -1.0, 1.0);
+        let run = |dev: &Device| {
+            let wv = Var::from_tensor(&w.to_device(dev).unwrap()).unwrap();
+            let out = mamba_ops::embedding(wv.as_tensor(), &ids.to_device(dev).unwrap()).unwrap();
+            let loss = (&out * probe.to_device(dev).unwrap()).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap().get(wv.as_tensor()).unwrap().to_device(&Device::Cpu).unwrap();
+            (out.to_device(&Device::Cpu).unwrap(), g)
+        };
+        let ((out_c, g_c), (out_g, g_g)) = (run(&Device::Cpu), run(&dev));
+        // Same gathers, and each row's gradients summed in the same (position) order.
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&out_g), flat(&out_c), "embedding forward {v}x{d} n={n}");
+        assert_eq!(flat(&g_g), flat(&g_c), "embedding dW {v}x{d} n={n}");
+        println!("embedding F32 ({v}, {d}, {n}): forward and dW equal bit for bit");
+    }
+}
+
 /// Allocates and frees `elems` NaNs of `dtype` on `dev`, so that the next allocation of that size
 /// (cudarc's stream-ordered pool usually hands the same memory back) starts out poisoned: an
 /// element a kernel forgets to write then shows up as NaN. Best effort.

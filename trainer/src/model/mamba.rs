@@ -75,7 +75,8 @@ impl MambaLM {
     /// reshapes `linear` needs on 3-D inputs; docs/benchmarks.md).
     fn hidden_rows(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, l) = ids.dims2()?;
-        let h = self.embeddings.index_select(&ids.flatten_all()?, 0)?; // (b·l, d)
+        // The fused embedding op: index_select's gather with a parallel, deterministic backward.
+        let h = mamba_ops::embedding(&self.embeddings, &ids.flatten_all()?)?; // (b·l, d)
         let acc = acc_dtype(self.embeddings.dtype());
         let mut residual = h.to_dtype(acc)?; // (b·l, d)
         for block in &self.layers {
