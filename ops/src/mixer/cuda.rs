@@ -84,13 +84,14 @@ fn check_k(op: &str, dims: &MixerDims) -> Result<()> {
     Ok(())
 }
 
-/// Threads per block of the conv's per-element kernels, which run one block row per (i, t) row
-/// and one thread per channel (`mixer_conv.cu`).
+/// Threads per block of the conv's per-element kernels, one per channel, and the time steps each
+/// thread walks (`RUN` in `mixer_conv.cu`).
 const CONV_THREADS: usize = 256;
+const CONV_RUN: usize = 16;
 
 fn per_element(dims: &MixerDims) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: ((dims.b * dims.l) as u32, dims.d.div_ceil(CONV_THREADS) as u32, 1),
+        grid_dim: ((dims.b * dims.l.div_ceil(CONV_RUN)) as u32, dims.d.div_ceil(CONV_THREADS) as u32, 1),
         block_dim: (CONV_THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
