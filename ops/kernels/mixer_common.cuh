@@ -1,4 +1,4 @@
-// Shared by the mixer kernels (mixer_conv.cu, mixer_scan.cu): loads and stores of the IO type T
+// Shared by the mixer kernels (mixer_conv.cu, mixer_scan.cu) and rms_norm.cu: loads and stores of the IO type T
 // (bf16 or f32; arithmetic is always f32), the activations, and the conv's pre-activation read
 // from the x half of xz = [x | z]: (b, l, 2d).
 #pragma once

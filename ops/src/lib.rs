@@ -44,7 +44,7 @@ mod rms_norm;
 mod selective_scan;
 mod shape_check;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// Selective scan with D skip and silu(z) gating.
 ///
@@ -84,7 +84,14 @@ pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
 /// f32, or f64 when both inputs are f64; the result in the dtype of `x`). The backward saves
 /// nothing but the inputs and recomputes `1/rms`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    rms_norm::rms_norm(x, weight, eps)
+    rms_norm::rms_norm(x, weight, eps, None)
+}
+
+/// [`rms_norm`] with its result in `out`: the statistics' dtype, or bf16 from f32 `x` (the
+/// model's f32 residual stream normalized straight into its bf16 matmul input, with no cast node
+/// and no f32 copy of the output; the gradient then arrives, and is read, in bf16).
+pub fn rms_norm_to(x: &Tensor, weight: &Tensor, eps: f64, out: DType) -> Result<Tensor> {
+    rms_norm::rms_norm(x, weight, eps, Some(out))
 }
 
 /// Depthwise causal conv1d + bias + SiLU. `x: (b, l, d)`, `weight: (d, k)`, `bias: (d,)` → `(b, l, d)`.

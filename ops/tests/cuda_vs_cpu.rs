@@ -155,6 +155,9 @@ fn rms_norm_cuda_matches_cpu() {
         let inputs = vec![rand_t(&mut rng, &[rows, d], -2.0, 2.0), rand_t(&mut rng, &[d], 0.5, 1.5)];
         let f = |t: &[Tensor]| mamba_ops::rms_norm(&t[0], &t[1], 1e-5).unwrap();
         run_both(&inputs, f, &mut rng, 1e-5, &format!("rms_norm {rows}x{d}"));
+        // bf16 output (the `_bf16` kernels: written and its gradient read in bf16).
+        let f = |t: &[Tensor]| mamba_ops::rms_norm_to(&t[0], &t[1], 1e-5, DType::BF16).unwrap();
+        run_both(&inputs, f, &mut rng, 1e-2, &format!("rms_norm_to bf16 {rows}x{d}"));
     }
 }
 

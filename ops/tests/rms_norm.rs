@@ -114,3 +114,34 @@ fn bad_arguments_are_errors() -> Result<()> {
     assert!(err.contains("rms_norm"), "{err}");
     Ok(())
 }
+
+/// `rms_norm_to(x, w, eps, BF16)` on f32 `x` is exactly `rms_norm(x, w, eps).to_dtype(BF16)`,
+/// forward and backward (its bf16 gradient is read as the cast's backward would pass it on), as
+/// one op instead of two autograd nodes.
+#[test]
+fn bf16_output_equals_norm_then_cast() -> Result<()> {
+    let (rows, d) = (5, 12);
+    let mut r = rng(21);
+    let xs = uniform(&mut r, rows * d, -2.0, 2.0);
+    let ws = uniform(&mut r, d, 0.5, 1.5);
+    let probe = uniform(&mut r, rows * d, -1.0, 1.0);
+    let run = |fused: bool| -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+        let x = var(&xs, &[rows, d], DType::F32)?;
+        let w = var(&ws, &[d], DType::F32)?;
+        let y = if fused {
+            mamba_ops::rms_norm_to(x.as_tensor(), w.as_tensor(), 1e-5, DType::BF16)?
+        } else {
+            mamba_ops::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5)?.to_dtype(DType::BF16)?
+        };
+        assert_eq!(y.dtype(), DType::BF16);
+        let g = weighted_sum(&y, &probe)?.backward()?;
+        Ok((flat(&y)?, grad(&g, &x, "x")?, grad(&g, &w, "weight")?))
+    };
+    let (fused, composed) = (run(true)?, run(false)?);
+    assert_eq!(fused, composed);
+    let x = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?;
+    let w = Tensor::ones(3, DType::F32, &Device::Cpu)?;
+    let e = mamba_ops::rms_norm_to(&x, &w, 1e-5, DType::F16).expect_err("f16 output is not offered").to_string();
+    assert!(e.contains("rms_norm") && e.contains("F16"), "{e}");
+    Ok(())
+}

@@ -1,10 +1,10 @@
 //! GPU RMSNorm: launches `ops/kernels/rms_norm.cu`. Forward is one kernel; backward is the dx
 //! kernel (which also writes 1/rms per row) plus per-strip dw partials summed by candle.
 
-use crate::cuda_util::{cuda_storage, device, ptx, tensor, view};
+use crate::cuda_util::{cuda_storage, device, ptx, tensor, view, view_of};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
-use candle_core::{Layout, Result, Shape, Tensor};
+use candle_core::{bail, DType, Layout, Result, Shape, Tensor};
 
 const MODULE: &str = "mamba_rms_norm";
 /// Rows per block in the row kernels (one warp each).
@@ -16,12 +16,35 @@ fn row_launch(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1), block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1), shared_mem_bytes: 0 }
 }
 
-pub(crate) fn forward(op: &str, rows: usize, d: usize, eps: f64, (x, lx): (&CudaStorage, &Layout), (w, lw): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+/// The kernels' name suffix for an output (and output-gradient) dtype.
+fn suffix(op: &str, out: DType) -> Result<&'static str> {
+    match out {
+        DType::F32 => Ok("f32"),
+        DType::BF16 => Ok("bf16"),
+        other => bail!("{op}: the CUDA kernels write f32 or bf16, got {other:?}"),
+    }
+}
+
+pub(crate) fn forward(op: &str, rows: usize, d: usize, eps: f64, out: DType, (x, lx): (&CudaStorage, &Layout), (w, lw): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+    match out {
+        DType::BF16 => forward_t::<half::bf16>(op, rows, d, eps, (x, lx), (w, lw)),
+        _ => forward_t::<f32>(op, rows, d, eps, (x, lx), (w, lw)),
+    }
+}
+
+fn forward_t<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr + candle_core::WithDType>(
+    op: &str,
+    rows: usize,
+    d: usize,
+    eps: f64,
+    (x, lx): (&CudaStorage, &Layout),
+    (w, lw): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
     let dev = device(x);
     let (xv, wv) = (view(op, "x", x, lx)?, view(op, "weight", w, lw)?);
     // SAFETY: one warp per row writes every element of its row.
-    let y = unsafe { dev.alloc::<f32>(rows * d)? };
-    let func = dev.get_or_load_custom_func("rms_norm_fwd_f32", MODULE, ptx::RMS_NORM)?;
+    let y = unsafe { dev.alloc::<T>(rows * d)? };
+    let func = dev.get_or_load_custom_func(&format!("rms_norm_fwd_{}", suffix(op, T::DTYPE)?), MODULE, ptx::RMS_NORM)?;
     let (ri, di, e) = (rows as i32, d as i32, eps as f32);
     let mut args = func.builder();
     args.arg(&xv).arg(&wv).arg(&y).arg(&ri).arg(&di).arg(&e);
@@ -30,20 +53,37 @@ pub(crate) fn forward(op: &str, rows: usize, d: usize, eps: f64, (x, lx): (&Cuda
     Ok((CudaStorage::wrap_cuda_slice(y, dev), (rows, d).into()))
 }
 
-/// `[dx, dw]` from contiguous f32 CUDA tensors `x (rows, d)`, `w (d)`, `g (rows, d)`.
+/// `[dx, dw]` from contiguous CUDA tensors `x (rows, d)`, `w (d)` (f32) and `g (rows, d)` (f32
+/// or bf16).
 pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<[Tensor; 2]> {
+    match g.dtype() {
+        DType::BF16 => backward_t::<half::bf16>(op, rows, d, eps, x, w, g),
+        _ => backward_t::<f32>(op, rows, d, eps, x, w, g),
+    }
+}
+
+fn backward_t<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr + candle_core::WithDType>(
+    op: &str,
+    rows: usize,
+    d: usize,
+    eps: f64,
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+) -> Result<[Tensor; 2]> {
+    let sfx = suffix(op, T::DTYPE)?;
     let (xs, lx) = x.storage_and_layout();
     let (ws, lw) = w.storage_and_layout();
     let (gs, lg) = g.storage_and_layout();
     let (xs, ws, gs) = (cuda_storage(op, "x", &xs)?, cuda_storage(op, "weight", &ws)?, cuda_storage(op, "grad", &gs)?);
     let dev = device(xs);
-    let (xv, wv, gv) = (view(op, "x", xs, lx)?, view(op, "weight", ws, lw)?, view(op, "grad", gs, lg)?);
+    let (xv, wv, gv) = (view(op, "x", xs, lx)?, view(op, "weight", ws, lw)?, view_of::<T>(op, "grad", gs, lg)?);
     let (ri, di, e) = (rows as i32, d as i32, eps as f32);
 
     // SAFETY (both allocations): the kernel writes every row of dx and every entry of inv_rms.
     let dx = unsafe { dev.alloc::<f32>(rows * d)? };
     let inv_rms = unsafe { dev.alloc::<f32>(rows)? };
-    let func = dev.get_or_load_custom_func("rms_norm_bwd_dx_f32", MODULE, ptx::RMS_NORM)?;
+    let func = dev.get_or_load_custom_func(&format!("rms_norm_bwd_dx_{sfx}"), MODULE, ptx::RMS_NORM)?;
     let mut args = func.builder();
     args.arg(&xv).arg(&wv).arg(&gv).arg(&dx).arg(&inv_rms).arg(&ri).arg(&di).arg(&e);
     // SAFETY: argument types and order match the kernel's signature.
@@ -52,7 +92,7 @@ pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w:
     let strips = rows.div_ceil(STRIP_ROWS);
     // SAFETY: one thread per (strip, column) writes every partial.
     let dw_part = unsafe { dev.alloc::<f32>(strips * d)? };
-    let func = dev.get_or_load_custom_func("rms_norm_bwd_dw_f32", MODULE, ptx::RMS_NORM)?;
+    let func = dev.get_or_load_custom_func(&format!("rms_norm_bwd_dw_{sfx}"), MODULE, ptx::RMS_NORM)?;
     let cfg = LaunchConfig { grid_dim: (d.div_ceil(128) as u32, strips as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let sr = STRIP_ROWS as i32;
     let mut args = func.builder();

@@ -38,6 +38,16 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     mamba_ops::rms_norm(&x, weight, eps)?.to_dtype(dtype)
 }
 
+/// [`rms_norm`] of the residual stream `x` (f32) with the result in the compute dtype `dtype`: under
+/// mixed precision (bf16) one op writes bf16 directly, with no cast node after it (a cast node's
+/// backward costs a cast and an f32 gradient add per layer).
+pub fn rms_norm_into(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType) -> Result<Tensor> {
+    if x.dtype() == dtype {
+        return rms_norm(x, weight, eps);
+    }
+    mamba_ops::rms_norm_to(x, weight, eps, dtype)
+}
+
 /// softplus(x) = log(1 + eˣ), computed stably as relu(x) + log(1 + e^-|x|).
 pub fn softplus(x: &Tensor) -> Result<Tensor> {
     let tail = x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;

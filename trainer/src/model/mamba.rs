@@ -12,7 +12,7 @@ use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::MambaConfig;
-use super::layers::{acc_dtype, rms_norm};
+use super::layers::{acc_dtype, rms_norm, rms_norm_into};
 use super::mixer::{Mixer, MixerState};
 
 struct Block {
@@ -80,11 +80,11 @@ impl MambaLM {
         let acc = acc_dtype(self.embeddings.dtype());
         let mut residual = h.to_dtype(acc)?; // (b·l, d)
         for block in &self.layers {
-            let x = rms_norm(&residual, &block.norm, self.cfg.norm_eps)?.to_dtype(self.compute)?; // (b·l, d)
+            let x = rms_norm_into(&residual, &block.norm, self.cfg.norm_eps, self.compute)?; // (b·l, d)
             let x = block.mixer.forward(&x, l)?; // (b·l, d)
             residual = (residual + x.to_dtype(acc)?)?; // (b·l, d)
         }
-        rms_norm(&residual, &self.norm_f, self.cfg.norm_eps)?.to_dtype(self.compute) // (b·l, d)
+        rms_norm_into(&residual, &self.norm_f, self.cfg.norm_eps, self.compute) // (b·l, d)
     }
 
     /// Token ids `(b, l)` → logits `(b, l, vocab_padded)` in the compute dtype.
