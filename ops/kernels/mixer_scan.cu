@@ -1,38 +1,38 @@
-// The mixer's selective scan on the GPU (ops/src/mixer, `mixer_scan`), one thread per (batch,
-// channel, state). It reads the in_proj output xz = [x | z]: (b, l, 2d) and delta: (b, l, d) in
-// the IO type T (bf16 or f32) and writes the output and their gradients in T; all arithmetic is
-// f32. The small inputs are f32: bc (b, l, 2n) = B | C, p (d, n + 2) = A_log | D | delta_bias,
-// conv weight w (d, k) and bias cb (d). The math is the CPU op's (causal_conv1d/cpu.rs +
-// selective_scan/cpu.rs on the halves of xz), which these kernels are tested against
-// (tests/cuda_vs_cpu.rs).
+// The mixer's selective scan on the GPU (ops/src/mixer, `mixer_scan`). It reads the in_proj
+// output xz = [x | z]: (b, l, 2d) and delta: (b, l, d) in the IO type T (bf16 or f32) and writes
+// the output and their gradients in T; all arithmetic is f32. The small inputs are f32: bc
+// (b, l, 2n) = B | C, p (d, n + 2) = A_log | D | delta_bias, conv weight w (d, k) and bias cb (d).
+// The math is the CPU op's (causal_conv1d/cpu.rs + selective_scan/cpu.rs on the halves of xz),
+// which these kernels are tested against (tests/cuda_vs_cpu.rs).
 //
-// Layout, for occupancy: selective_scan.cu keeps all NP states of a channel in one thread: b·d
-// threads (24.6k for the 130m model at micro-batch 16), a few warps per SM, each a long
-// dependent chain. Here a channel's NP states are NP consecutive lanes (b·d·NP threads, 393k),
-// and the sums over states (the output y, and in the backward dL/dΔ, dL/du and y again) are
-// butterfly shuffles within those lanes. With one thread per channel this op ran the model at
-// 52.6k tokens/s, with one per state at 59.3k (micro-batch 16, H200; docs/benchmarks.md, fourth
-// round).
+// Layout (`Layout` below): a channel's NP states are spread over LN = NP / 4 consecutive lanes
+// of 4 states each (b·d·LN threads: 98k for the 130m model at micro-batch 16), 64 channels per
+// block. Each lane runs 4 independent recurrences (instruction-level parallelism) and shares the
+// per-step loads of u and dt between them; the sums over a channel's states are taken in-thread
+// and then over its LN lanes. History on the H200 at micro-batch 16 (docs/benchmarks.md): one
+// thread per channel with all 16 states, 52.6k tokens/s; one thread per state, 59.3k; four
+// states per thread with deferred sums, 64.9k (scan backward 72.5 -> 54.8 ms per step).
 //
 // The input u is recomputed from xz as silu(conv1d(x) + cb), so neither u nor a packed copy of
 // the inputs is stored for the backward; the backward writes dL/d(pre-activation) as f32 scratch,
 // from which the kernels of mixer_conv.cu produce the x half of dxz and the conv's weight
 // gradient.
 //
-// Block: CH = 512 / NP channels × NP states. Per chunk of time steps the block stages, once per
-// (step, channel), u = silu(conv1d(x) + cb), dt = softplus(delta + delta_bias), and what the pass
-// needs of z and g, into shared memory (coalesced: consecutive threads read consecutive channels),
-// and B | C per (step, state).
+// Per chunk of time steps the block stages, once per (step, channel), u = silu(conv1d(x) + cb),
+// dt = softplus(delta + delta_bias), and what the pass needs of z and g, into shared memory
+// (coalesced: consecutive threads read consecutive channels), and B | C per (step, state).
 //
-// Forward: the recurrence per thread; y summed over the state lanes into shared memory; after the
+// Forward: the recurrences per thread; y summed over the lanes into shared memory; after the
 // chunk the block writes out = (y + D u) silu(z) for the chunk, coalesced.
-// Backward (like the reference kernel, never storing all states): pass 1 saves each thread's state
-// at every chunk boundary (BWD_CHUNK steps) to global scratch; pass 2 walks the chunks backwards,
-// recomputes the chunk's states in registers and runs the adjoint recurrence. dB and dC (sums over
-// channels) are summed over the lanes of one state in a warp, then over the block's warps in a
-// fixed order into per-block partials; dA_log per thread, D and delta_bias per channel into
-// per-batch partials. The per-(step, channel) gradients of a chunk are written by the whole block
-// after its adjoint loop. The caller sums the partials in a fixed order: deterministic.
+// Backward (like the reference kernel, never storing all states): pass 1 saves each thread's
+// states at every chunk boundary (BWD_CHUNK steps) to global scratch; pass 2 walks the chunks
+// backwards, recomputes the chunk's states in registers and runs the adjoint recurrence. The sums
+// over states of dL/ddt and dL/du are deferred to the end of each half chunk and taken for all its
+// steps at once by recursive halving (`lane_sums`); dB and dC (sums over channels) likewise over
+// the warp's channels, then over the block's warps in a fixed order into per-block partials;
+// dA_log per state, D and delta_bias per channel into per-batch partials. The per-(step, channel)
+// gradients of a chunk are written by the whole block after its adjoint loop. The caller sums
+// the partials in a fixed order: deterministic.
 
 #include "mixer_common.cuh"
 

@@ -9,6 +9,8 @@
 //!   in_proj's output `xz = [x | z]` in place and in its own dtype (bf16 in and out under mixed
 //!   precision); the scan recomputes the conv inside. They are what the trainer uses; the two
 //!   above are their plain, separately tested building blocks.
+//! - [`embedding`]: the token embedding (index_select) with a deterministic, parallel backward.
+//! - [`rms_norm`], [`rms_norm_to`]: RMSNorm, optionally writing bf16 from f32 statistics.
 //! - [`cross_entropy`]: fused softmax cross-entropy over the vocabulary (the LM head's loss);
 //!   its dtype rules are its own (see there).
 //!
@@ -21,8 +23,8 @@
 //! - layouts: any strides are accepted (inputs are made contiguous before the op).
 //! - devices: CPU (rayon over batch × channel blocks) and, with the `cuda` feature, CUDA
 //!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute; `selective_scan` runs one
-//!   thread per (batch, channel) with the channel's states in registers, `mixer_scan` one thread
-//!   per (batch, channel, state)). The CPU path is the reference the CUDA kernels are compared
+//!   thread per (batch, channel) with the channel's states in registers, `mixer_scan` four states
+//!   of one channel per thread). The CPU path is the reference the CUDA kernels are compared
 //!   with (`tests/cuda_vs_cpu.rs`).
 //! - determinism: outputs and gradients are bit-identical from run to run, and on the CPU for
 //!   any number of threads: partial sums are combined in a fixed order, no atomics (the CUDA
