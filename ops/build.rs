@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 8] = [
+const KERNELS: [&str; 9] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
@@ -13,6 +13,7 @@ const KERNELS: [&str; 8] = [
     "mixer_scan",
     "partials",
     "embedding",
+    "muon",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
 const HEADERS: [&str; 1] = ["mixer_common.cuh"];

@@ -40,6 +40,7 @@ mod cross_entropy;
 mod cuda_util;
 mod embedding;
 mod mixer;
+mod muon;
 mod real;
 pub mod reference;
 mod rms_norm;
@@ -79,6 +80,21 @@ pub fn selective_scan(
 /// forward reads, like `index_select`, undefined values for it and the backward skips it.
 pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
     embedding::embedding(weight, ids)
+}
+
+/// Muon's Newton–Schulz input for a stack of same-shaped matrices: `u = v / (‖v‖_F + 1e-7)` per
+/// matrix, `v = g + beta·m` (Nesterov) or `m` (the updated momentum), written in `dtype` (f32 or
+/// bf16). `g`, `m`: `(k, r, c)` f32. One op (two passes over g and m on CUDA) in place of the
+/// look-ahead, the cast and the norm's several candle ops. No backward.
+pub fn muon_ns_input(g: &Tensor, m: &Tensor, beta: f64, nesterov: bool, dtype: DType) -> Result<Tensor> {
+    muon::muon_ns_input(g, m, beta, nesterov, dtype)
+}
+
+/// Muon's weight update for a stack: `w·decay − scale·o` in f32, with `w: (k, r, c)` f32 and the
+/// orthogonalized update `o` (same shape, f32 or bf16). One pass in place of a cast, two affines
+/// and a subtraction. No backward.
+pub fn muon_apply(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<Tensor> {
+    muon::muon_apply(w, o, decay, scale)
 }
 
 /// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one

@@ -188,6 +188,32 @@ fn embedding_cuda_matches_cpu() {
     }
 }
 
+#[test]
+fn muon_ops_cuda_match_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let dev = Device::new_cuda(0).unwrap();
+    // 130m's in_proj stack, an odd small one, a single element.
+    for &dims in &[(24usize, 3072usize, 768usize), (3, 17, 9), (1, 1, 1)] {
+        let shape = [dims.0, dims.1, dims.2];
+        let (g, m, w) = (rand_t(&mut rng, &shape, -1.0, 1.0), rand_t(&mut rng, &shape, -1.0, 1.0), rand_t(&mut rng, &shape, -1.0, 1.0));
+        let on = |t: &Tensor| t.to_device(&dev).unwrap();
+        for (nesterov, dtype) in [(true, DType::BF16), (false, DType::F32), (true, DType::F32)] {
+            let cpu = mamba_ops::muon_ns_input(&g, &m, 0.95, nesterov, dtype).unwrap();
+            let gpu = mamba_ops::muon_ns_input(&on(&g), &on(&m), 0.95, nesterov, dtype).unwrap();
+            assert_eq!(gpu.dtype(), dtype);
+            let e = rel_err(&gpu, &cpu);
+            println!("muon_ns_input {dims:?} nesterov {nesterov} {dtype:?}: rel err {e:.2e}");
+            assert!(e < if dtype == DType::BF16 { 1e-2 } else { 1e-5 }, "muon_ns_input {dims:?}: {e}");
+            let (o_cpu, o_gpu) = (cpu.clone(), gpu.clone());
+            let a_cpu = mamba_ops::muon_apply(&w, &o_cpu, 0.99, 0.02).unwrap();
+            let a_gpu = mamba_ops::muon_apply(&on(&w), &o_gpu, 0.99, 0.02).unwrap();
+            let e = rel_err(&a_gpu, &a_cpu);
+            println!("muon_apply {dims:?} {dtype:?}: rel err {e:.2e}");
+            assert!(e < 1e-5, "muon_apply {dims:?}: {e}");
+        }
+    }
+}
+
 /// Allocates and frees `elems` NaNs of `dtype` on `dev`, so that the next allocation of that size
 /// (cudarc's stream-ordered pool usually hands the same memory back) starts out poisoned: an
 /// element a kernel forgets to write then shows up as NaN. Best effort.

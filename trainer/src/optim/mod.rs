@@ -44,6 +44,6 @@ pub use clip::{clip_grad_norm, global_grad_norm};
 pub use config::OptimConfig;
 pub use error::{OptimError, Result};
 pub use hybrid::{HybridOptimizer, StepStats};
-pub use newton_schulz::{newton_schulz, newton_schulz_batched};
+pub use newton_schulz::{newton_schulz, newton_schulz_batched, newton_schulz_iterate};
 pub use routing::{route, Group, OptimizerKind};
 pub use schedule::lr_multiplier;

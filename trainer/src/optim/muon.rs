@@ -12,10 +12,13 @@
 //!
 //! Matrices of one shape are updated together on stacked (k, r, c) tensors (their momentum is
 //! kept stacked too): on a GPU the step is then a few dozen launches per shape, not a dozen per
-//! matrix. Checkpoints still hold one momentum tensor per parameter.
+//! matrix. The elementwise work around Newton–Schulz is two fused ops of `mamba_ops`:
+//! `muon_ns_input` (U and its division by ‖U‖_F, in the NS dtype) and `muon_apply` (the decayed
+//! W minus the scaled O); on an H200 they took Muon from 16.2 to 10.7 ms per step for the 130m
+//! model (docs/benchmarks.md). Checkpoints still hold one momentum tensor per parameter.
 
 use super::error::{OptimError, Result};
-use super::newton_schulz::newton_schulz_batched;
+use super::newton_schulz::newton_schulz_iterate;
 use crate::dist::muon_shard::orthogonalize_sharded;
 use crate::dist::{Comm, CommError};
 use candle_core::{DType, Tensor, Var};
@@ -137,18 +140,21 @@ impl Muon {
             let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
             let g = Tensor::stack(&g, 0)?; // (k, r, c)
             let m = (group.momentum.affine(self.beta, 0.0)? + &g)?; // (k, r, c)
-            let u = if self.nesterov { (g + m.affine(self.beta, 0.0)?)? } else { m.clone() };
+            // The look-ahead g + βm (Nesterov) divided by its Frobenius norm, per matrix, in the
+            // Newton–Schulz dtype: one fused op (mamba_ops::muon_ns_input).
+            let u = mamba_ops::muon_ns_input(&g, &m, self.beta, self.nesterov, self.ns_dtype)?; // (k, r, c)
             group.momentum = m;
             // One batched Newton–Schulz chain for all matrices of this shape.
             let ortho = match comm.filter(|c| c.world_size() > 1) {
                 // Each rank its share of the matrices, then all-gathered (see dist::muon_shard).
-                Some(comm) => orthogonalize_sharded(&u, self.ns_dtype, self.ns_steps, comm).map_err(comm_error)?,
-                None => newton_schulz_batched(&u.to_dtype(self.ns_dtype)?, self.ns_steps)?.to_dtype(DType::F32)?,
-            }; // (k, r, c)
-            // Decoupled weight decay and the scaled orthogonal step, stacked; then written back.
+                Some(comm) => orthogonalize_sharded(&u, self.ns_steps, comm).map_err(comm_error)?,
+                None => newton_schulz_iterate(&u, self.ns_steps)?,
+            }; // (k, r, c), in the NS dtype
+            // Decoupled weight decay and the scaled orthogonal step, stacked (one fused op,
+            // mamba_ops::muon_apply); then written back.
             let w: Vec<Tensor> = group.members.iter().map(|&i| self.params[i].var.as_tensor().to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
             let w = Tensor::stack(&w, 0)?; // (k, r, c)
-            let w = (w.affine(1.0 - lr * weight_decay, 0.0)? - ortho.affine(lr * update_scale(r, c), 0.0)?)?;
+            let w = mamba_ops::muon_apply(&w, &ortho, 1.0 - lr * weight_decay, lr * update_scale(r, c))?;
             for (j, &i) in group.members.iter().enumerate() {
                 let var = &self.params[i].var;
                 var.set(&w.get(j)?.to_dtype(var.dtype())?)?;

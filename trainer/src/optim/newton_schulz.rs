@@ -26,9 +26,7 @@ const NORM_EPS: f64 = 1e-7;
 /// two transposed copies (the matmuls read the transposed views directly). The output has the
 /// shape and dtype of `x`. The Frobenius norm is accumulated in f32 whatever the dtype.
 pub fn newton_schulz_batched(x: &Tensor, steps: usize) -> Result<Tensor> {
-    let (_k, r, c) = x.dims3()?;
-    let (a, b, c_coef) = NS_COEFFS;
-    let tall = r > c;
+    x.dims3()?; // (k, r, c)
     let dtype = x.dtype();
     let mut x = x.contiguous()?; // (k, r, c)
 
@@ -36,7 +34,17 @@ pub fn newton_schulz_batched(x: &Tensor, steps: usize) -> Result<Tensor> {
     let norm = x.to_dtype(DType::F32)?.sqr()?.sum_keepdim((1, 2))?.sqrt()?;
     let norm = norm.affine(1.0, NORM_EPS)?.to_dtype(dtype)?;
     x = x.broadcast_div(&norm)?;
+    newton_schulz_iterate(&x, steps)
+}
 
+/// The iterations of [`newton_schulz_batched`] on a stack `x` (k, r, c) whose matrices are
+/// already divided by their Frobenius norms (`mamba_ops::muon_ns_input` does that in the same
+/// pass as Muon's look-ahead).
+pub fn newton_schulz_iterate(x: &Tensor, steps: usize) -> Result<Tensor> {
+    let (_k, r, c) = x.dims3()?;
+    let (a, b, c_coef) = NS_COEFFS;
+    let tall = r > c;
+    let mut x = x.contiguous()?; // (k, r, c)
     for _ in 0..steps {
         if tall {
             let gram = x.t()?.matmul(&x)?; // (k, c, c) = XᵀX

@@ -1,0 +1,66 @@
+//! `muon_ns_input` and `muon_apply` against the candle composites they replace in Muon's step
+//! (trainer/src/optim/muon.rs before the fusion): look-ahead, per-matrix Frobenius norm and
+//! division; decay and scaled update.
+
+mod common;
+
+use candle_core::{DType, Device, Result, Tensor};
+use common::{flat, rel_err, rng, uniform};
+use mamba_ops::{muon_apply, muon_ns_input};
+
+fn stack(seed: u64, (k, r, c): (usize, usize, usize)) -> Result<Tensor> {
+    Tensor::from_vec(uniform(&mut rng(seed), k * r * c, -1.0, 1.0).iter().map(|&x| x as f32).collect::<Vec<_>>(), (k, r, c), &Device::Cpu)
+}
+
+#[test]
+fn ns_input_is_the_normalized_look_ahead() -> Result<()> {
+    for dims in [(3, 4, 5), (1, 1, 1), (2, 17, 9)] {
+        let (g, m) = (stack(1, dims)?, stack(2, dims)?);
+        for nesterov in [true, false] {
+            let v = if nesterov { (&g + m.affine(0.95, 0.0)?)? } else { m.clone() };
+            let norm = v.sqr()?.sum_keepdim((1, 2))?.sqrt()?.affine(1.0, 1e-7)?;
+            let want = flat(&v.broadcast_div(&norm)?)?;
+            let got = muon_ns_input(&g, &m, 0.95, nesterov, DType::F32)?;
+            assert_eq!(got.dims(), g.dims());
+            let e = rel_err(&flat(&got)?, &want);
+            assert!(e < 1e-6, "{dims:?} nesterov {nesterov}: {e}");
+            // Each matrix has unit norm; bf16 output is the f32 one rounded.
+            let bf = muon_ns_input(&g, &m, 0.95, nesterov, DType::BF16)?;
+            assert_eq!(bf.dtype(), DType::BF16);
+            assert_eq!(flat(&bf)?, flat(&got.to_dtype(DType::BF16)?)?);
+        }
+    }
+    // A zero matrix stays zero.
+    let z = Tensor::zeros((2, 3, 3), DType::F32, &Device::Cpu)?;
+    assert!(flat(&muon_ns_input(&z, &z, 0.9, true, DType::F32)?)?.iter().all(|&x| x == 0.0));
+    Ok(())
+}
+
+#[test]
+fn apply_is_decay_minus_scaled_update() -> Result<()> {
+    let dims = (3, 6, 4);
+    let (w, o) = (stack(3, dims)?, stack(4, dims)?);
+    let want = flat(&(w.affine(0.99, 0.0)? - o.affine(0.02, 0.0)?)?)?;
+    assert!(rel_err(&flat(&muon_apply(&w, &o, 0.99, 0.02)?)?, &want) < 1e-7);
+    let ob = o.to_dtype(DType::BF16)?;
+    let want_b = flat(&(w.affine(0.99, 0.0)? - ob.to_dtype(DType::F32)?.affine(0.02, 0.0)?)?)?;
+    let got_b = muon_apply(&w, &ob, 0.99, 0.02)?;
+    assert_eq!(got_b.dtype(), DType::F32);
+    assert!(rel_err(&flat(&got_b)?, &want_b) < 1e-7);
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_are_named() -> Result<()> {
+    let g = stack(5, (2, 3, 4))?;
+    let err = |r: Result<Tensor>| r.expect_err("must fail").to_string();
+    let e = err(muon_ns_input(&g, &stack(6, (2, 4, 3))?, 0.9, true, DType::F32));
+    assert!(e.contains("muon_ns_input") && e.contains("`m`"), "{e}");
+    let e = err(muon_ns_input(&g.flatten_all()?, &g, 0.9, true, DType::F32));
+    assert!(e.contains("(k, r, c) f32 stack"), "{e}");
+    let e = err(muon_ns_input(&g, &g, 0.9, true, DType::F16));
+    assert!(e.contains("f32 or bf16"), "{e}");
+    let e = err(muon_apply(&g, &g.to_dtype(DType::F64)?, 1.0, 1.0));
+    assert!(e.contains("muon_apply"), "{e}");
+    Ok(())
+}
