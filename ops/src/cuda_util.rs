@@ -2,8 +2,8 @@
 //! tensor's device memory, and wrapping kernel outputs back into tensors.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
-use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
 
@@ -52,8 +52,33 @@ pub(crate) fn cuda_storage<'a>(op: &str, what: &str, s: &'a Storage) -> Result<&
     }
 }
 
+/// An element type kernels read or write in several variants: the kernel names end in `SUFFIX`
+/// (`rms_norm_fwd_bf16`, `mixer_scan_fwd_f32_n16`, ...).
+pub(crate) trait Io: CudaDType + DeviceRepr + Copy + 'static {
+    const SUFFIX: &'static str;
+}
+impl Io for f32 {
+    const SUFFIX: &'static str = "f32";
+}
+impl Io for half::bf16 {
+    const SUFFIX: &'static str = "bf16";
+}
+
+/// Calls `$f::<T>(args)` with `T` the [`Io`] type of `$dtype` (f32 or bf16); any other dtype is
+/// an error naming `$op`.
+macro_rules! dispatch {
+    ($op:expr, $dtype:expr, $f:ident($($arg:expr),*)) => {
+        match $dtype {
+            candle_core::DType::F32 => $f::<f32>($($arg),*),
+            candle_core::DType::BF16 => $f::<half::bf16>($($arg),*),
+            other => candle_core::bail!("{}: the CUDA kernels read bf16 or f32, got {other:?}", $op),
+        }
+    };
+}
+pub(crate) use dispatch;
+
 /// Wraps a kernel's output as a fresh tensor (no autograd history).
-pub(crate) fn tensor(slice: CudaSlice<f32>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
+pub(crate) fn tensor<T: Io>(slice: CudaSlice<T>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
     let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
     Tensor::from_storage(storage, shape, BackpropOp::none(), false)
 }

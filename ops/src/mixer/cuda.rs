@@ -5,12 +5,11 @@
 //! deterministic.
 
 use super::MixerDims;
-use crate::cuda_util::{cuda_storage, device, ptx, sum_partials, view, view_of};
+use crate::cuda_util::{cuda_storage, device, dispatch, ptx, sum_partials, tensor, view, view_of, Io};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
-use candle_core::op::BackpropOp;
-use candle_core::{bail, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
+use candle_core::{bail, Layout, Result, Tensor};
 
 const CONV_MODULE: &str = "mamba_mixer_conv";
 const SCAN_MODULE: &str = "mamba_mixer_scan";
@@ -21,28 +20,6 @@ const BWD_CHUNK: usize = 4;
 /// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial (64:
 /// enough blocks to fill the GPU at micro-batch 16; 256 left it a third idle).
 const DW_ROWS: usize = 64;
-
-/// An element type the kernels read and write: the kernel names end in `SUFFIX`.
-trait Io: CudaDType + DeviceRepr + Copy + 'static {
-    const SUFFIX: &'static str;
-}
-impl Io for f32 {
-    const SUFFIX: &'static str = "f32";
-}
-impl Io for half::bf16 {
-    const SUFFIX: &'static str = "bf16";
-}
-
-/// Calls `$f::<T>(args)` with `T` the Rust type of the IO dtype.
-macro_rules! dispatch {
-    ($op:expr, $dtype:expr, $f:ident($($arg:expr),*)) => {
-        match $dtype {
-            DType::F32 => $f::<f32>($($arg),*),
-            DType::BF16 => $f::<half::bf16>($($arg),*),
-            other => bail!("{}: the CUDA kernels read bf16 or f32, got {other:?}", $op),
-        }
-    };
-}
 
 /// The scan kernels for state size `n` (`mixer_scan.cu`): the padded state size NP (4, 8, 16 or
 /// 32) and the launch shape: 64 channels per block, each on NP / 4 lanes of 4 states (`Layout`
@@ -95,11 +72,6 @@ fn per_element(dims: &MixerDims) -> LaunchConfig {
         block_dim: (CONV_THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }
-}
-
-fn wrap<T: Io>(slice: CudaSlice<T>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
-    let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
-    Tensor::from_storage(storage, shape, BackpropOp::none(), false)
 }
 
 pub(crate) fn conv_forward(
@@ -163,7 +135,7 @@ fn conv_input_grads<T: Io>(
     args.arg(xzv).arg(dpre).arg(&dw_part).arg(&b).arg(&l).arg(&d).arg(&k).arg(&rows);
     // SAFETY: as above.
     unsafe { args.launch(cfg) }.w()?;
-    let dwb = wrap(sum_partials(dev, &dw_part, (1, strips, dims.d * (dims.k + 1)))?, dev, (dims.d, dims.k + 1)); // (d, k + 1)
+    let dwb = tensor(sum_partials(dev, &dw_part, (1, strips, dims.d * (dims.k + 1)))?, dev, (dims.d, dims.k + 1)); // (d, k + 1)
     Ok((dwb.narrow(1, 0, dims.k)?.contiguous()?, dwb.narrow(1, dims.k, 1)?.squeeze(1)?.contiguous()?))
 }
 
@@ -194,7 +166,7 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
     // SAFETY: the dx kernel writes both halves of every row (zero_z).
     let mut dxz = unsafe { dev.alloc::<T>(2 * n)? };
     let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, true)?;
-    Ok([wrap(dxz, &dev, dims.act_shape(2 * dims.d)), dw, db])
+    Ok([tensor(dxz, &dev, dims.act_shape(2 * dims.d)), dw, db])
 }
 
 pub(crate) fn scan_forward(
@@ -273,8 +245,8 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
     unsafe { args.launch(cfg) }.w()?;
     drop(states);
     let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, false)?;
-    let dbc = wrap(sum_partials(&dev, &dbc_part, (bs, gx, l * 2 * n))?, &dev, (bs, l, 2 * n));
-    let dp = wrap(sum_partials(&dev, &dp_part, (1, bs, d * (n + 2)))?, &dev, (d, n + 2));
+    let dbc = tensor(sum_partials(&dev, &dbc_part, (bs, gx, l * 2 * n))?, &dev, (bs, l, 2 * n));
+    let dp = tensor(sum_partials(&dev, &dp_part, (1, bs, d * (n + 2)))?, &dev, (d, n + 2));
     let dsmall = Tensor::cat(&[dbc.flatten_all()?, dp.flatten_all()?, dw.flatten_all()?, db], 0)?;
-    Ok([wrap(dxz, &dev, dims.act_shape(2 * d)), wrap(ddelta, &dev, dims.act_shape(d)), dsmall])
+    Ok([tensor(dxz, &dev, dims.act_shape(2 * d)), tensor(ddelta, &dev, dims.act_shape(d)), dsmall])
 }

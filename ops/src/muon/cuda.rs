@@ -1,9 +1,9 @@
 //! Launches `kernels/muon.cu`.
 
-use crate::cuda_util::{device, ptx, view, view_of};
+use crate::cuda_util::{device, dispatch, ptx, view, view_of, Io};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{DType, Layout, Result};
 
 const MODULE: &str = "mamba_muon";
@@ -25,14 +25,11 @@ pub(crate) fn ns_input(
     nesterov: bool,
     dtype: DType,
 ) -> Result<CudaStorage> {
-    match dtype {
-        DType::BF16 => ns_input_t::<half::bf16>(op, (gs, gl), (ms, ml), k, per, beta, nesterov, "bf16"),
-        _ => ns_input_t::<f32>(op, (gs, gl), (ms, ml), k, per, beta, nesterov, "f32"),
-    }
+    dispatch!(op, dtype, ns_input_t(op, (gs, gl), (ms, ml), k, per, beta, nesterov))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn ns_input_t<T: CudaDType + DeviceRepr>(
+fn ns_input_t<T: Io>(
     op: &str,
     (gs, gl): (&CudaStorage, &Layout),
     (ms, ml): (&CudaStorage, &Layout),
@@ -40,7 +37,6 @@ fn ns_input_t<T: CudaDType + DeviceRepr>(
     per: usize,
     beta: f32,
     nesterov: bool,
-    suffix: &str,
 ) -> Result<CudaStorage> {
     let dev = device(gs);
     let (gv, mv) = (view(op, "g", gs, gl)?, view(op, "m", ms, ml)?);
@@ -55,7 +51,7 @@ fn ns_input_t<T: CudaDType + DeviceRepr>(
     unsafe { args.launch(cfg) }.w()?;
     // SAFETY: the grid-stride loops of the k × PARTS blocks write every element.
     let u = unsafe { dev.alloc::<T>(k * per)? };
-    let func = dev.get_or_load_custom_func(&format!("muon_scale_{suffix}"), MODULE, ptx::MUON)?;
+    let func = dev.get_or_load_custom_func(&format!("muon_scale_{}", T::SUFFIX), MODULE, ptx::MUON)?;
     let mut args = func.builder();
     args.arg(&gv).arg(&mv).arg(&beta).arg(&nest).arg(&per_i).arg(&part).arg(&parts).arg(&eps).arg(&u);
     // SAFETY: as above.
@@ -64,26 +60,16 @@ fn ns_input_t<T: CudaDType + DeviceRepr>(
 }
 
 pub(crate) fn apply(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<CudaStorage> {
-    match os.dtype() {
-        DType::BF16 => apply_t::<half::bf16>(op, (ws, wl), (os, ol), decay, scale, "bf16"),
-        _ => apply_t::<f32>(op, (ws, wl), (os, ol), decay, scale, "f32"),
-    }
+    dispatch!(op, os.dtype(), apply_t(op, (ws, wl), (os, ol), decay, scale))
 }
 
-fn apply_t<T: CudaDType + DeviceRepr>(
-    op: &str,
-    (ws, wl): (&CudaStorage, &Layout),
-    (os, ol): (&CudaStorage, &Layout),
-    decay: f32,
-    scale: f32,
-    suffix: &str,
-) -> Result<CudaStorage> {
+fn apply_t<T: Io>(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<CudaStorage> {
     let dev = device(ws);
     let (wv, ov) = (view(op, "w", ws, wl)?, view_of::<T>(op, "o", os, ol)?);
     let n = wv.len();
     // SAFETY: the grid-stride loop writes every element.
     let out = unsafe { dev.alloc::<f32>(n)? };
-    let func = dev.get_or_load_custom_func(&format!("muon_apply_{suffix}"), MODULE, ptx::MUON)?;
+    let func = dev.get_or_load_custom_func(&format!("muon_apply_{}", T::SUFFIX), MODULE, ptx::MUON)?;
     let cfg = LaunchConfig { grid_dim: (APPLY_BLOCKS.min(n.div_ceil(THREADS)).max(1) as u32, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
     let mut args = func.builder();
     args.arg(&wv).arg(&ov).arg(&decay).arg(&scale).arg(&out).arg(&n);

@@ -1,10 +1,10 @@
 //! GPU RMSNorm: launches `ops/kernels/rms_norm.cu`. Forward is one kernel; backward is the dx
 //! kernel (which also writes 1/rms per row) plus per-strip dw partials summed by candle.
 
-use crate::cuda_util::{cuda_storage, device, ptx, tensor, view, view_of};
+use crate::cuda_util::{cuda_storage, device, dispatch, ptx, tensor, view, view_of, Io};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
-use candle_core::{bail, DType, Layout, Result, Shape, Tensor};
+use candle_core::{DType, Layout, Result, Shape, Tensor};
 
 const MODULE: &str = "mamba_rms_norm";
 /// Rows per block in the row kernels (one warp each).
@@ -16,23 +16,11 @@ fn row_launch(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1), block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// The kernels' name suffix for an output (and output-gradient) dtype.
-fn suffix(op: &str, out: DType) -> Result<&'static str> {
-    match out {
-        DType::F32 => Ok("f32"),
-        DType::BF16 => Ok("bf16"),
-        other => bail!("{op}: the CUDA kernels write f32 or bf16, got {other:?}"),
-    }
+pub(crate) fn forward(op: &str, rows: usize, d: usize, eps: f64, out: DType, x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+    dispatch!(op, out, forward_t(op, rows, d, eps, x, w))
 }
 
-pub(crate) fn forward(op: &str, rows: usize, d: usize, eps: f64, out: DType, (x, lx): (&CudaStorage, &Layout), (w, lw): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
-    match out {
-        DType::BF16 => forward_t::<half::bf16>(op, rows, d, eps, (x, lx), (w, lw)),
-        _ => forward_t::<f32>(op, rows, d, eps, (x, lx), (w, lw)),
-    }
-}
-
-fn forward_t<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr + candle_core::WithDType>(
+fn forward_t<T: Io>(
     op: &str,
     rows: usize,
     d: usize,
@@ -44,7 +32,7 @@ fn forward_t<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend
     let (xv, wv) = (view(op, "x", x, lx)?, view(op, "weight", w, lw)?);
     // SAFETY: one warp per row writes every element of its row.
     let y = unsafe { dev.alloc::<T>(rows * d)? };
-    let func = dev.get_or_load_custom_func(&format!("rms_norm_fwd_{}", suffix(op, T::DTYPE)?), MODULE, ptx::RMS_NORM)?;
+    let func = dev.get_or_load_custom_func(&format!("rms_norm_fwd_{}", T::SUFFIX), MODULE, ptx::RMS_NORM)?;
     let (ri, di, e) = (rows as i32, d as i32, eps as f32);
     let mut args = func.builder();
     args.arg(&xv).arg(&wv).arg(&y).arg(&ri).arg(&di).arg(&e);
@@ -56,13 +44,10 @@ fn forward_t<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend
 /// `[dx, dw]` from contiguous CUDA tensors `x (rows, d)`, `w (d)` (f32) and `g (rows, d)` (f32
 /// or bf16).
 pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<[Tensor; 2]> {
-    match g.dtype() {
-        DType::BF16 => backward_t::<half::bf16>(op, rows, d, eps, x, w, g),
-        _ => backward_t::<f32>(op, rows, d, eps, x, w, g),
-    }
+    dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g))
 }
 
-fn backward_t<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr + candle_core::WithDType>(
+fn backward_t<T: Io>(
     op: &str,
     rows: usize,
     d: usize,
@@ -71,7 +56,7 @@ fn backward_t<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backen
     w: &Tensor,
     g: &Tensor,
 ) -> Result<[Tensor; 2]> {
-    let sfx = suffix(op, T::DTYPE)?;
+    let sfx = T::SUFFIX;
     let (xs, lx) = x.storage_and_layout();
     let (ws, lw) = w.storage_and_layout();
     let (gs, lg) = g.storage_and_layout();
