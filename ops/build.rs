@@ -16,7 +16,7 @@ const KERNELS: [&str; 9] = [
     "muon",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
-const HEADERS: [&str; 1] = ["mixer_common.cuh"];
+const HEADERS: [&str; 2] = ["mixer_common.cuh", "lane_sums.cuh"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
