@@ -60,11 +60,12 @@ __device__ void conv_fwd(const T* __restrict__ xz, const float* __restrict__ w,
     }
 }
 
-// dpre = g · silu'(pre) in f32.
+// dpre = g · silu'(pre) in f32; with `accumulate`, added to what dpre holds (the scan's share,
+// when the model's own backward runs the conv once for both uses of its output).
 template <typename T>
 __device__ void conv_dpre(const T* __restrict__ xz, const float* __restrict__ w,
                           const float* __restrict__ cb, const T* __restrict__ g,
-                          float* __restrict__ dpre, int L, int D, int K) {
+                          float* __restrict__ dpre, int L, int D, int K, int accumulate) {
     const int runs = (L + RUN - 1) / RUN, i = blockIdx.x / runs, t0 = (blockIdx.x % runs) * RUN;
     const int c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= D) return;
@@ -77,7 +78,8 @@ __device__ void conv_dpre(const T* __restrict__ xz, const float* __restrict__ w,
         shift_in(win, ld(xr, (size_t)t * 2 * D));
         const float pre = bias + dot_window(wa, win), sg = sigmoid_f(pre);
         const size_t idx = ((size_t)i * L + t) * D + c;
-        dpre[idx] = ld(g, idx) * sg * (1.f + pre * (1.f - sg));
+        const float v = ld(g, idx) * sg * (1.f + pre * (1.f - sg));
+        dpre[idx] = accumulate ? dpre[idx] + v : v;
     }
 }
 
@@ -143,8 +145,9 @@ __device__ void conv_dw(const T* __restrict__ xz, const float* __restrict__ dpre
         conv_fwd<T>(xz, w, cb, out, L, D, K);                                                       \
     }                                                                                               \
     extern "C" __global__ void mixer_conv_dpre_##TN(const T* xz, const float* w, const float* cb,  \
-                                                    const T* g, float* dpre, int L, int D, int K) {\
-        conv_dpre<T>(xz, w, cb, g, dpre, L, D, K);                                                  \
+                                                    const T* g, float* dpre, int L, int D, int K,  \
+                                                    int accumulate) {                              \
+        conv_dpre<T>(xz, w, cb, g, dpre, L, D, K, accumulate);                                      \
     }                                                                                               \
     extern "C" __global__ void mixer_conv_dx_##TN(const float* dpre, const float* w, T* dxz, int L, \
                                                   int D, int K, int zero_z) {                       \

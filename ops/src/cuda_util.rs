@@ -79,8 +79,12 @@ pub(crate) use dispatch;
 
 /// Wraps a kernel's output as a fresh tensor (no autograd history).
 pub(crate) fn tensor<T: Io>(slice: CudaSlice<T>, dev: &CudaDevice, shape: impl Into<Shape>) -> Tensor {
-    let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
-    Tensor::from_storage(storage, shape, BackpropOp::none(), false)
+    tensor_of(CudaStorage::wrap_cuda_slice(slice, dev.clone()), shape)
+}
+
+/// Wraps a kernel's output storage as a fresh tensor (no autograd history).
+pub(crate) fn tensor_of(storage: CudaStorage, shape: impl Into<Shape>) -> Tensor {
+    Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
 }
 
 pub(crate) fn device(s: &CudaStorage) -> CudaDevice {

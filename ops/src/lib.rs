@@ -31,8 +31,11 @@
 //!   kernels write per-block partials that are summed afterwards in a fixed order, by candle or
 //!   by `kernels/partials.cu`).
 //!
+//! [`backward`] has each op's backward as a function, for a model that runs its own backward pass.
+//!
 //! [`reference`] holds plain `f64` loops defining both ops, forward and backward, for tests.
 
+pub mod backward;
 mod causal_conv1d;
 mod cpu_storage;
 mod cross_entropy;
@@ -198,4 +201,11 @@ pub fn mixer_scan_rows(
 ///   returns NaN for its row instead, so the loss is NaN.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     cross_entropy::cross_entropy(logits, targets)
+}
+
+/// [`cross_entropy`]'s forward per row, for a model that runs its own backward: `(n, 2)` rows of
+/// `[loss_i, lse_i]` in the compute dtype, no autograd; the loss is the mean of column 0, and
+/// [`backward::cross_entropy`] takes the rows.
+pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    cross_entropy::cross_entropy_rows(logits, targets)
 }

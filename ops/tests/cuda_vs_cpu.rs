@@ -290,3 +290,34 @@ fn cross_entropy_cuda_out_of_range_target_gives_nan_row() {
         assert!(row.iter().all(|a| a.is_nan() == bad), "row {i}: expected {} gradient", if bad { "an all-NaN" } else { "a finite" });
     }
 }
+
+/// The split mixer backward of `mamba_ops::backward` (the scan's, then the conv's for both uses
+/// of its output, with the dpre kernel adding into the scan's share): GPU against CPU.
+#[test]
+fn mixer_backward_functions_cuda_match_cpu() {
+    use mamba_ops::backward;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        for dims @ (b, l, d, n, _) in [(2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4)] {
+            let mut t = mixer_inputs(&mut rng, dims, io);
+            for (i, w) in [(0, 2 * d), (1, d), (2, n), (3, n)] {
+                t[i] = t[i].reshape((b * l, w)).unwrap(); // rows, as the model keeps them
+            }
+            let gy = rand_t(&mut rng, &[b * l, d], -1.0, 1.0).to_dtype(io).unwrap();
+            let gxs = rand_t(&mut rng, &[b * l, d], -1.0, 1.0).to_dtype(io).unwrap();
+            let run = |dev: &Device| -> Vec<Tensor> {
+                let t: Vec<Tensor> = t.iter().map(|x| x.to_device(dev).unwrap()).collect();
+                let (gy, gxs) = (gy.to_device(dev).unwrap(), gxs.to_device(dev).unwrap());
+                let s = backward::mixer_scan_rows(&t[0], l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy).unwrap();
+                let [dxz, dw, db] = backward::mixer_conv_rows(&t[0], l, &t[4], &t[5], &gxs, s.conv).unwrap();
+                vec![dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias]
+            };
+            let (cpu, gpu) = (run(&Device::Cpu), run(&Device::new_cuda(0).unwrap()));
+            for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+                let e = rel_err(g, c);
+                println!("mixer backward {io:?} {dims:?}: gradient {k} rel err {e:.2e}");
+                assert!(e < tol, "mixer backward {io:?} {dims:?}: gradient {k} rel err {e:e} >= {tol:e}");
+            }
+        }
+    }
+}

@@ -26,6 +26,37 @@ const NAME: &str = "cross_entropy";
 
 /// See [`crate::cross_entropy`] for the public contract.
 pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    check(logits, targets)?;
+    let rows = logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)?; // (n, 2)
+    rows.narrow(1, 0, 1)?.mean_all() // ()
+}
+
+/// See [`crate::cross_entropy_rows`].
+pub(crate) fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    check(logits, targets)?;
+    logits.contiguous()?.apply_op2_no_bwd(&targets.contiguous()?, &CrossEntropy) // (n, 2)
+}
+
+/// See [`crate::backward::cross_entropy`].
+pub(crate) fn cross_entropy_backward(logits: &Tensor, targets: &Tensor, rows: &Tensor, scale: f64) -> Result<Tensor> {
+    let n = check(logits, targets)?;
+    if rows.dims() != [n, 2] {
+        bail!("{NAME}: `rows` must be the forward's (rows = {n}, 2), got shape {:?}", rows.dims())
+    }
+    // d(scale · mean_i loss_i)/d loss_i = scale / n for every row.
+    let g = Tensor::full(scale / n as f64, (n, 1), logits.device())?.to_dtype(acc_dtype(logits.dtype()))?; // (n, 1)
+    grad(logits, targets, rows, &g)
+}
+
+/// The gradient of the logits for per-row loss gradients `g: (n, 1)`, from the forward's rows.
+fn grad(logits: &Tensor, targets: &Tensor, rows: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let lse = rows.narrow(1, 1, 1)?.detach(); // (n, 1)
+    let aux = Tensor::cat(&[&lse, &g.detach()], 1)?.contiguous()?; // (n, 2)
+    logits.detach().contiguous()?.apply_op3_no_bwd(&targets.detach().contiguous()?, &aux, &CrossEntropyGrad) // (n, v)
+}
+
+/// Checks the arguments; returns the number of rows.
+fn check(logits: &Tensor, targets: &Tensor) -> Result<usize> {
     let n = match logits.dims() {
         &[n, v] if n > 0 && v > 0 => n,
         other => bail!("{NAME}: `logits` must be (rows >= 1, classes >= 1), got shape {other:?}"),
@@ -39,8 +70,7 @@ pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor>
     if !matches!(logits.dtype(), DType::F32 | DType::BF16 | DType::F64) {
         bail!("{NAME}: `logits` must be f32, bf16 or f64, got {:?}", logits.dtype())
     }
-    let rows = logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)?; // (n, 2)
-    rows.narrow(1, 0, 1)?.mean_all() // ()
+    Ok(n)
 }
 
 /// The compute dtype for `logits`: f64 for f64, f32 otherwise.
@@ -103,12 +133,9 @@ impl CustomOp2 for CrossEntropy {
     }
 
     fn bwd(&self, logits: &Tensor, targets: &Tensor, rows: &Tensor, grad_rows: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let acc = acc_dtype(logits.dtype());
-        let lse = rows.narrow(1, 1, 1)?.detach(); // (n, 1)
-        let g = grad_rows.narrow(1, 0, 1)?.to_dtype(acc)?.detach(); // (n, 1); column 1 is lse's: not differentiable
-        let aux = Tensor::cat(&[&lse, &g], 1)?.contiguous()?; // (n, 2)
-        let grad = logits.detach().apply_op3_no_bwd(&targets.detach(), &aux, &CrossEntropyGrad)?; // (n, v)
-        Ok((Some(grad), None))
+        // Column 1 of the rows is lse's: not differentiable.
+        let g = grad_rows.narrow(1, 0, 1)?.to_dtype(acc_dtype(logits.dtype()))?; // (n, 1)
+        Ok((Some(grad(logits, targets, rows, &g)?), None))
     }
 }
 

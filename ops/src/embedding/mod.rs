@@ -18,6 +18,23 @@ const NAME: &str = "embedding";
 
 /// See [`crate::embedding`].
 pub(crate) fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (op, weight, ids) = prepare(weight, ids)?;
+    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(op));
+    weight.apply_op2_arc(&ids, op) // (n, d)
+}
+
+/// See [`crate::backward::embedding`].
+pub(crate) fn embedding_backward(weight: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    let (op, weight, ids) = prepare(weight, ids)?;
+    // The op's backward does not read its output (the second-to-last argument).
+    match op.bwd(&weight, &ids, grad, grad)? {
+        (Some(dw), _) => Ok(dw),
+        (None, _) => bail!("{NAME}: internal error: the backward returned no gradient"),
+    }
+}
+
+/// Checks the arguments and returns the op with its inputs, contiguous.
+fn prepare(weight: &Tensor, ids: &Tensor) -> Result<(Embedding, Tensor, Tensor)> {
     let (v, d) = match weight.dims() {
         &[v, d] if v > 0 && d > 0 => (v, d),
         other => bail!("{NAME}: `weight` must be (vocab, dim), got shape {other:?}"),
@@ -32,8 +49,7 @@ pub(crate) fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
     if !matches!(weight.dtype(), DType::F32 | DType::F64 | DType::BF16) {
         bail!("{NAME}: `weight` must be f32, f64 or bf16, got {:?}", weight.dtype())
     }
-    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Embedding { v, d, n }));
-    weight.contiguous()?.apply_op2_arc(&ids.contiguous()?, op) // (n, d)
+    Ok((Embedding { v, d, n }, weight.contiguous()?, ids.contiguous()?))
 }
 
 struct Embedding {

@@ -14,14 +14,21 @@ const NAME: &str = "mixer_conv";
 
 /// See [`crate::mixer_conv`] (`seq_len` None) and [`crate::mixer_conv_rows`].
 pub(crate) fn mixer_conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (op, [xz, weight, bias]) = prepare(xz, seq_len, weight, bias)?;
+    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(op));
+    xz.apply_op3_arc(&weight, &bias, op) // (b, l, d)
+}
+
+/// Checks the arguments and returns the op with its inputs: `xz` contiguous, the weight and bias
+/// in the compute dtype.
+pub(crate) fn prepare(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor) -> Result<(MixerConv, [Tensor; 3])> {
     let dims = xz_dims(NAME, xz, seq_len, weight)?;
     if bias.dims() != [dims.d] {
         bail!("{NAME}: `bias` must have shape [{}], got {:?}", dims.d, bias.dims())
     }
     let (_, compute) = dtypes(NAME, xz)?;
-    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(MixerConv { dims }));
     let prep = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.contiguous() };
-    xz.contiguous()?.apply_op3_arc(&prep(weight)?, &prep(bias)?, op) // (b, l, d)
+    Ok((MixerConv { dims }, [xz.contiguous()?, prep(weight)?, prep(bias)?]))
 }
 
 pub(crate) struct MixerConv {
@@ -38,7 +45,9 @@ impl MixerConv {
         store(NAME, &y, xz.0.dtype())
     }
 
-    fn cpu_bwd_typed<C: Real>(&self, xz: &Tensor, w: &Tensor, bias: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+    /// `(dxz, dw, dbias)` on the CPU; `dz` (compute dtype), when given, becomes the z half of
+    /// dxz (otherwise zeros).
+    pub(crate) fn cpu_bwd_typed<C: Real>(&self, xz: &Tensor, w: &Tensor, bias: &Tensor, g: &Tensor, dz: Option<&Tensor>) -> Result<[Tensor; 3]> {
         let (xs, xl) = xz.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
         let (bs, bl) = bias.storage_and_layout();
@@ -50,7 +59,14 @@ impl MixerConv {
         let MixerDims { d, k, .. } = self.dims;
         let (x, _) = split_xz(&xz_v, d);
         let grads = conv_cpu::backward(&self.dims.conv(), &x, &w_v, &b_v, &g_v);
-        let dxz = join_xz(&grads.dx, &vec![C::zero(); grads.dx.len()], d);
+        let dz = match dz {
+            Some(t) => {
+                let (zs, zl) = t.storage_and_layout();
+                load::<C>(NAME, "dz", as_cpu(NAME, "dz", t, &zs)?, zl)?
+            }
+            None => vec![C::zero(); grads.dx.len()],
+        };
+        let dxz = join_xz(&grads.dx, &dz, d);
         let dev = xz.device();
         let dxz = Tensor::from_vec(dxz, self.dims.act_shape(2 * d), dev)?.to_dtype(xz.dtype())?;
         Ok([dxz, Tensor::from_vec(grads.dw, (d, k), dev)?, Tensor::from_vec(grads.dbias, d, dev)?])
@@ -111,8 +127,8 @@ impl CustomOp3 for MixerConv {
             return Ok((Some(dxz), Some(dw), Some(db)));
         }
         let [dxz, dw, db] = match w.dtype() {
-            DType::F64 => self.cpu_bwd_typed::<f64>(xz, w, bias, &g)?,
-            _ => self.cpu_bwd_typed::<f32>(xz, w, bias, &g)?,
+            DType::F64 => self.cpu_bwd_typed::<f64>(xz, w, bias, &g, None)?,
+            _ => self.cpu_bwd_typed::<f32>(xz, w, bias, &g, None)?,
         };
         Ok((Some(dxz), Some(dw), Some(db)))
     }

@@ -5,7 +5,7 @@
 //! deterministic.
 
 use super::MixerDims;
-use crate::cuda_util::{cuda_storage, device, dispatch, ptx, sum_partials, tensor, view, view_of, Io};
+use crate::cuda_util::{cuda_storage, device, dispatch, ptx, sum_partials, tensor, tensor_of, view, view_of, Io};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
@@ -142,10 +142,25 @@ fn conv_input_grads<T: Io>(
 /// Gradients of `mixer_conv` for `(xz, weight, bias)`.
 pub(crate) fn conv_backward(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
     check_k(op, dims)?;
-    dispatch!(op, xz.dtype(), conv_backward_t(op, dims, xz, w, cb, g))
+    dispatch!(op, xz.dtype(), conv_backward_t(op, dims, xz, w, cb, g, None))
 }
 
-fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+/// What [`scan_backward_deferred`] leaves for the conv: `dpre`, the scan's share of
+/// dL/d(pre-activation) (f32, `(b·l, d)`), and `dxz` with its z half written.
+pub(crate) struct ScanShare {
+    pub dpre: CudaStorage,
+    pub dxz: CudaStorage,
+}
+
+/// [`conv_backward`] for both uses of the conv's output at once: `g` is the gradient of its
+/// output through x_proj, `share` the scan's; one pass of the dx and dw kernels, writing the x half
+/// of the scan's `dxz`.
+pub(crate) fn conv_backward_with(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor, share: ScanShare) -> Result<[Tensor; 3]> {
+    check_k(op, dims)?;
+    dispatch!(op, xz.dtype(), conv_backward_t(op, dims, xz, w, cb, g, Some(share)))
+}
+
+fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor, share: Option<ScanShare>) -> Result<[Tensor; 3]> {
     let (xzs, lxz) = xz.storage_and_layout();
     let (ws, lw) = w.storage_and_layout();
     let (cbs, lcb) = cb.storage_and_layout();
@@ -156,17 +171,24 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
     let (wv, cbv, gv) = (view(op, "weight", ws, lw)?, view(op, "bias", cbs, lcb)?, view_of::<T>(op, "grad", gs, lg)?);
     let n = dims.b * dims.l * dims.d;
     let (l, d, k) = (dims.l as i32, dims.d as i32, dims.k as i32);
-    // SAFETY: one thread per element writes every element.
-    let dpre = unsafe { dev.alloc::<f32>(n)? };
+    // Without a scan share: fresh buffers (SAFETY: the dpre kernel writes every element, the dx
+    // kernel both halves of every row with zero_z). With one: add into its dpre, and write the x
+    // half of its dxz.
+    let (mut dpre, mut dxz, with_share) = match share {
+        Some(ScanShare { dpre, dxz }) => (dpre, dxz, 1i32),
+        None => unsafe { (CudaStorage::wrap_cuda_slice(dev.alloc::<f32>(n)?, dev.clone()), CudaStorage::wrap_cuda_slice(dev.alloc::<T>(2 * n)?, dev.clone()), 0i32) },
+    };
+    if dpre.as_cuda_slice::<f32>()?.len() != n || dxz.as_cuda_slice::<T>()?.len() != 2 * n {
+        bail!("{op}: internal error: the scan's share does not match the conv's size")
+    }
+    let dpre_slice = dpre.as_cuda_slice_mut::<f32>()?;
     let func = dev.get_or_load_custom_func(&format!("mixer_conv_dpre_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
     let mut args = func.builder();
-    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&dpre).arg(&l).arg(&d).arg(&k);
+    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&*dpre_slice).arg(&l).arg(&d).arg(&k).arg(&with_share);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(per_element(dims)) }.w()?;
-    // SAFETY: the dx kernel writes both halves of every row (zero_z).
-    let mut dxz = unsafe { dev.alloc::<T>(2 * n)? };
-    let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, true)?;
-    Ok([tensor(dxz, &dev, dims.act_shape(2 * dims.d)), dw, db])
+    let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &*dpre_slice, dxz.as_cuda_slice_mut::<T>()?, with_share == 0)?;
+    Ok([tensor_of(dxz, dims.act_shape(2 * dims.d)), dw, db])
 }
 
 pub(crate) fn scan_forward(
@@ -211,6 +233,40 @@ pub(crate) fn scan_backward(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Ten
 }
 
 fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+    let (mut o, dev) = scan_backward_core::<T>(op, dims, xz, delta, small, g)?;
+    let (xzs, lxz) = xz.storage_and_layout();
+    let (ss, ls) = small.storage_and_layout();
+    let (xzv, sv) = (view_of::<T>(op, "xz", cuda_storage(op, "xz", &xzs)?, lxz)?, view(op, "small", cuda_storage(op, "small", &ss)?, ls)?);
+    let [_, _, o_w, o_cb, _] = dims.small_offsets();
+    let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &sv.slice(o_w..o_cb), &o.dpre, &mut o.dxz, false)?;
+    let dsmall = Tensor::cat(&[o.dbc.flatten_all()?, o.dp.flatten_all()?, dw.flatten_all()?, db], 0)?;
+    Ok([tensor(o.dxz, &dev, dims.act_shape(2 * dims.d)), tensor(o.ddelta, &dev, dims.act_shape(dims.d)), dsmall])
+}
+
+/// The scan's backward without its conv part: `(share, ddelta, dbc (b, l, 2n), dp (d, n + 2))`,
+/// the conv's input and weight gradients left to [`conv_backward_with`].
+pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+    check_k(op, dims)?;
+    dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, delta, small, g))
+}
+
+fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+    let (o, dev) = scan_backward_core::<T>(op, dims, xz, delta, small, g)?;
+    let share = ScanShare { dpre: CudaStorage::wrap_cuda_slice(o.dpre, dev.clone()), dxz: CudaStorage::wrap_cuda_slice(o.dxz, dev.clone()) };
+    Ok((share, [tensor(o.ddelta, &dev, dims.act_shape(dims.d)), o.dbc, o.dp]))
+}
+
+/// The scan kernel's results: dxz with only its z half written, ddelta, dpre (the conv
+/// pre-activation's gradient through the scan), and the summed dB | dC and per-channel partials.
+struct ScanGrads<T> {
+    dxz: CudaSlice<T>,
+    ddelta: CudaSlice<T>,
+    dpre: CudaSlice<f32>,
+    dbc: Tensor,
+    dp: Tensor,
+}
+
+fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
     let MixerDims { b: bs, l, d, n, .. } = *dims;
     let kernels = scan_kernels(op, n)?;
     let cfg = kernels.launch(dims);
@@ -228,8 +284,9 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
     let n_chunks = l.div_ceil(BWD_CHUNK);
     // SAFETY: the scan kernel writes the z half of dxz, all of ddelta and dpre, every
     // (batch, block, t, j) of dbc_part and every (batch, channel) row of dp_part; the conv's dx
-    // kernel then writes the x half of dxz; `states` is scratch written before it is read.
-    let mut dxz = unsafe { dev.alloc::<T>(bs * l * 2 * d)? };
+    // kernel writes the x half of dxz afterwards (`scan_backward_t`, `conv_backward_with`);
+    // `states` is scratch written before it is read.
+    let dxz = unsafe { dev.alloc::<T>(bs * l * 2 * d)? };
     let ddelta = unsafe { dev.alloc::<T>(bs * l * d)? };
     let dpre = unsafe { dev.alloc::<f32>(bs * l * d)? };
     let dbc_part = unsafe { dev.alloc::<f32>(bs * gx * l * 2 * n)? };
@@ -244,9 +301,7 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(cfg) }.w()?;
     drop(states);
-    let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &dpre, &mut dxz, false)?;
     let dbc = tensor(sum_partials(&dev, &dbc_part, (bs, gx, l * 2 * n))?, &dev, (bs, l, 2 * n));
     let dp = tensor(sum_partials(&dev, &dp_part, (1, bs, d * (n + 2)))?, &dev, (d, n + 2));
-    let dsmall = Tensor::cat(&[dbc.flatten_all()?, dp.flatten_all()?, dw.flatten_all()?, db], 0)?;
-    Ok([tensor(dxz, &dev, dims.act_shape(2 * d)), tensor(ddelta, &dev, dims.act_shape(d)), dsmall])
+    Ok((ScanGrads { dxz, ddelta, dpre, dbc, dp }, dev))
 }

@@ -20,6 +20,7 @@
 //! `small = [bc (b, l, 2n) | p = [A_log | D | delta_bias] (d, n + 2) | conv_w (d, k) | conv_b (d)]`,
 //! flattened. The arithmetic is always f32 (or f64), as in the other ops.
 
+pub(crate) mod backward;
 pub(crate) mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;

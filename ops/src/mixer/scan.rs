@@ -30,6 +30,26 @@ pub(crate) fn mixer_scan(
     d_skip: &Tensor,
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
+    let (op, [xz, delta, small]) = prepare(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)?;
+    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(op));
+    xz.apply_op3_arc(&delta, &small, op) // (b, l, d)
+}
+
+/// Checks the arguments and returns the op with its inputs `(xz, delta, small)`: the first two
+/// contiguous, the third packed (layout in the `mixer` module docs).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare(
+    xz: &Tensor,
+    seq_len: Option<usize>,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+) -> Result<(MixerScan, [Tensor; 3])> {
     let mut dims = xz_dims(NAME, xz, seq_len, conv_w)?;
     let d = dims.d;
     let n = state_size(NAME, a_log, d)?;
@@ -52,8 +72,7 @@ pub(crate) fn mixer_scan(
         1,
     )?; // (d, n + 2)
     let small = Tensor::cat(&[bc.flatten_all()?, p.flatten_all()?, flat(conv_w)?, flat(conv_b)?], 0)?;
-    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(MixerScan { dims }));
-    xz.contiguous()?.apply_op3_arc(&delta.contiguous()?, &small, op) // (b, l, d)
+    Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, small]))
 }
 
 pub(crate) struct MixerScan {
@@ -99,7 +118,10 @@ impl MixerScan {
         store(NAME, &y, xz.0.dtype())
     }
 
-    fn cpu_bwd_typed<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+    /// The scan's gradients on the CPU without the conv's part: `[du, ddelta, dz]` (b·l·d each,
+    /// du = dL/du for u the conv's output) in the compute type, the inputs (for the conv) and the
+    /// small tensor's gradients `dbc ++ dp`.
+    fn cpu_scan_grads<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<([Vec<C>; 3], CpuInputs<C>, Vec<C>)> {
         let (xs, xl) = xz.storage_and_layout();
         let (ds, dl) = delta.storage_and_layout();
         let (ss, sl) = small.storage_and_layout();
@@ -112,23 +134,44 @@ impl MixerScan {
         let g = load::<C>(NAME, "grad", as_cpu(NAME, "grad", g, &gs)?, gl)?;
         let d = self.dims.d;
         let sg = scan_cpu::backward(&self.dims.scan(), &inp.packed, &inp.bc, &inp.p, &g);
-        // sg.dx is [du | ddelta | dz] per row; du flows on through the conv.
+        // sg.dx is [du | ddelta | dz] per row.
         let (mut du, mut ddelta, mut dz) = (Vec::new(), Vec::new(), Vec::new());
         for row in sg.dx.chunks_exact(3 * d) {
             du.extend_from_slice(&row[..d]);
             ddelta.extend_from_slice(&row[d..2 * d]);
             dz.extend_from_slice(&row[2 * d..]);
         }
+        let mut dsmall = sg.dbc;
+        dsmall.extend(sg.dp);
+        Ok(([du, ddelta, dz], inp, dsmall))
+    }
+
+    fn cpu_bwd_typed<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+        let ([du, ddelta, dz], inp, mut dsmall) = self.cpu_scan_grads::<C>(xz, delta, small, g)?;
+        let d = self.dims.d;
+        // du flows on through the conv.
         let cg = conv_cpu::backward(&self.dims.conv(), &inp.x, &inp.w, &inp.cb, &du);
         let dev = xz.device();
         let dxz = Tensor::from_vec(join_xz(&cg.dx, &dz, d), self.dims.act_shape(2 * d), dev)?.to_dtype(xz.dtype())?;
         let ddelta = Tensor::from_vec(ddelta, self.dims.act_shape(d), dev)?.to_dtype(xz.dtype())?;
-        let mut dsmall = sg.dbc;
-        dsmall.extend(sg.dp);
         dsmall.extend(cg.dw);
         dsmall.extend(cg.dbias);
         let n_small = dsmall.len();
         Ok([dxz, ddelta, Tensor::from_vec(dsmall, n_small, dev)?])
+    }
+
+    /// [`Self::cpu_scan_grads`] as tensors: `[du, dz, ddelta, dbc ++ dp]`; du and dz in the
+    /// compute dtype, ddelta in xz's.
+    pub(crate) fn cpu_bwd_deferred<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 4]> {
+        let ([du, ddelta, dz], _, dsmall) = self.cpu_scan_grads::<C>(xz, delta, small, g)?;
+        let (dev, shape) = (xz.device(), self.dims.act_shape(self.dims.d));
+        let n_small = dsmall.len();
+        Ok([
+            Tensor::from_vec(du, shape.clone(), dev)?,
+            Tensor::from_vec(dz, shape.clone(), dev)?,
+            Tensor::from_vec(ddelta, shape, dev)?.to_dtype(xz.dtype())?,
+            Tensor::from_vec(dsmall, n_small, dev)?,
+        ])
     }
 }
 

@@ -13,20 +13,26 @@ use candle_nn::VarBuilder;
 
 use super::config::MambaConfig;
 use super::layers::{acc_dtype, rms_norm, rms_norm_into};
-use super::mixer::{Mixer, MixerState};
+use super::mixer::{Mixer, MixerActs, MixerState};
 
-struct Block {
-    norm: Tensor, // (d_model,)
-    mixer: Mixer,
+pub(super) struct Block {
+    pub norm: Tensor, // (d_model,)
+    pub mixer: Mixer,
+}
+
+/// One block's activations for the hand-written backward (`backward.rs`).
+pub(super) struct BlockActs {
+    pub residual: Tensor, // (b·l, d_model), the block's input (f32)
+    pub mixer: MixerActs,
 }
 
 pub struct MambaLM {
-    cfg: MambaConfig,
-    embeddings: Tensor, // (vocab_padded, d_model), also the LM head
-    layers: Vec<Block>,
-    norm_f: Tensor, // (d_model,)
+    pub(super) cfg: MambaConfig,
+    pub(super) embeddings: Tensor, // (vocab_padded, d_model), also the LM head
+    pub(super) layers: Vec<Block>,
+    pub(super) norm_f: Tensor, // (d_model,)
     /// Dtype of matmuls and activations: f32 (default), bf16 (mixed precision) or f64 (tests).
-    compute: DType,
+    pub(super) compute: DType,
 }
 
 impl MambaLM {
@@ -74,17 +80,30 @@ impl MambaLM {
     /// gradient into a zero tensor of its size (about 16 ms per step at micro-batch 16 for the
     /// reshapes `linear` needs on 3-D inputs; docs/benchmarks.md).
     fn hidden_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.hidden_rows_acts(ids, false)?.0)
+    }
+
+    /// [`MambaLM::hidden_rows`] and, with `detached` (parameters read without autograd history,
+    /// for the hand-written backward), every block's activations and the last residual (norm_f's
+    /// input).
+    pub(super) fn hidden_rows_acts(&self, ids: &Tensor, detached: bool) -> Result<(Tensor, Vec<BlockActs>, Tensor)> {
         let (_, l) = ids.dims2()?;
+        let p = |t: &Tensor| if detached { t.detach() } else { t.clone() };
         // The fused embedding op: index_select's gather with a parallel, deterministic backward.
-        let h = mamba_ops::embedding(&self.embeddings, &ids.flatten_all()?)?; // (b·l, d)
+        let h = mamba_ops::embedding(&p(&self.embeddings), &ids.flatten_all()?)?; // (b·l, d)
         let acc = acc_dtype(self.embeddings.dtype());
         let mut residual = h.to_dtype(acc)?; // (b·l, d)
+        let mut acts = Vec::new();
         for block in &self.layers {
-            let x = rms_norm_into(&residual, &block.norm, self.cfg.norm_eps, self.compute)?; // (b·l, d)
-            let x = block.mixer.forward(&x, l)?; // (b·l, d)
+            let x = rms_norm_into(&residual, &p(&block.norm), self.cfg.norm_eps, self.compute)?; // (b·l, d)
+            let (x, mixer) = block.mixer.forward_acts(&x, l, detached)?; // (b·l, d)
+            if detached {
+                acts.push(BlockActs { residual: residual.clone(), mixer });
+            }
             residual = (residual + x.to_dtype(acc)?)?; // (b·l, d)
         }
-        rms_norm_into(&residual, &self.norm_f, self.cfg.norm_eps, self.compute) // (b·l, d)
+        let h = rms_norm_into(&residual, &p(&self.norm_f), self.cfg.norm_eps, self.compute)?; // (b·l, d)
+        Ok((h, acts, residual))
     }
 
     /// Token ids `(b, l)` → logits `(b, l, vocab_padded)` in the compute dtype.

@@ -8,19 +8,36 @@ use candle_nn::VarBuilder;
 use super::config::MambaConfig;
 use super::layers::{linear, softplus};
 
+/// The parameters are the `Var`s' own tensors (the hand-written backward in `backward.rs` files
+/// their gradients under them).
 pub struct Mixer {
-    d_inner: usize,
-    d_state: usize,
-    dt_rank: usize,
-    in_proj: Tensor,     // (2·d_inner, d_model)
-    conv_weight: Tensor, // (d_inner, d_conv): the checkpoint's (d_inner, 1, d_conv) squeezed
-    conv_bias: Tensor,   // (d_inner,)
-    x_proj: Tensor,      // (dt_rank + 2·d_state, d_inner)
-    dt_proj_w: Tensor,   // (d_inner, dt_rank)
-    dt_proj_b: Tensor,   // (d_inner,)
-    a_log: Tensor,       // (d_inner, d_state)
-    d_skip: Tensor,      // (d_inner,)
-    out_proj: Tensor,    // (d_model, d_inner)
+    pub(super) d_inner: usize,
+    pub(super) d_state: usize,
+    pub(super) dt_rank: usize,
+    pub(super) in_proj: Tensor,     // (2·d_inner, d_model)
+    pub(super) conv_weight: Tensor, // (d_inner, 1, d_conv), as in the checkpoint
+    pub(super) conv_bias: Tensor,   // (d_inner,)
+    pub(super) x_proj: Tensor,      // (dt_rank + 2·d_state, d_inner)
+    pub(super) dt_proj_w: Tensor,   // (d_inner, dt_rank)
+    pub(super) dt_proj_b: Tensor,   // (d_inner,)
+    pub(super) a_log: Tensor,       // (d_inner, d_state)
+    pub(super) d_skip: Tensor,      // (d_inner,)
+    pub(super) out_proj: Tensor,    // (d_model, d_inner)
+}
+
+/// What the hand-written backward needs of one mixer's forward: its input, the activations the
+/// matmuls and the mixer ops read, and the matmul weights in the compute dtype (the same tensors
+/// candle's autograd graph would hold).
+pub(super) struct MixerActs {
+    pub x: Tensor,      // (b·l, d_model), the compute dtype
+    pub xz: Tensor,     // (b·l, 2·di)
+    pub xs: Tensor,     // (b·l, di), the conv's output
+    pub x_dbl: Tensor,  // (b·l, r + 2n)
+    pub dt_low: Tensor, // (b·l, r)
+    pub dt: Tensor,     // (b·l, di), Δ before bias and softplus
+    pub y: Tensor,      // (b·l, di), the scan's output
+    /// in_proj, x_proj, dt_proj and out_proj's weights as the matmuls read them.
+    pub w: [Tensor; 4],
 }
 
 /// Recurrent state of one mixer for generation: O(1) per token.
@@ -34,7 +51,7 @@ pub struct MixerState {
 impl Mixer {
     pub fn new(cfg: &MambaConfig, vb: VarBuilder) -> Result<Mixer> {
         let (d, di, n, r, k) = (cfg.d_model, cfg.d_inner(), cfg.d_state, cfg.dt_rank(), cfg.d_conv);
-        let conv_weight = vb.pp("conv1d").get((di, 1, k), "weight")?.squeeze(1)?;
+        let conv_weight = vb.pp("conv1d").get((di, 1, k), "weight")?;
         Ok(Mixer {
             d_inner: di,
             d_state: n,
@@ -58,16 +75,25 @@ impl Mixer {
     /// the matmuls left them, in that dtype (no narrow copies, no casts, no packing; see
     /// `mamba_ops::mixer_scan`).
     pub fn forward(&self, x: &Tensor, seq_len: usize) -> Result<Tensor> {
+        Ok(self.forward_acts(x, seq_len, false)?.0)
+    }
+
+    /// [`Mixer::forward`] with its activations; with `detached` the parameters are read without
+    /// autograd history, so no graph is recorded (the hand-written backward's forward).
+    pub(super) fn forward_acts(&self, x: &Tensor, seq_len: usize, detached: bool) -> Result<(Tensor, MixerActs)> {
         let (n, r) = (self.d_state, self.dt_rank);
-        let w = |t: &Tensor| t.to_dtype(x.dtype());
-        let xz = linear(x, &w(&self.in_proj)?)?; // (b·l, 2·di) = [x | z]
-        let xs = mamba_ops::mixer_conv_rows(&xz, seq_len, &self.conv_weight, &self.conv_bias)?; // (b·l, di)
-        let x_dbl = linear(&xs, &w(&self.x_proj)?)?; // (b·l, r + 2n)
-        let dt = x_dbl.narrow(D::Minus1, 0, r)?.contiguous()?; // (b·l, r)
+        let p = |t: &Tensor| if detached { t.detach() } else { t.clone() };
+        let w = |t: &Tensor| p(t).to_dtype(x.dtype());
+        let (w_in, w_x, w_dt, w_out) = (w(&self.in_proj)?, w(&self.x_proj)?, w(&self.dt_proj_w)?, w(&self.out_proj)?);
+        let conv_w = p(&self.conv_weight).squeeze(1)?; // (di, k)
+        let xz = linear(x, &w_in)?; // (b·l, 2·di) = [x | z]
+        let xs = mamba_ops::mixer_conv_rows(&xz, seq_len, &conv_w, &p(&self.conv_bias))?; // (b·l, di)
+        let x_dbl = linear(&xs, &w_x)?; // (b·l, r + 2n)
+        let dt_low = x_dbl.narrow(D::Minus1, 0, r)?.contiguous()?; // (b·l, r)
         let b = x_dbl.narrow(D::Minus1, r, n)?; // (b·l, n)
         let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b·l, n)
         // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
-        let dt = linear(&dt, &w(&self.dt_proj_w)?)?; // (b·l, di)
+        let dt = linear(&dt_low, &w_dt)?; // (b·l, di)
         // The scan recomputes u = silu(conv(x)) from xz and reads z from it.
         let y = mamba_ops::mixer_scan_rows(
             &xz,
@@ -75,19 +101,20 @@ impl Mixer {
             &dt,
             &b,
             &c,
-            &self.conv_weight,
-            &self.conv_bias,
-            &self.a_log,
-            &self.d_skip,
-            &self.dt_proj_b,
+            &conv_w,
+            &p(&self.conv_bias),
+            &p(&self.a_log),
+            &p(&self.d_skip),
+            &p(&self.dt_proj_b),
         )?; // (b·l, di)
-        linear(&y, &w(&self.out_proj)?) // (b·l, d_model)
+        let out = linear(&y, &w_out)?; // (b·l, d_model)
+        Ok((out, MixerActs { x: x.clone(), xz, xs, x_dbl, dt_low, dt, y, w: [w_in, w_x, w_dt, w_out] }))
     }
 
     pub fn zero_state(&self, batch: usize) -> Result<MixerState> {
         let (dev, dtype) = (self.a_log.device(), self.a_log.dtype());
         Ok(MixerState {
-            conv: Tensor::zeros((batch, self.d_inner, self.conv_weight.dim(1)?), dtype, dev)?,
+            conv: Tensor::zeros((batch, self.d_inner, self.conv_weight.dim(2)?), dtype, dev)?,
             ssm: Tensor::zeros((batch, self.d_inner, self.d_state), dtype, dev)?,
         })
     }
@@ -101,7 +128,7 @@ impl Mixer {
         // Causal conv: shift the window left, append x_t, dot with the kernel.
         let k = state.conv.dim(2)?;
         state.conv = Tensor::cat(&[&state.conv.narrow(2, 1, k - 1)?, &xs.unsqueeze(2)?], 2)?; // (b, di, k)
-        let xs = state.conv.broadcast_mul(&self.conv_weight)?.sum(2)?.broadcast_add(&self.conv_bias)?; // (b, di)
+        let xs = state.conv.broadcast_mul(&self.conv_weight.squeeze(1)?)?.sum(2)?.broadcast_add(&self.conv_bias)?; // (b, di)
         let xs = candle_nn::ops::silu(&xs)?; // (b, di)
         let x_dbl = linear(&xs, &self.x_proj)?; // (b, r + 2n)
         let dt = linear(&x_dbl.narrow(1, 0, r)?, &self.dt_proj_w)?; // (b, di)

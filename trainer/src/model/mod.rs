@@ -1,7 +1,8 @@
 //! The Mamba language model (state-spaces/mamba `MambaLMHeadModel` = HF `MambaForCausalLM`):
 //! config and presets, mamba_ssm's init, parameters under HF names, parallel forward and the
-//! recurrent step used for generation.
+//! recurrent step used for generation, and the hand-written backward the trainer runs.
 
+pub mod backward;
 pub mod config;
 pub mod cross_entropy;
 pub mod init;

@@ -1,0 +1,57 @@
+//! The ops' backward passes as functions, for a model that runs its own backward pass instead of
+//! candle's autograd (the trainer's `model/backward.rs`: candle adds every gradient into a fresh
+//! zero tensor, and its graph of small nodes costs a kernel launch each). Each function computes
+//! what the op's autograd backward computes, with the same kernels, from the op's inputs and the
+//! gradient of its output; `tests/backward.rs` checks each against candle's autograd.
+//!
+//! The mixer's two ops are the exception: their backward is split at the conv so that it runs
+//! once for both uses of the conv's output ([`mixer_scan_rows`] then [`mixer_conv_rows`]).
+
+use candle_core::{DType, Result, Tensor};
+
+pub use crate::mixer::backward::{ConvShare, ScanGrads};
+
+/// [`crate::rms_norm`] (`out` None) or [`crate::rms_norm_to`] (`out` Some): `(dx, dweight)` in
+/// the dtypes of `x` and `weight`, for the gradient `grad` of the output.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    crate::rms_norm::rms_norm_backward(x, weight, eps, out, grad)
+}
+
+/// [`crate::embedding`]: the weight's gradient for the output's gradient `grad: (n, d)`.
+pub fn embedding(weight: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    crate::embedding::embedding_backward(weight, ids, grad)
+}
+
+/// The gradient of the logits for the loss `scale · mean_i loss_i`, from the rows of
+/// [`crate::cross_entropy_rows`] (their lse): `scale/n · (softmax − onehot)` in the logits'
+/// dtype, one pass.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, rows: &Tensor, scale: f64) -> Result<Tensor> {
+    crate::cross_entropy::cross_entropy_backward(logits, targets, rows, scale)
+}
+
+/// [`crate::mixer_scan_rows`]'s gradients for the output's gradient `grad: (b·l, d)`, except the
+/// conv's (xz and the conv weights): those come from [`mixer_conv_rows`] given `conv` of the
+/// result, which adds the scan's share to the conv's own.
+#[allow(clippy::too_many_arguments)]
+pub fn mixer_scan_rows(
+    xz: &Tensor,
+    seq_len: usize,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+    grad: &Tensor,
+) -> Result<ScanGrads> {
+    crate::mixer::backward::scan(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, grad)
+}
+
+/// `(dxz, dweight, dbias)` of the mixer's conv for both uses of its output: [`crate::mixer_conv_rows`]
+/// (whose output's gradient is `grad: (b·l, d)`) and the scan that read the same `xz` (`scan`, from
+/// [`mixer_scan_rows`]). `dxz` is whole: the conv's x half and the scan's z half.
+pub fn mixer_conv_rows(xz: &Tensor, seq_len: usize, weight: &Tensor, bias: &Tensor, grad: &Tensor, scan: ConvShare) -> Result<[Tensor; 3]> {
+    crate::mixer::backward::conv(xz, seq_len, weight, bias, grad, scan)
+}

@@ -1,0 +1,120 @@
+//! The mixer ops' backward as plain functions, for a model that runs its own backward pass
+//! (`crate::backward`). It is split at the conv: [`scan`] leaves the conv's part of its gradient
+//! in a [`ConvShare`], and [`conv`] then runs the conv's backward once for both uses of the conv's
+//! output (x_proj's input, through `grad`, and the scan's `u`, through the share) and writes the
+//! whole `dxz`. Under candle's autograd the conv's backward kernels run twice (once inside the
+//! scan's backward) and the two full-size `dxz` are added into a third tensor.
+
+#[cfg(feature = "cuda")]
+use super::cuda;
+use super::{conv as conv_op, scan as scan_op, MixerDims};
+use crate::shape_check::expect_shape;
+use candle_core::{bail, DType, Result, Tensor, D};
+
+/// The scan's gradients, each in its input's dtype, and what the conv's backward needs of it.
+pub struct ScanGrads {
+    pub delta: Tensor,
+    pub b: Tensor,
+    pub c: Tensor,
+    pub a_log: Tensor,
+    pub d_skip: Tensor,
+    pub delta_bias: Tensor,
+    /// Hand it to [`crate::backward::mixer_conv_rows`].
+    pub conv: ConvShare,
+}
+
+/// The scan's share of the conv's backward: the gradient it sends into the conv's output, and
+/// the z half of `dxz`. Opaque; consumed by the conv's backward.
+pub struct ConvShare(Share);
+
+enum Share {
+    /// dL/du (u the conv's output) and dL/dz, in the compute dtype.
+    Cpu { du: Tensor, dz: Tensor },
+    /// dL/d(pre-activation) and a dxz with its z half written.
+    #[cfg(feature = "cuda")]
+    Cuda(cuda::ScanShare),
+}
+
+/// See [`crate::backward::mixer_scan_rows`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan(
+    xz: &Tensor,
+    seq_len: usize,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+    grad: &Tensor,
+) -> Result<ScanGrads> {
+    const NAME: &str = "mixer_scan backward";
+    let (op, [xzc, deltac, small]) = scan_op::prepare(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)?;
+    let dims = op.dims;
+    expect_shape(NAME, "grad", grad, dims.act_shape(dims.d).dims())?;
+    let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
+    #[cfg(feature = "cuda")]
+    if xz.device().is_cuda() {
+        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &deltac, &small, &g)?;
+        let dbc = dbc.reshape(dims.act_shape(2 * dims.n))?;
+        return split_grads(&dims, [b, c, a_log, d_skip, delta_bias], ddelta, dbc, dp, Share::Cuda(share));
+    }
+    let [du, dz, ddelta, dsmall] = match small.dtype() {
+        DType::F64 => op.cpu_bwd_deferred::<f64>(&xzc, &deltac, &small, &g)?,
+        _ => op.cpu_bwd_deferred::<f32>(&xzc, &deltac, &small, &g)?,
+    };
+    let [o_bc, o_p, o_w, _, _] = dims.small_offsets();
+    let dbc = dsmall.narrow(0, o_bc, o_p - o_bc)?.reshape(dims.act_shape(2 * dims.n))?;
+    let dp = dsmall.narrow(0, o_p, o_w - o_p)?.reshape((dims.d, dims.n + 2))?;
+    split_grads(&dims, [b, c, a_log, d_skip, delta_bias], ddelta, dbc, dp, Share::Cpu { du, dz })
+}
+
+/// Unpacks `dbc: (.., 2n)` and `dp = [dA_log | dD | ddelta_bias]: (d, n + 2)` into the inputs'
+/// gradients, each in its input's dtype.
+fn split_grads(dims: &MixerDims, inputs: [&Tensor; 5], ddelta: Tensor, dbc: Tensor, dp: Tensor, share: Share) -> Result<ScanGrads> {
+    let [b, c, a_log, d_skip, delta_bias] = inputs;
+    let n = dims.n;
+    let part = |t: &Tensor, dim: D, start: usize, len: usize, like: &Tensor| -> Result<Tensor> {
+        t.narrow(dim, start, len)?.contiguous()?.reshape(like.shape())?.to_dtype(like.dtype())
+    };
+    Ok(ScanGrads {
+        delta: ddelta,
+        b: part(&dbc, D::Minus1, 0, n, b)?,
+        c: part(&dbc, D::Minus1, n, n, c)?,
+        a_log: part(&dp, D::Minus1, 0, n, a_log)?,
+        d_skip: part(&dp, D::Minus1, n, 1, d_skip)?,
+        delta_bias: part(&dp, D::Minus1, n + 1, 1, delta_bias)?,
+        conv: ConvShare(share),
+    })
+}
+
+/// See [`crate::backward::mixer_conv_rows`]: `(dxz, dweight, dbias)`.
+pub(crate) fn conv(xz: &Tensor, seq_len: usize, weight: &Tensor, bias: &Tensor, grad: &Tensor, share: ConvShare) -> Result<[Tensor; 3]> {
+    const NAME: &str = "mixer_conv backward";
+    let (op, [xzc, w, cb]) = conv_op::prepare(xz, Some(seq_len), weight, bias)?;
+    expect_shape(NAME, "grad", grad, op.dims.act_shape(op.dims.d).dims())?;
+    let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
+    let [dxz, dw, db] = match share.0 {
+        #[cfg(feature = "cuda")]
+        Share::Cuda(s) => {
+            if !xz.device().is_cuda() {
+                bail!("{NAME}: the scan's share is on the GPU, xz is not")
+            }
+            cuda::conv_backward_with(NAME, &op.dims, &xzc, &w, &cb, &g, s)?
+        }
+        Share::Cpu { du, dz } => {
+            if !xz.device().is_cpu() {
+                bail!("{NAME}: the scan's share is on the CPU, xz is not")
+            }
+            // Both uses of the conv's output: x_proj's gradient and the scan's.
+            let g = (g.to_dtype(du.dtype())? + du)?;
+            match w.dtype() {
+                DType::F64 => op.cpu_bwd_typed::<f64>(&xzc, &w, &cb, &g, Some(&dz))?,
+                _ => op.cpu_bwd_typed::<f32>(&xzc, &w, &cb, &g, Some(&dz))?,
+            }
+        }
+    };
+    Ok([dxz, dw.to_dtype(weight.dtype())?, db.to_dtype(bias.dtype())?])
+}

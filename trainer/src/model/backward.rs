@@ -1,0 +1,142 @@
+//! The hand-written backward of [`MambaLM::loss`], as llm.c writes its model's backward: the
+//! forward saves each block's activations (the tensors candle's autograd graph would hold), and
+//! the backward walks the blocks in reverse, calling each op's backward (`mamba_ops::backward`)
+//! and the matmuls' transposes directly. Every gradient is written once.
+//!
+//! Why not `loss.backward()`: candle 0.11.1's autograd adds every node's gradient into a fresh
+//! zero tensor (`GradStore::or_insert` in candle-core's `backprop.rs`; upstream PRs
+//! huggingface/candle#3578 and #3822 store the first gradient directly, both open), which cost
+//! about 32 ms per step at micro-batch 16 for the 130m model on an H200, plus a kernel launch per
+//! node for the graph's small reshapes, casts and concatenations. Here the mixer's conv also runs
+//! its backward once for both uses of its output (`mamba_ops::backward::mixer_conv_rows`).
+//!
+//! The autograd path stays: `MambaLM::loss` for evaluation and as the reference the tests below
+//! compare every parameter's gradient with.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Result, Tensor};
+
+use super::mamba::{BlockActs, MambaLM};
+use super::mixer::{Mixer, MixerActs};
+
+/// What [`MambaLM::backward`] needs of the forward.
+pub struct Saved {
+    ids: Tensor,                 // (b·l,) u32
+    targets: Tensor,             // (b·l,) u32
+    seq_len: usize,
+    blocks: Vec<BlockActs>,
+    last_residual: Tensor,       // (b·l, d), norm_f's input (f32)
+    hidden: Tensor,              // (b·l, d), norm_f's output (compute dtype)
+    head: Tensor,                // (V, d), the embedding in the compute dtype
+    logits: Tensor,              // (b·l, V), compute dtype
+    rows: Tensor,                // (b·l, 2): [loss, lse] per row
+}
+
+impl MambaLM {
+    /// The loss of [`MambaLM::loss`] (scalar, f32 or f64; no autograd history) and what
+    /// [`MambaLM::backward`] needs.
+    pub fn forward_saved(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, Saved)> {
+        let (_, seq_len) = ids.dims2()?;
+        let (hidden, blocks, last_residual) = self.hidden_rows_acts(ids, true)?; // (b·l, d)
+        let head = self.embeddings.detach().to_dtype(self.compute)?; // (V, d)
+        let logits = hidden.matmul(&head.t()?)?; // (b·l, V)
+        let targets = targets.flatten_all()?; // (b·l,)
+        let rows = mamba_ops::cross_entropy_rows(&logits, &targets)?; // (b·l, 2)
+        let loss = rows.narrow(1, 0, 1)?.mean_all()?; // ()
+        let ids = ids.flatten_all()?;
+        Ok((loss, Saved { ids, targets, seq_len, blocks, last_residual, hidden, head, logits, rows }))
+    }
+
+    /// The gradient of `scale · loss` for every parameter, filed under the parameter's tensor
+    /// (what `loss.affine(scale, 0)?.backward()` returns for the parameters).
+    pub fn backward(&self, saved: Saved, scale: f64) -> Result<GradStore> {
+        let Saved { ids, targets, seq_len, blocks, last_residual, hidden, head, logits, rows } = saved;
+        let (cd, eps) = (self.compute, self.cfg.norm_eps);
+        let mut grads = GradStore::default();
+        let mut put = |param: &Tensor, g: Tensor| -> Result<()> {
+            grads.insert(param, g.to_dtype(param.dtype())?.reshape(param.shape())?);
+            Ok(())
+        };
+        // LM head and loss: logits = h Eᵀ (the head tied to the embedding).
+        let dlogits = mamba_ops::backward::cross_entropy(&logits, &targets, &rows, scale)?; // (b·l, V)
+        drop(logits);
+        let (dhidden, d_emb_head) = linear_backward(&hidden, &head, &dlogits)?; // (b·l, d), (V, d)
+        drop(dlogits);
+        let (mut dres, d_norm_f) = rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden)?; // (b·l, d) f32
+        put(&self.norm_f, d_norm_f)?;
+        // The blocks in reverse: residual_out = residual + mixer(norm(residual)).
+        for (block, acts) in self.layers.iter().zip(blocks).rev() {
+            let dx = block.mixer.backward(&acts.mixer, seq_len, &dres.to_dtype(cd)?, &mut put)?; // (b·l, d)
+            let (dres_norm, d_norm) = rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx)?; // (b·l, d)
+            put(&block.norm, d_norm)?;
+            dres = (dres + dres_norm)?; // (b·l, d)
+        }
+        // The embedding: its lookup's gradient plus the head's.
+        let d_emb = mamba_ops::backward::embedding(&self.embeddings, &ids, &dres.to_dtype(self.embeddings.dtype())?)?; // (V, d)
+        put(&self.embeddings, (d_emb + d_emb_head.to_dtype(self.embeddings.dtype())?)?)?;
+        Ok(grads)
+    }
+}
+
+impl Mixer {
+    /// The backward of [`Mixer::forward`] for its output's gradient `dout: (b·l, d_model)`:
+    /// files each parameter's gradient with `put` and returns the input's gradient.
+    fn backward(&self, a: &MixerActs, seq_len: usize, dout: &Tensor, put: &mut impl FnMut(&Tensor, Tensor) -> Result<()>) -> Result<Tensor> {
+        let n = self.d_state;
+        let [w_in, w_x, w_dt, w_out] = &a.w;
+        let conv_w = self.conv_weight.detach().squeeze(1)?; // (di, k)
+        // out = y W_outᵀ
+        let (dy, d_out_proj) = linear_backward(&a.y, w_out, dout)?; // (b·l, di)
+        put(&self.out_proj, d_out_proj)?;
+        // The scan; the conv's part of it waits for x_proj's gradient below.
+        let r = self.dt_rank;
+        let (b, c) = (a.x_dbl.narrow(1, r, n)?, a.x_dbl.narrow(1, r + n, n)?); // (b·l, n) each
+        let sg = mamba_ops::backward::mixer_scan_rows(
+            &a.xz,
+            seq_len,
+            &a.dt,
+            &b,
+            &c,
+            &conv_w,
+            &self.conv_bias.detach(),
+            &self.a_log.detach(),
+            &self.d_skip.detach(),
+            &self.dt_proj_b.detach(),
+            &dy,
+        )?;
+        put(&self.a_log, sg.a_log)?;
+        put(&self.d_skip, sg.d_skip)?;
+        put(&self.dt_proj_b, sg.delta_bias)?;
+        // dt = dt_low W_dtᵀ
+        let (d_dt_low, d_dt_proj) = linear_backward(&a.dt_low, w_dt, &sg.delta)?; // (b·l, r)
+        put(&self.dt_proj_w, d_dt_proj)?;
+        // x_dbl = xs W_xᵀ = [dt_low | B | C]
+        let dx_dbl = Tensor::cat(&[&d_dt_low, &sg.b, &sg.c], 1)?; // (b·l, r + 2n)
+        let (dxs, d_x_proj) = linear_backward(&a.xs, w_x, &dx_dbl)?; // (b·l, di)
+        put(&self.x_proj, d_x_proj)?;
+        // The conv, for x_proj's input and the scan's u at once: dxz whole.
+        let [dxz, d_conv_w, d_conv_b] = mamba_ops::backward::mixer_conv_rows(&a.xz, seq_len, &conv_w, &self.conv_bias.detach(), &dxs, sg.conv)?;
+        put(&self.conv_weight, d_conv_w)?;
+        put(&self.conv_bias, d_conv_b)?;
+        // xz = x W_inᵀ
+        let (dx, d_in_proj) = linear_backward(&a.x, w_in, &dxz)?; // (b·l, d_model)
+        put(&self.in_proj, d_in_proj)?;
+        Ok(dx)
+    }
+}
+
+/// The backward of `y = x wᵀ` (`layers::linear` on 2-D input) for `dy: (rows, out)`:
+/// `(dx = dy w: (rows, in), dw = dyᵀ x: (out, in))`.
+fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    Ok((dy.matmul(w)?, dy.t()?.matmul(x)?))
+}
+
+/// The backward of `layers::rms_norm_into(x, weight, eps, dtype)`: `(dx, dweight)`.
+fn rms_norm_into_backward(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    let out = (x.dtype() != dtype).then_some(dtype);
+    mamba_ops::backward::rms_norm(x, &weight.detach(), eps, out, grad)
+}
+
+#[cfg(test)]
+#[path = "backward_tests.rs"]
+mod tests;
