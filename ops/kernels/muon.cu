@@ -8,6 +8,8 @@
 // (grid (P, k)); every block of muon_scale sums its matrix's P partials in the same fixed order,
 // so the norm (and the result) is deterministic.
 // muon_apply_T: w·decay − scale·o, o in T (the orthogonalized update), out f32.
+// muon_axpby_T: a·x + b·y in T with f32 arithmetic: Newton–Schulz's aX + BX and bA + cA² (one
+// pass instead of two affines and an add, whose bf16 kernels also rounded a, b and c to bf16).
 
 #include "mixer_common.cuh"
 
@@ -57,6 +59,13 @@ __device__ void muon_apply(const float* __restrict__ w, const T* __restrict__ o,
         out[i] = w[i] * decay - scale * ld(o, i);
 }
 
+template <typename T>
+__device__ void muon_axpby(const T* __restrict__ x, const T* __restrict__ y, float a, float b,
+                           T* __restrict__ out, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * MUON_THREADS + threadIdx.x; i < n; i += (size_t)gridDim.x * MUON_THREADS)
+        st(out, i, a * ld(x, i) + b * ld(y, i));
+}
+
 #define MUON_KERNELS(TN, T)                                                                         \
     extern "C" __global__ void muon_scale_##TN(const float* g, const float* m, float beta,          \
                                                int nesterov, int per, const float* part, int parts, \
@@ -66,6 +75,10 @@ __device__ void muon_apply(const float* __restrict__ w, const T* __restrict__ o,
     extern "C" __global__ void muon_apply_##TN(const float* w, const T* o, float decay, float scale, \
                                                float* out, size_t n) {                              \
         muon_apply<T>(w, o, decay, scale, out, n);                                                  \
+    }                                                                                               \
+    extern "C" __global__ void muon_axpby_##TN(const T* x, const T* y, float a, float b, T* out,   \
+                                               size_t n) {                                          \
+        muon_axpby<T>(x, y, a, b, out, n);                                                          \
     }
 
 MUON_KERNELS(f32, float)

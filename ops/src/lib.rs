@@ -100,6 +100,13 @@ pub fn muon_apply(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<Tens
     muon::muon_apply(w, o, decay, scale)
 }
 
+/// `a·x + b·y` for `x`, `y` of one shape and dtype (f32 or bf16; f64 on the CPU), in one pass
+/// with f32 arithmetic (f64 for f64) (candle's bf16 `affine` rounds its scalars to bf16). Newton–Schulz's elementwise
+/// steps `aX + BX` and `bA + cA²`. No backward.
+pub fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
+    muon::axpby(x, y, a, b)
+}
+
 /// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one
 /// op (mamba_ssm `RMSNorm`, HF `MambaRMSNorm`). Dtype rules as for the other ops (statistics in
 /// f32, or f64 when both inputs are f64; the result in the dtype of `x`). The backward saves

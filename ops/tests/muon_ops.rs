@@ -1,12 +1,12 @@
-//! `muon_ns_input` and `muon_apply` against the candle composites they replace in Muon's step
-//! (trainer/src/optim/muon.rs before the fusion): look-ahead, per-matrix Frobenius norm and
-//! division; decay and scaled update.
+//! `muon_ns_input`, `muon_apply` and `axpby` against the candle composites they replace in
+//! Muon's step (trainer/src/optim/muon.rs and newton_schulz.rs before the fusion): look-ahead,
+//! per-matrix Frobenius norm and division; decay and scaled update; Newton–Schulz's aX + BX.
 
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor};
 use common::{flat, rel_err, rng, uniform};
-use mamba_ops::{muon_apply, muon_ns_input};
+use mamba_ops::{axpby, muon_apply, muon_ns_input};
 
 fn stack(seed: u64, (k, r, c): (usize, usize, usize)) -> Result<Tensor> {
     Tensor::from_vec(uniform(&mut rng(seed), k * r * c, -1.0, 1.0).iter().map(|&x| x as f32).collect::<Vec<_>>(), (k, r, c), &Device::Cpu)
@@ -62,5 +62,24 @@ fn bad_arguments_are_named() -> Result<()> {
     assert!(e.contains("f32 or bf16"), "{e}");
     let e = err(muon_apply(&g, &g.to_dtype(DType::F64)?, 1.0, 1.0));
     assert!(e.contains("muon_apply"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn axpby_is_the_affine_sum() -> Result<()> {
+    for dims in [(3, 4, 5), (1, 1, 1), (2, 17, 9)] {
+        let (x, y) = (stack(5, dims)?, stack(6, dims)?);
+        let got = axpby(&x, &y, 3.4445, -4.775)?;
+        let want = flat(&(x.affine(3.4445, 0.0)? + y.affine(-4.775, 0.0)?)?)?;
+        assert!(rel_err(&flat(&got)?, &want) < 1e-6, "{dims:?}");
+        // bf16: the f32 result of the bf16 inputs, rounded once.
+        let (xb, yb) = (x.to_dtype(DType::BF16)?, y.to_dtype(DType::BF16)?);
+        let want = axpby(&xb.to_dtype(DType::F32)?, &yb.to_dtype(DType::F32)?, 3.4445, -4.775)?.to_dtype(DType::BF16)?;
+        assert_eq!(flat(&axpby(&xb, &yb, 3.4445, -4.775)?)?, flat(&want)?, "{dims:?} bf16");
+        // f64 in, f64 out.
+        let x64 = x.to_dtype(DType::F64)?;
+        assert_eq!(axpby(&x64, &x64, 1.0, 1.0)?.dtype(), DType::F64);
+    }
+    assert!(axpby(&stack(1, (2, 2, 2))?, &stack(1, (2, 2, 1))?, 1.0, 1.0).is_err(), "shape mismatch");
     Ok(())
 }

@@ -77,3 +77,22 @@ fn apply_t<T: Io>(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaS
     unsafe { args.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
+
+pub(crate) fn axpby(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32) -> Result<CudaStorage> {
+    dispatch!(op, xs.dtype(), axpby_t(op, (xs, xl), (ys, yl), a, b))
+}
+
+fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32) -> Result<CudaStorage> {
+    let dev = device(xs);
+    let (xv, yv) = (view_of::<T>(op, "x", xs, xl)?, view_of::<T>(op, "y", ys, yl)?);
+    let n = xv.len();
+    // SAFETY: the grid-stride loop writes every element.
+    let out = unsafe { dev.alloc::<T>(n)? };
+    let func = dev.get_or_load_custom_func(&format!("muon_axpby_{}", T::SUFFIX), MODULE, ptx::MUON)?;
+    let cfg = LaunchConfig { grid_dim: (APPLY_BLOCKS.min(n.div_ceil(THREADS)).max(1) as u32, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+    let mut args = func.builder();
+    args.arg(&xv).arg(&yv).arg(&a).arg(&b).arg(&out).arg(&n);
+    // SAFETY: argument types and order match the kernel's signature (n: size_t).
+    unsafe { args.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}

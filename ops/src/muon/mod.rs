@@ -6,7 +6,8 @@
 //! - [`muon_ns_input`](crate::muon_ns_input): `u = v / (‖v‖_F + eps)` per matrix with
 //!   `v = g + β·m` (Nesterov) or `m`, in the Newton–Schulz dtype;
 //! - [`muon_apply`](crate::muon_apply): `w·decay − scale·o`, the decayed weights minus the
-//!   scaled orthogonal update, in f32.
+//!   scaled orthogonal update, in f32;
+//! - [`axpby`](crate::axpby): `a·x + b·y`, Newton–Schulz's elementwise steps.
 //!
 //! The CPU paths are plain loops (f32 values, f64 sums for the norm) and the reference the CUDA
 //! kernels are compared with.
@@ -127,5 +128,59 @@ impl CustomOp2 for Apply {
         ol: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         Ok((cuda::apply(self.name(), (ws, wl), (os, ol), self.decay, self.scale)?, self.shape.clone()))
+    }
+}
+
+/// See [`crate::axpby`].
+pub(crate) fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
+    const NAME: &str = "axpby";
+    if x.dims() != y.dims() || x.dtype() != y.dtype() || !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F64) {
+        bail!("{NAME}: `x` and `y` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", x.dtype(), x.dims(), y.dtype(), y.dims())
+    }
+    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: x.shape().clone(), a: a as f32, b: b as f32 }));
+    x.contiguous()?.apply_op2_arc(&y.contiguous()?, op)
+}
+
+struct Axpby {
+    shape: Shape,
+    /// The coefficients as f32, also for f64 data (Newton–Schulz's are given to 4 decimals).
+    a: f32,
+    b: f32,
+}
+
+impl CustomOp2 for Axpby {
+    fn name(&self) -> &'static str {
+        "axpby"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ys: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let f = |x: f32, y: f32| self.a * x + self.b * y;
+        let out = match xs {
+            CpuStorage::BF16(_) => {
+                let (x, y) = (contiguous_slice::<half::bf16>(self.name(), "x", xs, xl)?, contiguous_slice::<half::bf16>(self.name(), "y", ys, yl)?);
+                CpuStorage::BF16(x.iter().zip(y).map(|(x, y)| half::bf16::from_f32(f(x.to_f32(), y.to_f32()))).collect())
+            }
+            CpuStorage::F64(_) => {
+                let (x, y) = (contiguous_slice::<f64>(self.name(), "x", xs, xl)?, contiguous_slice::<f64>(self.name(), "y", ys, yl)?);
+                let (a, b) = (f64::from(self.a), f64::from(self.b));
+                CpuStorage::F64(x.iter().zip(y).map(|(&x, &y)| a * x + b * y).collect())
+            }
+            _ => {
+                let (x, y) = (contiguous_slice::<f32>(self.name(), "x", xs, xl)?, contiguous_slice::<f32>(self.name(), "y", ys, yl)?);
+                CpuStorage::F32(x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect())
+            }
+        };
+        Ok((out, self.shape.clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        Ok((cuda::axpby(self.name(), (xs, xl), (ys, yl), self.a, self.b)?, self.shape.clone()))
     }
 }

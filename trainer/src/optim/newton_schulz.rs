@@ -46,14 +46,15 @@ pub fn newton_schulz_iterate(x: &Tensor, steps: usize) -> Result<Tensor> {
     let tall = r > c;
     let mut x = x.contiguous()?; // (k, r, c)
     for _ in 0..steps {
+        // The elementwise steps are one fused op each (`mamba_ops::axpby`).
         if tall {
             let gram = x.t()?.matmul(&x)?; // (k, c, c) = XᵀX
-            let poly = (gram.affine(b, 0.0)? + gram.matmul(&gram)?.affine(c_coef, 0.0)?)?; // bA + cA²
-            x = (x.affine(a, 0.0)? + x.matmul(&poly)?)?; // (k, r, c) = aX + X (bA + cA²)
+            let poly = mamba_ops::axpby(&gram, &gram.matmul(&gram)?, b, c_coef)?; // bA + cA²
+            x = mamba_ops::axpby(&x, &x.matmul(&poly)?, a, 1.0)?; // (k, r, c) = aX + X (bA + cA²)
         } else {
             let gram = x.matmul(&x.t()?)?; // (k, r, r) = X Xᵀ
-            let poly = (gram.affine(b, 0.0)? + gram.matmul(&gram)?.affine(c_coef, 0.0)?)?; // bA + cA²
-            x = (x.affine(a, 0.0)? + poly.matmul(&x)?)?; // (k, r, c) = aX + (bA + cA²) X
+            let poly = mamba_ops::axpby(&gram, &gram.matmul(&gram)?, b, c_coef)?; // bA + cA²
+            x = mamba_ops::axpby(&x, &poly.matmul(&x)?, a, 1.0)?; // (k, r, c) = aX + (bA + cA²) X
         }
     }
     Ok(x)
