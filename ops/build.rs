@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 9] = [
+const KERNELS: [&str; 10] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
@@ -14,6 +14,7 @@ const KERNELS: [&str; 9] = [
     "partials",
     "embedding",
     "muon",
+    "residual",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
 const HEADERS: [&str; 2] = ["mixer_common.cuh", "lane_sums.cuh"];

@@ -27,11 +27,14 @@ __device__ void rms_fwd(const float* __restrict__ x, const float* __restrict__ w
     for (int j = lane; j < d; j += 32) st(yr, j, w[j] * xr[j] * r);
 }
 
-// dx_j = r·w_j·g_j − x_j·r³·(1/d)·Σ_k w_k g_k x_k; also writes r per row for the dw kernel.
+// dx_j = r·w_j·g_j − x_j·r³·(1/d)·Σ_k w_k g_k x_k (+ add_j with has_add: the residual stream's
+// other gradient, so a model's backward needs no separate add); also writes r per row for the
+// dw kernel.
 template <typename TY>
 __device__ void rms_bwd_dx(const float* __restrict__ x, const float* __restrict__ w,
-                           const TY* __restrict__ g, float* __restrict__ dx,
-                           float* __restrict__ inv_rms, int rows, int d, float eps) {
+                           const TY* __restrict__ g, const float* __restrict__ add, int has_add,
+                           float* __restrict__ dx, float* __restrict__ inv_rms, int rows, int d,
+                           float eps) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= rows) return;
     const float* xr = x + (size_t)row * d;
@@ -44,7 +47,8 @@ __device__ void rms_bwd_dx(const float* __restrict__ x, const float* __restrict_
     const float r = rsqrtf(warp_sum(ss) / d + eps);
     const float c = r * r * r * warp_sum(dot) / d;
     float* dxr = dx + (size_t)row * d;
-    for (int j = lane; j < d; j += 32) dxr[j] = r * w[j] * ld(gr, j) - xr[j] * c;
+    const float* ar = add + (size_t)row * d;
+    for (int j = lane; j < d; j += 32) dxr[j] = r * w[j] * ld(gr, j) - xr[j] * c + (has_add ? ar[j] : 0.f);
     if (lane == 0) inv_rms[row] = r;
 }
 
@@ -67,9 +71,9 @@ __device__ void rms_bwd_dw(const float* __restrict__ x, const TY* __restrict__ g
         rms_fwd<TY>(x, w, y, rows, d, eps);                                                          \
     }                                                                                                \
     extern "C" __global__ void rms_norm_bwd_dx_##TN(const float* x, const float* w, const TY* g,     \
-                                                    float* dx, float* inv_rms, int rows, int d,      \
-                                                    float eps) {                                     \
-        rms_bwd_dx<TY>(x, w, g, dx, inv_rms, rows, d, eps);                                          \
+                                                    const float* add, int has_add, float* dx,        \
+                                                    float* inv_rms, int rows, int d, float eps) {    \
+        rms_bwd_dx<TY>(x, w, g, add, has_add, dx, inv_rms, rows, d, eps);                            \
     }                                                                                                \
     extern "C" __global__ void rms_norm_bwd_dw_##TN(const float* x, const TY* g, const float* inv_rms, \
                                                     float* dw_part, int rows, int d, int strip_rows) { \

@@ -12,9 +12,11 @@ use candle_core::{DType, Result, Tensor};
 pub use crate::mixer::backward::{ConvShare, ScanGrads};
 
 /// [`crate::rms_norm`] (`out` None) or [`crate::rms_norm_to`] (`out` Some): `(dx, dweight)` in
-/// the dtypes of `x` and `weight`, for the gradient `grad` of the output.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor) -> Result<(Tensor, Tensor)> {
-    crate::rms_norm::rms_norm_backward(x, weight, eps, out, grad)
+/// the dtypes of `x` and `weight`, for the gradient `grad` of the output. `add` (x's shape and
+/// dtype), when given, is added to dx in the same kernel: a pre-norm residual block's backward
+/// adds the norm's input gradient to the stream's.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    crate::rms_norm::rms_norm_backward(x, weight, eps, out, grad, add)
 }
 
 /// [`crate::embedding`]: the weight's gradient for the output's gradient `grad: (n, d)`.

@@ -18,6 +18,7 @@ pub(crate) mod ptx {
     pub const PARTIALS: &str = include_str!(concat!(env!("OUT_DIR"), "/partials.ptx"));
     pub const EMBEDDING: &str = include_str!(concat!(env!("OUT_DIR"), "/embedding.ptx"));
     pub const MUON: &str = include_str!(concat!(env!("OUT_DIR"), "/muon.ptx"));
+    pub const RESIDUAL: &str = include_str!(concat!(env!("OUT_DIR"), "/residual.ptx"));
 }
 
 /// The f32 device memory of a contiguous tensor argument.

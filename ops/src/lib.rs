@@ -10,7 +10,8 @@
 //!   precision); the scan recomputes the conv inside. They are what the trainer uses; the two
 //!   above are their plain, separately tested building blocks.
 //! - [`embedding`]: the token embedding (index_select) with a deterministic, parallel backward.
-//! - [`rms_norm`], [`rms_norm_to`]: RMSNorm, optionally writing bf16 from f32 statistics.
+//! - [`rms_norm`], [`rms_norm_to`]: RMSNorm, optionally writing bf16 from f32 statistics;
+//!   [`residual_add`]: the residual stream's update with the block output's conversion.
 //! - [`cross_entropy`]: fused softmax cross-entropy over the vocabulary (the LM head's loss);
 //!   its dtype rules are its own (see there).
 //!
@@ -45,6 +46,7 @@ mod embedding;
 mod mixer;
 mod muon;
 mod real;
+mod residual;
 pub mod reference;
 mod rms_norm;
 mod selective_scan;
@@ -105,6 +107,14 @@ pub fn muon_apply(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<Tens
 /// steps `aX + BX` and `bA + cA²`. No backward.
 pub fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
     muon::axpby(x, y, a, b)
+}
+
+/// The residual stream's update `residual + x`: `residual` f32 (or f64), `x` of its shape in the
+/// compute dtype (f32 or bf16; f64 with an f64 stream), the result f32 (f64), as one op (one pass
+/// instead of a cast and an add). Gradients: the output's to `residual`, converted to x's dtype
+/// for `x`.
+pub fn residual_add(residual: &Tensor, x: &Tensor) -> Result<Tensor> {
+    residual::residual_add(residual, x)
 }
 
 /// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one

@@ -1,6 +1,6 @@
 //! `mamba_ops::backward` (the ops' backward as functions, for a model that runs its own backward
 //! pass) against candle's autograd through the same ops, on the CPU: RMSNorm (both output
-//! dtypes), the embedding, the cross-entropy and the mixer's split backward (the scan's, then
+//! dtypes, with and without the residual stream's gradient added), the residual add, the embedding, the cross-entropy and the mixer's split backward (the scan's, then
 //! the conv's for both uses of its output). f64 exactly up to summation order; f32 and bf16 IO
 //! within rounding. `tests/cuda_vs_cpu.rs` compares the GPU paths with these.
 
@@ -33,10 +33,16 @@ fn rms_norm_backward_is_autograds() -> Result<()> {
         };
         let (g, gt) = probe(&mut r, y.dims(), y.dtype())?;
         let want = weighted_sum(&y, &g)?.backward()?;
-        let (dx, dw) = backward::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5, out, &gt)?;
+        let (dx, dw) = backward::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5, out, &gt, None)?;
         assert_eq!((dx.dtype(), dw.dtype()), (x_dtype, x_dtype));
-        assert_close("rms_norm dx", &flat(&dx)?, &flat(want.get(x.as_tensor()).unwrap())?, bound);
+        let want_dx = flat(want.get(x.as_tensor()).unwrap())?;
+        assert_close("rms_norm dx", &flat(&dx)?, &want_dx, bound);
         assert_close("rms_norm dw", &flat(&dw)?, &flat(want.get(w.as_tensor()).unwrap())?, bound);
+        // With the stream's other gradient added in.
+        let add = var(&mut r, x.dims(), -1.0, 1.0, x_dtype)?;
+        let (dx_add, _) = backward::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5, out, &gt, Some(add.as_tensor()))?;
+        let want_sum: Vec<f64> = want_dx.iter().zip(flat(add.as_tensor())?).map(|(a, b)| a + b).collect();
+        assert_close("rms_norm dx + add", &flat(&dx_add)?, &want_sum, bound);
     }
     Ok(())
 }
@@ -104,5 +110,27 @@ fn mixer_split_backward_is_autograds() -> Result<()> {
             assert_close(&format!("mixer {io:?} input {k}"), &flat(g)?, &flat(w)?, bound);
         }
     }
+    Ok(())
+}
+
+#[test]
+fn residual_add_is_cast_and_add() -> Result<()> {
+    let mut r = rng(5);
+    for (x_dtype, s_dtype) in [(DType::BF16, DType::F32), (DType::F32, DType::F32), (DType::F64, DType::F64)] {
+        let res = var(&mut r, &[9, 7], -2.0, 2.0, s_dtype)?;
+        let x = var(&mut r, &[9, 7], -2.0, 2.0, x_dtype)?;
+        let out = mamba_ops::residual_add(res.as_tensor(), x.as_tensor())?;
+        let want = (res.as_tensor() + x.as_tensor().to_dtype(s_dtype)?)?;
+        assert_eq!(out.dtype(), s_dtype);
+        assert_eq!(flat(&out)?, flat(&want)?, "{x_dtype:?}: exactly the cast and add");
+        let (g, _) = probe(&mut r, out.dims(), s_dtype)?;
+        let grads = weighted_sum(&out, &g)?.backward()?;
+        assert_eq!(flat(grads.get(res.as_tensor()).unwrap())?, g);
+        let gx = grads.get(x.as_tensor()).unwrap();
+        assert_eq!(gx.dtype(), x_dtype);
+        let want_gx = Tensor::from_slice(&g, out.dims(), &Device::Cpu)?.to_dtype(x_dtype)?;
+        assert_eq!(flat(gx)?, flat(&want_gx)?);
+    }
+    assert!(mamba_ops::residual_add(&Tensor::zeros(3, DType::BF16, &Device::Cpu)?, &Tensor::zeros(3, DType::BF16, &Device::Cpu)?).is_err(), "bf16 stream");
     Ok(())
 }

@@ -329,3 +329,27 @@ fn mixer_backward_functions_cuda_match_cpu() {
         }
     }
 }
+
+/// `residual_add` and the RMSNorm backward with the stream's gradient added (the hand-written
+/// model backward's block step): GPU against CPU.
+#[test]
+fn residual_ops_cuda_match_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let gpu = Device::new_cuda(0).unwrap();
+    let on = |t: &Tensor| t.to_device(&gpu).unwrap();
+    for (rows, d) in [(1, 1), (37, 24), (4096, 768)] {
+        let (res, w, add) = (rand_t(&mut rng, &[rows, d], -2.0, 2.0), rand_t(&mut rng, &[d], 0.5, 1.5), rand_t(&mut rng, &[rows, d], -1.0, 1.0));
+        for io in [DType::F32, DType::BF16] {
+            let x = rand_t(&mut rng, &[rows, d], -2.0, 2.0).to_dtype(io).unwrap();
+            let (c, g) = (mamba_ops::residual_add(&res, &x).unwrap(), mamba_ops::residual_add(&on(&res), &on(&x)).unwrap());
+            assert_eq!(rel_err(&g, &c), 0.0, "residual_add {io:?} ({rows}, {d})");
+            let out = if io == DType::BF16 { Some(DType::BF16) } else { None };
+            let gy = rand_t(&mut rng, &[rows, d], -1.0, 1.0).to_dtype(io).unwrap();
+            let (dx_c, dw_c) = mamba_ops::backward::rms_norm(&res, &w, 1e-5, out, &gy, Some(&add)).unwrap();
+            let (dx_g, dw_g) = mamba_ops::backward::rms_norm(&on(&res), &on(&w), 1e-5, out, &on(&gy), Some(&on(&add))).unwrap();
+            let (e_dx, e_dw) = (rel_err(&dx_g, &dx_c), rel_err(&dw_g, &dw_c));
+            println!("rms_norm backward + add {io:?} ({rows}, {d}): dx {e_dx:.2e}, dw {e_dw:.2e}");
+            assert!(e_dx < 1e-5 && e_dw < 1e-5, "rms_norm backward + add {io:?} ({rows}, {d}): {e_dx}, {e_dw}");
+        }
+    }
+}

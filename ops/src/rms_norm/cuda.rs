@@ -4,7 +4,7 @@
 use crate::cuda_util::{cuda_storage, device, dispatch, ptx, tensor, view, view_of, Io};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
-use candle_core::{DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, DType, Layout, Result, Shape, Tensor};
 
 const MODULE: &str = "mamba_rms_norm";
 /// Rows per block in the row kernels (one warp each).
@@ -43,8 +43,10 @@ fn forward_t<T: Io>(
 
 /// `[dx, dw]` from contiguous CUDA tensors `x (rows, d)`, `w (d)` (f32) and `g (rows, d)` (f32
 /// or bf16).
-pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<[Tensor; 2]> {
-    dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g))
+/// `(dx (+ add), dw)`; `add` (f32, `(rows, d)`) is added to dx in the same kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor, add: Option<&Tensor>) -> Result<[Tensor; 2]> {
+    dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g, add))
 }
 
 fn backward_t<T: Io>(
@@ -55,6 +57,7 @@ fn backward_t<T: Io>(
     x: &Tensor,
     w: &Tensor,
     g: &Tensor,
+    add: Option<&Tensor>,
 ) -> Result<[Tensor; 2]> {
     let sfx = T::SUFFIX;
     let (xs, lx) = x.storage_and_layout();
@@ -68,9 +71,21 @@ fn backward_t<T: Io>(
     // SAFETY (both allocations): the kernel writes every row of dx and every entry of inv_rms.
     let dx = unsafe { dev.alloc::<f32>(rows * d)? };
     let inv_rms = unsafe { dev.alloc::<f32>(rows)? };
+    // Without `add` the kernel is given x in its place and does not read it.
+    let add_guard = add.map(|t| t.storage_and_layout());
+    let addv = match (&add_guard, add) {
+        (Some((s, l)), Some(t)) => {
+            if t.dims() != [rows, d] {
+                bail!("{op}: `add` has shape {:?}, expected [{rows}, {d}]", t.dims())
+            }
+            view(op, "add", cuda_storage(op, "add", s)?, l)?
+        }
+        _ => view(op, "x", xs, lx)?,
+    };
+    let has_add = i32::from(add.is_some());
     let func = dev.get_or_load_custom_func(&format!("rms_norm_bwd_dx_{sfx}"), MODULE, ptx::RMS_NORM)?;
     let mut args = func.builder();
-    args.arg(&xv).arg(&wv).arg(&gv).arg(&dx).arg(&inv_rms).arg(&ri).arg(&di).arg(&e);
+    args.arg(&xv).arg(&wv).arg(&gv).arg(&addv).arg(&has_add).arg(&dx).arg(&inv_rms).arg(&ri).arg(&di).arg(&e);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(row_launch(rows)) }.w()?;
 

@@ -26,15 +26,32 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>
     if x.rank() == 2 { y } else { y.reshape(x.dims())? }.to_dtype(out.unwrap_or(x.dtype()))
 }
 
-/// See [`crate::backward::rms_norm`]: `(dx, dweight)` in the dtypes of `x` and `weight`.
-pub(crate) fn rms_norm_backward(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+/// See [`crate::backward::rms_norm`]: `(dx (+ add), dweight)` in the dtypes of `x` and `weight`.
+pub(crate) fn rms_norm_backward(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
     let (op, x2, w) = prepare(x, weight, eps, out)?;
     let grad = grad.reshape((op.rows, op.d))?; // (rows, d)
+    if let Some(a) = add {
+        if a.dims() != x.dims() || a.dtype() != x.dtype() {
+            bail!("{NAME}: `add` must have x's shape {:?} and dtype {:?}, got {:?} {:?}", x.dims(), x.dtype(), a.dims(), a.dtype())
+        }
+    }
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && x.dtype() == DType::F32 {
+        let grad = grad.to_dtype(op.out)?.contiguous()?; // (rows, d)
+        let add = add.map(|a| a.reshape((op.rows, op.d))?.contiguous()).transpose()?;
+        let [dx, dw] = cuda::backward(NAME, op.rows, op.d, eps, &x2, &w, &grad, add.as_ref())?;
+        return Ok((dx.reshape(x.dims())?, dw.to_dtype(weight.dtype())?));
+    }
     // The op's backward does not read its output (the second-to-last argument).
     let (Some(dx), Some(dw)) = op.bwd(&x2, &w, &grad, &grad)? else {
         bail!("{NAME}: internal error: the backward returned no gradient")
     };
-    Ok((dx.reshape(x.dims())?.to_dtype(x.dtype())?, dw.to_dtype(weight.dtype())?))
+    let dx = dx.reshape(x.dims())?.to_dtype(x.dtype())?;
+    let dx = match add {
+        Some(a) => (dx + a)?,
+        None => dx,
+    };
+    Ok((dx, dw.to_dtype(weight.dtype())?))
 }
 
 /// Checks the arguments and returns the op with its inputs `x: (rows, d)` and `weight: (d,)` in
@@ -131,7 +148,7 @@ impl CustomOp2 for RmsNorm {
             }
             // The kernels read the gradient in the output's dtype (bf16 or f32).
             let grad_y = grad_y.to_dtype(self.out)?.contiguous()?; // (rows, d)
-            let [dx, dw] = cuda::backward(NAME, self.rows, self.d, self.eps, x, w, &grad_y)?;
+            let [dx, dw] = cuda::backward(NAME, self.rows, self.d, self.eps, x, w, &grad_y, None)?;
             return Ok((Some(dx), Some(dw)));
         }
         let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (rows, d)

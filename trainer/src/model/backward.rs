@@ -62,14 +62,15 @@ impl MambaLM {
         drop(logits);
         let (dhidden, d_emb_head) = linear_backward(&hidden, &head, &dlogits)?; // (b·l, d), (V, d)
         drop(dlogits);
-        let (mut dres, d_norm_f) = rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden)?; // (b·l, d) f32
+        let (mut dres, d_norm_f) = rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden, None)?; // (b·l, d) f32
         put(&self.norm_f, d_norm_f)?;
         // The blocks in reverse: residual_out = residual + mixer(norm(residual)).
         for (block, acts) in self.layers.iter().zip(blocks).rev() {
             let dx = block.mixer.backward(&acts.mixer, seq_len, &dres.to_dtype(cd)?, &mut put)?; // (b·l, d)
-            let (dres_norm, d_norm) = rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx)?; // (b·l, d)
+            // The stream's gradient: what passed through the add plus the norm's (one kernel).
+            let (dres_in, d_norm) = rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx, Some(&dres))?; // (b·l, d)
             put(&block.norm, d_norm)?;
-            dres = (dres + dres_norm)?; // (b·l, d)
+            dres = dres_in;
         }
         // The embedding: its lookup's gradient plus the head's.
         let d_emb = mamba_ops::backward::embedding(&self.embeddings, &ids, &dres.to_dtype(self.embeddings.dtype())?)?; // (V, d)
@@ -131,10 +132,10 @@ fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tenso
     Ok((dy.matmul(w)?, dy.t()?.matmul(x)?))
 }
 
-/// The backward of `layers::rms_norm_into(x, weight, eps, dtype)`: `(dx, dweight)`.
-fn rms_norm_into_backward(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+/// The backward of `layers::rms_norm_into(x, weight, eps, dtype)`: `(dx (+ add), dweight)`.
+fn rms_norm_into_backward(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
     let out = (x.dtype() != dtype).then_some(dtype);
-    mamba_ops::backward::rms_norm(x, &weight.detach(), eps, out, grad)
+    mamba_ops::backward::rms_norm(x, &weight.detach(), eps, out, grad, add)
 }
 
 #[cfg(test)]

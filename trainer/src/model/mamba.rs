@@ -100,7 +100,7 @@ impl MambaLM {
             if detached {
                 acts.push(BlockActs { residual: residual.clone(), mixer });
             }
-            residual = (residual + x.to_dtype(acc)?)?; // (b·l, d)
+            residual = mamba_ops::residual_add(&residual, &x)?; // (b·l, d): + x in acc's dtype
         }
         let h = rms_norm_into(&residual, &p(&self.norm_f), self.cfg.norm_eps, self.compute)?; // (b·l, d)
         Ok((h, acts, residual))
