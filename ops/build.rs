@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 10] = [
+const KERNELS: [&str; 11] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
@@ -15,6 +15,7 @@ const KERNELS: [&str; 10] = [
     "embedding",
     "muon",
     "residual",
+    "sum_squares",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
 const HEADERS: [&str; 2] = ["mixer_common.cuh", "lane_sums.cuh"];

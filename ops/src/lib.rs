@@ -51,6 +51,7 @@ pub mod reference;
 mod rms_norm;
 mod selective_scan;
 mod shape_check;
+mod sum_squares;
 
 use candle_core::{DType, Result, Tensor};
 
@@ -100,6 +101,12 @@ pub fn muon_ns_input(g: &Tensor, m: &Tensor, beta: f64, nesterov: bool, dtype: D
 /// and a subtraction. No backward.
 pub fn muon_apply(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<Tensor> {
     muon::muon_apply(w, o, decay, scale)
+}
+
+/// Σx² of each tensor (all f32, on one device), in f64: the gradients' global norm. One kernel
+/// for all of them on the GPU, partial sums added on the host in a fixed order (deterministic).
+pub fn sum_squares(tensors: &[Tensor]) -> Result<Vec<f64>> {
+    sum_squares::sum_squares(tensors)
 }
 
 /// `a·x + b·y` for `x`, `y` of one shape and dtype (f32 or bf16; f64 on the CPU), in one pass

@@ -353,3 +353,19 @@ fn residual_ops_cuda_match_cpu() {
         }
     }
 }
+
+/// `sum_squares` over tensors of many sizes (one kernel for all on the GPU) against the CPU's f64
+/// loop: equal up to f32 partial sums.
+#[test]
+fn sum_squares_cuda_matches_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let gpu = Device::new_cuda(0).unwrap();
+    let ts: Vec<Tensor> = [1usize, 7, 768, 50264 * 768, 3072 * 768, 33].iter().map(|&n| rand_t(&mut rng, &[n], -1.0, 1.0)).collect();
+    let on: Vec<Tensor> = ts.iter().map(|t| t.to_device(&gpu).unwrap()).collect();
+    let (c, g) = (mamba_ops::sum_squares(&ts).unwrap(), mamba_ops::sum_squares(&on).unwrap());
+    for (i, (g, c)) in g.iter().zip(&c).enumerate() {
+        let e = (g - c).abs() / c.abs().max(1e-30);
+        println!("sum_squares tensor {i}: rel err {e:.2e}");
+        assert!(e < 1e-5, "sum_squares tensor {i}: {g} vs {c}");
+    }
+}
