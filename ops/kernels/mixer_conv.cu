@@ -60,8 +60,9 @@ __device__ void conv_fwd(const T* __restrict__ xz, const float* __restrict__ w,
     }
 }
 
-// dpre = g · silu'(pre) in f32; with `accumulate`, added to what dpre holds (the scan's share,
-// when the model's own backward runs the conv once for both uses of its output).
+// dpre = g · silu'(pre) in f32; with `accumulate`, (g + dpre) · silu'(pre) in place: dpre then
+// holds dL/du from the scan's backward, when the model's own backward runs the conv once for both
+// uses of its output u.
 template <typename T>
 __device__ void conv_dpre(const T* __restrict__ xz, const float* __restrict__ w,
                           const float* __restrict__ cb, const T* __restrict__ g,
@@ -78,8 +79,8 @@ __device__ void conv_dpre(const T* __restrict__ xz, const float* __restrict__ w,
         shift_in(win, ld(xr, (size_t)t * 2 * D));
         const float pre = bias + dot_window(wa, win), sg = sigmoid_f(pre);
         const size_t idx = ((size_t)i * L + t) * D + c;
-        const float v = ld(g, idx) * sg * (1.f + pre * (1.f - sg));
-        dpre[idx] = accumulate ? dpre[idx] + v : v;
+        const float gu = accumulate ? ld(g, idx) + dpre[idx] : ld(g, idx);
+        dpre[idx] = gu * sg * (1.f + pre * (1.f - sg));
     }
 }
 

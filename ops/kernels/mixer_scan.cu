@@ -55,8 +55,20 @@ struct Layout {
     static constexpr int THREADS = CH * LN;
 };
 
-template <typename T, int NP>
-__device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ delta,
+// The input u at (row, channel): read from u_in (the conv's output, `U_IN`) or recomputed from xz
+// by the conv; *dsl = silu'(pre-activation) when recomputed (the backward's dL/d(pre)).
+template <bool U_IN, typename T>
+__device__ __forceinline__ float scan_u(const T* __restrict__ xz, const T* __restrict__ u_in,
+                                        const float* __restrict__ w, const float* __restrict__ cb,
+                                        int i, int t, int cc, int L, int D, int K, float* dsl) {
+    if (U_IN) return ld(u_in, ((size_t)i * L + t) * D + cc);
+    const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K), sg = sigmoid_f(pre);
+    *dsl = sg * (1.f + pre * (1.f - sg));
+    return pre * sg;
+}
+
+template <typename T, int NP, bool U_IN>
+__device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, const T* __restrict__ delta,
                             const float* __restrict__ bc, const float* __restrict__ p,
                             const float* __restrict__ w, const float* __restrict__ cb,
                             T* __restrict__ out, int L, int D, int N, int K) {
@@ -78,11 +90,10 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ delta,
         __syncthreads();
         for (int q = tid; q < TT * CH; q += THREADS) {
             const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
-            float u = 0.f, dt = 0.f, z = 0.f;
+            float u = 0.f, dt = 0.f, z = 0.f, dsl;
             if (t < L && cc < D) {
                 const size_t row = (size_t)i * L + t;
-                const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
-                u = pre * sigmoid_f(pre);
+                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, cc, L, D, K, &dsl);
                 dt = softplus_f(ld(delta, row * D + cc) + p[cc * (N + 2) + N + 1]);
                 z = ld(xz, row * 2 * D + D + cc);
             }
@@ -118,9 +129,9 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ delta,
 }
 
 // Writes: the z half of dxz, ddelta, dpre (f32 (b, l, d)), dbc_part (b, gridDim.x, l, 2n),
-// dp_part (b, d, n + 2). states: (b, n_chunks, d, NP) scratch.
-template <typename T, int NP>
-__device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
+// dp_part (b, d, n + 2). states: (b, n_chunks, SPT, d, LN) scratch.
+template <typename T, int NP, bool U_IN>
+__device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, const T* __restrict__ delta,
                             const float* __restrict__ bc, const float* __restrict__ p,
                             const float* __restrict__ w, const float* __restrict__ cb,
                             const T* __restrict__ g, T* __restrict__ dxz, T* __restrict__ ddelta_out,
@@ -146,8 +157,10 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
         const int sn = sl + LN * k;
         a2[k] = c < D && sn < N ? -expf(p[c * (N + 2) + sn]) * LOG2E : 0.f;
     }
-    // This thread's states in the scratch: + chunk·D·NP + LN·k.
-    float* my_states = states + ((size_t)i * n_chunks * D + c) * NP + sl;
+    // This thread's states in the scratch, laid out (b, chunk, k, d, LN) so that consecutive
+    // threads (consecutive lanes of consecutive channels) touch consecutive floats: state k of
+    // chunk q at my_states[(q·SPT + k)·D·LN].
+    float* my_states = states + (size_t)i * n_chunks * D * NP + (size_t)c * LN + sl;
 
     // Stages chunk k's per-(step, channel) values (with_g: also z and g) and B | C.
     auto stage = [&](int k, bool with_g) {
@@ -157,9 +170,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
             float u = 0.f, dt = 0.f, dsl = 0.f, sdt = 0.f, z = 0.f, gt = 0.f;
             if (t < L && cc < D) {
                 const size_t row = (size_t)i * L + t;
-                const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K), sg = sigmoid_f(pre);
-                u = pre * sg;
-                dsl = sg * (1.f + pre * (1.f - sg));
+                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, cc, L, D, K, &dsl);
                 const float pd = ld(delta, row * D + cc) + p[cc * (N + 2) + N + 1];
                 dt = softplus_f(pd);
                 sdt = sigmoid_f(pd);
@@ -187,10 +198,9 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
         __syncthreads();
         for (int q = tid; q < P1 * CH; q += THREADS) {
             const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
-            float u = 0.f, dt = 0.f;
+            float u = 0.f, dt = 0.f, dsl;
             if (t < L && cc < D) {
-                const float pre = conv_pre(xz, w, cb, i, t, cc, L, D, K);
-                u = pre * sigmoid_f(pre);
+                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, cc, L, D, K, &dsl);
                 dt = softplus_f(ld(delta, ((size_t)i * L + t) * D + cc) + p[cc * (N + 2) + N + 1]);
             }
             s1_u[j][ql] = u; s1_dt[j][ql] = dt;
@@ -204,7 +214,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
             if (j % TT == 0 && c < D) {
                 float* saved = my_states + (size_t)((t0 + j) / TT) * D * NP;
 #pragma unroll
-                for (int k = 0; k < SPT; ++k) saved[LN * k] = h[k];
+                for (int k = 0; k < SPT; ++k) saved[(size_t)k * D * LN] = h[k];
             }
             const float dt = s1_dt[j][cl], dtu = dt * s1_u[j][cl];
 #pragma unroll
@@ -229,7 +239,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
         float h0[SPT], hs[TT][SPT];
 #pragma unroll
         for (int k = 0; k < SPT; ++k) {
-            h0[k] = c < D ? my_states[(size_t)kc * D * NP + LN * k] : 0.f;
+            h0[k] = c < D ? my_states[(size_t)kc * D * NP + (size_t)k * D * LN] : 0.f;
             h[k] = h0[k];
         }
 #pragma unroll
@@ -309,7 +319,10 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
             const float dsk = cc < D ? p[cc * (N + 2) + N] : 0.f;
             const float ddelta = (s_ddt[j][ql] + u * s_du[j][ql]) * s_sdt[j][ql];
             if (cc < D) {
-                dpre[row * D + cc] = (s_du[j][ql] * s_dt[j][ql] + gy * dsk) * s_dsl[j][ql];
+                // dL/du; through the conv's activation unless u came in (then the conv's own
+                // backward applies silu', for both uses of its output at once).
+                const float du = s_du[j][ql] * s_dt[j][ql] + gy * dsk;
+                dpre[row * D + cc] = U_IN ? du : du * s_dsl[j][ql];
                 st(ddelta_out, row * D + cc, ddelta);
                 st(dxz, row * 2 * D + D + cc, gt * (s_y[j][ql] + dsk * u) * sz * (1.f + z * (1.f - sz)));
             }
@@ -345,19 +358,25 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ delta,
     }
 }
 
-#define SCAN_KERNELS(TN, T, NP)                                                                  \
-    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_fwd_##TN##_n##NP(        \
-        const T* xz, const T* delta, const float* bc, const float* p, const float* w,              \
-        const float* cb, T* out, int L, int D, int N, int K) {                                      \
-        scan_fwd<T, NP>(xz, delta, bc, p, w, cb, out, L, D, N, K);                               \
+// `mixer_scan_{fwd,bwd}_*` recompute u from xz (the `mixer_scan` op); `mixer_scan_{fwd,bwd}_u_*`
+// read it from u_in, the conv's output (the model's hand-written forward and backward), and the
+// backward then writes dL/du instead of dL/d(pre-activation).
+#define SCAN_VARIANT(NAME, TN, T, NP, U_IN)                                                        \
+    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_fwd##NAME##TN##_n##NP( \
+        const T* xz, const T* u_in, const T* delta, const float* bc, const float* p,               \
+        const float* w, const float* cb, T* out, int L, int D, int N, int K) {                      \
+        scan_fwd<T, NP, U_IN>(xz, u_in, delta, bc, p, w, cb, out, L, D, N, K);                     \
     }                                                                                               \
-    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_bwd_##TN##_n##NP(        \
-        const T* xz, const T* delta, const float* bc, const float* p, const float* w,              \
-        const float* cb, const T* g, T* dxz, T* ddelta, float* dpre, float* dbc_part,              \
-        float* dp_part, float* states, int L, int D, int N, int K) {                                \
-        scan_bwd<T, NP>(xz, delta, bc, p, w, cb, g, dxz, ddelta, dpre, dbc_part, dp_part,        \
-                           states, L, D, N, K);                                                     \
+    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_bwd##NAME##TN##_n##NP( \
+        const T* xz, const T* u_in, const T* delta, const float* bc, const float* p,               \
+        const float* w, const float* cb, const T* g, T* dxz, T* ddelta, float* dpre,                \
+        float* dbc_part, float* dp_part, float* states, int L, int D, int N, int K) {               \
+        scan_bwd<T, NP, U_IN>(xz, u_in, delta, bc, p, w, cb, g, dxz, ddelta, dpre, dbc_part,       \
+                              dp_part, states, L, D, N, K);                                         \
     }
+#define SCAN_KERNELS(TN, T, NP)                                                                     \
+    SCAN_VARIANT(_, TN, T, NP, false)                                                               \
+    SCAN_VARIANT(_u_, TN, T, NP, true)
 
 SCAN_KERNELS(f32, float, 4)
 SCAN_KERNELS(f32, float, 8)

@@ -31,12 +31,14 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, rows: &Tensor, scale: f6
     crate::cross_entropy::cross_entropy_backward(logits, targets, rows, scale)
 }
 
-/// [`crate::mixer_scan_rows`]'s gradients for the output's gradient `grad: (b·l, d)`, except the
-/// conv's (xz and the conv weights): those come from [`mixer_conv_rows`] given `conv` of the
-/// result, which adds the scan's share to the conv's own.
+/// [`crate::mixer_scan_rows_u`]'s gradients for the output's gradient `grad: (b·l, d)`, except
+/// the conv's (xz and the conv weights): those come from [`mixer_conv_rows`] given `conv` of the
+/// result, which adds the scan's share (dL/du) to the conv's own. `u` is the conv's output the
+/// forward read.
 #[allow(clippy::too_many_arguments)]
 pub fn mixer_scan_rows(
     xz: &Tensor,
+    u: &Tensor,
     seq_len: usize,
     delta: &Tensor,
     b: &Tensor,
@@ -48,7 +50,7 @@ pub fn mixer_scan_rows(
     delta_bias: &Tensor,
     grad: &Tensor,
 ) -> Result<ScanGrads> {
-    crate::mixer::backward::scan(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, grad)
+    crate::mixer::backward::scan(xz, u, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, grad)
 }
 
 /// `(dxz, dweight, dbias)` of the mixer's conv for both uses of its output: [`crate::mixer_conv_rows`]

@@ -208,6 +208,27 @@ pub fn mixer_scan_rows(
     mixer::scan::mixer_scan(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
 }
 
+/// [`mixer_scan_rows`] reading its input `u` from `u: (b·l, d)`, the conv's output
+/// (`mixer_conv_rows` of the same xz and conv weights, in xz's dtype), instead of recomputing the
+/// conv: for a model that runs its own backward ([`backward::mixer_scan_rows`]). No autograd.
+/// Under bf16 the scan then reads u as rounded to bf16, as PyTorch's reference does.
+#[allow(clippy::too_many_arguments)]
+pub fn mixer_scan_rows_u(
+    xz: &Tensor,
+    u: &Tensor,
+    seq_len: usize,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+) -> Result<Tensor> {
+    mixer::scan::mixer_scan_u(xz, u, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
+}
+
 /// Mean softmax cross-entropy of `logits: (n, v)` against `targets: (n,)` u32 → scalar, as one
 /// fused op (forward: one read of the logits; backward: one read and one write).
 ///

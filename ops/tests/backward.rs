@@ -3,6 +3,7 @@
 //! dtypes, with and without the residual stream's gradient added), the residual add, the embedding, the cross-entropy and the mixer's split backward (the scan's, then
 //! the conv's for both uses of its output). f64 exactly up to summation order; f32 and bf16 IO
 //! within rounding. `tests/cuda_vs_cpu.rs` compares the GPU paths with these.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -76,8 +77,9 @@ fn cross_entropy_backward_is_autograds() -> Result<()> {
     Ok(())
 }
 
-/// Autograd through `mixer_conv_rows` (output weighted by `gx`) and `mixer_scan_rows` (by `gy`)
-/// on the same xz, against `backward::mixer_scan_rows` then `backward::mixer_conv_rows`.
+/// The scan reading u from the conv's output, as autograd sees it: `xs = mixer_conv_rows(xz)`
+/// (weighted by `gx`) and `selective_scan(u = xs, z = xz's second half, ..)` (by `gy`), against
+/// `mixer_scan_rows_u` forward and `backward::mixer_scan_rows` then `backward::mixer_conv_rows`.
 #[test]
 fn mixer_split_backward_is_autograds() -> Result<()> {
     let mut r = rng(4);
@@ -97,11 +99,15 @@ fn mixer_split_backward_is_autograds() -> Result<()> {
         ];
         let t: Vec<&Tensor> = v.iter().map(|x| x.as_tensor()).collect();
         let xs = mamba_ops::mixer_conv_rows(t[0], l, t[4], t[5])?;
-        let y = mamba_ops::mixer_scan_rows(t[0], l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])?;
+        let seq = |x: &Tensor| x.reshape((b, l, ())); // (b, l, ·)
+        let z = t[0].narrow(1, d, d)?;
+        let y = mamba_ops::selective_scan(&seq(&xs)?, &seq(t[1])?, t[6], &seq(t[2])?, &seq(t[3])?, t[7], &seq(&z)?, t[8])?.reshape((b * l, d))?;
         let ((gx, gxt), (gy, gyt)) = (probe(&mut r, xs.dims(), io)?, probe(&mut r, y.dims(), io)?);
         let want = (weighted_sum(&xs, &gx)? + weighted_sum(&y, &gy)?)?.backward()?;
 
-        let s = backward::mixer_scan_rows(t[0], l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], &gyt)?;
+        let y_u = mamba_ops::mixer_scan_rows_u(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])?;
+        assert_close(&format!("mixer_scan_rows_u {io:?} forward"), &flat(&y_u)?, &flat(&y)?, bound);
+        let s = backward::mixer_scan_rows(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], &gyt)?;
         let [dxz, dw, db] = backward::mixer_conv_rows(t[0], l, t[4], t[5], &gxt, s.conv)?;
         let got = [dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias];
         for (k, (g, x)) in got.iter().zip(&v).enumerate() {

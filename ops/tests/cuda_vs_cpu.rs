@@ -299,8 +299,9 @@ fn cross_entropy_cuda_out_of_range_target_gives_nan_row() {
     }
 }
 
-/// The split mixer backward of `mamba_ops::backward` (the scan's, then the conv's for both uses
-/// of its output, with the dpre kernel adding into the scan's share): GPU against CPU.
+/// The hand-written model's mixer path: `mixer_scan_rows_u` (u read from the conv's output) and
+/// the split backward of `mamba_ops::backward` (the scan's, then the conv's for both uses of its
+/// output, the dpre kernel adding the scan's dL/du): GPU against CPU. Output 0 is the forward.
 #[test]
 fn mixer_backward_functions_cuda_match_cpu() {
     use mamba_ops::backward;
@@ -316,9 +317,12 @@ fn mixer_backward_functions_cuda_match_cpu() {
             let run = |dev: &Device| -> Vec<Tensor> {
                 let t: Vec<Tensor> = t.iter().map(|x| x.to_device(dev).unwrap()).collect();
                 let (gy, gxs) = (gy.to_device(dev).unwrap(), gxs.to_device(dev).unwrap());
-                let s = backward::mixer_scan_rows(&t[0], l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy).unwrap();
+                // The conv's output on this device, which the scan reads as u.
+                let xs = mamba_ops::mixer_conv_rows(&t[0], l, &t[4], &t[5]).unwrap();
+                let y = mamba_ops::mixer_scan_rows_u(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+                let s = backward::mixer_scan_rows(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy).unwrap();
                 let [dxz, dw, db] = backward::mixer_conv_rows(&t[0], l, &t[4], &t[5], &gxs, s.conv).unwrap();
-                vec![dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias]
+                vec![y, dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias]
             };
             let (cpu, gpu) = (run(&Device::Cpu), run(&Device::new_cuda(0).unwrap()));
             for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {

@@ -56,7 +56,9 @@ fn cpu_and_gpu_give_the_same_loss_and_gradients() {
 }
 
 /// The hand-written backward the trainer runs (`model/backward.rs`) against candle's autograd on
-/// the GPU, f32 and bf16 mixed precision, at the 130m model's widths.
+/// the GPU, at the 130m model's widths: in f32 the same gradients; under bf16 mixed precision as
+/// close to the f32 gradients as autograd's bf16 ones (the hand-written path's scan reads u
+/// rounded to bf16, autograd's op recomputes it in f32).
 #[test]
 fn hand_written_backward_matches_autograd_on_the_gpu() {
     let cfg = MambaConfig { n_layer: 2, ..MambaConfig::preset("130m").unwrap() };
@@ -66,19 +68,20 @@ fn hand_written_backward_matches_autograd_on_the_gpu() {
     let toks: Vec<u32> = (0..2 * 257).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
     let all = Tensor::from_vec(toks, (2, 257), &gpu).unwrap();
     let (x, y) = (all.narrow(1, 0, 256).unwrap().contiguous().unwrap(), all.narrow(1, 1, 256).unwrap().contiguous().unwrap());
-    for (dtype, bound) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+    let grads = |dtype: DType| {
         let model = MambaLM::new(&cfg, params.var_builder(&gpu)).unwrap().with_compute_dtype(dtype).unwrap();
         let reference = model.loss(&x, &y).unwrap().affine(0.5, 0.0).unwrap().backward().unwrap();
         let (_, saved) = model.forward_saved(&x, &y).unwrap();
         let ours = model.backward(saved, 0.5).unwrap();
-        let mut worst = (0f64, String::new());
-        for (name, var) in params.named_vars() {
-            let r = rel_diff(ours.get(var.as_tensor()).unwrap(), reference.get(var.as_tensor()).unwrap());
-            if r > worst.0 {
-                worst = (r, name.clone());
-            }
-        }
-        println!("{dtype:?}: worst gradient rel diff, hand-written vs autograd: {:.3e} ({})", worst.0, worst.1);
-        assert!(worst.0 < bound, "{dtype:?}: {} differs by {:.3e}", worst.1, worst.0);
-    }
+        let pick = |store: &candle_core::backprop::GradStore| -> Vec<Tensor> { params.named_vars().iter().map(|(_, v)| store.get(v.as_tensor()).unwrap().clone()).collect() };
+        (pick(&reference), pick(&ours))
+    };
+    let worst = |a: &[Tensor], b: &[Tensor]| a.iter().zip(b).map(|(a, b)| rel_diff(a, b)).fold(0f64, f64::max);
+    let (auto32, ours32) = grads(DType::F32);
+    let (auto16, ours16) = grads(DType::BF16);
+    let (e32, e16_ours, e16_auto) = (worst(&ours32, &auto32), worst(&ours16, &auto32), worst(&auto16, &auto32));
+    println!("hand-written vs autograd, f32: worst gradient rel diff {e32:.3e}");
+    println!("bf16 vs f32 autograd: hand-written {e16_ours:.3e}, autograd {e16_auto:.3e}");
+    assert!(e32 < 1e-5, "f32: {e32:.3e}");
+    assert!(e16_ours < 1.5 * e16_auto + 1e-3, "bf16: hand-written {e16_ours:.3e} vs autograd {e16_auto:.3e}");
 }

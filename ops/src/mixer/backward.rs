@@ -1,6 +1,7 @@
 //! The mixer ops' backward as plain functions, for a model that runs its own backward pass
-//! (`crate::backward`). It is split at the conv: [`scan`] leaves the conv's part of its gradient
-//! in a [`ConvShare`], and [`conv`] then runs the conv's backward once for both uses of the conv's
+//! (`crate::backward`). The scan reads its input u from the conv's output (as the forward
+//! `crate::mixer_scan_rows_u` does) instead of recomputing the conv. The backward is split at the
+//! conv: [`scan`] leaves the conv's part of its gradient (dL/du) in a [`ConvShare`], and [`conv`] then runs the conv's backward once for both uses of the conv's
 //! output (x_proj's input, through `grad`, and the scan's `u`, through the share) and writes the
 //! whole `dxz`. Under candle's autograd the conv's backward kernels run twice (once inside the
 //! scan's backward) and the two full-size `dxz` are added into a third tensor.
@@ -30,15 +31,16 @@ pub struct ConvShare(Share);
 enum Share {
     /// dL/du (u the conv's output) and dL/dz, in the compute dtype.
     Cpu { du: Tensor, dz: Tensor },
-    /// dL/d(pre-activation) and a dxz with its z half written.
+    /// dL/du and a dxz with its z half written (boxed: two device storages).
     #[cfg(feature = "cuda")]
-    Cuda(cuda::ScanShare),
+    Cuda(Box<cuda::ScanShare>),
 }
 
 /// See [`crate::backward::mixer_scan_rows`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn scan(
     xz: &Tensor,
+    u: &Tensor,
     seq_len: usize,
     delta: &Tensor,
     b: &Tensor,
@@ -54,16 +56,17 @@ pub(crate) fn scan(
     let (op, [xzc, deltac, small]) = scan_op::prepare(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)?;
     let dims = op.dims;
     expect_shape(NAME, "grad", grad, dims.act_shape(dims.d).dims())?;
+    let u = op.check_u(u, &xzc)?;
     let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
     #[cfg(feature = "cuda")]
     if xz.device().is_cuda() {
-        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &deltac, &small, &g)?;
+        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &u, &deltac, &small, &g)?;
         let dbc = dbc.reshape(dims.act_shape(2 * dims.n))?;
-        return split_grads(&dims, [b, c, a_log, d_skip, delta_bias], ddelta, dbc, dp, Share::Cuda(share));
+        return split_grads(&dims, [b, c, a_log, d_skip, delta_bias], ddelta, dbc, dp, Share::Cuda(Box::new(share)));
     }
     let [du, dz, ddelta, dsmall] = match small.dtype() {
-        DType::F64 => op.cpu_bwd_deferred::<f64>(&xzc, &deltac, &small, &g)?,
-        _ => op.cpu_bwd_deferred::<f32>(&xzc, &deltac, &small, &g)?,
+        DType::F64 => op.cpu_bwd_deferred::<f64>(&xzc, &u, &deltac, &small, &g)?,
+        _ => op.cpu_bwd_deferred::<f32>(&xzc, &u, &deltac, &small, &g)?,
     };
     let [o_bc, o_p, o_w, _, _] = dims.small_offsets();
     let dbc = dsmall.narrow(0, o_bc, o_p - o_bc)?.reshape(dims.act_shape(2 * dims.n))?;
@@ -102,7 +105,7 @@ pub(crate) fn conv(xz: &Tensor, seq_len: usize, weight: &Tensor, bias: &Tensor, 
             if !xz.device().is_cuda() {
                 bail!("{NAME}: the scan's share is on the GPU, xz is not")
             }
-            cuda::conv_backward_with(NAME, &op.dims, &xzc, &w, &cb, &g, s)?
+            cuda::conv_backward_with(NAME, &op.dims, &xzc, &w, &cb, &g, *s)?
         }
         Share::Cpu { du, dz } => {
             if !xz.device().is_cpu() {

@@ -145,10 +145,10 @@ pub(crate) fn conv_backward(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor,
     dispatch!(op, xz.dtype(), conv_backward_t(op, dims, xz, w, cb, g, None))
 }
 
-/// What [`scan_backward_deferred`] leaves for the conv: `dpre`, the scan's share of
-/// dL/d(pre-activation) (f32, `(b·l, d)`), and `dxz` with its z half written.
+/// What [`scan_backward_deferred`] leaves for the conv: `du`, the scan's share of the gradient of
+/// the conv's output (f32, `(b·l, d)`), and `dxz` with its z half written.
 pub(crate) struct ScanShare {
-    pub dpre: CudaStorage,
+    pub du: CudaStorage,
     pub dxz: CudaStorage,
 }
 
@@ -172,10 +172,10 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
     let n = dims.b * dims.l * dims.d;
     let (l, d, k) = (dims.l as i32, dims.d as i32, dims.k as i32);
     // Without a scan share: fresh buffers (SAFETY: the dpre kernel writes every element, the dx
-    // kernel both halves of every row with zero_z). With one: add into its dpre, and write the x
-    // half of its dxz.
+    // kernel both halves of every row with zero_z). With one: the dpre kernel adds g to its du
+    // and turns the sum into dL/d(pre) in place, and the dx kernel writes the x half of its dxz.
     let (mut dpre, mut dxz, with_share) = match share {
-        Some(ScanShare { dpre, dxz }) => (dpre, dxz, 1i32),
+        Some(ScanShare { du, dxz }) => (du, dxz, 1i32),
         None => unsafe { (CudaStorage::wrap_cuda_slice(dev.alloc::<f32>(n)?, dev.clone()), CudaStorage::wrap_cuda_slice(dev.alloc::<T>(2 * n)?, dev.clone()), 0i32) },
     };
     if dpre.as_cuda_slice::<f32>()?.len() != n || dxz.as_cuda_slice::<T>()?.len() != 2 * n {
@@ -191,36 +191,45 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
     Ok([tensor_of(dxz, dims.act_shape(2 * dims.d)), dw, db])
 }
 
+/// The scan's forward; with `u_in` (the conv's output, xz's dtype) the kernel reads u from it
+/// instead of recomputing the conv.
 pub(crate) fn scan_forward(
     op: &str,
     dims: &MixerDims,
     xz: (&CudaStorage, &Layout),
+    u_in: Option<(&CudaStorage, &Layout)>,
     delta: (&CudaStorage, &Layout),
     small: (&CudaStorage, &Layout),
 ) -> Result<CudaStorage> {
     check_k(op, dims)?;
-    dispatch!(op, xz.0.dtype(), scan_forward_t(op, dims, xz, delta, small))
+    dispatch!(op, xz.0.dtype(), scan_forward_t(op, dims, xz, u_in, delta, small))
 }
 
 fn scan_forward_t<T: Io>(
     op: &str,
     dims: &MixerDims,
     (xz, lxz): (&CudaStorage, &Layout),
+    u_in: Option<(&CudaStorage, &Layout)>,
     (delta, ld): (&CudaStorage, &Layout),
     (small, ls): (&CudaStorage, &Layout),
 ) -> Result<CudaStorage> {
     let dev = device(xz);
     let kernels = scan_kernels(op, dims.n)?;
     let (xzv, dv, sv) = (view_of::<T>(op, "xz", xz, lxz)?, view_of::<T>(op, "delta", delta, ld)?, view(op, "small", small, ls)?);
+    // Without u_in the kernel reads no u: xz stands in for the argument.
+    let (uv, pass) = match u_in {
+        Some((u, lu)) => (view_of::<T>(op, "u", u, lu)?, "fwd_u"),
+        None => (view_of::<T>(op, "xz", xz, lxz)?, "fwd"),
+    };
     let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
     // SAFETY: each block writes every (step, channel) of its channels, chunk by chunk.
     let out = unsafe { dev.alloc::<T>(dims.b * dims.l * dims.d)? };
-    let func = dev.get_or_load_custom_func(&kernels.name("fwd", T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
+    let func = dev.get_or_load_custom_func(&kernels.name(pass, T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
     let cfg = kernels.launch(dims);
     let (l, d, n, k) = (dims.l as i32, dims.d as i32, dims.n as i32, dims.k as i32);
     let mut args = func.builder();
-    args.arg(&xzv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&out).arg(&l).arg(&d).arg(&n).arg(&k);
+    args.arg(&xzv).arg(&uv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&out).arg(&l).arg(&d).arg(&n).arg(&k);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
@@ -233,7 +242,7 @@ pub(crate) fn scan_backward(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Ten
 }
 
 fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
-    let (mut o, dev) = scan_backward_core::<T>(op, dims, xz, delta, small, g)?;
+    let (mut o, dev) = scan_backward_core::<T>(op, dims, xz, None, delta, small, g)?;
     let (xzs, lxz) = xz.storage_and_layout();
     let (ss, ls) = small.storage_and_layout();
     let (xzv, sv) = (view_of::<T>(op, "xz", cuda_storage(op, "xz", &xzs)?, lxz)?, view(op, "small", cuda_storage(op, "small", &ss)?, ls)?);
@@ -243,21 +252,23 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
     Ok([tensor(o.dxz, &dev, dims.act_shape(2 * dims.d)), tensor(o.ddelta, &dev, dims.act_shape(dims.d)), dsmall])
 }
 
-/// The scan's backward without its conv part: `(share, ddelta, dbc (b, l, 2n), dp (d, n + 2))`,
-/// the conv's input and weight gradients left to [`conv_backward_with`].
-pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+/// The scan's backward reading u from `u` (the conv's output) and without its conv part:
+/// `(share, ddelta, dbc (b, l, 2n), dp (d, n + 2))`, the share holding dL/du; the conv's input
+/// and weight gradients are left to [`conv_backward_with`].
+pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
     check_k(op, dims)?;
-    dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, delta, small, g))
+    dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, u, delta, small, g))
 }
 
-fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
-    let (o, dev) = scan_backward_core::<T>(op, dims, xz, delta, small, g)?;
-    let share = ScanShare { dpre: CudaStorage::wrap_cuda_slice(o.dpre, dev.clone()), dxz: CudaStorage::wrap_cuda_slice(o.dxz, dev.clone()) };
+fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+    let (o, dev) = scan_backward_core::<T>(op, dims, xz, Some(u), delta, small, g)?;
+    let share = ScanShare { du: CudaStorage::wrap_cuda_slice(o.dpre, dev.clone()), dxz: CudaStorage::wrap_cuda_slice(o.dxz, dev.clone()) };
     Ok((share, [tensor(o.ddelta, &dev, dims.act_shape(dims.d)), o.dbc, o.dp]))
 }
 
 /// The scan kernel's results: dxz with only its z half written, ddelta, dpre (the conv
-/// pre-activation's gradient through the scan), and the summed dB | dC and per-channel partials.
+/// pre-activation's gradient through the scan; dL/du when u came in), and the summed dB | dC and
+/// per-channel partials.
 struct ScanGrads<T> {
     dxz: CudaSlice<T>,
     ddelta: CudaSlice<T>,
@@ -266,7 +277,7 @@ struct ScanGrads<T> {
     dp: Tensor,
 }
 
-fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
+fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<&Tensor>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
     let MixerDims { b: bs, l, d, n, .. } = *dims;
     let kernels = scan_kernels(op, n)?;
     let cfg = kernels.launch(dims);
@@ -280,6 +291,12 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Te
     let sv = view(op, "small", ss, ls)?;
     let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
+    // Without u the kernel reads no u: xz stands in for the argument.
+    let u_guard = u.map(|t| t.storage_and_layout());
+    let (uv, pass) = match &u_guard {
+        Some((us, lu)) => (view_of::<T>(op, "u", cuda_storage(op, "u", us)?, lu)?, "bwd_u"),
+        None => (view_of::<T>(op, "xz", xzs, lxz)?, "bwd"),
+    };
     let gx = cfg.grid_dim.0 as usize;
     let n_chunks = l.div_ceil(BWD_CHUNK);
     // SAFETY: the scan kernel writes the z half of dxz, all of ddelta and dpre, every
@@ -292,10 +309,10 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Te
     let dbc_part = unsafe { dev.alloc::<f32>(bs * gx * l * 2 * n)? };
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
     let states = unsafe { dev.alloc::<f32>(bs * n_chunks * kernels.np * d)? };
-    let func = dev.get_or_load_custom_func(&kernels.name("bwd", T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
+    let func = dev.get_or_load_custom_func(&kernels.name(pass, T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
     let (li, di, ni, ki) = (l as i32, d as i32, n as i32, dims.k as i32);
     let mut args = func.builder();
-    args.arg(&xzv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&gv);
+    args.arg(&xzv).arg(&uv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&gv);
     args.arg(&dxz).arg(&ddelta).arg(&dpre).arg(&dbc_part).arg(&dp_part).arg(&states);
     args.arg(&li).arg(&di).arg(&ni).arg(&ki);
     // SAFETY: argument types and order match the kernel's signature.

@@ -75,12 +75,62 @@ pub(crate) fn prepare(
     Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, small]))
 }
 
+/// See [`crate::mixer_scan_rows_u`]: the scan reading u from `u` (the conv's output), no autograd.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mixer_scan_u(
+    xz: &Tensor,
+    u: &Tensor,
+    seq_len: usize,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+) -> Result<Tensor> {
+    let (op, [xz, delta, small]) = prepare(&xz.detach(), Some(seq_len), &delta.detach(), &b.detach(), &c.detach(), &conv_w.detach(), &conv_b.detach(), &a_log.detach(), &d_skip.detach(), &delta_bias.detach())?;
+    let u = op.check_u(u, &xz)?;
+    #[cfg(feature = "cuda")]
+    if xz.device().is_cuda() {
+        let (guards, layouts): (Vec<_>, Vec<_>) = [&xz, &u, &delta, &small].iter().map(|t| t.storage_and_layout()).map(|(s, l)| (s, l.clone())).unzip();
+        let st = guards.iter().map(|s| crate::cuda_util::cuda_storage(NAME, "input", s)).collect::<Result<Vec<_>>>()?;
+        let y = super::cuda::scan_forward(NAME, &op.dims, (st[0], &layouts[0]), Some((st[1], &layouts[1])), (st[2], &layouts[2]), (st[3], &layouts[3]))?;
+        return Ok(crate::cuda_util::tensor_of(y, op.dims.act_shape(op.dims.d)));
+    }
+    let (xs, xl) = xz.storage_and_layout();
+    let (ds, dl) = delta.storage_and_layout();
+    let (ss, sl) = small.storage_and_layout();
+    let args = ((as_cpu(NAME, "xz", &xz, &xs)?, xl), (as_cpu(NAME, "delta", &delta, &ds)?, dl), (as_cpu(NAME, "small", &small, &ss)?, sl));
+    let y = match small.dtype() {
+        DType::F64 => {
+            let inp = op.cpu_inputs::<f64>(args.0, Some(cpu_values::<f64>("u", &u)?), args.1, args.2)?;
+            Tensor::from_vec(scan_cpu::forward(&op.dims.scan(), &inp.packed, &inp.bc, &inp.p), op.dims.act_shape(op.dims.d), xz.device())?
+        }
+        _ => {
+            let inp = op.cpu_inputs::<f32>(args.0, Some(cpu_values::<f32>("u", &u)?), args.1, args.2)?;
+            Tensor::from_vec(scan_cpu::forward(&op.dims.scan(), &inp.packed, &inp.bc, &inp.p), op.dims.act_shape(op.dims.d), xz.device())?
+        }
+    };
+    y.to_dtype(xz.dtype())
+}
+
+/// A CPU tensor's values in the compute type `C`.
+fn cpu_values<C: Real>(what: &str, t: &Tensor) -> Result<Vec<C>> {
+    let (s, l) = t.storage_and_layout();
+    load::<C>(NAME, what, as_cpu(NAME, what, t, &s)?, l)
+}
+
 pub(crate) struct MixerScan {
     pub dims: MixerDims,
 }
 
+/// `[du, ddelta, dz]`, the inputs and `dbc ++ dp` of [`MixerScan::cpu_scan_grads`].
+type CpuScanGrads<C> = ([Vec<C>; 3], CpuInputs<C>, Vec<C>);
+
 /// The CPU inputs in the compute type: the packed scan input `[u | delta | z]: (b, l, 3d)` with
-/// `u` recomputed by the conv, the conv input `x`, and the small tensor's parts.
+/// `u` recomputed by the conv (or given), the conv input `x`, and the small tensor's parts.
 struct CpuInputs<C> {
     x: Vec<C>,
     packed: Vec<C>,
@@ -91,7 +141,17 @@ struct CpuInputs<C> {
 }
 
 impl MixerScan {
-    fn cpu_inputs<C: Real>(&self, xz: (&CpuStorage, &Layout), delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuInputs<C>> {
+    /// `u` (the conv's output) checked against the op: xz's dtype, shape `(b·l, d)` / `(b, l, d)`;
+    /// returned contiguous.
+    pub(crate) fn check_u(&self, u: &Tensor, xz: &Tensor) -> Result<Tensor> {
+        expect_shape(NAME, "u", u, self.dims.act_shape(self.dims.d).dims())?;
+        if u.dtype() != xz.dtype() {
+            bail!("{NAME}: `u` must have xz's dtype {:?}, got {:?}", xz.dtype(), u.dtype())
+        }
+        u.detach().contiguous()
+    }
+
+    fn cpu_inputs<C: Real>(&self, xz: (&CpuStorage, &Layout), u: Option<Vec<C>>, delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuInputs<C>> {
         let d = self.dims.d;
         let xz_v = load::<C>(NAME, "xz", xz.0, xz.1)?;
         let delta = load::<C>(NAME, "delta", delta.0, delta.1)?;
@@ -102,7 +162,10 @@ impl MixerScan {
         }
         let (x, z) = split_xz(&xz_v, d);
         let (w, cb) = (small[o_w..o_cb].to_vec(), small[o_cb..end].to_vec());
-        let u = conv_cpu::forward(&self.dims.conv(), &x, &w, &cb);
+        let u = match u {
+            Some(u) => u,
+            None => conv_cpu::forward(&self.dims.conv(), &x, &w, &cb),
+        };
         let mut packed = Vec::with_capacity(3 * u.len());
         for ((ur, dr), zr) in u.chunks_exact(d).zip(delta.chunks_exact(d)).zip(z.chunks_exact(d)) {
             packed.extend_from_slice(ur);
@@ -113,7 +176,7 @@ impl MixerScan {
     }
 
     fn cpu_fwd_typed<C: Real>(&self, xz: (&CpuStorage, &Layout), delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
-        let inp = self.cpu_inputs::<C>(xz, delta, small)?;
+        let inp = self.cpu_inputs::<C>(xz, None, delta, small)?;
         let y = scan_cpu::forward(&self.dims.scan(), &inp.packed, &inp.bc, &inp.p);
         store(NAME, &y, xz.0.dtype())
     }
@@ -121,13 +184,15 @@ impl MixerScan {
     /// The scan's gradients on the CPU without the conv's part: `[du, ddelta, dz]` (b·l·d each,
     /// du = dL/du for u the conv's output) in the compute type, the inputs (for the conv) and the
     /// small tensor's gradients `dbc ++ dp`.
-    fn cpu_scan_grads<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<([Vec<C>; 3], CpuInputs<C>, Vec<C>)> {
+    fn cpu_scan_grads<C: Real>(&self, xz: &Tensor, u: Option<&Tensor>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<CpuScanGrads<C>> {
+        let u = u.map(|t| cpu_values::<C>("u", t)).transpose()?;
         let (xs, xl) = xz.storage_and_layout();
         let (ds, dl) = delta.storage_and_layout();
         let (ss, sl) = small.storage_and_layout();
         let (gs, gl) = g.storage_and_layout();
         let inp = self.cpu_inputs::<C>(
             (as_cpu(NAME, "xz", xz, &xs)?, xl),
+            u,
             (as_cpu(NAME, "delta", delta, &ds)?, dl),
             (as_cpu(NAME, "small", small, &ss)?, sl),
         )?;
@@ -147,7 +212,7 @@ impl MixerScan {
     }
 
     fn cpu_bwd_typed<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
-        let ([du, ddelta, dz], inp, mut dsmall) = self.cpu_scan_grads::<C>(xz, delta, small, g)?;
+        let ([du, ddelta, dz], inp, mut dsmall) = self.cpu_scan_grads::<C>(xz, None, delta, small, g)?;
         let d = self.dims.d;
         // du flows on through the conv.
         let cg = conv_cpu::backward(&self.dims.conv(), &inp.x, &inp.w, &inp.cb, &du);
@@ -160,10 +225,10 @@ impl MixerScan {
         Ok([dxz, ddelta, Tensor::from_vec(dsmall, n_small, dev)?])
     }
 
-    /// [`Self::cpu_scan_grads`] as tensors: `[du, dz, ddelta, dbc ++ dp]`; du and dz in the
-    /// compute dtype, ddelta in xz's.
-    pub(crate) fn cpu_bwd_deferred<C: Real>(&self, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 4]> {
-        let ([du, ddelta, dz], _, dsmall) = self.cpu_scan_grads::<C>(xz, delta, small, g)?;
+    /// [`Self::cpu_scan_grads`] with u given, as tensors: `[du, dz, ddelta, dbc ++ dp]`; du and
+    /// dz in the compute dtype, ddelta in xz's.
+    pub(crate) fn cpu_bwd_deferred<C: Real>(&self, xz: &Tensor, u: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 4]> {
+        let ([du, ddelta, dz], _, dsmall) = self.cpu_scan_grads::<C>(xz, Some(u), delta, small, g)?;
         let (dev, shape) = (xz.device(), self.dims.act_shape(self.dims.d));
         let n_small = dsmall.len();
         Ok([
@@ -206,7 +271,7 @@ impl CustomOp3 for MixerScan {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let y = super::cuda::scan_forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))?;
+        let y = super::cuda::scan_forward(NAME, &self.dims, (s1, l1), None, (s2, l2), (s3, l3))?;
         Ok((y, self.dims.act_shape(self.dims.d)))
     }
 

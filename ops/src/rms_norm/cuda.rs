@@ -49,6 +49,7 @@ pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w:
     dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g, add))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backward_t<T: Io>(
     op: &str,
     rows: usize,

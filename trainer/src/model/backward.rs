@@ -94,6 +94,7 @@ impl Mixer {
         let (b, c) = (a.x_dbl.narrow(1, r, n)?, a.x_dbl.narrow(1, r + n, n)?); // (b·l, n) each
         let sg = mamba_ops::backward::mixer_scan_rows(
             &a.xz,
+            &a.xs,
             seq_len,
             &a.dt,
             &b,

@@ -94,19 +94,15 @@ impl Mixer {
         let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b·l, n)
         // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
         let dt = linear(&dt_low, &w_dt)?; // (b·l, di)
-        // The scan recomputes u = silu(conv(x)) from xz and reads z from it.
-        let y = mamba_ops::mixer_scan_rows(
-            &xz,
-            seq_len,
-            &dt,
-            &b,
-            &c,
-            &conv_w,
-            &p(&self.conv_bias),
-            &p(&self.a_log),
-            &p(&self.d_skip),
-            &p(&self.dt_proj_b),
-        )?; // (b·l, di)
+        // The scan reads z from xz. Under autograd it recomputes u = silu(conv(x)) from xz too (one
+        // op: no third input); for the hand-written backward it reads u = xs, as the reference
+        // kernel does.
+        let (cb, a_log, d_skip, dt_b) = (p(&self.conv_bias), p(&self.a_log), p(&self.d_skip), p(&self.dt_proj_b));
+        let y = if detached {
+            mamba_ops::mixer_scan_rows_u(&xz, &xs, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?
+        } else {
+            mamba_ops::mixer_scan_rows(&xz, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?
+        }; // (b·l, di)
         let out = linear(&y, &w_out)?; // (b·l, d_model)
         Ok((out, MixerActs { x: x.clone(), xz, xs, x_dbl, dt_low, dt, y, w: [w_in, w_x, w_dt, w_out] }))
     }
