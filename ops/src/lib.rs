@@ -124,6 +124,13 @@ pub fn residual_add(residual: &Tensor, x: &Tensor) -> Result<Tensor> {
     residual::residual_add(residual, x)
 }
 
+/// [`muon_apply`] on one parameter in its own storage: `w ← w·decay − scale·o` for `w` a
+/// contiguous f32 tensor (a `Var`'s) and `o` f32 or bf16 with as many elements (one matrix of
+/// the orthogonalized stack). No stacked copy of the weights and no copy back. No backward.
+pub fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<()> {
+    muon::muon_apply_in_place(w, o, decay, scale)
+}
+
 /// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one
 /// op (mamba_ssm `RMSNorm`, HF `MambaRMSNorm`). Dtype rules as for the other ops (statistics in
 /// f32, or f64 when both inputs are f64; the result in the dtype of `x`). The backward saves

@@ -210,6 +210,15 @@ fn muon_ops_cuda_match_cpu() {
             let e = rel_err(&a_gpu, &a_cpu);
             println!("muon_apply {dims:?} {dtype:?}: rel err {e:.2e}");
             assert!(e < 1e-5, "muon_apply {dims:?}: {e}");
+            // In place, one matrix at a time, on copies of w.
+            let (wc, wg) = (w.copy().unwrap(), on(&w));
+            for j in 0..dims.0 {
+                mamba_ops::muon_apply_in_place(&wc.get(j).unwrap(), &o_cpu.get(j).unwrap(), 0.99, 0.02).unwrap();
+                mamba_ops::muon_apply_in_place(&wg.get(j).unwrap(), &o_gpu.get(j).unwrap(), 0.99, 0.02).unwrap();
+            }
+            let (e_in, e_same) = (rel_err(&wg, &wc), rel_err(&wg, &a_gpu));
+            println!("muon_apply_in_place {dims:?} {dtype:?}: rel err {e_in:.2e} (vs muon_apply on the GPU {e_same:.2e})");
+            assert!(e_in < 1e-5 && e_same == 0.0, "muon_apply_in_place {dims:?}: {e_in} {e_same}");
             let x = g.to_dtype(dtype).unwrap();
             let y = w.to_dtype(dtype).unwrap();
             let (c, gg) = (mamba_ops::axpby(&x, &y, 3.4445, -4.775).unwrap(), mamba_ops::axpby(&on(&x), &on(&y), 3.4445, -4.775).unwrap());

@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Result, Tensor};
 use common::{flat, rel_err, rng, uniform};
-use mamba_ops::{axpby, muon_apply, muon_ns_input};
+use mamba_ops::{axpby, muon_apply, muon_apply_in_place, muon_ns_input};
 
 fn stack(seed: u64, (k, r, c): (usize, usize, usize)) -> Result<Tensor> {
     Tensor::from_vec(uniform(&mut rng(seed), k * r * c, -1.0, 1.0).iter().map(|&x| x as f32).collect::<Vec<_>>(), (k, r, c), &Device::Cpu)
@@ -81,5 +81,23 @@ fn axpby_is_the_affine_sum() -> Result<()> {
         assert_eq!(axpby(&x64, &x64, 1.0, 1.0)?.dtype(), DType::F64);
     }
     assert!(axpby(&stack(1, (2, 2, 2))?, &stack(1, (2, 2, 1))?, 1.0, 1.0).is_err(), "shape mismatch");
+    Ok(())
+}
+
+#[test]
+fn apply_in_place_equals_apply() -> Result<()> {
+    let (w, o) = (stack(7, (3, 4, 5))?, stack(8, (3, 4, 5))?);
+    for od in [DType::F32, DType::BF16] {
+        let o = o.to_dtype(od)?;
+        let want = muon_apply(&w, &o, 0.99, 0.02)?;
+        // One matrix at a time, in a copy of w's own storage.
+        let w2 = w.copy()?;
+        for j in 0..3 {
+            muon_apply_in_place(&w2.get(j)?, &o.get(j)?, 0.99, 0.02)?;
+        }
+        assert_eq!(flat(&w2)?, flat(&want)?, "{od:?}");
+    }
+    assert!(muon_apply_in_place(&w.to_dtype(DType::BF16)?, &o, 1.0, 1.0).is_err(), "bf16 weights");
+    assert!(muon_apply_in_place(&w, &o.narrow(0, 0, 1)?, 1.0, 1.0).is_err(), "size mismatch");
     Ok(())
 }

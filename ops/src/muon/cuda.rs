@@ -78,6 +78,31 @@ fn apply_t<T: Io>(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaS
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
 
+/// `w ← w·decay − scale·o` in w's own storage (the apply kernel writing where it reads).
+pub(crate) fn apply_in_place(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<()> {
+    dispatch!(op, os.dtype(), apply_in_place_t(op, (ws, wl), (os, ol), decay, scale))
+}
+
+fn apply_in_place_t<T: Io>(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<()> {
+    let dev = device(ws);
+    let ov = view_of::<T>(op, "o", os, ol)?;
+    let Some((start, end)) = wl.contiguous_offsets() else {
+        candle_core::bail!("{op}: internal error: `w` is not contiguous on the GPU")
+    };
+    let n = end - start;
+    // The kernel reads and writes w through one view (the same pointer as `w` and `out`): the
+    // launch builder takes a mutable view only once. This op holds w's storage mutably.
+    let w = ws.as_cuda_slice::<f32>()?.slice(start..end);
+    let func = dev.get_or_load_custom_func(&format!("muon_apply_{}", T::SUFFIX), MODULE, ptx::MUON)?;
+    let cfg = LaunchConfig { grid_dim: (APPLY_BLOCKS.min(n.div_ceil(THREADS)).max(1) as u32, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+    let mut args = func.builder();
+    args.arg(&w).arg(&ov).arg(&decay).arg(&scale).arg(&w).arg(&n);
+    // SAFETY: argument types and order match the kernel's signature (n: size_t); each thread reads
+    // and then writes only its own elements of w.
+    unsafe { args.launch(cfg) }.w()?;
+    Ok(())
+}
+
 pub(crate) fn axpby(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32) -> Result<CudaStorage> {
     dispatch!(op, xs.dtype(), axpby_t(op, (xs, xl), (ys, yl), a, b))
 }

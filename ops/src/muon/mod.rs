@@ -7,7 +7,9 @@
 //!   `v = g + β·m` (Nesterov) or `m`, in the Newton–Schulz dtype;
 //! - [`muon_apply`](crate::muon_apply): `w·decay − scale·o`, the decayed weights minus the
 //!   scaled orthogonal update, in f32;
-//! - [`axpby`](crate::axpby): `a·x + b·y`, Newton–Schulz's elementwise steps.
+//! - [`muon_apply_in_place`](crate::muon_apply_in_place): the same on one parameter, in its own
+//!   storage (no stacked copy of the weights and no copy back);
+//! - [`axpby`](crate::axpby): `a·x + b·y`, Newton–Schulz's elementwise steps and the momentum.
 //!
 //! The CPU paths are plain loops (f32 values, f64 sums for the norm) and the reference the CUDA
 //! kernels are compared with.
@@ -17,7 +19,7 @@ mod cuda;
 
 use crate::cpu_storage::contiguous_slice;
 use crate::mixer::store;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
 /// Added to the Frobenius norm before dividing, so a zero matrix stays zero (as in
@@ -128,6 +130,48 @@ impl CustomOp2 for Apply {
         ol: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         Ok((cuda::apply(self.name(), (ws, wl), (os, ol), self.decay, self.scale)?, self.shape.clone()))
+    }
+}
+
+/// See [`crate::muon_apply_in_place`].
+pub(crate) fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<()> {
+    const NAME: &str = "muon_apply_in_place";
+    if w.dtype() != DType::F32 || !w.is_contiguous() {
+        bail!("{NAME}: `w` must be a contiguous f32 tensor, got {:?} (contiguous: {})", w.dtype(), w.is_contiguous())
+    }
+    if o.elem_count() != w.elem_count() || !matches!(o.dtype(), DType::F32 | DType::BF16) {
+        bail!("{NAME}: `o` must be f32 or bf16 with w's {} elements, got {:?} {:?}", w.elem_count(), o.dtype(), o.dims())
+    }
+    w.inplace_op2(&o.contiguous()?, &ApplyInPlace { decay: decay as f32, scale: scale as f32 })
+}
+
+struct ApplyInPlace {
+    decay: f32,
+    scale: f32,
+}
+
+impl InplaceOp2 for ApplyInPlace {
+    fn name(&self) -> &'static str {
+        "muon_apply_in_place"
+    }
+
+    fn cpu_fwd(&self, ws: &mut CpuStorage, wl: &Layout, os: &CpuStorage, ol: &Layout) -> Result<()> {
+        let o: Vec<f32> = match os {
+            CpuStorage::BF16(_) => contiguous_slice::<half::bf16>(self.name(), "o", os, ol)?.iter().map(|x| x.to_f32()).collect(),
+            _ => contiguous_slice::<f32>(self.name(), "o", os, ol)?.to_vec(),
+        };
+        let (CpuStorage::F32(w), Some((start, end))) = (ws, wl.contiguous_offsets()) else {
+            bail!("{}: internal error: `w` is not contiguous f32", self.name())
+        };
+        for (w, o) in w[start..end].iter_mut().zip(&o) {
+            *w = *w * self.decay - self.scale * o;
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, ws: &mut candle_core::CudaStorage, wl: &Layout, os: &candle_core::CudaStorage, ol: &Layout) -> Result<()> {
+        cuda::apply_in_place(self.name(), (ws, wl), (os, ol), self.decay, self.scale)
     }
 }
 

@@ -139,7 +139,7 @@ impl Muon {
             // Momentum and the Nesterov look-ahead, in f32, all matrices of the shape at once.
             let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
             let g = Tensor::stack(&g, 0)?; // (k, r, c)
-            let m = (group.momentum.affine(self.beta, 0.0)? + &g)?; // (k, r, c)
+            let m = mamba_ops::axpby(&group.momentum, &g, self.beta, 1.0)?; // (k, r, c) = βm + g
             // The look-ahead g + βm (Nesterov) divided by its Frobenius norm, per matrix, in the
             // Newton–Schulz dtype: one fused op (mamba_ops::muon_ns_input).
             let u = mamba_ops::muon_ns_input(&g, &m, self.beta, self.nesterov, self.ns_dtype)?; // (k, r, c)
@@ -150,14 +150,19 @@ impl Muon {
                 Some(comm) => orthogonalize_sharded(&u, self.ns_steps, comm).map_err(comm_error)?,
                 None => newton_schulz_iterate(&u, self.ns_steps)?,
             }; // (k, r, c), in the NS dtype
-            // Decoupled weight decay and the scaled orthogonal step, stacked (one fused op,
-            // mamba_ops::muon_apply); then written back.
-            let w: Vec<Tensor> = group.members.iter().map(|&i| self.params[i].var.as_tensor().to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
-            let w = Tensor::stack(&w, 0)?; // (k, r, c)
-            let w = mamba_ops::muon_apply(&w, &ortho, 1.0 - lr * weight_decay, lr * update_scale(r, c))?;
+            // Decoupled weight decay and the scaled orthogonal step (one fused op): f32 weights
+            // in place (mamba_ops::muon_apply_in_place), others through an f32 copy.
+            let (decay, scale) = (1.0 - lr * weight_decay, lr * update_scale(r, c));
             for (j, &i) in group.members.iter().enumerate() {
                 let var = &self.params[i].var;
-                var.set(&w.get(j)?.to_dtype(var.dtype())?)?;
+                let o = ortho.get(j)?; // (r, c)
+                if var.dtype() == DType::F32 && var.as_tensor().is_contiguous() {
+                    mamba_ops::muon_apply_in_place(var.as_tensor(), &o, decay, scale)?;
+                } else {
+                    let w = var.as_tensor().to_dtype(DType::F32)?.unsqueeze(0)?; // (1, r, c)
+                    let w = mamba_ops::muon_apply(&w, &o.unsqueeze(0)?, decay, scale)?.squeeze(0)?;
+                    var.set(&w.to_dtype(var.dtype())?)?;
+                }
             }
         }
         Ok(())
