@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 11] = [
+const KERNELS: [&str; 12] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
@@ -16,6 +16,7 @@ const KERNELS: [&str; 11] = [
     "muon",
     "residual",
     "sum_squares",
+    "adamw",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
 const HEADERS: [&str; 2] = ["mixer_common.cuh", "lane_sums.cuh"];

@@ -36,6 +36,7 @@
 //!
 //! [`reference`] holds plain `f64` loops defining both ops, forward and backward, for tests.
 
+mod adamw;
 pub mod backward;
 mod causal_conv1d;
 mod cpu_storage;
@@ -54,6 +55,8 @@ mod shape_check;
 mod sum_squares;
 
 use candle_core::{DType, Result, Tensor};
+
+pub use adamw::AdamWStep;
 
 /// Selective scan with D skip and silu(z) gating.
 ///
@@ -101,6 +104,13 @@ pub fn muon_ns_input(g: &Tensor, m: &Tensor, beta: f64, nesterov: bool, dtype: D
 /// and a subtraction. No backward.
 pub fn muon_apply(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<Tensor> {
     muon::muon_apply(w, o, decay, scale)
+}
+
+/// One AdamW update of a stack of same-shaped f32 parameters `w` with gradients `g` and moments
+/// `mv = [m | v]: (2, ..shape)`, in one pass: returns `[w' | m' | v']: (3, ..shape)` (f32), as
+/// `torch.optim.AdamW` computes it (see [`AdamWStep`]). No backward.
+pub fn adamw_step(w: &Tensor, g: &Tensor, mv: &Tensor, step: AdamWStep) -> Result<Tensor> {
+    adamw::adamw_step(w, g, mv, step)
 }
 
 /// Σx² of each tensor (all f32, on one device), in f64: the gradients' global norm. One kernel

@@ -6,8 +6,8 @@
 //! The update count t is shared by all parameters of the group and saved with the state.
 //!
 //! Parameters of the same shape, dtype and decay setting are updated together on stacked
-//! (k, ..shape) tensors (their moments are kept stacked too): one chain of elementwise ops per
-//! such group instead of one per tensor (130m: ~10 groups instead of ~170 tensors of ~12 ops
+//! (k, ..shape) tensors (their moments are kept stacked too, as `[m | v]`): one fused op per such
+//! group (`mamba_ops::adamw_step`, 130m: ~10 groups instead of ~170 tensors of ~12 candle ops
 //! each), the same arithmetic element by element. Checkpoints hold one m and v per parameter.
 
 use super::error::{OptimError, Result};
@@ -34,8 +34,8 @@ struct AdamWGroup {
     decay: bool,
     /// Indices into `AdamW::params`, in order of first appearance.
     members: Vec<usize>,
-    m: Tensor, // (k, ..shape), f32
-    v: Tensor, // (k, ..shape), f32
+    /// `[m | v]`: (2, k, ..shape), f32; after a step, a view of the fused op's output.
+    mv: Tensor,
 }
 
 /// The AdamW group(s): parameters with and without weight decay.
@@ -77,10 +77,10 @@ impl AdamW {
             .into_iter()
             .map(|members| {
                 let first = &params[members[0]];
-                let mut dims = vec![members.len()];
+                let mut dims = vec![2, members.len()];
                 dims.extend_from_slice(first.var.dims());
-                let m = Tensor::zeros(dims.as_slice(), DType::F32, first.var.device())?;
-                Ok(AdamWGroup { decay: first.decay, members, v: m.zeros_like()?, m })
+                let mv = Tensor::zeros(dims.as_slice(), DType::F32, first.var.device())?;
+                Ok(AdamWGroup { decay: first.decay, members, mv })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { params, groups, beta1, beta2, eps, t: 0 })
@@ -109,16 +109,14 @@ impl AdamW {
         for group in &mut self.groups {
             let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
             let g = stack(&g)?; // (k, ..shape)
-            group.m = (group.m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
-            group.v = (group.v.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
-            let denom = group.v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, self.eps)?;
-            let update = group.m.affine(1.0 / bias1, 0.0)?.div(&denom)?;
             let w: Vec<Tensor> = group.members.iter().map(|&i| self.params[i].var.as_tensor().to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
-            let mut w = stack(&w)?; // (k, ..shape)
-            if group.decay {
-                w = w.affine(1.0 - lr * weight_decay, 0.0)?;
-            }
-            let w = (w - update.affine(lr, 0.0)?)?;
+            let w = stack(&w)?; // (k, ..shape)
+            let decay = if group.decay { 1.0 - lr * weight_decay } else { 1.0 };
+            let step = mamba_ops::AdamWStep { lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, bias1, bias2, decay };
+            // One fused op: [w' | m' | v'] (3, k, ..shape).
+            let out = mamba_ops::adamw_step(&w, &g, &group.mv, step)?;
+            group.mv = out.narrow(0, 1, 2)?; // [m' | v'], contiguous (a view: keeps w' too)
+            let w = out.get(0)?; // (k, ..shape)
             for (j, &i) in group.members.iter().enumerate() {
                 let var = &self.params[i].var;
                 var.set(&w.get(j)?.to_dtype(var.dtype())?)?;
@@ -137,8 +135,8 @@ impl AdamW {
         let mut out = Vec::with_capacity(2 * self.params.len() + 1);
         for (p, (gi, j)) in self.params.iter().zip(self.slots()) {
             let (m, v) = moment_state_names(&p.name);
-            out.push((m, self.groups[gi].m.get(j)?));
-            out.push((v, self.groups[gi].v.get(j)?));
+            out.push((m, self.groups[gi].mv.get(0)?.get(j)?));
+            out.push((v, self.groups[gi].mv.get(1)?.get(j)?));
         }
         let device = self.params.first().map(|p| p.var.device().clone());
         let device = device.unwrap_or(candle_core::Device::Cpu); // no parameter: a plain counter
@@ -183,12 +181,11 @@ impl AdamW {
             .map(|g| {
                 let m: Vec<Tensor> = g.members.iter().map(|&i| moments[i].0.clone()).collect();
                 let v: Vec<Tensor> = g.members.iter().map(|&i| moments[i].1.clone()).collect();
-                Ok((Tensor::stack(&m, 0)?, Tensor::stack(&v, 0)?))
+                Ok(Tensor::stack(&[Tensor::stack(&m, 0)?, Tensor::stack(&v, 0)?], 0)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        for (g, (m, v)) in self.groups.iter_mut().zip(stacked) {
-            g.m = m;
-            g.v = v;
+        for (g, mv) in self.groups.iter_mut().zip(stacked) {
+            g.mv = mv; // (2, k, ..shape)
         }
         self.t = t;
         Ok(())
