@@ -16,7 +16,8 @@
 // The input u is recomputed from xz as silu(conv1d(x) + cb), so neither u nor a packed copy of
 // the inputs is stored for the backward; the backward writes dL/d(pre-activation) as f32 scratch,
 // from which the kernels of mixer_conv.cu produce the x half of dxz and the conv's weight
-// gradient.
+// gradient. The `_u` variants (the trainer's hand-written forward and backward) read u from the
+// conv's output instead and the backward writes dL/du, which the conv's backward adds to its own.
 //
 // Per chunk of time steps the block stages, once per (step, channel), u = silu(conv1d(x) + cb),
 // dt = softplus(delta + delta_bias), and what the pass needs of z and g, into shared memory
