@@ -94,9 +94,9 @@ impl Mixer {
         let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b·l, n)
         // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
         let dt = linear(&dt_low, &w_dt)?; // (b·l, di)
-        // The scan reads z from xz. Under autograd it recomputes u = silu(conv(x)) from xz too (one
-        // op: no third input); for the hand-written backward it reads u = xs, as the reference
-        // kernel does.
+        // The scan reads z from xz. Under autograd it recomputes u = silu(conv(x)) from xz too (its
+        // custom op takes three inputs, no room for xs); for the hand-written backward it reads
+        // u = xs, as the reference kernel does.
         let (cb, a_log, d_skip, dt_b) = (p(&self.conv_bias), p(&self.a_log), p(&self.d_skip), p(&self.dt_proj_b));
         let y = if detached {
             mamba_ops::mixer_scan_rows_u(&xz, &xs, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?
