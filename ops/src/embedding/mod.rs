@@ -26,11 +26,7 @@ pub(crate) fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
 /// See [`crate::backward::embedding`].
 pub(crate) fn embedding_backward(weight: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {
     let (op, weight, ids) = prepare(weight, ids)?;
-    // The op's backward does not read its output (the second-to-last argument).
-    match op.bwd(&weight, &ids, grad, grad)? {
-        (Some(dw), _) => Ok(dw),
-        (None, _) => bail!("{NAME}: internal error: the backward returned no gradient"),
-    }
+    op.backward(&weight, &ids, grad)
 }
 
 /// Checks the arguments and returns the op with its inputs, contiguous.
@@ -59,6 +55,33 @@ struct Embedding {
 }
 
 impl Embedding {
+    /// dW for the output's gradient `grad: (n, d)`, in w's dtype: the op's autograd backward and
+    /// [`embedding_backward`] both run this.
+    fn backward(&self, w: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let g = grad.to_dtype(w.dtype())?.contiguous()?; // (n, d)
+        if g.dims() != [self.n, self.d] {
+            bail!("{NAME}: gradient has shape {:?}, expected {:?}", g.dims(), [self.n, self.d])
+        }
+        #[cfg(feature = "cuda")]
+        if w.device().is_cuda() {
+            return cuda::backward(NAME, self.v, self.d, ids, &g);
+        }
+        let (is, il) = ids.storage_and_layout();
+        let (gs, gl) = g.storage_and_layout();
+        let id_slice = contiguous_slice::<u32>(NAME, "ids", as_cpu(NAME, "ids", ids, &is)?, il)?;
+        let gs = as_cpu(NAME, "grad", &g, &gs)?;
+        let dw = match w.dtype() {
+            DType::F32 => Tensor::from_vec(self.cpu_bwd(id_slice, contiguous_slice::<f32>(NAME, "grad", gs, gl)?)?, (self.v, self.d), w.device())?,
+            DType::F64 => Tensor::from_vec(self.cpu_bwd(id_slice, contiguous_slice::<f64>(NAME, "grad", gs, gl)?)?, (self.v, self.d), w.device())?,
+            DType::BF16 => {
+                let g32: Vec<f32> = contiguous_slice::<half::bf16>(NAME, "grad", gs, gl)?.iter().map(|x| x.to_f32()).collect();
+                Tensor::from_vec(self.cpu_bwd(id_slice, &g32)?, (self.v, self.d), w.device())?.to_dtype(DType::BF16)?
+            }
+            other => bail!("{NAME}: internal error: bwd got dtype {other:?}"),
+        };
+        Ok(dw)
+    }
+
     /// dW for CPU gradients `g: (n, d)` of type `T`: each row summed in position order.
     fn cpu_bwd<T: WithDType>(&self, ids: &[u32], g: &[T]) -> Result<Vec<T>> {
         let mut dw = vec![T::zero(); self.v * self.d];
@@ -99,27 +122,6 @@ impl CustomOp2 for Embedding {
     }
 
     fn bwd(&self, w: &Tensor, ids: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.to_dtype(w.dtype())?.contiguous()?; // (n, d)
-        if g.dims() != [self.n, self.d] {
-            bail!("{NAME}: gradient has shape {:?}, expected {:?}", g.dims(), [self.n, self.d])
-        }
-        #[cfg(feature = "cuda")]
-        if w.device().is_cuda() {
-            return Ok((Some(cuda::backward(NAME, self.v, self.d, ids, &g)?), None));
-        }
-        let (is, il) = ids.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        let id_slice = contiguous_slice::<u32>(NAME, "ids", as_cpu(NAME, "ids", ids, &is)?, il)?;
-        let gs = as_cpu(NAME, "grad", &g, &gs)?;
-        let dw = match w.dtype() {
-            DType::F32 => Tensor::from_vec(self.cpu_bwd(id_slice, contiguous_slice::<f32>(NAME, "grad", gs, gl)?)?, (self.v, self.d), w.device())?,
-            DType::F64 => Tensor::from_vec(self.cpu_bwd(id_slice, contiguous_slice::<f64>(NAME, "grad", gs, gl)?)?, (self.v, self.d), w.device())?,
-            DType::BF16 => {
-                let g32: Vec<f32> = contiguous_slice::<half::bf16>(NAME, "grad", gs, gl)?.iter().map(|x| x.to_f32()).collect();
-                Tensor::from_vec(self.cpu_bwd(id_slice, &g32)?, (self.v, self.d), w.device())?.to_dtype(DType::BF16)?
-            }
-            other => bail!("{NAME}: internal error: bwd got dtype {other:?}"),
-        };
-        Ok((Some(dw), None))
+        Ok((Some(self.backward(w, ids, grad)?), None))
     }
 }

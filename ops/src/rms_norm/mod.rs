@@ -35,23 +35,9 @@ pub(crate) fn rms_norm_backward(x: &Tensor, weight: &Tensor, eps: f64, out: Opti
             bail!("{NAME}: `add` must have x's shape {:?} and dtype {:?}, got {:?} {:?}", x.dims(), x.dtype(), a.dims(), a.dtype())
         }
     }
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() && x.dtype() == DType::F32 {
-        let grad = grad.to_dtype(op.out)?.contiguous()?; // (rows, d)
-        let add = add.map(|a| a.reshape((op.rows, op.d))?.contiguous()).transpose()?;
-        let [dx, dw] = cuda::backward(NAME, op.rows, op.d, eps, &x2, &w, &grad, add.as_ref())?;
-        return Ok((dx.reshape(x.dims())?, dw.to_dtype(weight.dtype())?));
-    }
-    // The op's backward does not read its output (the second-to-last argument).
-    let (Some(dx), Some(dw)) = op.bwd(&x2, &w, &grad, &grad)? else {
-        bail!("{NAME}: internal error: the backward returned no gradient")
-    };
-    let dx = dx.reshape(x.dims())?.to_dtype(x.dtype())?;
-    let dx = match add {
-        Some(a) => (dx + a)?,
-        None => dx,
-    };
-    Ok((dx, dw.to_dtype(weight.dtype())?))
+    let add = add.map(|a| a.reshape((op.rows, op.d))).transpose()?; // (rows, d)
+    let [dx, dw] = op.backward(&x2, &w, &grad, add.as_ref())?;
+    Ok((dx.reshape(x.dims())?.to_dtype(x.dtype())?, dw.to_dtype(weight.dtype())?))
 }
 
 /// Checks the arguments and returns the op with its inputs `x: (rows, d)` and `weight: (d,)` in
@@ -98,6 +84,41 @@ impl RmsNorm {
         Ok(())
     }
 
+    /// `[dx (+ add), dw]` for `x: (rows, d)`, `w: (d,)` in the compute dtype and the output's
+    /// gradient `grad_y`; `add` (rows, d), when given, is added to dx (in the kernel on the GPU).
+    /// The op's autograd backward and [`rms_norm_backward`] both run this.
+    fn backward(&self, x: &Tensor, w: &Tensor, grad_y: &Tensor, add: Option<&Tensor>) -> Result<[Tensor; 2]> {
+        if grad_y.dims() != [self.rows, self.d] {
+            bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad_y.dims(), [self.rows, self.d])
+        }
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            if x.dtype() != DType::F32 {
+                bail!("{NAME}: the CUDA kernels compute in f32, got {:?}", x.dtype())
+            }
+            // The kernels read the gradient in the output's dtype (bf16 or f32).
+            let grad_y = grad_y.to_dtype(self.out)?.contiguous()?; // (rows, d)
+            let add = add.map(|a| a.to_dtype(DType::F32)?.contiguous()).transpose()?;
+            return cuda::backward(NAME, self.rows, self.d, self.eps, x, w, &grad_y, add.as_ref());
+        }
+        let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (rows, d)
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (gs, gl) = grad_y.storage_and_layout();
+        self.check_layouts(xl, wl)?;
+        let inputs = ((as_cpu(NAME, "x", x, &xs)?, xl), (as_cpu(NAME, "weight", w, &ws)?, wl), (as_cpu(NAME, "grad", &grad_y, &gs)?, gl));
+        let [dx, dw] = match x.dtype() {
+            DType::F32 => self.bwd_typed::<f32>(inputs.0, inputs.1, inputs.2, x.device())?,
+            DType::F64 => self.bwd_typed::<f64>(inputs.0, inputs.1, inputs.2, x.device())?,
+            other => bail!("{NAME}: internal error: bwd got dtype {other:?}"),
+        };
+        let dx = match add {
+            Some(a) => (dx + a.to_dtype(x.dtype())?)?,
+            None => dx,
+        };
+        Ok([dx, dw])
+    }
+
     fn bwd_typed<T: Real>(&self, (x, lx): (&CpuStorage, &Layout), (w, lw): (&CpuStorage, &Layout), (g, lg): (&CpuStorage, &Layout), dev: &Device) -> Result<[Tensor; 2]> {
         let x = contiguous_slice::<T>(NAME, "x", x, lx)?;
         let w = contiguous_slice::<T>(NAME, "weight", w, lw)?;
@@ -138,30 +159,7 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if grad_y.dims() != [self.rows, self.d] {
-            bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad_y.dims(), [self.rows, self.d])
-        }
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            if x.dtype() != DType::F32 {
-                bail!("{NAME}: the CUDA kernels compute in f32, got {:?}", x.dtype())
-            }
-            // The kernels read the gradient in the output's dtype (bf16 or f32).
-            let grad_y = grad_y.to_dtype(self.out)?.contiguous()?; // (rows, d)
-            let [dx, dw] = cuda::backward(NAME, self.rows, self.d, self.eps, x, w, &grad_y, None)?;
-            return Ok((Some(dx), Some(dw)));
-        }
-        let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (rows, d)
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = grad_y.storage_and_layout();
-        self.check_layouts(xl, wl)?;
-        let inputs = ((as_cpu(NAME, "x", x, &xs)?, xl), (as_cpu(NAME, "weight", w, &ws)?, wl), (as_cpu(NAME, "grad", &grad_y, &gs)?, gl));
-        let [dx, dw] = match x.dtype() {
-            DType::F32 => self.bwd_typed::<f32>(inputs.0, inputs.1, inputs.2, x.device())?,
-            DType::F64 => self.bwd_typed::<f64>(inputs.0, inputs.1, inputs.2, x.device())?,
-            other => bail!("{NAME}: internal error: bwd got dtype {other:?}"),
-        };
+        let [dx, dw] = self.backward(x, w, grad_y, None)?;
         Ok((Some(dx), Some(dw)))
     }
 }
