@@ -11,7 +11,8 @@ use crate::shape_check::{expect_shape, state_size};
 use crate::real::Real;
 use crate::selective_scan::cpu as scan_cpu;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::op::BackpropOp;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
 use std::sync::Arc;
 
 const NAME: &str = "mixer_scan";
@@ -92,28 +93,22 @@ pub(crate) fn mixer_scan_u(
 ) -> Result<Tensor> {
     let (op, [xz, delta, small]) = prepare(&xz.detach(), Some(seq_len), &delta.detach(), &b.detach(), &c.detach(), &conv_w.detach(), &conv_b.detach(), &a_log.detach(), &d_skip.detach(), &delta_bias.detach())?;
     let u = op.check_u(u, &xz)?;
+    let shape = op.dims.act_shape(op.dims.d);
+    let ((xs, xl), (us, ul), (ds, dl), (ss, sl)) = (xz.storage_and_layout(), u.storage_and_layout(), delta.storage_and_layout(), small.storage_and_layout());
     #[cfg(feature = "cuda")]
     if xz.device().is_cuda() {
-        let (guards, layouts): (Vec<_>, Vec<_>) = [&xz, &u, &delta, &small].iter().map(|t| t.storage_and_layout()).map(|(s, l)| (s, l.clone())).unzip();
-        let st = guards.iter().map(|s| crate::cuda_util::cuda_storage(NAME, "input", s)).collect::<Result<Vec<_>>>()?;
-        let y = super::cuda::scan_forward(NAME, &op.dims, (st[0], &layouts[0]), Some((st[1], &layouts[1])), (st[2], &layouts[2]), (st[3], &layouts[3]))?;
-        return Ok(crate::cuda_util::tensor_of(y, op.dims.act_shape(op.dims.d)));
+        use crate::cuda_util::cuda_storage as on_gpu;
+        let (x, us, d, sm) = (on_gpu(NAME, "xz", &xs)?, on_gpu(NAME, "u", &us)?, on_gpu(NAME, "delta", &ds)?, on_gpu(NAME, "small", &ss)?);
+        let y = super::cuda::scan_forward(NAME, &op.dims, (x, xl), Some((us, ul)), (d, dl), (sm, sl))?;
+        return Ok(crate::cuda_util::tensor_of(y, shape));
     }
-    let (xs, xl) = xz.storage_and_layout();
-    let (ds, dl) = delta.storage_and_layout();
-    let (ss, sl) = small.storage_and_layout();
-    let args = ((as_cpu(NAME, "xz", &xz, &xs)?, xl), (as_cpu(NAME, "delta", &delta, &ds)?, dl), (as_cpu(NAME, "small", &small, &ss)?, sl));
+    let (x, d, sm) = ((as_cpu(NAME, "xz", &xz, &xs)?, xl), (as_cpu(NAME, "delta", &delta, &ds)?, dl), (as_cpu(NAME, "small", &small, &ss)?, sl));
+    let us = as_cpu(NAME, "u", &u, &us)?;
     let y = match small.dtype() {
-        DType::F64 => {
-            let inp = op.cpu_inputs::<f64>(args.0, Some(cpu_values::<f64>("u", &u)?), args.1, args.2)?;
-            Tensor::from_vec(scan_cpu::forward(&op.dims.scan(), &inp.packed, &inp.bc, &inp.p), op.dims.act_shape(op.dims.d), xz.device())?
-        }
-        _ => {
-            let inp = op.cpu_inputs::<f32>(args.0, Some(cpu_values::<f32>("u", &u)?), args.1, args.2)?;
-            Tensor::from_vec(scan_cpu::forward(&op.dims.scan(), &inp.packed, &inp.bc, &inp.p), op.dims.act_shape(op.dims.d), xz.device())?
-        }
+        DType::F64 => op.cpu_fwd_typed::<f64>(x, Some(load(NAME, "u", us, ul)?), d, sm)?,
+        _ => op.cpu_fwd_typed::<f32>(x, Some(load(NAME, "u", us, ul)?), d, sm)?,
     };
-    y.to_dtype(xz.dtype())
+    Ok(Tensor::from_storage(Storage::Cpu(y), shape, BackpropOp::none(), false))
 }
 
 /// A CPU tensor's values in the compute type `C`.
@@ -175,8 +170,9 @@ impl MixerScan {
         Ok(CpuInputs { x, packed, bc: small[o_bc..o_p].to_vec(), p: small[o_p..o_w].to_vec(), w, cb })
     }
 
-    fn cpu_fwd_typed<C: Real>(&self, xz: (&CpuStorage, &Layout), delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
-        let inp = self.cpu_inputs::<C>(xz, None, delta, small)?;
+    /// The scan's output on the CPU in xz's dtype; u recomputed by the conv unless given.
+    fn cpu_fwd_typed<C: Real>(&self, xz: (&CpuStorage, &Layout), u: Option<Vec<C>>, delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
+        let inp = self.cpu_inputs::<C>(xz, u, delta, small)?;
         let y = scan_cpu::forward(&self.dims.scan(), &inp.packed, &inp.bc, &inp.p);
         store(NAME, &y, xz.0.dtype())
     }
@@ -255,8 +251,8 @@ impl CustomOp3 for MixerScan {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let y = match s3 {
-            CpuStorage::F64(_) => self.cpu_fwd_typed::<f64>((s1, l1), (s2, l2), (s3, l3))?,
-            _ => self.cpu_fwd_typed::<f32>((s1, l1), (s2, l2), (s3, l3))?,
+            CpuStorage::F64(_) => self.cpu_fwd_typed::<f64>((s1, l1), None, (s2, l2), (s3, l3))?,
+            _ => self.cpu_fwd_typed::<f32>((s1, l1), None, (s2, l2), (s3, l3))?,
         };
         Ok((y, self.dims.act_shape(self.dims.d)))
     }
