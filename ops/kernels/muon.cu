@@ -12,6 +12,7 @@
 // pass instead of two affines and an add, whose bf16 kernels also rounded a, b and c to bf16).
 
 #include "mixer_common.cuh"
+#include "block_sum.cuh"
 
 #define MUON_THREADS 256
 
@@ -22,21 +23,13 @@ __device__ __forceinline__ float muon_v(const float* __restrict__ g, const float
 
 extern "C" __global__ void muon_sumsq(const float* __restrict__ g, const float* __restrict__ m,
                                       float beta, int nesterov, int per, float* __restrict__ part) {
-    __shared__ float s_warp[MUON_THREADS / 32];
     const size_t base = (size_t)blockIdx.y * per;
     float acc = 0.f;
     for (int i = blockIdx.x * MUON_THREADS + threadIdx.x; i < per; i += gridDim.x * MUON_THREADS) {
         const float v = muon_v(g, m, base + i, beta, nesterov);
         acc += v * v;
     }
-    for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (threadIdx.x % 32 == 0) s_warp[threadIdx.x / 32] = acc;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float total = 0.f;
-        for (int w = 0; w < MUON_THREADS / 32; ++w) total += s_warp[w];
-        part[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = total;
-    }
+    block_sum_to<MUON_THREADS>(acc, part + (size_t)blockIdx.y * gridDim.x + blockIdx.x);
 }
 
 template <typename T>

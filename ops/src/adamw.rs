@@ -85,8 +85,8 @@ impl CustomOp3 for Step {
         ms: &candle_core::CudaStorage,
         ml: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::cuda_util::{device, ptx, view};
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use crate::cuda_util::{device, grid_stride, ptx, view};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
         let dev = device(ws);
         let (wv, gv, mv) = (view(NAME, "w", ws, wl)?, view(NAME, "g", gs, gl)?, view(NAME, "mv", ms, ml)?);
@@ -94,7 +94,7 @@ impl CustomOp3 for Step {
         // SAFETY: the grid-stride loop writes all three parts of every element.
         let out = unsafe { dev.alloc::<f32>(3 * n)? };
         let func = dev.get_or_load_custom_func("adamw_step_f32", "mamba_adamw", ptx::ADAMW)?;
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 4096) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = grid_stride(n, 4096);
         let [b1, c1, b2, c2, eps, ib1, ib2, decay, lr] = self.f32s();
         let mut args = func.builder();
         args.arg(&wv).arg(&gv).arg(&mv).arg(&out).arg(&n);

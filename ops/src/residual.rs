@@ -61,8 +61,8 @@ impl CustomOp2 for ResidualAdd {
 
 #[cfg(feature = "cuda")]
 fn cuda_fwd_t<T: crate::cuda_util::Io>(rs: &candle_core::CudaStorage, rl: &Layout, xs: &candle_core::CudaStorage, xl: &Layout) -> Result<candle_core::CudaStorage> {
-    use crate::cuda_util::{device, ptx, view, view_of};
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use crate::cuda_util::{device, grid_stride, ptx, view, view_of};
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
     use candle_core::cuda_backend::WrapErr;
     let dev = device(rs);
     let (rv, xv) = (view(NAME, "residual", rs, rl)?, view_of::<T>(NAME, "x", xs, xl)?);
@@ -70,7 +70,7 @@ fn cuda_fwd_t<T: crate::cuda_util::Io>(rs: &candle_core::CudaStorage, rl: &Layou
     // SAFETY: the grid-stride loop writes every element.
     let out = unsafe { dev.alloc::<f32>(n)? };
     let func = dev.get_or_load_custom_func(&format!("residual_add_{}", T::SUFFIX), "mamba_residual", ptx::RESIDUAL)?;
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 4096) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = grid_stride(n, 4096);
     let mut args = func.builder();
     args.arg(&rv).arg(&xv).arg(&out).arg(&n);
     // SAFETY: argument types and order match the kernel's signature (n: size_t).

@@ -1,6 +1,6 @@
 //! Launches `kernels/muon.cu`.
 
-use crate::cuda_util::{device, dispatch, ptx, view, view_of, Io};
+use crate::cuda_util::{device, dispatch, grid_stride, ptx, view, view_of, Io, GRID_STRIDE_THREADS};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
@@ -8,7 +8,7 @@ use candle_core::{DType, Layout, Result};
 
 const MODULE: &str = "mamba_muon";
 /// Threads per block (`MUON_THREADS` in the kernels).
-const THREADS: usize = 256;
+const THREADS: usize = GRID_STRIDE_THREADS;
 /// Blocks per matrix of the norm and scale kernels: the norm's partial sums per matrix.
 const PARTS: usize = 64;
 /// Blocks of the apply kernel (a grid-stride loop).
@@ -70,7 +70,7 @@ fn apply_t<T: Io>(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaS
     // SAFETY: the grid-stride loop writes every element.
     let out = unsafe { dev.alloc::<f32>(n)? };
     let func = dev.get_or_load_custom_func(&format!("muon_apply_{}", T::SUFFIX), MODULE, ptx::MUON)?;
-    let cfg = LaunchConfig { grid_dim: (APPLY_BLOCKS.min(n.div_ceil(THREADS)).max(1) as u32, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = grid_stride(n, APPLY_BLOCKS);
     let mut args = func.builder();
     args.arg(&wv).arg(&ov).arg(&decay).arg(&scale).arg(&out).arg(&n);
     // SAFETY: argument types and order match the kernel's signature (n: size_t).
@@ -94,7 +94,7 @@ fn apply_in_place_t<T: Io>(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os,
     // launch builder takes a mutable view only once. This op holds w's storage mutably.
     let w = ws.as_cuda_slice::<f32>()?.slice(start..end);
     let func = dev.get_or_load_custom_func(&format!("muon_apply_{}", T::SUFFIX), MODULE, ptx::MUON)?;
-    let cfg = LaunchConfig { grid_dim: (APPLY_BLOCKS.min(n.div_ceil(THREADS)).max(1) as u32, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = grid_stride(n, APPLY_BLOCKS);
     let mut args = func.builder();
     args.arg(&w).arg(&ov).arg(&decay).arg(&scale).arg(&w).arg(&n);
     // SAFETY: argument types and order match the kernel's signature (n: size_t); each thread reads
@@ -114,7 +114,7 @@ fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaS
     // SAFETY: the grid-stride loop writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
     let func = dev.get_or_load_custom_func(&format!("muon_axpby_{}", T::SUFFIX), MODULE, ptx::MUON)?;
-    let cfg = LaunchConfig { grid_dim: (APPLY_BLOCKS.min(n.div_ceil(THREADS)).max(1) as u32, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = grid_stride(n, APPLY_BLOCKS);
     let mut args = func.builder();
     args.arg(&xv).arg(&yv).arg(&a).arg(&b).arg(&out).arg(&n);
     // SAFETY: argument types and order match the kernel's signature (n: size_t).
