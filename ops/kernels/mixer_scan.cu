@@ -45,7 +45,8 @@
 #define BWD_CHUNK 4
 
 // The thread layout for padded state size NP: LN lanes per channel, each holding SPT = NP / LN
-// states (state sn = lane + LN·k for k < SPT), CH = 64 channels and THREADS = 64·LN threads per
+// consecutive states (state sn = lane·SPT + k for k < SPT, so a lane's B or C values are one
+// 16-byte shared-memory load), CH = 64 channels and THREADS = 64·LN threads per
 // block (256 for NP = 16). At most 768 threads per SM are asked for, which leaves 85 registers
 // per thread.
 template <int NP>
@@ -55,6 +56,19 @@ struct Layout {
     static constexpr int CH = SCAN_CHANNELS;
     static constexpr int THREADS = CH * LN;
 };
+
+// v[k] = row[k] for k < SPT: one 16-byte shared-memory load when SPT = 4 (the staged rows and a
+// lane's offset in them are multiples of 16 bytes).
+template <int SPT>
+__device__ __forceinline__ void load_states(float (&v)[SPT], const float* row) {
+    if constexpr (SPT == 4) {
+        const float4 q = *reinterpret_cast<const float4*>(row);
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < SPT; ++k) v[k] = row[k];
+    }
+}
 
 // The input u at (row, channel): read from u_in (the conv's output, `U_IN`) or recomputed from xz
 // by the conv; *dsl = silu'(pre-activation) when recomputed (the backward's dL/d(pre)).
@@ -76,13 +90,13 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     constexpr int LN = Layout<NP>::LN, SPT = Layout<NP>::SPT, CH = Layout<NP>::CH, TT = FWD_CHUNK;
     constexpr int THREADS = Layout<NP>::THREADS;
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_z[TT][CH], s_y[TT][CH];
-    __shared__ float s_bc[TT][2 * NP];
+    __shared__ __align__(16) float s_bc[TT][2 * NP];
     const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN;
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
     float a2[SPT], h[SPT];
 #pragma unroll
     for (int k = 0; k < SPT; ++k) {
-        const int sn = sl + LN * k;
+        const int sn = sl * SPT + k;
         a2[k] = c < D && sn < N ? -expf(p[c * (N + 2) + sn]) * LOG2E : 0.f;
         h[k] = 0.f;
     }
@@ -107,12 +121,13 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
         __syncthreads();
         for (int j = 0; j < steps; ++j) {
             const float dt = s_dt[j][cl], dtu = dt * s_u[j][cl];
-            float y = 0.f;
+            float bs[SPT], cs[SPT], y = 0.f;
+            load_states(bs, &s_bc[j][sl * SPT]);
+            load_states(cs, &s_bc[j][NP + sl * SPT]);
 #pragma unroll
             for (int k = 0; k < SPT; ++k) {
-                const int sn = sl + LN * k;
-                h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * s_bc[j][sn];
-                y += s_bc[j][NP + sn] * h[k];
+                h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
+                y += cs[k] * h[k];
             }
             y = channel_lanes_sum<LN>(y);
             if (sl == 0) s_y[j][cl] = y;
@@ -147,7 +162,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_dsl[TT][CH], s_sdt[TT][CH], s_z[TT][CH], s_g[TT][CH];
     __shared__ float s_gy[TT][CH];
     __shared__ float s_du[TT][CH], s_ddt[TT][CH], s_y[TT][CH];
-    __shared__ float s_bc[TT][2 * NP];
+    __shared__ __align__(16) float s_bc[TT][2 * NP];
     __shared__ float s_part[TT][WARPS][2 * NP]; // per-warp sums of dB | dC
     const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN, warp = tid / 32, lane = tid % 32;
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
@@ -155,7 +170,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     float a2[SPT];
 #pragma unroll
     for (int k = 0; k < SPT; ++k) {
-        const int sn = sl + LN * k;
+        const int sn = sl * SPT + k;
         a2[k] = c < D && sn < N ? -expf(p[c * (N + 2) + sn]) * LOG2E : 0.f;
     }
     // This thread's states in the scratch, laid out (b, chunk, k, d, LN) so that consecutive
@@ -190,7 +205,8 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     // it takes P1 = 32 steps at a time into arrays of its own: a quarter of the staging rounds
     // and barriers.
     constexpr int P1 = 32;
-    __shared__ float s1_u[P1][CH], s1_dt[P1][CH], s1_b[P1][NP];
+    __shared__ float s1_u[P1][CH], s1_dt[P1][CH];
+    __shared__ __align__(16) float s1_b[P1][NP];
     float h[SPT];
 #pragma unroll
     for (int k = 0; k < SPT; ++k) h[k] = 0.f;
@@ -218,8 +234,10 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
                 for (int k = 0; k < SPT; ++k) saved[(size_t)k * D * LN] = h[k];
             }
             const float dt = s1_dt[j][cl], dtu = dt * s1_u[j][cl];
+            float bs[SPT];
+            load_states(bs, &s1_b[j][sl * SPT]);
 #pragma unroll
-            for (int k = 0; k < SPT; ++k) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * s1_b[j][sl + LN * k];
+            for (int k = 0; k < SPT; ++k) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
         }
     }
 
@@ -230,6 +248,11 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     float acc_dskip = 0.f, acc_dbias = 0.f;
     for (int kc = n_chunks - 1; kc >= 0; --kc) {
         const int t0 = kc * TT, steps = min(TT, L - t0);
+        // The chunk's first states are loaded before the staging, so that their latency overlaps
+        // the staging's loads.
+        float h0[SPT], hs[TT][SPT];
+#pragma unroll
+        for (int k = 0; k < SPT; ++k) h0[k] = c < D ? my_states[(size_t)kc * D * NP + (size_t)k * D * LN] : 0.f;
         __syncthreads();
         stage(kc, true);
         __syncthreads();
@@ -237,22 +260,19 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
         // The sums over a channel's states are taken in-thread over its SPT states, then over
         // its LN lanes: y per step, the dL/ddt and dL/du terms with lane_sums after each half
         // of the adjoint loop (all of a half's values in one go).
-        float h0[SPT], hs[TT][SPT];
 #pragma unroll
-        for (int k = 0; k < SPT; ++k) {
-            h0[k] = c < D ? my_states[(size_t)kc * D * NP + (size_t)k * D * LN] : 0.f;
-            h[k] = h0[k];
-        }
+        for (int k = 0; k < SPT; ++k) h[k] = h0[k];
 #pragma unroll
         for (int j = 0; j < TT; ++j) {
             const float dt = s_dt[j][cl], dtu = dt * s_u[j][cl];
-            float y = 0.f;
+            float bs[SPT], cs[SPT], y = 0.f;
+            load_states(bs, &s_bc[j][sl * SPT]);
+            load_states(cs, &s_bc[j][NP + sl * SPT]);
 #pragma unroll
             for (int k = 0; k < SPT; ++k) {
-                const int sn = sl + LN * k;
-                if (j < steps) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * s_bc[j][sn];
+                if (j < steps) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
                 hs[j][k] = h[k];
-                y += s_bc[j][NP + sn] * h[k];
+                y += cs[k] * h[k];
             }
             y = channel_lanes_sum<LN>(y);
             if (sl == 0) s_y[j][cl] = y;
@@ -272,18 +292,19 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
                 if (j < steps) {
                     const float dt = s_dt[j][cl], dtu = dt * s_u[j][cl], gy = s_gy[j][cl];
                     float dbc[2 * SPT]; // [dB | dC] of this thread's states
+                    float bs[SPT], cs[SPT];
+                    load_states(bs, &s_bc[j][sl * SPT]);
+                    load_states(cs, &s_bc[j][NP + sl * SPT]);
 #pragma unroll
                     for (int k = 0; k < SPT; ++k) {
-                        const int sn = sl + LN * k;
                         const float hprev = j > 0 ? hs[j - 1][k] : h0[k], hcur = hs[j][k];
-                        const float bs = s_bc[j][sn], cs = s_bc[j][NP + sn];
                         const float e = exp2_approx(dt * a2[k]);
-                        const float ah = gy * cs + carry[k];
+                        const float ah = gy * cs[k] + carry[k];
                         // dL/ddt = Σ_s ah (a e hprev + b u) = Σ_s ah a e hprev + u · dL/du,
                         // with a = a2·ln 2: the sum over a2 here, ·ln 2 once per step below.
                         const float q = ah * (e * hprev);
                         sums[jj] += a2[k] * q;
-                        sums[H + jj] += ah * bs;
+                        sums[H + jj] += ah * bs[k];
                         d_a[k] += dt * q;
                         carry[k] = ah * e;
                         dbc[k] = ah * dtu;
@@ -294,7 +315,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
 #pragma unroll
                     for (int q = 0; q < 2 * SPT; ++q) {
                         if (q < cnt) {
-                            const int idx = f + q, which = idx / SPT, sn = sl + LN * (idx % SPT);
+                            const int idx = f + q, which = idx / SPT, sn = sl * SPT + idx % SPT;
                             s_part[j][warp][which * NP + sn] = dbc[q];
                         }
                     }
@@ -351,7 +372,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     }
 #pragma unroll
     for (int k = 0; k < SPT; ++k) {
-        const int sn = sl + LN * k;
+        const int sn = sl * SPT + k;
         if (c < D && sn < N) dp_part[((size_t)i * D + c) * (N + 2) + sn] = d_a[k] * (a2[k] * LN2);
     }
     if (tid < CH && c0 + tid < D) {
