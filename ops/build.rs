@@ -19,7 +19,7 @@ const KERNELS: [&str; 12] = [
     "adamw",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
-const HEADERS: [&str; 3] = ["mixer_common.cuh", "lane_sums.cuh", "block_sum.cuh"];
+const HEADERS: [&str; 4] = ["mixer_common.cuh", "lane_sums.cuh", "block_sum.cuh", "mixer_scan_bwd.cuh"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

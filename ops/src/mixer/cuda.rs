@@ -7,6 +7,7 @@
 use super::MixerDims;
 use crate::cuda_util::{cuda_storage, device, dispatch, ptx, sum_partials, tensor, tensor_of, view, view_of, Io};
 use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, Layout, Result, Tensor};
@@ -15,8 +16,14 @@ const CONV_MODULE: &str = "mamba_mixer_conv";
 const SCAN_MODULE: &str = "mamba_mixer_scan";
 /// Channels per block of the scan kernels (`SCAN_CHANNELS` in the kernel).
 const SCAN_CHANNELS: usize = 64;
-/// Time steps per chunk of the scan's backward (`BWD_CHUNK` in the kernel).
+/// Time steps per segment of the scan's backward, whose first states pass 0 saves (`BWD_SEG` in
+/// `kernels/mixer_scan_bwd.cuh`), and per chunk recomputed in registers (`BWD_CHUNK`).
+const BWD_SEG: usize = 16;
 const BWD_CHUNK: usize = 4;
+/// Time steps the backward's pass 0 stages at a time (`BWD_P0`).
+const BWD_P0: usize = 32;
+/// The scan backward's per-(step, channel) arrays in shared memory (`BwdSmem::N_CHAN`).
+const BWD_CHAN_ARRAYS: usize = 9;
 /// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial (64:
 /// enough blocks to fill the GPU at micro-batch 16; 256 left it a third idle).
 const DW_ROWS: usize = 64;
@@ -40,6 +47,18 @@ fn scan_kernels(op: &str, n: usize) -> Result<ScanKernels> {
 }
 
 impl ScanKernels {
+    /// Bytes of dynamic shared memory the backward kernel needs (`BwdSmem<NP>::FLOATS` in
+    /// `kernels/mixer_scan_bwd.cuh`, which traps when given less): per segment the staged
+    /// per-(step, channel) arrays, B | C, every thread's chunk-start states and the per-warp dB | dC
+    /// sums; pass 0's staging uses the same memory before.
+    fn bwd_shared_bytes(&self) -> usize {
+        let (np, ch) = (self.np, SCAN_CHANNELS);
+        let warps = (ch * self.np.div_ceil(4)) / 32;
+        let segment = BWD_CHAN_ARRAYS * BWD_SEG * ch + BWD_SEG * 2 * np + BWD_SEG / BWD_CHUNK * np * ch + BWD_SEG * warps * 2 * np;
+        let pass0 = 2 * BWD_P0 * ch + BWD_P0 * np;
+        4 * segment.max(pass0)
+    }
+
     fn name(&self, pass: &str, suffix: &str) -> String {
         format!("mixer_scan_{pass}_{suffix}_n{}", self.np)
     }
@@ -48,7 +67,8 @@ impl ScanKernels {
         LaunchConfig {
             grid_dim: (dims.d.div_ceil(SCAN_CHANNELS) as u32, dims.b as u32, 1),
             block_dim: ((SCAN_CHANNELS * self.np.div_ceil(4)) as u32, 1, 1),
-            // Shared memory is static (declared in the kernels, < 48 KiB for every instantiation).
+            // The forward's shared memory is static (< 48 KiB for every instantiation); the
+            // backward sets its dynamic size (`bwd_shared_bytes`).
             shared_mem_bytes: 0,
         }
     }
@@ -280,7 +300,8 @@ struct ScanGrads<T> {
 fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<&Tensor>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
     let MixerDims { b: bs, l, d, n, .. } = *dims;
     let kernels = scan_kernels(op, n)?;
-    let cfg = kernels.launch(dims);
+    let smem = kernels.bwd_shared_bytes();
+    let cfg = LaunchConfig { shared_mem_bytes: smem as u32, ..kernels.launch(dims) };
     let (xzs, lxz) = xz.storage_and_layout();
     let (ds, ld) = delta.storage_and_layout();
     let (ss, ls) = small.storage_and_layout();
@@ -298,7 +319,7 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<
         None => (view_of::<T>(op, "xz", xzs, lxz)?, "bwd"),
     };
     let gx = cfg.grid_dim.0 as usize;
-    let n_chunks = l.div_ceil(BWD_CHUNK);
+    let n_seg = l.div_ceil(BWD_SEG);
     // SAFETY: the scan kernel writes the z half of dxz, all of ddelta and dpre, every
     // (batch, block, t, j) of dbc_part and every (batch, channel) row of dp_part; the conv's dx
     // kernel writes the x half of dxz afterwards (`scan_backward_t`, `conv_backward_with`);
@@ -308,8 +329,10 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<
     let dpre = unsafe { dev.alloc::<f32>(bs * l * d)? };
     let dbc_part = unsafe { dev.alloc::<f32>(bs * gx * l * 2 * n)? };
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
-    let states = unsafe { dev.alloc::<f32>(bs * n_chunks * kernels.np * d)? };
+    let states = unsafe { dev.alloc::<f32>(bs * n_seg * kernels.np * d)? };
     let func = dev.get_or_load_custom_func(&kernels.name(pass, T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
+    // More than 48 KiB of dynamic shared memory must be allowed per function.
+    func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32).w()?;
     let (li, di, ni, ki) = (l as i32, d as i32, n as i32, dims.k as i32);
     let mut args = func.builder();
     args.arg(&xzv).arg(&uv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&gv);

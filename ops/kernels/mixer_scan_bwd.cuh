@@ -1,0 +1,308 @@
+// The mixer scan's backward (included by mixer_scan.cu, after `Layout`, `load_states` and
+// `scan_u`). Like the reference kernel it never stores all states:
+//
+// Pass 0 runs the recurrence over the whole sequence and saves each thread's states at every
+// segment start (BWD_SEG steps) to global scratch (b, n_seg, SPT, d, LN).
+// Pass 2 walks the segments backwards. Per segment the block stages, once per (step, channel),
+// everything the segment needs into shared memory (u, dt, sigmoid(delta + bias), silu' of the conv
+// when u is recomputed, gy = dL/dy = g·silu(z) and g·silu'(z)) and B | C per (step, state); each
+// thread re-runs the segment's recurrence from the saved state and keeps its states at every chunk
+// start (BWD_CHUNK steps) in its own slots of shared memory; then, chunk by chunk from the last,
+// it recomputes the chunk's states in registers and runs the adjoint recurrence. No barrier is
+// needed inside a segment: a thread reads only the staged values and its own slots. The sums over
+// states of dL/ddt and dL/du are deferred to the end of each half chunk and taken for all its
+// steps at once by recursive halving (`lane_sums`); dB and dC (sums over channels) likewise over
+// the warp's channels, then over the block's warps in a fixed order into per-block partials;
+// dA_log per state, D and delta_bias per channel into per-batch partials. The per-(step, channel)
+// gradients of a segment are written by the whole block after its adjoint. The caller sums the
+// partials in a fixed order: deterministic.
+//
+// History on the H200 at micro-batch 16 (docs/benchmarks.md): 4-step chunks with the states of
+// every chunk start in global scratch (400 MB per layer) and four barriers per chunk, 35.8 ms per
+// step; 16-step segments as here, see the seventh round.
+#pragma once
+
+#define BWD_SEG 16
+#define BWD_CHUNK 4
+// Time steps pass 0 stages at a time.
+#define BWD_P0 32
+
+// The backward's dynamic shared memory, offsets in floats (the host computes the same size,
+// `bwd_shared_bytes` in ops/src/mixer/cuda.rs; the kernel traps if it gets less).
+template <int NP>
+struct BwdSmem {
+    static constexpr int CH = Layout<NP>::CH, THREADS = Layout<NP>::THREADS, WARPS = THREADS / 32;
+    // Per-(step, channel) arrays [SEG][CH], in this order.
+    enum Chan { U, DT, SDT, DSL, GY, GDZ, DU, DDT, Y, N_CHAN };
+    static constexpr int CHAN = BWD_SEG * CH;
+    static constexpr int BC = N_CHAN * CHAN;                          // [SEG][2 NP]
+    static constexpr int H = BC + BWD_SEG * 2 * NP;                   // [SEG / CHUNK][SPT][THREADS]
+    static constexpr int PART = H + BWD_SEG / BWD_CHUNK * NP * CH;    // [SEG][WARPS][2 NP]
+    static constexpr int END = PART + BWD_SEG * WARPS * 2 * NP;
+    // Pass 0, in the same memory before pass 2 starts: u, dt [P0][CH], B [P0][NP].
+    static constexpr int P0_DT = BWD_P0 * CH, P0_B = 2 * BWD_P0 * CH, P0_END = P0_B + BWD_P0 * NP;
+    static constexpr int FLOATS = END > P0_END ? END : P0_END;
+    static_assert(BC % 4 == 0 && P0_B % 4 == 0, "B | C rows must be 16-byte aligned");
+};
+
+// Writes: the z half of dxz, ddelta, dpre (f32 (b, l, d)), dbc_part (b, gridDim.x, l, 2n),
+// dp_part (b, d, n + 2). states: (b, n_seg, SPT, d, LN) scratch.
+template <typename T, int NP, bool U_IN>
+__device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, const T* __restrict__ delta,
+                            const float* __restrict__ bc, const float* __restrict__ p,
+                            const float* __restrict__ w, const float* __restrict__ cb,
+                            const T* __restrict__ g, T* __restrict__ dxz, T* __restrict__ ddelta_out,
+                            float* __restrict__ dpre, float* __restrict__ dbc_part,
+                            float* __restrict__ dp_part, float* __restrict__ states, int L, int D,
+                            int N, int K) {
+    using Sm = BwdSmem<NP>;
+    constexpr int LN = Layout<NP>::LN, SPT = Layout<NP>::SPT, CH = Layout<NP>::CH;
+    constexpr int SEG = BWD_SEG, TT = BWD_CHUNK, THREADS = Layout<NP>::THREADS, WARPS = Sm::WARPS;
+    extern __shared__ __align__(16) float smem[];
+    unsigned smem_bytes;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(smem_bytes));
+    if (smem_bytes < Sm::FLOATS * sizeof(float)) __trap();
+    float* const s_bc = smem + Sm::BC;
+    float* const s_h = smem + Sm::H;
+    float* const s_part = smem + Sm::PART;
+    // The per-(step, channel) array a at step j, channel ql of the block.
+    auto chan = [&](int a, int j, int ql) -> float& { return smem[a * Sm::CHAN + j * CH + ql]; };
+
+    const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN, warp = tid / 32, lane = tid % 32;
+    const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
+    const int n_seg = (L + SEG - 1) / SEG;
+    float a2[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        const int sn = sl * SPT + k;
+        a2[k] = c < D && sn < N ? -expf(p[c * (N + 2) + sn]) * LOG2E : 0.f;
+    }
+    // This thread's states in the scratch, laid out (b, segment, k, d, LN) so that consecutive
+    // threads (consecutive lanes of consecutive channels) touch consecutive floats: state k of
+    // segment q at my_states[(q·SPT + k)·D·LN].
+    float* my_states = states + (size_t)i * n_seg * D * NP + (size_t)c * LN + sl;
+
+    // Pass 0: the recurrence, saving h before each segment; u, dt and B staged BWD_P0 steps at
+    // a time.
+    {
+        float* const s0_u = smem;
+        float* const s0_dt = smem + Sm::P0_DT;
+        float* const s0_b = smem + Sm::P0_B;
+        float h[SPT];
+#pragma unroll
+        for (int k = 0; k < SPT; ++k) h[k] = 0.f;
+        for (int t0 = 0; t0 < L; t0 += BWD_P0) {
+            const int steps = min(BWD_P0, L - t0);
+            __syncthreads();
+            for (int q = tid; q < BWD_P0 * CH; q += THREADS) {
+                const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+                float u = 0.f, dt = 0.f, dsl;
+                if (t < L && cc < D) {
+                    u = scan_u<U_IN>(xz, u_in, w, cb, i, t, cc, L, D, K, &dsl);
+                    dt = softplus_f(ld(delta, ((size_t)i * L + t) * D + cc) + p[cc * (N + 2) + N + 1]);
+                }
+                s0_u[q] = u;
+                s0_dt[q] = dt;
+            }
+            for (int q = tid; q < BWD_P0 * NP; q += THREADS) {
+                const int j = q / NP, ss = q % NP, t = t0 + j;
+                s0_b[q] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + ss] : 0.f;
+            }
+            __syncthreads();
+            for (int j = 0; j < steps; ++j) {
+                if ((t0 + j) % SEG == 0 && c < D) {
+                    float* saved = my_states + (size_t)((t0 + j) / SEG) * D * NP;
+#pragma unroll
+                    for (int k = 0; k < SPT; ++k) saved[(size_t)k * D * LN] = h[k];
+                }
+                const float dt = s0_dt[j * CH + cl], dtu = dt * s0_u[j * CH + cl];
+                float bs[SPT];
+                load_states(bs, &s0_b[j * NP + sl * SPT]);
+#pragma unroll
+                for (int k = 0; k < SPT; ++k) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
+            }
+        }
+    }
+
+    // Pass 2: segments backwards. carry = dL/dh_{t+1} · exp(dt_{t+1} A), per state.
+    float carry[SPT], d_a[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) { carry[k] = 0.f; d_a[k] = 0.f; }
+    float acc_dskip = 0.f, acc_dbias = 0.f;
+    for (int sg = n_seg - 1; sg >= 0; --sg) {
+        const int t0 = sg * SEG, steps = min(SEG, L - t0);
+        // The segment's first states, loaded before the staging so that their latency overlaps it.
+        float h[SPT];
+#pragma unroll
+        for (int k = 0; k < SPT; ++k) h[k] = c < D ? my_states[(size_t)(sg * SPT + k) * D * LN] : 0.f;
+        __syncthreads();
+        for (int q = tid; q < SEG * CH; q += THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+            float u = 0.f, dt = 0.f, dsl = 0.f, sdt = 0.f, gy = 0.f, gdz = 0.f;
+            if (t < L && cc < D) {
+                const size_t row = (size_t)i * L + t;
+                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, cc, L, D, K, &dsl);
+                const float pd = ld(delta, row * D + cc) + p[cc * (N + 2) + N + 1];
+                dt = softplus_f(pd);
+                sdt = sigmoid_f(pd);
+                const float z = ld(xz, row * 2 * D + D + cc), gt = ld(g, row * D + cc), sz = sigmoid_f(z);
+                gy = gt * z * sz;
+                gdz = gt * sz * (1.f + z * (1.f - sz));
+            }
+            chan(Sm::U, j, ql) = u; chan(Sm::DT, j, ql) = dt; chan(Sm::SDT, j, ql) = sdt;
+            chan(Sm::DSL, j, ql) = dsl; chan(Sm::GY, j, ql) = gy; chan(Sm::GDZ, j, ql) = gdz;
+        }
+        for (int q = tid; q < SEG * 2 * NP; q += THREADS) {
+            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
+            s_bc[q] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
+        }
+        __syncthreads();
+        // This thread's states at each chunk start of the segment, into its own slots.
+#pragma unroll
+        for (int j = 0; j < SEG; ++j) {
+            if (j % TT == 0) {
+#pragma unroll
+                for (int k = 0; k < SPT; ++k) s_h[((j / TT) * SPT + k) * THREADS + tid] = h[k];
+            }
+            if (j < steps) {
+                const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
+                float bs[SPT];
+                load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
+#pragma unroll
+                for (int k = 0; k < SPT; ++k) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
+            }
+        }
+#pragma unroll 1
+        for (int kc = SEG / TT - 1; kc >= 0; --kc) {
+            const int j0 = kc * TT;
+            // Recompute the chunk's states: hs[jl][k] = h after step j0 + jl; h0 before the chunk.
+            // The sums over a channel's states are taken in-thread over its SPT states, then over
+            // its LN lanes: y per step, the dL/ddt and dL/du terms with lane_sums after each half
+            // of the adjoint loop (all of a half's values in one go).
+            float h0[SPT], hs[TT][SPT];
+#pragma unroll
+            for (int k = 0; k < SPT; ++k) {
+                h0[k] = s_h[(kc * SPT + k) * THREADS + tid];
+                h[k] = h0[k];
+            }
+#pragma unroll
+            for (int jl = 0; jl < TT; ++jl) {
+                const int j = j0 + jl;
+                const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
+                float bs[SPT], cs[SPT], y = 0.f;
+                load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
+                load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
+#pragma unroll
+                for (int k = 0; k < SPT; ++k) {
+                    if (j < steps) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
+                    hs[jl][k] = h[k];
+                    y += cs[k] * h[k];
+                }
+                y = channel_lanes_sum<LN>(y);
+                if (sl == 0) chan(Sm::Y, j, cl) = y;
+            }
+            // The adjoint recurrence, last step first, in two halves of H steps. dB and dC of a
+            // step (sums over channels) are summed over the warp's channels with lane_sums, then
+            // kept per warp in s_part.
+            constexpr int H = TT / 2;
+#pragma unroll
+            for (int half = 1; half >= 0; --half) {
+                float sums[2 * H]; // [A-terms of dL/ddt | dL/du] per step of the half, own states
+#pragma unroll
+                for (int jh = H - 1; jh >= 0; --jh) {
+                    const int jl = half * H + jh, j = j0 + jl;
+                    sums[jh] = 0.f;
+                    sums[H + jh] = 0.f;
+                    if (j < steps) {
+                        const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
+                        const float gy = chan(Sm::GY, j, cl);
+                        float dbc[2 * SPT]; // [dB | dC] of this thread's states
+                        float bs[SPT], cs[SPT];
+                        load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
+                        load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
+#pragma unroll
+                        for (int k = 0; k < SPT; ++k) {
+                            const float hprev = jl > 0 ? hs[jl - 1][k] : h0[k], hcur = hs[jl][k];
+                            const float e = exp2_approx(dt * a2[k]);
+                            const float ah = gy * cs[k] + carry[k];
+                            // dL/ddt = Σ_s ah (a e hprev + b u) = Σ_s ah a e hprev + u · dL/du,
+                            // with a = a2·ln 2: the sum over a2 here, ·ln 2 once per step below.
+                            const float q = ah * (e * hprev);
+                            sums[jh] += a2[k] * q;
+                            sums[H + jh] += ah * bs[k];
+                            d_a[k] += dt * q;
+                            carry[k] = ah * e;
+                            dbc[k] = ah * dtu;
+                            dbc[SPT + k] = gy * hcur;
+                        }
+                        int cnt;
+                        const int f = lane_sums<LN, 32, 2 * SPT>(dbc, lane, cnt);
+#pragma unroll
+                        for (int q = 0; q < 2 * SPT; ++q) {
+                            if (q < cnt) {
+                                const int idx = f + q, which = idx / SPT, sn = sl * SPT + idx % SPT;
+                                s_part[(j * WARPS + warp) * 2 * NP + which * NP + sn] = dbc[q];
+                            }
+                        }
+                    }
+                }
+                int count;
+                const int first = lane_sums<1, LN, 2 * H>(sums, lane, count);
+#pragma unroll
+                for (int q = 0; q < 2 * H; ++q) {
+                    if (q < count) {
+                        const int idx = first + q;
+                        if (idx < H) chan(Sm::DDT, j0 + half * H + idx, cl) = sums[q] * LN2;
+                        else chan(Sm::DU, j0 + half * H + idx - H, cl) = sums[q];
+                    }
+                }
+            }
+        }
+        __syncthreads();
+        // Per (step, channel) gradients, all threads, coalesced over channels. The D and
+        // delta_bias terms go back to shared memory and are summed per channel below in step order.
+        for (int q = tid; q < steps * CH; q += THREADS) {
+            const int j = q / CH, ql = q % CH, cc = c0 + ql;
+            const size_t row = (size_t)i * L + t0 + j;
+            const float u = chan(Sm::U, j, ql), gy = chan(Sm::GY, j, ql), du_s = chan(Sm::DU, j, ql);
+            const float dsk = cc < D ? p[cc * (N + 2) + N] : 0.f;
+            const float ddelta = (chan(Sm::DDT, j, ql) + u * du_s) * chan(Sm::SDT, j, ql);
+            if (cc < D) {
+                // dL/du; through the conv's activation unless u came in (then the conv's own
+                // backward applies silu', for both uses of its output at once).
+                const float du = du_s * chan(Sm::DT, j, ql) + gy * dsk;
+                dpre[row * D + cc] = U_IN ? du : du * chan(Sm::DSL, j, ql);
+                st(ddelta_out, row * D + cc, ddelta);
+                st(dxz, row * 2 * D + D + cc, chan(Sm::GDZ, j, ql) * (chan(Sm::Y, j, ql) + dsk * u));
+            }
+            chan(Sm::DU, j, ql) = gy * u;    // reused: this step's D term
+            chan(Sm::DDT, j, ql) = ddelta;   // reused: this step's delta_bias term
+        }
+        __syncthreads();
+        if (tid < CH) {
+            for (int j = steps - 1; j >= 0; --j) {
+                acc_dskip += chan(Sm::DU, j, tid);
+                acc_dbias += chan(Sm::DDT, j, tid);
+            }
+        }
+        // Sum dB, dC over the block's warps in warp order; one partial per block.
+        float* part = dbc_part + ((size_t)i * gridDim.x + blockIdx.x) * L * 2 * N;
+        for (int q = tid; q < steps * 2 * NP; q += THREADS) {
+            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP;
+            if (ss >= N) continue;
+            float acc = 0.f;
+            for (int ww = 0; ww < WARPS; ++ww) acc += s_part[(j * WARPS + ww) * 2 * NP + r];
+            part[(size_t)(t0 + j) * 2 * N + which * N + ss] = acc;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < SPT; ++k) {
+        const int sn = sl * SPT + k;
+        if (c < D && sn < N) dp_part[((size_t)i * D + c) * (N + 2) + sn] = d_a[k] * (a2[k] * LN2);
+    }
+    if (tid < CH && c0 + tid < D) {
+        float* dp = dp_part + ((size_t)i * D + c0 + tid) * (N + 2);
+        dp[N] = acc_dskip;
+        dp[N + 1] = acc_dbias;
+    }
+}
