@@ -73,12 +73,18 @@ __device__ __forceinline__ float scan_u(const T* __restrict__ xz, const T* __res
     return pre * sg;
 }
 
+#include "mixer_scan_bwd.cuh"
+
+// The `_u` variant (U_IN) also saves each thread's states at every segment start of the backward
+// (BWD_SEG steps) into `states`, (b, n_seg, SPT, d, LN) as the backward reads them, so the
+// backward need not re-run the recurrence first; the other variant never touches `states`.
 template <typename T, int NP, bool U_IN>
 __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, const T* __restrict__ delta,
                             const float* __restrict__ bc, const float* __restrict__ p,
                             const float* __restrict__ w, const float* __restrict__ cb,
-                            T* __restrict__ out, int L, int D, int N, int K) {
+                            T* __restrict__ out, float* __restrict__ states, int L, int D, int N, int K) {
     constexpr int LN = Layout<NP>::LN, SPT = Layout<NP>::SPT, CH = Layout<NP>::CH, TT = FWD_CHUNK;
+    static_assert(FWD_CHUNK % BWD_SEG == 0, "segment starts fall on chunk steps");
     constexpr int THREADS = Layout<NP>::THREADS;
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_z[TT][CH], s_y[TT][CH];
     __shared__ __align__(16) float s_bc[TT][2 * NP];
@@ -111,6 +117,12 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
         }
         __syncthreads();
         for (int j = 0; j < steps; ++j) {
+            if (U_IN && (t0 + j) % BWD_SEG == 0 && c < D) {
+                const int n_seg = (L + BWD_SEG - 1) / BWD_SEG;
+                float* saved = states + ((size_t)i * n_seg + (t0 + j) / BWD_SEG) * D * NP + (size_t)c * LN + sl;
+#pragma unroll
+                for (int k = 0; k < SPT; ++k) saved[(size_t)k * D * LN] = h[k];
+            }
             const float dt = s_dt[j][cl], dtu = dt * s_u[j][cl];
             float bs[SPT], cs[SPT], y = 0.f;
             load_states(bs, &s_bc[j][sl * SPT]);
@@ -135,16 +147,14 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     }
 }
 
-#include "mixer_scan_bwd.cuh"
-
 // `mixer_scan_{fwd,bwd}_*` recompute u from xz (the `mixer_scan` op); `mixer_scan_{fwd,bwd}_u_*`
 // read it from u_in, the conv's output (the model's hand-written forward and backward), and the
 // backward then writes dL/du instead of dL/d(pre-activation).
 #define SCAN_VARIANT(NAME, TN, T, NP, U_IN)                                                        \
     extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_fwd##NAME##TN##_n##NP( \
         const T* xz, const T* u_in, const T* delta, const float* bc, const float* p,               \
-        const float* w, const float* cb, T* out, int L, int D, int N, int K) {                      \
-        scan_fwd<T, NP, U_IN>(xz, u_in, delta, bc, p, w, cb, out, L, D, N, K);                     \
+        const float* w, const float* cb, T* out, float* states, int L, int D, int N, int K) {       \
+        scan_fwd<T, NP, U_IN>(xz, u_in, delta, bc, p, w, cb, out, states, L, D, N, K);             \
     }                                                                                               \
     extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_bwd##NAME##TN##_n##NP( \
         const T* xz, const T* u_in, const T* delta, const float* bc, const float* p,               \

@@ -2,7 +2,8 @@
 // `scan_u`). Like the reference kernel it never stores all states:
 //
 // Pass 0 runs the recurrence over the whole sequence and saves each thread's states at every
-// segment start (BWD_SEG steps) to global scratch (b, n_seg, SPT, d, LN).
+// segment start (BWD_SEG steps) to global scratch (b, n_seg, SPT, d, LN). The `_u` variant (U_IN)
+// skips it: its forward saved those states.
 // Pass 2 walks the segments backwards. Per segment the block stages, once per (step, channel),
 // everything the segment needs into shared memory (u, dt, sigmoid(delta + bias), silu' of the conv
 // when u is recomputed, gy = dL/dy = g·silu(z) and g·silu'(z)) and B | C per (step, state); each
@@ -19,7 +20,8 @@
 //
 // History on the H200 at micro-batch 16 (docs/benchmarks.md): 4-step chunks with the states of
 // every chunk start in global scratch (400 MB per layer) and four barriers per chunk, 35.8 ms per
-// step; 16-step segments as here, 31.0 ms (seventh round).
+// step; 16-step segments as here, 31.0 ms; with the forward's segment states, see the seventh
+// round.
 #pragma once
 
 #define BWD_SEG 16
@@ -46,7 +48,8 @@ struct BwdSmem {
 };
 
 // Writes: the z half of dxz, ddelta, dpre (f32 (b, l, d)), dbc_part (b, gridDim.x, l, 2n),
-// dp_part (b, d, n + 2). states: (b, n_seg, SPT, d, LN) scratch.
+// dp_part (b, d, n + 2). states: (b, n_seg, SPT, d, LN), scratch written by pass 0, or (U_IN)
+// the forward's.
 template <typename T, int NP, bool U_IN>
 __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, const T* __restrict__ delta,
                             const float* __restrict__ bc, const float* __restrict__ p,
@@ -84,7 +87,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
 
     // Pass 0: the recurrence, saving h before each segment; u, dt and B staged BWD_P0 steps at
     // a time.
-    {
+    if (!U_IN) {
         float* const s0_u = smem;
         float* const s0_dt = smem + Sm::P0_DT;
         float* const s0_b = smem + Sm::P0_B;

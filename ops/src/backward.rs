@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-pub use crate::mixer::backward::{ConvShare, ScanGrads};
+pub use crate::mixer::backward::{ConvShare, ScanGrads, ScanSaved};
 
 /// [`crate::rms_norm`] (`out` None) or [`crate::rms_norm_to`] (`out` Some): `(dx, dweight)` in
 /// the dtypes of `x` and `weight`, for the gradient `grad` of the output. `add` (x's shape and
@@ -34,7 +34,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, rows: &Tensor, scale: f6
 /// [`crate::mixer_scan_rows_u`]'s gradients for the output's gradient `grad: (b·l, d)`, except
 /// the conv's (xz and the conv weights): those come from [`mixer_conv_rows`] given `conv` of the
 /// result, which adds the scan's share (dL/du) to the conv's own. `u` is the conv's output the
-/// forward read.
+/// forward read, `saved` what the forward returned with its output.
 #[allow(clippy::too_many_arguments)]
 pub fn mixer_scan_rows(
     xz: &Tensor,
@@ -49,8 +49,9 @@ pub fn mixer_scan_rows(
     d_skip: &Tensor,
     delta_bias: &Tensor,
     grad: &Tensor,
+    saved: &ScanSaved,
 ) -> Result<ScanGrads> {
-    crate::mixer::backward::scan(xz, u, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, grad)
+    crate::mixer::backward::scan(xz, u, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, grad, saved)
 }
 
 /// `(dxz, dweight, dbias)` of the mixer's conv for both uses of its output: [`crate::mixer_conv_rows`]

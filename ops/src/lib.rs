@@ -227,8 +227,9 @@ pub fn mixer_scan_rows(
 
 /// [`mixer_scan_rows`] reading its input `u` from `u: (b·l, d)`, the conv's output
 /// (`mixer_conv_rows` of the same xz and conv weights, in xz's dtype), instead of recomputing the
-/// conv: for a model that runs its own backward ([`backward::mixer_scan_rows`]). No autograd.
-/// Under bf16 the scan then reads u as rounded to bf16, as PyTorch's reference does.
+/// conv: for a model that runs its own backward ([`backward::mixer_scan_rows`], which takes the
+/// returned [`backward::ScanSaved`]: on the GPU the states at every 16-step segment start). No
+/// autograd. Under bf16 the scan then reads u as rounded to bf16, as PyTorch's reference does.
 #[allow(clippy::too_many_arguments)]
 pub fn mixer_scan_rows_u(
     xz: &Tensor,
@@ -242,7 +243,7 @@ pub fn mixer_scan_rows_u(
     a_log: &Tensor,
     d_skip: &Tensor,
     delta_bias: &Tensor,
-) -> Result<Tensor> {
+) -> Result<(Tensor, backward::ScanSaved)> {
     mixer::scan::mixer_scan_u(xz, u, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
 }
 

@@ -105,9 +105,9 @@ fn mixer_split_backward_is_autograds() -> Result<()> {
         let ((gx, gxt), (gy, gyt)) = (probe(&mut r, xs.dims(), io)?, probe(&mut r, y.dims(), io)?);
         let want = (weighted_sum(&xs, &gx)? + weighted_sum(&y, &gy)?)?.backward()?;
 
-        let y_u = mamba_ops::mixer_scan_rows_u(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])?;
+        let (y_u, saved) = mamba_ops::mixer_scan_rows_u(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])?;
         assert_close(&format!("mixer_scan_rows_u {io:?} forward"), &flat(&y_u)?, &flat(&y)?, bound);
-        let s = backward::mixer_scan_rows(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], &gyt)?;
+        let s = backward::mixer_scan_rows(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], &gyt, &saved)?;
         let [dxz, dw, db] = backward::mixer_conv_rows(t[0], l, t[4], t[5], &gxt, s.conv)?;
         let got = [dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias];
         for (k, (g, x)) in got.iter().zip(&v).enumerate() {

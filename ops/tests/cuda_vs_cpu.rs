@@ -328,8 +328,8 @@ fn mixer_backward_functions_cuda_match_cpu() {
                 let (gy, gxs) = (gy.to_device(dev).unwrap(), gxs.to_device(dev).unwrap());
                 // The conv's output on this device, which the scan reads as u.
                 let xs = mamba_ops::mixer_conv_rows(&t[0], l, &t[4], &t[5]).unwrap();
-                let y = mamba_ops::mixer_scan_rows_u(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
-                let s = backward::mixer_scan_rows(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy).unwrap();
+                let (y, saved) = mamba_ops::mixer_scan_rows_u(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+                let s = backward::mixer_scan_rows(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy, &saved).unwrap();
                 let [dxz, dw, db] = backward::mixer_conv_rows(&t[0], l, &t[4], &t[5], &gxs, s.conv).unwrap();
                 vec![y, dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias]
             };

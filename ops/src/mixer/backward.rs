@@ -24,6 +24,14 @@ pub struct ScanGrads {
     pub conv: ConvShare,
 }
 
+/// What the scan's forward ([`crate::mixer_scan_rows_u`]) keeps for its backward
+/// ([`crate::backward::mixer_scan_rows`]): on the GPU the states at every 16-step segment start of
+/// the backward (f32; 100 MB per layer for the 130m model at micro-batch 16), so that the backward
+/// need not re-run the recurrence over the whole sequence first; nothing on the CPU. Opaque. The
+/// default (empty) one serves CPU tensors only: the GPU backward reports it missing.
+#[derive(Default)]
+pub struct ScanSaved(#[cfg_attr(not(feature = "cuda"), allow(dead_code))] pub(crate) Option<Tensor>);
+
 /// The scan's share of the conv's backward: the gradient it sends into the conv's output, and
 /// the z half of `dxz`. Opaque; consumed by the conv's backward.
 pub struct ConvShare(Share);
@@ -36,8 +44,9 @@ enum Share {
     Cuda(Box<cuda::ScanShare>),
 }
 
-/// See [`crate::backward::mixer_scan_rows`].
+/// See [`crate::backward::mixer_scan_rows`]. `saved` serves the GPU only.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
 pub(crate) fn scan(
     xz: &Tensor,
     u: &Tensor,
@@ -51,6 +60,7 @@ pub(crate) fn scan(
     d_skip: &Tensor,
     delta_bias: &Tensor,
     grad: &Tensor,
+    saved: &ScanSaved,
 ) -> Result<ScanGrads> {
     const NAME: &str = "mixer_scan backward";
     let (op, [xzc, deltac, small]) = scan_op::prepare(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)?;
@@ -60,7 +70,10 @@ pub(crate) fn scan(
     let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
     #[cfg(feature = "cuda")]
     if xz.device().is_cuda() {
-        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &u, &deltac, &small, &g)?;
+        let Some(states) = &saved.0 else {
+            bail!("{NAME}: no saved states: pass what mixer_scan_rows_u returned for this xz on this device")
+        };
+        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &u, states, &deltac, &small, &g)?;
         let dbc = dbc.reshape(dims.act_shape(2 * dims.n))?;
         return split_grads(&dims, [b, c, a_log, d_skip, delta_bias], ddelta, dbc, dp, Share::Cuda(Box::new(share)));
     }

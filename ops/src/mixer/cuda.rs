@@ -59,6 +59,11 @@ impl ScanKernels {
         4 * segment.max(pass0)
     }
 
+    /// Floats of the states at every backward segment start: (b, n_seg, np, d).
+    fn states_len(&self, dims: &MixerDims) -> usize {
+        dims.b * dims.l.div_ceil(BWD_SEG) * self.np * dims.d
+    }
+
     fn name(&self, pass: &str, suffix: &str) -> String {
         format!("mixer_scan_{pass}_{suffix}_n{}", self.np)
     }
@@ -212,7 +217,8 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
 }
 
 /// The scan's forward; with `u_in` (the conv's output, xz's dtype) the kernel reads u from it
-/// instead of recomputing the conv.
+/// instead of recomputing the conv, and also returns the states at every segment start of the
+/// backward (f32, `ScanKernels::states_len`) for [`scan_backward_deferred`].
 pub(crate) fn scan_forward(
     op: &str,
     dims: &MixerDims,
@@ -220,7 +226,7 @@ pub(crate) fn scan_forward(
     u_in: Option<(&CudaStorage, &Layout)>,
     delta: (&CudaStorage, &Layout),
     small: (&CudaStorage, &Layout),
-) -> Result<CudaStorage> {
+) -> Result<(CudaStorage, Option<Tensor>)> {
     check_k(op, dims)?;
     dispatch!(op, xz.0.dtype(), scan_forward_t(op, dims, xz, u_in, delta, small))
 }
@@ -232,7 +238,7 @@ fn scan_forward_t<T: Io>(
     u_in: Option<(&CudaStorage, &Layout)>,
     (delta, ld): (&CudaStorage, &Layout),
     (small, ls): (&CudaStorage, &Layout),
-) -> Result<CudaStorage> {
+) -> Result<(CudaStorage, Option<Tensor>)> {
     let dev = device(xz);
     let kernels = scan_kernels(op, dims.n)?;
     let (xzv, dv, sv) = (view_of::<T>(op, "xz", xz, lxz)?, view_of::<T>(op, "delta", delta, ld)?, view(op, "small", small, ls)?);
@@ -245,14 +251,26 @@ fn scan_forward_t<T: Io>(
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
     // SAFETY: each block writes every (step, channel) of its channels, chunk by chunk.
     let out = unsafe { dev.alloc::<T>(dims.b * dims.l * dims.d)? };
+    // SAFETY: the `_u` kernel writes the states of every (batch, segment, channel).
+    let states = match u_in {
+        Some(_) => Some(unsafe { dev.alloc::<f32>(kernels.states_len(dims))? }),
+        None => None,
+    };
     let func = dev.get_or_load_custom_func(&kernels.name(pass, T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
     let cfg = kernels.launch(dims);
     let (l, d, n, k) = (dims.l as i32, dims.d as i32, dims.n as i32, dims.k as i32);
     let mut args = func.builder();
-    args.arg(&xzv).arg(&uv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&out).arg(&l).arg(&d).arg(&n).arg(&k);
+    args.arg(&xzv).arg(&uv).arg(&dv).arg(&bcv).arg(&pv).arg(&wv).arg(&cbv).arg(&out);
+    // Without u_in the kernel never touches the states: out stands in for the argument.
+    match &states {
+        Some(s) => args.arg(s),
+        None => args.arg(&out),
+    };
+    args.arg(&l).arg(&d).arg(&n).arg(&k);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(cfg) }.w()?;
-    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    let states = states.map(|s| tensor(s, &dev, kernels.states_len(dims)));
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), states))
 }
 
 /// Gradients of `mixer_scan` for `(xz, delta, small)`.
@@ -274,14 +292,17 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
 
 /// The scan's backward reading u from `u` (the conv's output) and without its conv part:
 /// `(share, ddelta, dbc (b, l, 2n), dp (d, n + 2))`, the share holding dL/du; the conv's input
-/// and weight gradients are left to [`conv_backward_with`].
-pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+/// and weight gradients are left to [`conv_backward_with`]. `states`: what [`scan_forward`]
+/// returned with the same u.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, states: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
     check_k(op, dims)?;
-    dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, u, delta, small, g))
+    dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, u, states, delta, small, g))
 }
 
-fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
-    let (o, dev) = scan_backward_core::<T>(op, dims, xz, Some(u), delta, small, g)?;
+#[allow(clippy::too_many_arguments)]
+fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, states: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+    let (o, dev) = scan_backward_core::<T>(op, dims, xz, Some((u, states)), delta, small, g)?;
     let share = ScanShare { du: CudaStorage::wrap_cuda_slice(o.dpre, dev.clone()), dxz: CudaStorage::wrap_cuda_slice(o.dxz, dev.clone()) };
     Ok((share, [tensor(o.ddelta, &dev, dims.act_shape(dims.d)), o.dbc, o.dp]))
 }
@@ -297,7 +318,9 @@ struct ScanGrads<T> {
     dp: Tensor,
 }
 
-fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<&Tensor>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
+/// `u`: the conv's output and the forward's segment states (`_u` kernel), or None (the kernel
+/// recomputes u and runs its pass 0 into scratch).
+fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<(&Tensor, &Tensor)>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
     let MixerDims { b: bs, l, d, n, .. } = *dims;
     let kernels = scan_kernels(op, n)?;
     let smem = kernels.bwd_shared_bytes();
@@ -313,23 +336,35 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<
     let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
     // Without u the kernel reads no u: xz stands in for the argument.
-    let u_guard = u.map(|t| t.storage_and_layout());
+    let u_guard = u.map(|(t, states)| (t.storage_and_layout(), states.storage_and_layout()));
     let (uv, pass) = match &u_guard {
-        Some((us, lu)) => (view_of::<T>(op, "u", cuda_storage(op, "u", us)?, lu)?, "bwd_u"),
+        Some(((us, lu), _)) => (view_of::<T>(op, "u", cuda_storage(op, "u", us)?, lu)?, "bwd_u"),
         None => (view_of::<T>(op, "xz", xzs, lxz)?, "bwd"),
     };
     let gx = cfg.grid_dim.0 as usize;
-    let n_seg = l.div_ceil(BWD_SEG);
     // SAFETY: the scan kernel writes the z half of dxz, all of ddelta and dpre, every
     // (batch, block, t, j) of dbc_part and every (batch, channel) row of dp_part; the conv's dx
     // kernel writes the x half of dxz afterwards (`scan_backward_t`, `conv_backward_with`);
-    // `states` is scratch written before it is read.
+    // `scratch` (the states without u) is written by the kernel's pass 0 before it is read.
     let dxz = unsafe { dev.alloc::<T>(bs * l * 2 * d)? };
     let ddelta = unsafe { dev.alloc::<T>(bs * l * d)? };
     let dpre = unsafe { dev.alloc::<f32>(bs * l * d)? };
     let dbc_part = unsafe { dev.alloc::<f32>(bs * gx * l * 2 * n)? };
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
-    let states = unsafe { dev.alloc::<f32>(bs * n_seg * kernels.np * d)? };
+    let scratch;
+    let states = match &u_guard {
+        Some((_, (ss, ls))) => {
+            let v = view(op, "saved states", cuda_storage(op, "saved states", ss)?, ls)?;
+            if v.len() != kernels.states_len(dims) {
+                bail!("{op}: the saved states hold {} floats, this scan needs {}: pass the forward's own", v.len(), kernels.states_len(dims))
+            }
+            v
+        }
+        None => {
+            scratch = unsafe { dev.alloc::<f32>(kernels.states_len(dims))? };
+            scratch.slice(..)
+        }
+    };
     let func = dev.get_or_load_custom_func(&kernels.name(pass, T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
     // More than 48 KiB of dynamic shared memory must be allowed per function.
     func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32).w()?;
@@ -340,7 +375,6 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<
     args.arg(&li).arg(&di).arg(&ni).arg(&ki);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(cfg) }.w()?;
-    drop(states);
     let dbc = tensor(sum_partials(&dev, &dbc_part, (bs, gx, l * 2 * n))?, &dev, (bs, l, 2 * n));
     let dp = tensor(sum_partials(&dev, &dp_part, (1, bs, d * (n + 2)))?, &dev, (d, n + 2));
     Ok((ScanGrads { dxz, ddelta, dpre, dbc, dp }, dev))

@@ -4,6 +4,7 @@
 //! Gradients: `xz` (both halves: the conv's input gradient and the gate's) and `delta` in the IO
 //! dtype, `small` in the compute dtype.
 
+use super::backward::ScanSaved;
 use super::{dtypes, join_xz, load, split_xz, store, xz_dims, MixerDims};
 use crate::causal_conv1d::cpu as conv_cpu;
 use crate::cpu_storage::as_cpu;
@@ -76,7 +77,8 @@ pub(crate) fn prepare(
     Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, small]))
 }
 
-/// See [`crate::mixer_scan_rows_u`]: the scan reading u from `u` (the conv's output), no autograd.
+/// See [`crate::mixer_scan_rows_u`]: the scan reading u from `u` (the conv's output), no autograd;
+/// also what its backward keeps (the GPU's segment states).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mixer_scan_u(
     xz: &Tensor,
@@ -90,7 +92,7 @@ pub(crate) fn mixer_scan_u(
     a_log: &Tensor,
     d_skip: &Tensor,
     delta_bias: &Tensor,
-) -> Result<Tensor> {
+) -> Result<(Tensor, ScanSaved)> {
     let (op, [xz, delta, small]) = prepare(&xz.detach(), Some(seq_len), &delta.detach(), &b.detach(), &c.detach(), &conv_w.detach(), &conv_b.detach(), &a_log.detach(), &d_skip.detach(), &delta_bias.detach())?;
     let u = op.check_u(u, &xz)?;
     let shape = op.dims.act_shape(op.dims.d);
@@ -99,8 +101,8 @@ pub(crate) fn mixer_scan_u(
     if xz.device().is_cuda() {
         use crate::cuda_util::cuda_storage as on_gpu;
         let (x, us, d, sm) = (on_gpu(NAME, "xz", &xs)?, on_gpu(NAME, "u", &us)?, on_gpu(NAME, "delta", &ds)?, on_gpu(NAME, "small", &ss)?);
-        let y = super::cuda::scan_forward(NAME, &op.dims, (x, xl), Some((us, ul)), (d, dl), (sm, sl))?;
-        return Ok(crate::cuda_util::tensor_of(y, shape));
+        let (y, states) = super::cuda::scan_forward(NAME, &op.dims, (x, xl), Some((us, ul)), (d, dl), (sm, sl))?;
+        return Ok((crate::cuda_util::tensor_of(y, shape), ScanSaved(states)));
     }
     let (x, d, sm) = ((as_cpu(NAME, "xz", &xz, &xs)?, xl), (as_cpu(NAME, "delta", &delta, &ds)?, dl), (as_cpu(NAME, "small", &small, &ss)?, sl));
     let us = as_cpu(NAME, "u", &u, &us)?;
@@ -108,7 +110,7 @@ pub(crate) fn mixer_scan_u(
         DType::F64 => op.cpu_fwd_typed::<f64>(x, Some(load(NAME, "u", us, ul)?), d, sm)?,
         _ => op.cpu_fwd_typed::<f32>(x, Some(load(NAME, "u", us, ul)?), d, sm)?,
     };
-    Ok(Tensor::from_storage(Storage::Cpu(y), shape, BackpropOp::none(), false))
+    Ok((Tensor::from_storage(Storage::Cpu(y), shape, BackpropOp::none(), false), ScanSaved::default()))
 }
 
 /// A CPU tensor's values in the compute type `C`.
@@ -267,7 +269,7 @@ impl CustomOp3 for MixerScan {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let y = super::cuda::scan_forward(NAME, &self.dims, (s1, l1), None, (s2, l2), (s3, l3))?;
+        let (y, _) = super::cuda::scan_forward(NAME, &self.dims, (s1, l1), None, (s2, l2), (s3, l3))?;
         Ok((y, self.dims.act_shape(self.dims.d)))
     }
 

@@ -105,6 +105,7 @@ impl Mixer {
             &self.d_skip.detach(),
             &self.dt_proj_b.detach(),
             &dy,
+            &a.scan,
         )?;
         put(&self.a_log, sg.a_log)?;
         put(&self.d_skip, sg.d_skip)?;

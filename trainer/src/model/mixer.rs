@@ -4,6 +4,7 @@
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
+use mamba_ops::backward::ScanSaved;
 
 use super::config::MambaConfig;
 use super::layers::{linear, softplus};
@@ -36,6 +37,9 @@ pub(super) struct MixerActs {
     pub dt_low: Tensor, // (b·l, r)
     pub dt: Tensor,     // (b·l, di), Δ before bias and softplus
     pub y: Tensor,      // (b·l, di), the scan's output
+    /// What the scan's forward keeps for its backward (on the GPU its segment-start states;
+    /// empty under autograd, which does not need it).
+    pub scan: ScanSaved,
     /// in_proj, x_proj, dt_proj and out_proj's weights as the matmuls read them.
     pub w: [Tensor; 4],
 }
@@ -98,13 +102,13 @@ impl Mixer {
         // custom op takes three inputs, no room for xs); for the hand-written backward it reads
         // u = xs, as the reference kernel does.
         let (cb, a_log, d_skip, dt_b) = (p(&self.conv_bias), p(&self.a_log), p(&self.d_skip), p(&self.dt_proj_b));
-        let y = if detached {
+        let (y, scan) = if detached {
             mamba_ops::mixer_scan_rows_u(&xz, &xs, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?
         } else {
-            mamba_ops::mixer_scan_rows(&xz, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?
+            (mamba_ops::mixer_scan_rows(&xz, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?, ScanSaved::default())
         }; // (b·l, di)
         let out = linear(&y, &w_out)?; // (b·l, d_model)
-        Ok((out, MixerActs { x: x.clone(), xz, xs, x_dbl, dt_low, dt, y, w: [w_in, w_x, w_dt, w_out] }))
+        Ok((out, MixerActs { x: x.clone(), xz, xs, x_dbl, dt_low, dt, y, scan, w: [w_in, w_x, w_dt, w_out] }))
     }
 
     pub fn zero_state(&self, batch: usize) -> Result<MixerState> {
