@@ -8,8 +8,9 @@
 // (grid (P, k)); every block of muon_scale sums its matrix's P partials in the same fixed order,
 // so the norm (and the result) is deterministic.
 // muon_apply_T: w·decay − scale·o, o in T (the orthogonalized update), out f32.
-// muon_axpby_T: a·x + b·y in T with f32 arithmetic: Newton–Schulz's aX + BX and bA + cA² (one
-// pass instead of two affines and an add, whose bf16 kernels also rounded a, b and c to bf16).
+// muon_axpby_T: a·x + b·y in T with f32 arithmetic, plus d on the diagonals of the trailing r×r
+// matrices when r > 0: Muon's momentum, and Newton–Schulz's aI + bA + cA² (one pass instead of
+// two affines and an add, whose bf16 kernels also rounded a, b and c to bf16).
 
 #include "mixer_common.cuh"
 #include "block_sum.cuh"
@@ -54,9 +55,15 @@ __device__ void muon_apply(const float* __restrict__ w, const T* __restrict__ o,
 
 template <typename T>
 __device__ void muon_axpby(const T* __restrict__ x, const T* __restrict__ y, float a, float b,
-                           T* __restrict__ out, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * MUON_THREADS + threadIdx.x; i < n; i += (size_t)gridDim.x * MUON_THREADS)
-        st(out, i, a * ld(x, i) + b * ld(y, i));
+                           float d, int r, T* __restrict__ out, size_t n) {
+    // With the diagonal term n < 2^32 (the host checks): 32-bit index math, and element
+    // q = row·r + col of a matrix is diagonal iff q is a multiple of r + 1.
+    const unsigned rr = (unsigned)r * (unsigned)r;
+    for (size_t i = (size_t)blockIdx.x * MUON_THREADS + threadIdx.x; i < n; i += (size_t)gridDim.x * MUON_THREADS) {
+        float v = a * ld(x, i) + b * ld(y, i);
+        if (r > 0 && (unsigned)i % rr % (unsigned)(r + 1) == 0) v += d;
+        st(out, i, v);
+    }
 }
 
 #define MUON_KERNELS(TN, T)                                                                         \
@@ -69,9 +76,9 @@ __device__ void muon_axpby(const T* __restrict__ x, const T* __restrict__ y, flo
                                                float* out, size_t n) {                              \
         muon_apply<T>(w, o, decay, scale, out, n);                                                  \
     }                                                                                               \
-    extern "C" __global__ void muon_axpby_##TN(const T* x, const T* y, float a, float b, T* out,   \
-                                               size_t n) {                                          \
-        muon_axpby<T>(x, y, a, b, out, n);                                                          \
+    extern "C" __global__ void muon_axpby_##TN(const T* x, const T* y, float a, float b, float d,  \
+                                               int r, T* out, size_t n) {                           \
+        muon_axpby<T>(x, y, a, b, d, r, out, n);                                                    \
     }
 
 MUON_KERNELS(f32, float)

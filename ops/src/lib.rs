@@ -120,10 +120,19 @@ pub fn sum_squares(tensors: &[Tensor]) -> Result<Vec<f64>> {
 }
 
 /// `a·x + b·y` for `x`, `y` of one shape and dtype (f32 or bf16; f64 on the CPU), in one pass
-/// with f32 arithmetic (f64 for f64) (candle's bf16 `affine` rounds its scalars to bf16). Newton–Schulz's elementwise
-/// steps `aX + BX` and `bA + cA²`. No backward.
+/// with f32 arithmetic (f64 for f64) (candle's bf16 `affine` rounds its scalars to bf16): Muon's
+/// momentum. No backward.
 pub fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
     muon::axpby(x, y, a, b)
+}
+
+/// Newton–Schulz's polynomial in the Gram matrix, `aI + b·gram + c·gram_sq` for stacks
+/// `gram`, `gram_sq = gram²` of square matrices (k, r, r) of one dtype (f32 or bf16; f64 on the
+/// CPU), in one pass with f32 arithmetic (f64 for f64), rounded once. With it an iteration is
+/// `X ← X·(aI + bA + cA²)` (or `(aI + bA + cA²)·X`): one matmul, and no elementwise pass over
+/// X-sized matrices. No backward.
+pub fn muon_ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64) -> Result<Tensor> {
+    muon::ns_poly(gram, gram_sq, a, b, c)
 }
 
 /// The residual stream's update `residual + x`: `residual` f32 (or f64), `x` of its shape in the

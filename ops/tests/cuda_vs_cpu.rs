@@ -227,6 +227,13 @@ fn muon_ops_cuda_match_cpu() {
             let e = rel_err(&gg, &c);
             println!("axpby {dims:?} {dtype:?}: rel err {e:.2e}");
             assert!(e < if dtype == DType::BF16 { 1e-4 } else { 1e-6 }, "axpby {dims:?} {dtype:?}: {e}");
+            // Newton–Schulz's polynomial on square stacks (k, c, c), the identity on each matrix.
+            let sq = |t: &Tensor| t.narrow(1, 0, dims.2.min(dims.1)).unwrap().narrow(2, 0, dims.2.min(dims.1)).unwrap().contiguous().unwrap();
+            let (p, q) = (sq(&x), sq(&y));
+            let (c, gg) = (mamba_ops::muon_ns_poly(&p, &q, 3.4445, -4.775, 2.0315).unwrap(), mamba_ops::muon_ns_poly(&on(&p), &on(&q), 3.4445, -4.775, 2.0315).unwrap());
+            let e = rel_err(&gg, &c);
+            println!("muon_ns_poly {:?} {dtype:?}: rel err {e:.2e}", p.dims());
+            assert!(e < if dtype == DType::BF16 { 1e-4 } else { 1e-6 }, "muon_ns_poly {dims:?} {dtype:?}: {e}");
         }
     }
 }

@@ -1,12 +1,13 @@
-//! `muon_ns_input`, `muon_apply` and `axpby` against the candle composites they replace in
-//! Muon's step (trainer/src/optim/muon.rs and newton_schulz.rs before the fusion): look-ahead,
-//! per-matrix Frobenius norm and division; decay and scaled update; Newton–Schulz's aX + BX.
+//! `muon_ns_input`, `muon_apply`, `axpby` and `muon_ns_poly` against the candle composites they
+//! replace in Muon's step (trainer/src/optim/muon.rs and newton_schulz.rs before the fusion):
+//! look-ahead, per-matrix Frobenius norm and division; decay and scaled update; the momentum;
+//! Newton–Schulz's aI + bA + cA².
 
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor};
 use common::{flat, rel_err, rng, uniform};
-use mamba_ops::{axpby, muon_apply, muon_apply_in_place, muon_ns_input};
+use mamba_ops::{axpby, muon_apply, muon_apply_in_place, muon_ns_input, muon_ns_poly};
 
 fn stack(seed: u64, (k, r, c): (usize, usize, usize)) -> Result<Tensor> {
     Tensor::from_vec(uniform(&mut rng(seed), k * r * c, -1.0, 1.0).iter().map(|&x| x as f32).collect::<Vec<_>>(), (k, r, c), &Device::Cpu)
@@ -81,6 +82,27 @@ fn axpby_is_the_affine_sum() -> Result<()> {
         assert_eq!(axpby(&x64, &x64, 1.0, 1.0)?.dtype(), DType::F64);
     }
     assert!(axpby(&stack(1, (2, 2, 2))?, &stack(1, (2, 2, 1))?, 1.0, 1.0).is_err(), "shape mismatch");
+    Ok(())
+}
+
+#[test]
+fn ns_poly_is_the_gram_polynomial() -> Result<()> {
+    let (a, b, c) = (3.4445, -4.775, 2.0315);
+    for (k, r) in [(3, 4), (1, 1), (2, 17)] {
+        let (g, g2) = (stack(9, (k, r, r))?, stack(10, (k, r, r))?);
+        let eye = Tensor::eye(r, DType::F32, &Device::Cpu)?.unsqueeze(0)?.broadcast_as((k, r, r))?;
+        let want = ((g.affine(b, 0.0)? + g2.affine(c, 0.0)?)? + eye.affine(a, 0.0)?)?;
+        let got = muon_ns_poly(&g, &g2, a, b, c)?;
+        assert_eq!(got.dims(), g.dims());
+        assert!(rel_err(&flat(&got)?, &flat(&want)?) < 1e-6, "({k}, {r}, {r})");
+        // bf16: the f32 result of the bf16 inputs, rounded once.
+        let (gb, g2b) = (g.to_dtype(DType::BF16)?, g2.to_dtype(DType::BF16)?);
+        let want = muon_ns_poly(&gb.to_dtype(DType::F32)?, &g2b.to_dtype(DType::F32)?, a, b, c)?.to_dtype(DType::BF16)?;
+        assert_eq!(flat(&muon_ns_poly(&gb, &g2b, a, b, c)?)?, flat(&want)?, "({k}, {r}, {r}) bf16");
+    }
+    let e = muon_ns_poly(&stack(1, (2, 3, 4))?, &stack(1, (2, 3, 4))?, a, b, c).expect_err("not square").to_string();
+    assert!(e.contains("square"), "{e}");
+    assert!(muon_ns_poly(&stack(1, (2, 3, 3))?, &stack(1, (1, 3, 3))?, a, b, c).is_err(), "shape mismatch");
     Ok(())
 }
 

@@ -103,11 +103,14 @@ fn apply_in_place_t<T: Io>(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os,
     Ok(())
 }
 
-pub(crate) fn axpby(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32) -> Result<CudaStorage> {
-    dispatch!(op, xs.dtype(), axpby_t(op, (xs, xl), (ys, yl), a, b))
+/// `a·x + b·y`, plus `eye` on the diagonals of the trailing `r`×`r` matrices when `r > 0`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn axpby(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32, eye: f32, r: usize) -> Result<CudaStorage> {
+    dispatch!(op, xs.dtype(), axpby_t(op, (xs, xl), (ys, yl), a, b, eye, r))
 }
 
-fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32) -> Result<CudaStorage> {
+#[allow(clippy::too_many_arguments)]
+fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32, eye: f32, r: usize) -> Result<CudaStorage> {
     let dev = device(xs);
     let (xv, yv) = (view_of::<T>(op, "x", xs, xl)?, view_of::<T>(op, "y", ys, yl)?);
     let n = xv.len();
@@ -116,8 +119,13 @@ fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaS
     let func = dev.get_or_load_custom_func(&format!("muon_axpby_{}", T::SUFFIX), MODULE, ptx::MUON)?;
     let cfg = grid_stride(n, APPLY_BLOCKS);
     let mut args = func.builder();
-    args.arg(&xv).arg(&yv).arg(&a).arg(&b).arg(&out).arg(&n);
-    // SAFETY: argument types and order match the kernel's signature (n: size_t).
+    // The kernel's diagonal test uses 32-bit index math.
+    if r > 0 && u32::try_from(n).is_err() {
+        candle_core::bail!("{op}: {n} elements with a diagonal term: the kernel supports fewer than 2^32")
+    }
+    let r = r as i32; // < 2^16: r·r ≤ n < 2^32
+    args.arg(&xv).arg(&yv).arg(&a).arg(&b).arg(&eye).arg(&r).arg(&out).arg(&n);
+    // SAFETY: argument types and order match the kernel's signature (r: int, n: size_t).
     unsafe { args.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }

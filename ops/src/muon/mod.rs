@@ -9,7 +9,9 @@
 //!   scaled orthogonal update, in f32;
 //! - [`muon_apply_in_place`](crate::muon_apply_in_place): the same on one parameter, in its own
 //!   storage (no stacked copy of the weights and no copy back);
-//! - [`axpby`](crate::axpby): `a·x + b·y`, Newton–Schulz's elementwise steps and the momentum.
+//! - [`axpby`](crate::axpby): `a·x + b·y`, the momentum;
+//! - [`muon_ns_poly`](crate::muon_ns_poly): `aI + bA + cA²`, Newton–Schulz's polynomial in the
+//!   Gram matrix (the same kernel with a diagonal term).
 //!
 //! The CPU paths are plain loops (f32 values, f64 sums for the norm) and the reference the CUDA
 //! kernels are compared with.
@@ -181,15 +183,47 @@ pub(crate) fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
     if x.dims() != y.dims() || x.dtype() != y.dtype() || !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F64) {
         bail!("{NAME}: `x` and `y` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", x.dtype(), x.dims(), y.dtype(), y.dims())
     }
-    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: x.shape().clone(), a: a as f32, b: b as f32 }));
+    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: x.shape().clone(), a: a as f32, b: b as f32, eye: 0.0, r: 0 }));
     x.contiguous()?.apply_op2_arc(&y.contiguous()?, op)
 }
 
+/// See [`crate::muon_ns_poly`].
+pub(crate) fn ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64) -> Result<Tensor> {
+    const NAME: &str = "muon_ns_poly";
+    let r = match gram.dims() {
+        &[_, r, r2] if r == r2 => r,
+        d => bail!("{NAME}: `gram` must be a (k, r, r) stack of square matrices, got {d:?}"),
+    };
+    if gram.dims() != gram_sq.dims() || gram.dtype() != gram_sq.dtype() || !matches!(gram.dtype(), DType::F32 | DType::BF16 | DType::F64) {
+        bail!("{NAME}: `gram` and `gram_sq` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", gram.dtype(), gram.dims(), gram_sq.dtype(), gram_sq.dims())
+    }
+    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: gram.shape().clone(), a: b as f32, b: c as f32, eye: a as f32, r }));
+    gram.contiguous()?.apply_op2_arc(&gram_sq.contiguous()?, op)
+}
+
+/// `a·x + b·y + eye·I`, the identity term on the trailing `r`×`r` matrices when `r > 0`.
 struct Axpby {
     shape: Shape,
     /// The coefficients as f32, also for f64 data (Newton–Schulz's are given to 4 decimals).
     a: f32,
     b: f32,
+    eye: f32,
+    r: usize,
+}
+
+impl Axpby {
+    /// The identity's term at flat index `i`.
+    fn eye_at(&self, i: usize) -> f32 {
+        if self.r == 0 {
+            return 0.0;
+        }
+        let q = i % (self.r * self.r);
+        if q / self.r == q % self.r {
+            self.eye
+        } else {
+            0.0
+        }
+    }
 }
 
 impl CustomOp2 for Axpby {
@@ -198,20 +232,20 @@ impl CustomOp2 for Axpby {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ys: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let f = |x: f32, y: f32| self.a * x + self.b * y;
+        let f = |i: usize, x: f32, y: f32| self.a * x + self.b * y + self.eye_at(i);
         let out = match xs {
             CpuStorage::BF16(_) => {
                 let (x, y) = (contiguous_slice::<half::bf16>(self.name(), "x", xs, xl)?, contiguous_slice::<half::bf16>(self.name(), "y", ys, yl)?);
-                CpuStorage::BF16(x.iter().zip(y).map(|(x, y)| half::bf16::from_f32(f(x.to_f32(), y.to_f32()))).collect())
+                CpuStorage::BF16(x.iter().zip(y).enumerate().map(|(i, (x, y))| half::bf16::from_f32(f(i, x.to_f32(), y.to_f32()))).collect())
             }
             CpuStorage::F64(_) => {
                 let (x, y) = (contiguous_slice::<f64>(self.name(), "x", xs, xl)?, contiguous_slice::<f64>(self.name(), "y", ys, yl)?);
                 let (a, b) = (f64::from(self.a), f64::from(self.b));
-                CpuStorage::F64(x.iter().zip(y).map(|(&x, &y)| a * x + b * y).collect())
+                CpuStorage::F64(x.iter().zip(y).enumerate().map(|(i, (&x, &y))| a * x + b * y + f64::from(self.eye_at(i))).collect())
             }
             _ => {
                 let (x, y) = (contiguous_slice::<f32>(self.name(), "x", xs, xl)?, contiguous_slice::<f32>(self.name(), "y", ys, yl)?);
-                CpuStorage::F32(x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect())
+                CpuStorage::F32(x.iter().zip(y).enumerate().map(|(i, (&x, &y))| f(i, x, y)).collect())
             }
         };
         Ok((out, self.shape.clone()))
@@ -225,6 +259,6 @@ impl CustomOp2 for Axpby {
         ys: &candle_core::CudaStorage,
         yl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((cuda::axpby(self.name(), (xs, xl), (ys, yl), self.a, self.b)?, self.shape.clone()))
+        Ok((cuda::axpby(self.name(), (xs, xl), (ys, yl), self.a, self.b, self.eye, self.r)?, self.shape.clone()))
     }
 }

@@ -46,15 +46,16 @@ pub fn newton_schulz_iterate(x: &Tensor, steps: usize) -> Result<Tensor> {
     let tall = r > c;
     let mut x = x.contiguous()?; // (k, r, c)
     for _ in 0..steps {
-        // The elementwise steps are one fused op each (`mamba_ops::axpby`).
+        // aX + X(bA + cA²) = X(aI + bA + cA²): the polynomial is one fused op on the small Gram
+        // matrices (`mamba_ops::muon_ns_poly`), then one matmul; no elementwise pass over X.
         if tall {
             let gram = x.t()?.matmul(&x)?; // (k, c, c) = XᵀX
-            let poly = mamba_ops::axpby(&gram, &gram.matmul(&gram)?, b, c_coef)?; // bA + cA²
-            x = mamba_ops::axpby(&x, &x.matmul(&poly)?, a, 1.0)?; // (k, r, c) = aX + X (bA + cA²)
+            let poly = mamba_ops::muon_ns_poly(&gram, &gram.matmul(&gram)?, a, b, c_coef)?; // aI + bA + cA²
+            x = x.matmul(&poly)?; // (k, r, c)
         } else {
             let gram = x.matmul(&x.t()?)?; // (k, r, r) = X Xᵀ
-            let poly = mamba_ops::axpby(&gram, &gram.matmul(&gram)?, b, c_coef)?; // bA + cA²
-            x = mamba_ops::axpby(&x, &poly.matmul(&x)?, a, 1.0)?; // (k, r, c) = aX + (bA + cA²) X
+            let poly = mamba_ops::muon_ns_poly(&gram, &gram.matmul(&gram)?, a, b, c_coef)?; // aI + bA + cA²
+            x = poly.matmul(&x)?; // (k, r, c)
         }
     }
     Ok(x)
