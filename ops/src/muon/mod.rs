@@ -1,4 +1,4 @@
-//! Muon's elementwise work on stacked `(k, r, c)` f32 matrices as two ops, so each big tensor is
+//! Muon's elementwise work on stacked `(k, r, c)` f32 matrices as a few ops, so each big tensor is
 //! read once or twice per step instead of once per candle op (`kernels/muon.cu`; the candle
 //! composite cost ~10 of Muon's 16 ms per step for the 130m model on an H200). Optimizer ops:
 //! no backward.
