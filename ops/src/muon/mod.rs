@@ -179,12 +179,7 @@ impl InplaceOp2 for ApplyInPlace {
 
 /// See [`crate::axpby`].
 pub(crate) fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-    const NAME: &str = "axpby";
-    if x.dims() != y.dims() || x.dtype() != y.dtype() || !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F64) {
-        bail!("{NAME}: `x` and `y` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", x.dtype(), x.dims(), y.dtype(), y.dims())
-    }
-    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: x.shape().clone(), a: a as f32, b: b as f32, eye: 0.0, r: 0 }));
-    x.contiguous()?.apply_op2_arc(&y.contiguous()?, op)
+    Axpby::run("axpby", ("x", x), ("y", y), [a, b, 0.0], 0)
 }
 
 /// See [`crate::muon_ns_poly`].
@@ -194,11 +189,7 @@ pub(crate) fn ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64) -
         &[_, r, r2] if r == r2 => r,
         d => bail!("{NAME}: `gram` must be a (k, r, r) stack of square matrices, got {d:?}"),
     };
-    if gram.dims() != gram_sq.dims() || gram.dtype() != gram_sq.dtype() || !matches!(gram.dtype(), DType::F32 | DType::BF16 | DType::F64) {
-        bail!("{NAME}: `gram` and `gram_sq` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", gram.dtype(), gram.dims(), gram_sq.dtype(), gram_sq.dims())
-    }
-    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: gram.shape().clone(), a: b as f32, b: c as f32, eye: a as f32, r }));
-    gram.contiguous()?.apply_op2_arc(&gram_sq.contiguous()?, op)
+    Axpby::run(NAME, ("gram", gram), ("gram_sq", gram_sq), [b, c, a], r)
 }
 
 /// `a·x + b·y + eye·I`, the identity term on the trailing `r`×`r` matrices when `r > 0`.
@@ -212,6 +203,17 @@ struct Axpby {
 }
 
 impl Axpby {
+    /// `a·x + b·y + eye·I` (`[a, b, eye]`, the identity on the trailing `r`×`r` matrices when
+    /// `r > 0`) for `x`, `y` of one shape and dtype (f32, bf16, or f64 on the CPU), checked and
+    /// named `xn`, `yn` in `op`'s errors.
+    fn run(op: &str, (xn, x): (&str, &Tensor), (yn, y): (&str, &Tensor), [a, b, eye]: [f64; 3], r: usize) -> Result<Tensor> {
+        if x.dims() != y.dims() || x.dtype() != y.dtype() || !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F64) {
+            bail!("{op}: `{xn}` and `{yn}` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", x.dtype(), x.dims(), y.dtype(), y.dims())
+        }
+        let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: x.shape().clone(), a: a as f32, b: b as f32, eye: eye as f32, r }));
+        x.contiguous()?.apply_op2_arc(&y.contiguous()?, op)
+    }
+
     /// The identity's term at flat index `i`.
     fn eye_at(&self, i: usize) -> f32 {
         if self.r == 0 {
