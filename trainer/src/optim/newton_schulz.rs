@@ -48,15 +48,9 @@ pub fn newton_schulz_iterate(x: &Tensor, steps: usize) -> Result<Tensor> {
     for _ in 0..steps {
         // aX + X(bA + cA²) = X(aI + bA + cA²): the polynomial is one fused op on the small Gram
         // matrices (`mamba_ops::muon_ns_poly`), then one matmul; no elementwise pass over X.
-        if tall {
-            let gram = x.t()?.matmul(&x)?; // (k, c, c) = XᵀX
-            let poly = mamba_ops::muon_ns_poly(&gram, &gram.matmul(&gram)?, a, b, c_coef)?; // aI + bA + cA²
-            x = x.matmul(&poly)?; // (k, r, c)
-        } else {
-            let gram = x.matmul(&x.t()?)?; // (k, r, r) = X Xᵀ
-            let poly = mamba_ops::muon_ns_poly(&gram, &gram.matmul(&gram)?, a, b, c_coef)?; // aI + bA + cA²
-            x = poly.matmul(&x)?; // (k, r, c)
-        }
+        let gram = if tall { x.t()?.matmul(&x)? } else { x.matmul(&x.t()?)? }; // (k, s, s) = XᵀX or X Xᵀ, s = min(r, c)
+        let poly = mamba_ops::muon_ns_poly(&gram, &gram.matmul(&gram)?, a, b, c_coef)?; // aI + bA + cA²
+        x = if tall { x.matmul(&poly)? } else { poly.matmul(&x)? }; // (k, r, c)
     }
     Ok(x)
 }
