@@ -11,6 +11,8 @@ use candle_core::{DType, Result, Tensor};
 
 pub use crate::mixer::backward::{ConvShare, ScanGrads, ScanSaved};
 
+use crate::TokenIndex;
+
 /// [`crate::rms_norm`] (`out` None) or [`crate::rms_norm_to`] (`out` Some): `(dx, dweight)` in
 /// the dtypes of `x` and `weight`, for the gradient `grad` of the output. `add` (x's shape and
 /// dtype), when given, is added to dx in the same kernel: a pre-norm residual block's backward
@@ -19,9 +21,23 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad:
     crate::rms_norm::rms_norm_backward(x, weight, eps, out, grad, add)
 }
 
-/// [`crate::embedding`]: the weight's gradient for the output's gradient `grad: (n, d)`.
+/// [`crate::embedding`]: the weight's gradient for the output's gradient `grad: (n, d)` (builds
+/// a [`TokenIndex`], reading the ids back to the host, and runs [`embedding_rows`]).
 pub fn embedding(weight: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {
     crate::embedding::embedding_backward(weight, ids, grad)
+}
+
+/// The gradient of an embedding `(V, d)` whose lookup at the ids of `index` got the gradient
+/// `grad: (n, d)` and which, tied as the LM head, got `head_grad: (V, d)` there:
+/// `dW[v] = head_grad[v] (or 0) + Σ_{p : ids[p] = v} grad[p]`, in `dtype` (the weight's), as one
+/// pass (one kernel on CUDA: no zeroing, no atomics, no separate cast and add of the head's part).
+///
+/// Each row starts from `head_grad[v]` and adds the `grad` rows in increasing position order, in
+/// f32 (f64 when `dtype` is f64), rounded to `dtype` once: deterministic, and bit-identical
+/// between CPU and GPU for an f32 result. `grad` and `head_grad` may be any float dtype (the GPU
+/// kernel reads f32 and bf16 directly) and must be on the index's device.
+pub fn embedding_rows(index: &TokenIndex, grad: &Tensor, head_grad: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
+    crate::embedding::embedding_rows(index, grad, head_grad, dtype)
 }
 
 /// The gradient of the logits for the loss `scale · mean_i loss_i`, from the rows of

@@ -57,6 +57,7 @@ mod sum_squares;
 use candle_core::{DType, Result, Tensor};
 
 pub use adamw::AdamWStep;
+pub use embedding::TokenIndex;
 
 /// Selective scan with D skip and silu(z) gating.
 ///
@@ -83,10 +84,10 @@ pub fn selective_scan(
 
 /// The token embedding: rows of `weight: (V, d)` at `ids: (n,)` (u32) → `(n, d)` in the weight's
 /// dtype; the same as `weight.index_select(ids, 0)`, as one op whose backward
-/// `dW[v] = Σ_{p : ids[p] = v} g[p]` sums each row in position order: deterministic, and on CUDA
-/// one block per residue class of rows instead of candle's single-block `index_add` (f32
-/// weights; other dtypes fall back to it). An id `>= V` is an error on the CPU; on CUDA the
-/// forward reads, like `index_select`, undefined values for it and the backward skips it.
+/// `dW[v] = Σ_{p : ids[p] = v} g[p]` sums each row in position order: deterministic, through a
+/// [`TokenIndex`] and [`backward::embedding_rows`] (one block per vocabulary row on CUDA). An id
+/// `>= V` is an error on the CPU; on CUDA the forward reads, like `index_select`, undefined
+/// values for it and the backward (which reads the ids back to the host) reports it.
 pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
     embedding::embedding(weight, ids)
 }

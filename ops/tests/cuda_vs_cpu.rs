@@ -165,9 +165,9 @@ fn rms_norm_cuda_matches_cpu() {
 fn embedding_cuda_matches_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     let dev = Device::new_cuda(0).unwrap();
-    // Few rows (every bucket of blocks has several), 130m's padded vocabulary and width, a
-    // width that is not a multiple of the block; ids drawn from a narrow range repeat often.
-    for &(v, d, n, hi) in &[(7, 5, 300, 7), (50280, 768, 4096, 50280), (1000, 300, 2000, 40)] {
+    // Few rows (each with many positions), 130m's padded vocabulary and width, a width that is
+    // not a multiple of the block, one wider than a block's pass; ids from a narrow range repeat.
+    for &(v, d, n, hi) in &[(7, 5, 300, 7), (50280, 768, 4096, 50280), (1000, 300, 2000, 40), (50, 1100, 500, 50)] {
         let w = rand_t(&mut rng, &[v, d], -1.0, 1.0);
         let ids: Vec<u32> = (0..n).map(|_| rng.gen_range(0..hi as u32)).collect();
         let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap();
@@ -184,6 +184,16 @@ fn embedding_cuda_matches_cpu() {
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(flat(&out_g), flat(&out_c), "embedding forward {v}x{d} n={n}");
         assert_eq!(flat(&g_g), flat(&g_c), "embedding dW {v}x{d} n={n}");
+        // embedding_rows (the trainer's tied-embedding gradient) with a bf16 head gradient.
+        let head = rand_t(&mut rng, &[v, d], -1.0, 1.0).to_dtype(DType::BF16).unwrap();
+        for gd in [DType::F32, DType::BF16] {
+            let rows = |dev: &Device| {
+                let index = mamba_ops::TokenIndex::new(&ids.to_device(dev).unwrap(), v).unwrap();
+                let (g, h) = (probe.to_dtype(gd).unwrap().to_device(dev).unwrap(), head.to_device(dev).unwrap());
+                mamba_ops::backward::embedding_rows(&index, &g, Some(&h), DType::F32).unwrap().to_device(&Device::Cpu).unwrap()
+            };
+            assert_eq!(flat(&rows(&dev)), flat(&rows(&Device::Cpu)), "embedding_rows {v}x{d} n={n} grad {gd:?}, bf16 head");
+        }
         println!("embedding F32 ({v}, {d}, {n}): forward and dW equal bit for bit");
     }
 }

@@ -1,17 +1,27 @@
 //! The token embedding as one candle `CustomOp2` over `(weight, ids)`: rows of `weight: (V, d)`
 //! at `ids: (n,)`, i.e. `weight.index_select(ids, 0)`, with a backward that is deterministic and
-//! parallel on the GPU. candle's `index_add` backward ran the whole `(V, d)` accumulation in one
-//! CUDA block (8.5 ms per step at micro-batch 16 for the 130m model on an H200).
+//! parallel on the GPU.
 //!
 //! Backward: `dW[v] = Σ_{p : ids[p] = v} g[p]`, each row summed in position order on both
-//! devices (`kernels/embedding.cu` on the GPU), so CPU and GPU agree bit for bit in f32.
+//! devices, so CPU and GPU agree bit for bit in f32: a [`TokenIndex`] (the positions of each id,
+//! built on the host) and [`rows`] (one pass over dW, `kernels/embedding.cu` on the GPU), which
+//! also adds a tied LM head's gradient in the same pass.
+//!
+//! History: candle's `index_add` backward ran the whole `(V, d)` accumulation in one CUDA block
+//! (8.5 ms per step at micro-batch 16 for the 130m model on an H200); the bucket kernel that
+//! replaced it (256 blocks, each walking all positions) took 1.34 ms per step at micro-batch 16.
 
 #[cfg(feature = "cuda")]
 mod cuda;
+mod index;
+mod rows;
 
-use crate::cpu_storage::{as_cpu, contiguous_slice};
+pub use index::TokenIndex;
+pub(crate) use rows::embedding_rows;
+
+use crate::cpu_storage::contiguous_slice;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
 const NAME: &str = "embedding";
@@ -56,44 +66,12 @@ struct Embedding {
 
 impl Embedding {
     /// dW for the output's gradient `grad: (n, d)`, in w's dtype: the op's autograd backward and
-    /// [`embedding_backward`] both run this.
+    /// [`embedding_backward`] both run this. Reads the ids back to the host (for the index).
     fn backward(&self, w: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        let g = grad.to_dtype(w.dtype())?.contiguous()?; // (n, d)
-        if g.dims() != [self.n, self.d] {
-            bail!("{NAME}: gradient has shape {:?}, expected {:?}", g.dims(), [self.n, self.d])
+        if grad.dims() != [self.n, self.d] {
+            bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad.dims(), [self.n, self.d])
         }
-        #[cfg(feature = "cuda")]
-        if w.device().is_cuda() {
-            return cuda::backward(NAME, self.v, self.d, ids, &g);
-        }
-        let (is, il) = ids.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        let id_slice = contiguous_slice::<u32>(NAME, "ids", as_cpu(NAME, "ids", ids, &is)?, il)?;
-        let gs = as_cpu(NAME, "grad", &g, &gs)?;
-        let dw = match w.dtype() {
-            DType::F32 => Tensor::from_vec(self.cpu_bwd(id_slice, contiguous_slice::<f32>(NAME, "grad", gs, gl)?)?, (self.v, self.d), w.device())?,
-            DType::F64 => Tensor::from_vec(self.cpu_bwd(id_slice, contiguous_slice::<f64>(NAME, "grad", gs, gl)?)?, (self.v, self.d), w.device())?,
-            DType::BF16 => {
-                let g32: Vec<f32> = contiguous_slice::<half::bf16>(NAME, "grad", gs, gl)?.iter().map(|x| x.to_f32()).collect();
-                Tensor::from_vec(self.cpu_bwd(id_slice, &g32)?, (self.v, self.d), w.device())?.to_dtype(DType::BF16)?
-            }
-            other => bail!("{NAME}: internal error: bwd got dtype {other:?}"),
-        };
-        Ok(dw)
-    }
-
-    /// dW for CPU gradients `g: (n, d)` of type `T`: each row summed in position order.
-    fn cpu_bwd<T: WithDType>(&self, ids: &[u32], g: &[T]) -> Result<Vec<T>> {
-        let mut dw = vec![T::zero(); self.v * self.d];
-        for (p, (&id, gr)) in ids.iter().zip(g.chunks_exact(self.d)).enumerate() {
-            let Some(row) = dw.get_mut(id as usize * self.d..(id as usize + 1) * self.d) else {
-                bail!("{NAME}: id {id} at position {p} is out of range for a vocabulary of {}", self.v)
-            };
-            for (w, &x) in row.iter_mut().zip(gr) {
-                *w += x;
-            }
-        }
-        Ok(dw)
+        embedding_rows(&TokenIndex::new(ids, self.v)?, grad, None, w.dtype()) // (V, d)
     }
 }
 

@@ -15,13 +15,14 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor};
+use mamba_ops::TokenIndex;
 
 use super::mamba::{BlockActs, MambaLM};
 use super::mixer::{Mixer, MixerActs};
 
 /// What [`MambaLM::backward`] needs of the forward.
 pub struct Saved {
-    ids: Tensor,                 // (b·l,) u32
+    index: TokenIndex,           // the positions of each id in the flattened (b·l,) ids
     targets: Tensor,             // (b·l,) u32
     seq_len: usize,
     blocks: Vec<BlockActs>,
@@ -37,20 +38,22 @@ impl MambaLM {
     /// [`MambaLM::backward`] needs.
     pub fn forward_saved(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, Saved)> {
         let (_, seq_len) = ids.dims2()?;
+        // Built while the device is idle (before the forward's first kernel): reading the ids
+        // back costs no stall here, and the backward's embedding gradient needs it.
+        let index = TokenIndex::new(&ids.flatten_all()?, self.embeddings.dim(0)?)?;
         let (hidden, blocks, last_residual) = self.hidden_rows_acts(ids, true)?; // (b·l, d)
         let head = self.embeddings.detach().to_dtype(self.compute)?; // (V, d)
         let logits = hidden.matmul(&head.t()?)?; // (b·l, V)
         let targets = targets.flatten_all()?; // (b·l,)
         let rows = mamba_ops::cross_entropy_rows(&logits, &targets)?; // (b·l, 2)
         let loss = rows.narrow(1, 0, 1)?.mean_all()?; // ()
-        let ids = ids.flatten_all()?;
-        Ok((loss, Saved { ids, targets, seq_len, blocks, last_residual, hidden, head, logits, rows }))
+        Ok((loss, Saved { index, targets, seq_len, blocks, last_residual, hidden, head, logits, rows }))
     }
 
     /// The gradient of `scale · loss` for every parameter, filed under the parameter's tensor
     /// (what `loss.affine(scale, 0)?.backward()` returns for the parameters).
     pub fn backward(&self, saved: Saved, scale: f64) -> Result<GradStore> {
-        let Saved { ids, targets, seq_len, blocks, last_residual, hidden, head, logits, rows } = saved;
+        let Saved { index, targets, seq_len, blocks, last_residual, hidden, head, logits, rows } = saved;
         let (cd, eps) = (self.compute, self.cfg.norm_eps);
         let mut grads = GradStore::default();
         let mut put = |param: &Tensor, g: Tensor| -> Result<()> {
@@ -72,9 +75,9 @@ impl MambaLM {
             put(&block.norm, d_norm)?;
             dres = dres_in;
         }
-        // The embedding: its lookup's gradient plus the head's.
-        let d_emb = mamba_ops::backward::embedding(&self.embeddings, &ids, &dres.to_dtype(self.embeddings.dtype())?)?; // (V, d)
-        put(&self.embeddings, (d_emb + d_emb_head.to_dtype(self.embeddings.dtype())?)?)?;
+        // The embedding: the head's gradient plus its lookup's, in one pass.
+        let d_emb = mamba_ops::backward::embedding_rows(&index, &dres, Some(&d_emb_head), self.embeddings.dtype())?; // (V, d)
+        put(&self.embeddings, d_emb)?;
         Ok(grads)
     }
 }
