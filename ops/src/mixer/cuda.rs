@@ -89,6 +89,16 @@ fn check_k(op: &str, dims: &MixerDims) -> Result<()> {
 /// Threads per block of the conv's per-element kernels, one per channel, and the time steps each
 /// thread walks (`RUN` in `mixer_conv.cu`).
 const CONV_THREADS: usize = 256;
+
+/// The conv kernels' window for `k` taps (`KW` in `kernels/mixer_conv.cu`): 4 (the model's
+/// width), else 8 (`MAX_K`; `check_k` refuses wider).
+fn conv_window(k: usize) -> usize {
+    if k <= 4 {
+        4
+    } else {
+        8
+    }
+}
 const CONV_RUN: usize = 16;
 
 fn per_element(dims: &MixerDims) -> LaunchConfig {
@@ -122,7 +132,7 @@ fn conv_forward_t<T: Io>(
     let n = dims.b * dims.l * dims.d;
     // SAFETY: one thread per element writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_fwd_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_fwd_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
     let (l, d, k) = (dims.l as i32, dims.d as i32, dims.k as i32);
     let mut args = func.builder();
     args.arg(&xzv).arg(&wv).arg(&cbv).arg(&out).arg(&l).arg(&d).arg(&k);
@@ -143,7 +153,7 @@ fn conv_input_grads<T: Io>(
     zero_z: bool,
 ) -> Result<(Tensor, Tensor)> {
     let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dx_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dx_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
     let zero_z = i32::from(zero_z);
     let mut args = func.builder();
     args.arg(dpre).arg(wv).arg(dxz).arg(&l).arg(&d).arg(&k).arg(&zero_z);
@@ -153,7 +163,7 @@ fn conv_input_grads<T: Io>(
     let strips = (dims.b * dims.l).div_ceil(DW_ROWS);
     // SAFETY: the kernel writes every (strip, channel) row of the partials.
     let dw_part = unsafe { dev.alloc::<f32>(strips * dims.d * (dims.k + 1))? };
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dw_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dw_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
     let rows = DW_ROWS as i32;
     let cfg = LaunchConfig { grid_dim: (dims.d.div_ceil(128) as u32, strips as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let mut args = func.builder();
@@ -207,7 +217,7 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
         bail!("{op}: internal error: the scan's share does not match the conv's size")
     }
     let dpre_slice = dpre.as_cuda_slice_mut::<f32>()?;
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dpre_{}", T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dpre_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
     let mut args = func.builder();
     args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&*dpre_slice).arg(&l).arg(&d).arg(&k).arg(&with_share);
     // SAFETY: argument types and order match the kernel's signature.
