@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 12] = [
+const KERNELS: [&str; 13] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
@@ -17,9 +17,10 @@ const KERNELS: [&str; 12] = [
     "residual",
     "sum_squares",
     "adamw",
+    "multi_tensor",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
-const HEADERS: [&str; 4] = ["mixer_common.cuh", "lane_sums.cuh", "block_sum.cuh", "mixer_scan_bwd.cuh"];
+const HEADERS: [&str; 5] = ["mixer_common.cuh", "lane_sums.cuh", "block_sum.cuh", "mixer_scan_bwd.cuh", "multi_tensor.cuh"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

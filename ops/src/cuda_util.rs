@@ -21,6 +21,7 @@ pub(crate) mod ptx {
     pub const RESIDUAL: &str = include_str!(concat!(env!("OUT_DIR"), "/residual.ptx"));
     pub const SUM_SQUARES: &str = include_str!(concat!(env!("OUT_DIR"), "/sum_squares.ptx"));
     pub const ADAMW: &str = include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx"));
+    pub const MULTI_TENSOR: &str = include_str!(concat!(env!("OUT_DIR"), "/multi_tensor.ptx"));
 }
 
 /// The f32 device memory of a contiguous tensor argument.

@@ -46,6 +46,7 @@ mod cuda_util;
 mod embedding;
 mod mixer;
 mod muon;
+mod multi_tensor;
 mod real;
 mod residual;
 pub mod reference;
@@ -56,8 +57,9 @@ mod sum_squares;
 
 use candle_core::{DType, Result, Tensor};
 
-pub use adamw::AdamWStep;
+pub use adamw::{AdamWParam, AdamWStep};
 pub use embedding::TokenIndex;
+pub use multi_tensor::{add_in_place, scale_in_place};
 
 /// Selective scan with D skip and silu(z) gating.
 ///
@@ -114,6 +116,14 @@ pub fn adamw_step(w: &Tensor, g: &Tensor, mv: &Tensor, step: AdamWStep) -> Resul
     adamw::adamw_step(w, g, mv, step)
 }
 
+/// [`adamw_step`] on every parameter at once, each in its own storage: `w`, `m` and `v` of each
+/// [`AdamWParam`] are overwritten with `w'`, `m'` and `v'` (`step.decay` for the parameters that
+/// decay, 1 for the others). All tensors contiguous f32 on one device, none sharing memory. On
+/// the GPU one launch for all parameters. No backward.
+pub fn adamw_step_in_place(params: &[AdamWParam], step: AdamWStep) -> Result<()> {
+    adamw::adamw_step_in_place(params, step)
+}
+
 /// Σx² of each tensor (all f32, on one device), in f64: the gradients' global norm. One kernel
 /// for all of them on the GPU, partial sums added on the host in a fixed order (deterministic).
 pub fn sum_squares(tensors: &[Tensor]) -> Result<Vec<f64>> {
@@ -149,6 +159,22 @@ pub fn residual_add(residual: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// the orthogonalized stack). No stacked copy of the weights and no copy back. No backward.
 pub fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<()> {
     muon::muon_apply_in_place(w, o, decay, scale)
+}
+
+/// Muon's momentum for a shape group, in place: `m[j] ← beta·m[j] + grads[j]` and the
+/// look-ahead `v[j] = grads[j] + beta·m[j]` (Nesterov) or `m[j]`, for the stacks `m`, `v`:
+/// `(k, ..)` f32 and the k gradients (contiguous f32), read where they are. On the GPU one
+/// launch, and no stacked copy of the gradients; [`muon_ns_input`]`(v, v, 0, false, ..)` then
+/// normalizes the look-ahead. No backward.
+pub fn muon_momentum(m: &Tensor, v: &Tensor, grads: &[Tensor], beta: f64, nesterov: bool) -> Result<()> {
+    muon::muon_momentum(m, v, grads, beta, nesterov)
+}
+
+/// [`muon_apply_in_place`] on every matrix of a shape group at once: `ws[j] ← ws[j]·decay −
+/// scale·o[j]` for the contiguous f32 weights `ws` and the stack `o: (k, ..)` (f32 or bf16, as
+/// many elements per matrix). On the GPU one launch for the group. No backward.
+pub fn muon_apply_many(ws: &[Tensor], o: &Tensor, decay: f64, scale: f64) -> Result<()> {
+    muon::muon_apply_many(ws, o, decay, scale)
 }
 
 /// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one

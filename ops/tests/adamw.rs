@@ -1,11 +1,12 @@
 //! `adamw_step` against the chain of candle ops it replaced in the trainer's AdamW (bit for bit
-//! on the CPU: the same f32 operations in the same order).
+//! on the CPU: the same f32 operations in the same order), and `adamw_step_in_place` against
+//! `adamw_step`.
 
 mod common;
 
 use candle_core::{Device, Result, Tensor};
 use common::{flat, rng, uniform};
-use mamba_ops::{adamw_step, AdamWStep};
+use mamba_ops::{adamw_step, adamw_step_in_place, AdamWParam, AdamWStep};
 
 fn t(seed: u64, dims: &[usize], lo: f64, hi: f64) -> Result<Tensor> {
     let n = dims.iter().product();
@@ -35,5 +36,38 @@ fn equals_the_candle_chain() -> Result<()> {
         assert_eq!(flat(&out.get(2)?)?, flat(&v2)?, "v, step {t_step}");
     }
     assert!(adamw_step(&w, &g, &m, AdamWStep { lr, beta1: b1, beta2: b2, eps, bias1: 1.0, bias2: 1.0, decay: 1.0 }).is_err(), "mv must be (2, ..)");
+    Ok(())
+}
+
+/// `adamw_step_in_place` on several parameters equals the stacked op on each, bit for bit, and
+/// leaves the weights and moments in the tensors given.
+#[test]
+fn in_place_equals_the_stacked_op() -> Result<()> {
+    let shapes: [&[usize]; 3] = [&[4, 3], &[7], &[2, 2, 5]];
+    let step = AdamWStep { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, bias1: 0.19, bias2: 0.0975, decay: 0.9997 };
+    let mut want = Vec::new();
+    let mut params = Vec::new();
+    for (i, dims) in shapes.iter().enumerate() {
+        let s = 10 * i as u64;
+        let (w, g, m, v) = (t(s + 1, dims, -1.0, 1.0)?, t(s + 2, dims, -1.0, 1.0)?, t(s + 3, dims, -0.1, 0.1)?, t(s + 4, dims, 0.0, 0.01)?);
+        let decay = i != 1;
+        let h = AdamWStep { decay: if decay { step.decay } else { 1.0 }, ..step };
+        want.push(adamw_step(&w, &g, &Tensor::stack(&[&m, &v], 0)?, h)?);
+        params.push((w, g, m, v, decay));
+    }
+    let items: Vec<AdamWParam> = params.iter().map(|(w, g, m, v, decay)| AdamWParam { w, g, m, v, decay: *decay }).collect();
+    adamw_step_in_place(&items, step)?;
+    for (i, ((w, _, m, v, _), out)) in params.iter().zip(&want).enumerate() {
+        assert_eq!(flat(w)?, flat(&out.get(0)?)?, "w of parameter {i}");
+        assert_eq!(flat(m)?, flat(&out.get(1)?)?, "m of parameter {i}");
+        assert_eq!(flat(v)?, flat(&out.get(2)?)?, "v of parameter {i}");
+    }
+    // Checked: one shape per parameter, f32 only.
+    let (w, g) = (t(1, &[3], -1.0, 1.0)?, t(2, &[4], -1.0, 1.0)?);
+    let e = adamw_step_in_place(&[AdamWParam { w: &w, g: &g, m: &w.zeros_like()?, v: &w.zeros_like()?, decay: true }], step).unwrap_err().to_string();
+    assert!(e.contains("`g` tensor 0 has shape [4], expected [3]"), "{e}");
+    let wb = w.to_dtype(candle_core::DType::BF16)?;
+    let e = adamw_step_in_place(&[AdamWParam { w: &wb, g: &w, m: &w, v: &w, decay: true }], step).unwrap_err().to_string();
+    assert!(e.contains("`w` tensor 0 must be contiguous f32"), "{e}");
     Ok(())
 }

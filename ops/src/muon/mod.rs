@@ -147,6 +147,73 @@ pub(crate) fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64
     w.inplace_op2(&o.contiguous()?, &ApplyInPlace { decay: decay as f32, scale: scale as f32 })
 }
 
+/// See [`crate::muon_momentum`].
+pub(crate) fn muon_momentum(m: &Tensor, v: &Tensor, grads: &[Tensor], beta: f64, nesterov: bool) -> Result<()> {
+    const NAME: &str = "muon_momentum";
+    if m.dims() != v.dims() || m.dim(0)? != grads.len() {
+        bail!("{NAME}: `m` and `v` must be stacks of the {} gradients, got {:?} and {:?}", grads.len(), m.dims(), v.dims())
+    }
+    let (ms, vs): (Vec<Tensor>, Vec<Tensor>) = (0..grads.len()).map(|j| Ok((m.get(j)?, v.get(j)?))).collect::<Result<Vec<_>>>()?.into_iter().unzip();
+    crate::multi_tensor::check(NAME, &[("m", &ms), ("v", &vs), ("grads", grads)])?;
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(dev) = m.device() {
+        let kernel = ("muon_momentum_many_f32", "mamba_muon", crate::cuda_util::ptx::MUON);
+        let h = MomentumScalars { beta: beta as f32, nesterov: i32::from(nesterov) };
+        return crate::multi_tensor::cuda::launch(NAME, dev, kernel, &[&ms, &vs, grads], 2, &[], Some(&h));
+    }
+    // Elsewhere: axpby per matrix (the same f32 arithmetic), copied into the stacks' slots.
+    for (j, g) in grads.iter().enumerate() {
+        let mj = axpby(&ms[j], g, beta, 1.0)?; // βm + g
+        let vj = if nesterov { axpby(g, &mj, 1.0, beta)? } else { mj.clone() }; // g + βm
+        m.slice_set(&mj.unsqueeze(0)?, 0, j)?;
+        v.slice_set(&vj.unsqueeze(0)?, 0, j)?;
+    }
+    Ok(())
+}
+
+/// `beta, nesterov` as the kernel takes them (`MuonMomentumScalars` in `kernels/muon.cu`).
+#[cfg(feature = "cuda")]
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct MomentumScalars {
+    beta: f32,
+    nesterov: i32,
+}
+
+// SAFETY: an f32 and an i32, laid out as the kernel's struct of a float and an int.
+#[cfg(feature = "cuda")]
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for MomentumScalars {}
+
+/// See [`crate::muon_apply_many`].
+pub(crate) fn muon_apply_many(ws: &[Tensor], o: &Tensor, decay: f64, scale: f64) -> Result<()> {
+    const NAME: &str = "muon_apply_many";
+    crate::multi_tensor::check(NAME, &[("w", ws)])?;
+    if o.dim(0)? != ws.len() || !matches!(o.dtype(), DType::F32 | DType::BF16) {
+        bail!("{NAME}: `o` must be an f32 or bf16 stack of {} matrices, got {:?} {:?}", ws.len(), o.dtype(), o.dims())
+    }
+    let o = o.contiguous()?;
+    let os: Vec<Tensor> = (0..ws.len()).map(|j| o.get(j)).collect::<Result<_>>()?;
+    if let Some((j, w)) = ws.iter().enumerate().find(|(j, w)| w.elem_count() != os[*j].elem_count()) {
+        bail!("{NAME}: matrix {j} of `o` has {} elements, `w` {j} has {}", os[j].elem_count(), w.elem_count())
+    }
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(dev) = o.device() {
+        let kernel = (if o.dtype() == DType::BF16 { "muon_apply_many_bf16" } else { "muon_apply_many_f32" }, "mamba_muon", crate::cuda_util::ptx::MUON);
+        return crate::multi_tensor::cuda::launch(NAME, dev, kernel, &[ws, &os], 1, &[], Some(&ApplyScalars([decay as f32, scale as f32])));
+    }
+    ws.iter().zip(&os).try_for_each(|(w, o)| muon_apply_in_place(w, o, decay, scale))
+}
+
+/// `decay, scale` as the kernels take them (`MuonApplyScalars` in `kernels/muon.cu`).
+#[cfg(feature = "cuda")]
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ApplyScalars([f32; 2]);
+
+// SAFETY: two f32s, laid out as the kernels' struct of two floats.
+#[cfg(feature = "cuda")]
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for ApplyScalars {}
+
 struct ApplyInPlace {
     decay: f32,
     scale: f32,

@@ -5,10 +5,9 @@
 //!   p ← p − lr · (m / (1 − β1ᵗ)) / (sqrt(v / (1 − β2ᵗ)) + eps)
 //! The update count t is shared by all parameters of the group and saved with the state.
 //!
-//! Parameters of the same shape, dtype and decay setting are updated together on stacked
-//! (k, ..shape) tensors (their moments are kept stacked too, as `[m | v]`): one fused op per such
-//! group (`mamba_ops::adamw_step`, 130m: ~10 groups instead of ~170 tensors of ~12 candle ops
-//! each), the same arithmetic element by element. Checkpoints hold one m and v per parameter.
+//! Every parameter is updated in its own storage with its own f32 moments, all in one op
+//! (`mamba_ops::adamw_step_in_place`: one launch for the whole group on the GPU, the same
+//! arithmetic element by element). Parameters that are not f32 are updated through an f32 copy.
 
 use super::error::{OptimError, Result};
 use super::state::read_state_tensor;
@@ -27,21 +26,14 @@ struct AdamWParam {
     name: String,
     var: Var,
     decay: bool,
-}
-
-/// Parameters updated together: same shape, dtype and decay setting.
-struct AdamWGroup {
-    decay: bool,
-    /// Indices into `AdamW::params`, in order of first appearance.
-    members: Vec<usize>,
-    /// `[m | v]`: (2, k, ..shape), f32; after a step, a view of the fused op's output.
-    mv: Tensor,
+    /// First and second moments, f32 of the parameter's shape, updated in place.
+    m: Tensor,
+    v: Tensor,
 }
 
 /// The AdamW group(s): parameters with and without weight decay.
 pub struct AdamW {
     params: Vec<AdamWParam>,
-    groups: Vec<AdamWGroup>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -49,41 +41,17 @@ pub struct AdamW {
     t: u64,
 }
 
-/// `ts` stacked on a new leading dim; a single tensor becomes a view, not a copy.
-fn stack(ts: &[Tensor]) -> candle_core::Result<Tensor> {
-    match ts {
-        [one] => one.unsqueeze(0),
-        _ => Tensor::stack(ts, 0),
-    }
-}
-
 impl AdamW {
     /// `params` as (name, var, decay?).
     pub fn new(params: Vec<(String, Var, bool)>, beta1: f64, beta2: f64, eps: f64) -> Result<Self> {
-        let params: Vec<AdamWParam> = params.into_iter().map(|(name, var, decay)| AdamWParam { name, var, decay }).collect();
-        // Members of each group: same decay setting, shape and dtype, in order of first appearance.
-        let mut members: Vec<Vec<usize>> = Vec::new();
-        for (i, p) in params.iter().enumerate() {
-            let same = |m: &&mut Vec<usize>| {
-                let q = &params[m[0]];
-                q.decay == p.decay && q.var.dims() == p.var.dims() && q.var.dtype() == p.var.dtype()
-            };
-            match members.iter_mut().find(same) {
-                Some(m) => m.push(i),
-                None => members.push(vec![i]),
-            }
-        }
-        let groups = members
+        let params = params
             .into_iter()
-            .map(|members| {
-                let first = &params[members[0]];
-                let mut dims = vec![2, members.len()];
-                dims.extend_from_slice(first.var.dims());
-                let mv = Tensor::zeros(dims.as_slice(), DType::F32, first.var.device())?;
-                Ok(AdamWGroup { decay: first.decay, members, mv })
+            .map(|(name, var, decay)| {
+                let zeros = || Tensor::zeros(var.shape(), DType::F32, var.device());
+                Ok(AdamWParam { m: zeros()?, v: zeros()?, name, var, decay })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { params, groups, beta1, beta2, eps, t: 0 })
+        Ok(Self { params, beta1, beta2, eps, t: 0 })
     }
 
     /// (tensors, scalar parameters) with weight decay if `decay`, else without.
@@ -104,39 +72,45 @@ impl AdamW {
         }
         self.t += 1;
         let t = self.t as i32;
-        let bias1 = 1.0 - self.beta1.powi(t);
-        let bias2 = 1.0 - self.beta2.powi(t);
-        for group in &mut self.groups {
-            let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
-            let g = stack(&g)?; // (k, ..shape)
-            let w: Vec<Tensor> = group.members.iter().map(|&i| self.params[i].var.as_tensor().to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
-            let w = stack(&w)?; // (k, ..shape)
-            let decay = if group.decay { 1.0 - lr * weight_decay } else { 1.0 };
-            let step = mamba_ops::AdamWStep { lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, bias1, bias2, decay };
-            // One fused op: [w' | m' | v'] (3, k, ..shape).
-            let out = mamba_ops::adamw_step(&w, &g, &group.mv, step)?;
-            group.mv = out.narrow(0, 1, 2)?; // [m' | v'], contiguous (a view: keeps w' too)
-            let w = out.get(0)?; // (k, ..shape)
-            for (j, &i) in group.members.iter().enumerate() {
-                let var = &self.params[i].var;
-                var.set(&w.get(j)?.to_dtype(var.dtype())?)?;
-            }
+        let step = mamba_ops::AdamWStep {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            bias1: 1.0 - self.beta1.powi(t),
+            bias2: 1.0 - self.beta2.powi(t),
+            decay: 1.0 - lr * weight_decay,
+        };
+        // f32 weights are updated where they are; others through an f32 copy, set back after.
+        let grads = grads.iter().map(|g| g.to_dtype(DType::F32)?.contiguous()).collect::<candle_core::Result<Vec<_>>>()?;
+        let in_place = |p: &AdamWParam| p.var.dtype() == DType::F32 && p.var.is_contiguous();
+        let weights = self
+            .params
+            .iter()
+            .map(|p| if in_place(p) { Ok(p.var.as_tensor().clone()) } else { p.var.as_tensor().to_dtype(DType::F32)?.copy() })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let items: Vec<mamba_ops::AdamWParam> = self
+            .params
+            .iter()
+            .zip(&weights)
+            .zip(&grads)
+            .map(|((p, w), g)| mamba_ops::AdamWParam { w, g, m: &p.m, v: &p.v, decay: p.decay })
+            .collect();
+        mamba_ops::adamw_step_in_place(&items, step)?;
+        for (p, w) in self.params.iter().zip(&weights).filter(|(p, _)| !in_place(p)) {
+            p.var.set(&w.to_dtype(p.var.dtype())?)?;
         }
         Ok(())
     }
 
-    /// The (group, position in the group) of every parameter, in parameter order.
-    fn slots(&self) -> Vec<(usize, usize)> {
-        super::state::member_slots(self.groups.iter().map(|g| g.members.as_slice()), self.params.len())
-    }
-
     /// (name, tensor) of every state tensor: the moments in parameter order, then the counter.
+    /// Copies: later steps update the moments in place, and these can be saved at leisure.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * self.params.len() + 1);
-        for (p, (gi, j)) in self.params.iter().zip(self.slots()) {
+        for p in &self.params {
             let (m, v) = moment_state_names(&p.name);
-            out.push((m, self.groups[gi].mv.get(0)?.get(j)?));
-            out.push((v, self.groups[gi].mv.get(1)?.get(j)?));
+            out.push((m, p.m.copy()?));
+            out.push((v, p.v.copy()?));
         }
         let device = self.params.first().map(|p| p.var.device().clone());
         let device = device.unwrap_or(candle_core::Device::Cpu); // no parameter: a plain counter
@@ -175,17 +149,10 @@ impl AdamW {
     /// Installs state returned by [`AdamW::read_state`] (one (m, v) per parameter, in parameter
     /// order); on an error nothing is changed.
     pub fn set_state(&mut self, moments: Vec<(Tensor, Tensor)>, t: u64) -> Result<()> {
-        let stacked = self
-            .groups
-            .iter()
-            .map(|g| {
-                let m: Vec<Tensor> = g.members.iter().map(|&i| moments[i].0.clone()).collect();
-                let v: Vec<Tensor> = g.members.iter().map(|&i| moments[i].1.clone()).collect();
-                Ok(Tensor::stack(&[Tensor::stack(&m, 0)?, Tensor::stack(&v, 0)?], 0)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (g, mv) in self.groups.iter_mut().zip(stacked) {
-            g.mv = mv; // (2, k, ..shape)
+        // `read_state` made them f32 copies of their own: the steps update them in place.
+        for (p, (m, v)) in self.params.iter_mut().zip(moments) {
+            p.m = m;
+            p.v = v;
         }
         self.t = t;
         Ok(())

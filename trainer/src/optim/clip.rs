@@ -20,7 +20,9 @@ pub fn global_grad_norm(grads: &[(String, Tensor)]) -> candle_core::Result<f64> 
 /// - `max_norm <= 0` or infinite disables clipping (the norm is still computed and returned).
 /// - A NaN/Inf norm leaves the gradients untouched and is returned as is: the training loop
 ///   checks it and stops, rather than this function silently zeroing or scaling garbage.
-/// - Gradients keep their dtype.
+/// - Gradients keep their dtype. f32 contiguous ones are scaled in their own storage, all in one
+///   op (`mamba_ops::scale_in_place`: one launch on the GPU instead of one per gradient), so
+///   other handles to those tensors see the scaling too; the others are replaced.
 pub fn clip_grad_norm(grads: &mut [(String, Tensor)], max_norm: f64) -> candle_core::Result<f64> {
     let norm = global_grad_norm(grads)?;
     if !(max_norm > 0.0 && max_norm.is_finite() && norm.is_finite()) {
@@ -28,7 +30,9 @@ pub fn clip_grad_norm(grads: &mut [(String, Tensor)], max_norm: f64) -> candle_c
     }
     let scale = max_norm / (norm + CLIP_EPS);
     if scale < 1.0 {
-        for (_, g) in grads.iter_mut() {
+        let (f32s, others): (Vec<_>, Vec<_>) = grads.iter_mut().partition(|(_, g)| g.dtype() == DType::F32 && g.is_contiguous());
+        mamba_ops::scale_in_place(&f32s.iter().map(|(_, g)| g.clone()).collect::<Vec<_>>(), scale)?;
+        for (_, g) in others {
             *g = g.affine(scale, 0.0)?;
         }
     }

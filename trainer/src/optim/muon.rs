@@ -10,12 +10,14 @@
 //! the update's RMS becomes ≈ 0.2, the typical RMS of an AdamW update, and a learning rate means
 //! the same for both groups. The weight decay is decoupled (also from that paper).
 //!
-//! Matrices of one shape are updated together on stacked (k, r, c) tensors (their momentum is
-//! kept stacked too): on a GPU the step is then a few dozen launches per shape, not a dozen per
-//! matrix. The elementwise work around Newton–Schulz is two fused ops of `mamba_ops`:
-//! `muon_ns_input` (U and its division by ‖U‖_F, in the NS dtype) and `muon_apply` (the decayed
-//! W minus the scaled O); on an H200 they took Muon from 16.2 to 10.7 ms per step for the 130m
-//! model (docs/benchmarks.md). Checkpoints still hold one momentum tensor per parameter.
+//! Matrices of one shape are updated together on stacked (k, r, c) tensors (their momentum and
+//! look-ahead U are kept stacked, and updated in place): on a GPU the step is then a few dozen
+//! launches per shape, not a dozen per matrix. The elementwise work around Newton–Schulz is three
+//! fused ops of `mamba_ops`: `muon_momentum` (M and U, reading each gradient where it is),
+//! `muon_ns_input` (U divided by ‖U‖_F, in the NS dtype) and `muon_apply_many` (the decayed W minus
+//! the scaled O, on each weight in place); on an H200 the first fusions took Muon from 16.2 to
+//! 10.7 ms per step for the 130m model (docs/benchmarks.md). Checkpoints still hold one momentum
+//! tensor per parameter.
 
 use super::error::{OptimError, Result};
 use super::newton_schulz::newton_schulz_iterate;
@@ -42,8 +44,11 @@ struct ShapeGroup {
     shape: (usize, usize),
     /// Indices into `Muon::params`, in order of first appearance.
     members: Vec<usize>,
-    /// Momentum buffers of the members, stacked: (k, r, c), f32, on the parameters' device.
+    /// Momentum buffers of the members, stacked: (k, r, c), f32, on the parameters' device;
+    /// updated in place.
     momentum: Tensor,
+    /// The look-ahead U of the last step (k, r, c), f32: scratch the momentum op writes.
+    lookahead: Tensor,
 }
 
 /// The Muon group: its parameters and their momentum buffers, orthogonalized per shape.
@@ -98,7 +103,8 @@ impl Muon {
             .map(|((r, c), members)| {
                 let device = out[members[0]].var.device().clone();
                 let momentum = Tensor::zeros((members.len(), r, c), DType::F32, &device)?;
-                Ok(ShapeGroup { shape: (r, c), members, momentum })
+                let lookahead = momentum.zeros_like()?;
+                Ok(ShapeGroup { shape: (r, c), members, momentum, lookahead })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { params: out, groups, beta, nesterov, ns_steps, ns_dtype: DType::F32 })
@@ -137,13 +143,13 @@ impl Muon {
         for group in &mut self.groups {
             let (r, c) = group.shape;
             // Momentum and the Nesterov look-ahead, in f32, all matrices of the shape at once.
-            let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)).collect::<candle_core::Result<_>>()?;
-            let g = Tensor::stack(&g, 0)?; // (k, r, c)
-            let m = mamba_ops::axpby(&group.momentum, &g, self.beta, 1.0)?; // (k, r, c) = βm + g
-            // The look-ahead g + βm (Nesterov) divided by its Frobenius norm, per matrix, in the
-            // Newton–Schulz dtype: one fused op (mamba_ops::muon_ns_input).
-            let u = mamba_ops::muon_ns_input(&g, &m, self.beta, self.nesterov, self.ns_dtype)?; // (k, r, c)
-            group.momentum = m;
+            // m ← βm + g and the look-ahead g + βm (Nesterov), in place on the group's stacks,
+            // each gradient read where it is: one fused op (mamba_ops::muon_momentum).
+            let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)?.contiguous()).collect::<candle_core::Result<_>>()?;
+            mamba_ops::muon_momentum(&group.momentum, &group.lookahead, &g, self.beta, self.nesterov)?;
+            // The look-ahead divided by its Frobenius norm, per matrix, in the Newton–Schulz
+            // dtype (mamba_ops::muon_ns_input; given it as `m` without Nesterov, it reads it alone).
+            let u = mamba_ops::muon_ns_input(&group.lookahead, &group.lookahead, self.beta, false, self.ns_dtype)?; // (k, r, c)
             // One batched Newton–Schulz chain for all matrices of this shape.
             let ortho = match comm.filter(|c| c.world_size() > 1) {
                 // Each rank its share of the matrices, then all-gathered (see dist::muon_shard).
@@ -151,18 +157,20 @@ impl Muon {
                 None => newton_schulz_iterate(&u, self.ns_steps)?,
             }; // (k, r, c), in the NS dtype
             // Decoupled weight decay and the scaled orthogonal step (one fused op): f32 weights
-            // in place (mamba_ops::muon_apply_in_place), others through an f32 copy.
+            // in place (mamba_ops::muon_apply_many), others through an f32 copy.
             let (decay, scale) = (1.0 - lr * weight_decay, lr * update_scale(r, c));
-            for (j, &i) in group.members.iter().enumerate() {
-                let var = &self.params[i].var;
-                let o = ortho.get(j)?; // (r, c)
-                if var.dtype() == DType::F32 && var.as_tensor().is_contiguous() {
-                    mamba_ops::muon_apply_in_place(var.as_tensor(), &o, decay, scale)?;
-                } else {
-                    let w = var.as_tensor().to_dtype(DType::F32)?.unsqueeze(0)?; // (1, r, c)
-                    let w = mamba_ops::muon_apply(&w, &o.unsqueeze(0)?, decay, scale)?.squeeze(0)?;
-                    var.set(&w.to_dtype(var.dtype())?)?;
-                }
+            let vars: Vec<&Var> = group.members.iter().map(|&i| &self.params[i].var).collect();
+            if vars.iter().all(|v| v.dtype() == DType::F32 && v.as_tensor().is_contiguous()) {
+                // All of the group in one op (one launch on the GPU), each weight where it is.
+                let ws: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+                mamba_ops::muon_apply_many(&ws, &ortho, decay, scale)?;
+                continue;
+            }
+            for (j, var) in vars.into_iter().enumerate() {
+                let o = ortho.get(j)?.unsqueeze(0)?; // (1, r, c)
+                let w = var.as_tensor().to_dtype(DType::F32)?.unsqueeze(0)?; // (1, r, c)
+                let w = mamba_ops::muon_apply(&w, &o, decay, scale)?.squeeze(0)?;
+                var.set(&w.to_dtype(var.dtype())?)?;
             }
         }
         Ok(())
@@ -173,12 +181,13 @@ impl Muon {
         super::state::member_slots(self.groups.iter().map(|g| g.members.as_slice()), self.params.len())
     }
 
-    /// (name, tensor) of every state tensor, in parameter order.
+    /// (name, tensor) of every state tensor, in parameter order. Copies: later steps update the
+    /// momentum in place, and these can be saved at leisure.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         self.slots()
             .into_iter()
             .zip(&self.params)
-            .map(|((gi, j), p)| Ok((momentum_state_name(&p.name), self.groups[gi].momentum.get(j)?)))
+            .map(|((gi, j), p)| Ok((momentum_state_name(&p.name), self.groups[gi].momentum.get(j)?.copy()?)))
             .collect()
     }
 
