@@ -4,7 +4,8 @@
 #
 # Usage: tools/multi_gpu_check.sh PHASE BIN_DIR SHARDS OUT_DIR
 #   BIN_DIR holds `trainer` (built with --features nccl) and the test binaries `cuda_vs_cpu`,
-#   `gpu_model` and `data_parallel_gpu` (cargo test --release --features nccl --no-run).
+#   `cuda_multi_tensor`, `gpu_model` and `data_parallel_gpu` (cargo test --release --features
+#   nccl --no-run).
 #   PHASE a: the CUDA kernels against the CPU ops, the whole-model CPU-vs-GPU check, the NCCL
 #            tests, `trainer bench` on one GPU at micro-batch 8/16/32 with peak memory, the
 #            data-parallel bench on 1 and on all GPUs, and the 200-step run on all GPUs.
@@ -40,6 +41,8 @@ tests() {
   echo "== kernels vs CPU"
   "$bin/cuda_vs_cpu" --test-threads 1 --nocapture > "$work/cuda_vs_cpu.log" 2>&1; echo "rc $?"
   grep -E "test result|panicked|FAILED" "$work/cuda_vs_cpu.log"
+  "$bin/cuda_multi_tensor" --test-threads 1 --nocapture > "$work/cuda_multi_tensor.log" 2>&1; echo "rc $?"
+  grep -E "test result|panicked|FAILED" "$work/cuda_multi_tensor.log"
   for io in F32 BF16; do
     echo "mixer ops, $io: worst rel err $(grep -E "mixer_.* $io " "$work/cuda_vs_cpu.log" | sed 's/.*rel err //' | sort -g | tail -n 1)"
   done
@@ -54,9 +57,12 @@ bench_one() {
     echo "bf16 mb$mb: $(with_peak "$work/bench-mb$mb.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch $mb --grad-accum 1 --steps 5)"
     tail -n 2 "$work/bench-mb$mb.log"
   done
-  # The issue's effective batch, 32 × 1024 tokens, as 16 × 2: Muon's share of the step.
-  echo "bf16 mb16 x accum 2: $(with_peak "$work/bench-mb16x2.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch 16 --grad-accum 2 --steps 5)"
-  tail -n 1 "$work/bench-mb16x2.log"
+  # The issue's effective batch, 32 × 1024 tokens, as 16 × 2 and 8 × 4: Muon's share of the step.
+  for ga in 2 4; do
+    mb=$((32 / ga))
+    echo "bf16 mb$mb x accum $ga: $(with_peak "$work/bench-mb${mb}x$ga.log" "$bin/trainer" bench --model 130m --device cuda:0 --dtype bf16 --seq-len 1024 --micro-batch $mb --grad-accum $ga --steps 5)"
+    tail -n 1 "$work/bench-mb${mb}x$ga.log"
+  done
 }
 
 dp() {
