@@ -44,7 +44,7 @@ fn add_equals_candle_add() -> Result<()> {
 #[test]
 fn rejects_what_it_cannot_update_in_place() -> Result<()> {
     let ts = tensors(4)?;
-    let err = |r: Result<()>| r.unwrap_err().to_string();
+    let err = |r: Result<()>| r.expect_err("must be refused").to_string();
     let e = err(add_in_place(&ts, &ts[..2]));
     assert!(e.contains("`x` has 2 tensors, expected 3"), "{e}");
     let e = err(add_in_place(&ts[..1], &ts[1..2]));
