@@ -81,7 +81,7 @@ fn refuses_tensors_written_that_share_memory() {
     let (a, b) = (buf.narrow(0, 0, 60).unwrap(), buf.narrow(0, 40, 60).unwrap());
     let e = scale_in_place(&[a.clone(), b.clone()], 2.0).unwrap_err().to_string();
     assert!(e.contains("shares memory"), "{e}");
-    let e = add_in_place(&[a.clone()], &[b.clone()]).unwrap_err().to_string();
+    let e = add_in_place(std::slice::from_ref(&a), std::slice::from_ref(&b)).unwrap_err().to_string();
     assert!(e.contains("shares memory"), "{e}");
     // Disjoint views of one buffer, and one tensor read twice, are fine.
     let (c, d) = (buf.narrow(0, 0, 50).unwrap(), buf.narrow(0, 50, 50).unwrap());
