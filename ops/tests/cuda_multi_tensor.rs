@@ -12,6 +12,11 @@ use rand_chacha::ChaCha8Rng;
 
 const SIZES: [usize; 5] = [1, 768, 32 * 1024, 3072 * 768 + 5, 50264 * 768];
 
+/// A tensor of `shape` with values uniform in [-1, 1).
+fn rand(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
+    Tensor::from_vec((0..shape.iter().product()).map(|_| rng.gen_range(-1f32..1.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+}
+
 fn rand_ts(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> Vec<Tensor> {
     SIZES.iter().map(|&n| Tensor::from_vec((0..n).map(|_| rng.gen_range(lo..hi)).collect::<Vec<f32>>(), n, &Device::Cpu).unwrap()).collect()
 }
@@ -95,9 +100,6 @@ fn refuses_tensors_written_that_share_memory() {
 fn muon_apply_many_matches_the_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(63);
     let (k, n) = (3, 2 * 32 * 1024 + 77);
-    let rand = |rng: &mut ChaCha8Rng, shape: &[usize]| {
-        Tensor::from_vec((0..shape.iter().product()).map(|_| rng.gen_range(-1f32..1.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
-    };
     for dtype in [candle_core::DType::F32, candle_core::DType::BF16] {
         let ws: Vec<Tensor> = (0..k).map(|_| rand(&mut rng, &[n])).collect();
         let wg = on_gpu(&ws);
@@ -123,9 +125,6 @@ fn muon_apply_many_matches_the_cpu() {
 fn muon_momentum_matches_the_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(64);
     let (k, n) = (3, 2 * 32 * 1024 + 77);
-    let rand = |rng: &mut ChaCha8Rng, shape: &[usize]| {
-        Tensor::from_vec((0..shape.iter().product()).map(|_| rng.gen_range(-1f32..1.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
-    };
     for nesterov in [true, false] {
         let (m, v) = (rand(&mut rng, &[k, n]), rand(&mut rng, &[k, n]));
         let grads: Vec<Tensor> = (0..k).map(|_| rand(&mut rng, &[n])).collect();
