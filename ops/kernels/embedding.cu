@@ -13,9 +13,9 @@
 // position order), so a frequent token's long row keeps that many loads in flight per column.
 // The control flow depends only on the row, so every warp is converged at the shuffles.
 //
-// On an H200 (V = 50304, d = 768, 16384 positions, bf16 head): 0.13 ms for a FineWeb micro-batch
-// (most frequent token ~800 positions), 0.15 ms for uniform ids, 0.46 ms for a batch with one
-// token at 3872 positions (a row's positions are summed by one block, at ~40 GB/s).
+// On an H200: 0.14 ms per step for the 130m model at micro-batch 16 (docs/benchmarks.md, eighth
+// round). A row's positions are summed by one block, so a batch in which one token fills
+// thousands of positions takes longer.
 //
 // History: candle's index_add ran this as one block walking all positions (8.5 ms per step for
 // the 130m model at micro-batch 16 on an H200); 256 blocks each walking all positions and
