@@ -135,9 +135,8 @@ pub(crate) mod cuda {
 
     /// Launches `kernel` with one table entry per chunk of the tensors `lists[0][i]`,
     /// `lists[1][i]`, … (contiguous f32 or bf16 with as many elements per i, as the callers
-    /// check), the entry's flag
-    /// `flags[i]` (false when `flags` is empty), then `extra` as the kernel's second argument.
-    /// The kernel writes the first `written` lists.
+    /// check), the entry's flag `flags[i]` (false when `flags` is empty), then `extra` as the
+    /// kernel's second argument. The kernel writes the first `written` lists.
     pub(crate) fn launch<E: DeviceRepr>(op: &str, dev: &CudaDevice, kernel: Kernel, lists: &[&[Tensor]], written: usize, flags: &[bool], extra: Option<&E>) -> Result<()> {
         let n_tensors = lists.first().map_or(0, |l| l.len());
         if n_tensors == 0 {
@@ -202,8 +201,8 @@ pub(crate) mod cuda {
             args.arg(e);
         }
         // SAFETY: argument types and order match the kernel's signature; every entry points at
-        // `len` live f32 elements of a tensor whose storage guard is held, and the tensors do not
-        // overlap (checked above).
+        // `len` live elements (f32 or bf16, as the kernel reads them) of a tensor whose storage
+        // guard is held, and the tensors written overlap no other (checked above).
         unsafe { args.launch(cfg) }.w()?;
         drop(keep);
         Ok(())
