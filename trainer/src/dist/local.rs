@@ -1,7 +1,7 @@
 //! [`LocalComm`]: the collectives of [`Comm`] between threads of one process, on CPU memory.
 //! Each collective is a rendezvous: every rank leaves its tensor, the last one to arrive combines
 //! them **in rank order** (a left fold `((t0 + t1) + t2) …` for the sum, so the result does not
-//! depend on thread timing) and wakes the others, who all receive that one result.
+//! depend on thread timing) and wakes the others, who all receive a copy of that one result.
 //!
 //! It is what the tests use to check data-parallel training against a single device, and what
 //! `trainer train --devices cpu,cpu` runs on. Tensors on another device are copied to the CPU and
@@ -110,7 +110,9 @@ impl LocalComm {
         }
         let out = s.result.clone().ok_or_else(|| CommError::Aborted { rank: self.rank, reason: "no result".into() })?;
         drop(s);
-        Ok(out.to_device(&device)?)
+        // Each rank gets a tensor of its own: the ranks then update their gradients in place
+        // (the clipping's scale), which must not reach another rank's through shared storage.
+        Ok(if device.is_cpu() { out.copy()? } else { out.to_device(&device)? })
     }
 }
 
@@ -203,6 +205,20 @@ mod tests {
                 assert_eq!(g, &vec![vec![round, 0.0], vec![round + 1.0, 10.0], vec![round + 2.0, 20.0]]);
             }
         }
+    }
+
+    #[test]
+    fn every_rank_gets_its_own_result() {
+        // Rank 0 doubles its result in place; rank 1's must not change with it: the second sum
+        // is then 2·3 + 3 = 9 (it would be 12 if the ranks shared one tensor).
+        let out = on_ranks(2, |r, comm| {
+            let s = comm.all_reduce_sum(&Tensor::new(&[r as f32 + 1.0], &Device::Cpu).unwrap()).unwrap();
+            if r == 0 {
+                mamba_ops::scale_in_place(std::slice::from_ref(&s), 2.0).unwrap();
+            }
+            comm.all_reduce_sum(&s).unwrap().to_vec1::<f32>().unwrap()
+        });
+        assert_eq!(out, vec![vec![9.0], vec![9.0]]);
     }
 
     #[test]
