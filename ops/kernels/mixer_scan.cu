@@ -7,7 +7,7 @@
 //
 // Layout (`Layout` below): a channel's NP states are spread over LN = NP / 4 consecutive lanes
 // of 4 states each (b·d·LN threads: 98k for the 130m model at micro-batch 16), 64 channels per
-// block. Each lane runs 4 independent recurrences (instruction-level parallelism) and shares the
+// block; or, at small batches, over NP / 2 lanes of 2 states, 32 channels per block. Each lane runs 4 independent recurrences (instruction-level parallelism) and shares the
 // per-step loads of u and dt between them; the sums over a channel's states are taken in-thread
 // and then over its LN lanes. History on the H200 at micro-batch 16 (docs/benchmarks.md): one
 // thread per channel with all 16 states, 52.6k tokens/s; one thread per state, 59.3k; four
@@ -30,31 +30,35 @@
 #include "mixer_common.cuh"
 #include "lane_sums.cuh"
 
-// Channels per block, and time steps per chunk of the forward (32 × 64 staged values per array
-// fill the shared memory).
-#define SCAN_CHANNELS 64
+// Time steps per chunk of the forward (32 × 64 staged values per array fill the shared memory).
 #define FWD_CHUNK 32
 
-// The thread layout for padded state size NP: LN lanes per channel, each holding SPT = NP / LN
-// consecutive states (state sn = lane·SPT + k for k < SPT, so a lane's B or C values are one
-// 16-byte shared-memory load), CH = 64 channels and THREADS = 64·LN threads per
-// block (256 for NP = 16). At most 768 threads per SM are asked for, which leaves 85 registers
-// per thread.
-template <int NP>
+// The thread layout for padded state size NP and S states per thread: LN = NP / S lanes per
+// channel, each holding S consecutive states (state sn = lane·S + k for k < S, so a lane's B or C
+// values are one 16- or 8-byte shared-memory load), CH = 16·S channels per block and THREADS =
+// CH·LN = 16·NP threads per block (256 for NP = 16). S = 4 normally; S = 2 (`_s2` kernels) doubles
+// the threads per channel for batches too small to fill the GPU with S = 4 (the host chooses,
+// `ops/src/mixer/scan_layout.rs`). At most 768 threads per SM are asked for, which leaves 85
+// registers per thread.
+template <int NP, int S>
 struct Layout {
-    static constexpr int SPT = NP < 4 ? NP : 4;
-    static constexpr int LN = NP / SPT;
-    static constexpr int CH = SCAN_CHANNELS;
+    static_assert(NP % S == 0, "the states split evenly over a channel's lanes");
+    static constexpr int SPT = S;
+    static constexpr int LN = NP / S;
+    static constexpr int CH = 16 * S;
     static constexpr int THREADS = CH * LN;
 };
 
-// v[k] = row[k] for k < SPT: one 16-byte shared-memory load when SPT = 4 (the staged rows and a
-// lane's offset in them are multiples of 16 bytes).
+// v[k] = row[k] for k < SPT: one 16-byte (SPT = 4) or 8-byte (SPT = 2) shared-memory load (the
+// staged rows are 16-byte aligned and a lane's offset in them is a multiple of SPT floats).
 template <int SPT>
 __device__ __forceinline__ void load_states(float (&v)[SPT], const float* row) {
     if constexpr (SPT == 4) {
         const float4 q = *reinterpret_cast<const float4*>(row);
         v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    } else if constexpr (SPT == 2) {
+        const float2 q = *reinterpret_cast<const float2*>(row);
+        v[0] = q.x; v[1] = q.y;
     } else {
 #pragma unroll
         for (int k = 0; k < SPT; ++k) v[k] = row[k];
@@ -78,14 +82,14 @@ __device__ __forceinline__ float scan_u(const T* __restrict__ xz, const T* __res
 // The `_u` variant (U_IN) also saves each thread's states at every segment start of the backward
 // (BWD_SEG steps) into `states`, (b, n_seg, SPT, d, LN) as the backward reads them, so the
 // backward need not re-run the recurrence first; the other variant never touches `states`.
-template <typename T, int NP, bool U_IN>
+template <typename T, int NP, int S, bool U_IN>
 __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, const T* __restrict__ delta,
                             const float* __restrict__ bc, const float* __restrict__ p,
                             const float* __restrict__ w, const float* __restrict__ cb,
                             T* __restrict__ out, float* __restrict__ states, int L, int D, int N, int K) {
-    constexpr int LN = Layout<NP>::LN, SPT = Layout<NP>::SPT, CH = Layout<NP>::CH, TT = FWD_CHUNK;
+    using Lay = Layout<NP, S>;
+    constexpr int LN = Lay::LN, SPT = Lay::SPT, CH = Lay::CH, THREADS = Lay::THREADS, TT = FWD_CHUNK;
     static_assert(FWD_CHUNK % BWD_SEG == 0, "segment starts fall on chunk steps");
-    constexpr int THREADS = Layout<NP>::THREADS;
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_z[TT][CH], s_y[TT][CH];
     __shared__ __align__(16) float s_bc[TT][2 * NP];
     const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN;
@@ -150,22 +154,24 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
 // `mixer_scan_{fwd,bwd}_*` recompute u from xz (the `mixer_scan` op); `mixer_scan_{fwd,bwd}_u_*`
 // read it from u_in, the conv's output (the model's hand-written forward and backward), and the
 // backward then writes dL/du instead of dL/d(pre-activation).
-#define SCAN_VARIANT(NAME, TN, T, NP, U_IN)                                                        \
-    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_fwd##NAME##TN##_n##NP( \
+#define SCAN_VARIANT(NAME, TN, T, NP, S, U_IN)                                                     \
+    extern "C" __global__ void __launch_bounds__(Layout<NP, S>::THREADS, 768 / Layout<NP, S>::THREADS) mixer_scan_fwd##NAME##TN##_n##NP##_s##S( \
         const T* xz, const T* u_in, const T* delta, const float* bc, const float* p,               \
         const float* w, const float* cb, T* out, float* states, int L, int D, int N, int K) {       \
-        scan_fwd<T, NP, U_IN>(xz, u_in, delta, bc, p, w, cb, out, states, L, D, N, K);             \
+        scan_fwd<T, NP, S, U_IN>(xz, u_in, delta, bc, p, w, cb, out, states, L, D, N, K);          \
     }                                                                                               \
-    extern "C" __global__ void __launch_bounds__(Layout<NP>::THREADS, 768 / Layout<NP>::THREADS) mixer_scan_bwd##NAME##TN##_n##NP( \
+    extern "C" __global__ void __launch_bounds__(Layout<NP, S>::THREADS, 768 / Layout<NP, S>::THREADS) mixer_scan_bwd##NAME##TN##_n##NP##_s##S( \
         const T* xz, const T* u_in, const T* delta, const float* bc, const float* p,               \
         const float* w, const float* cb, const T* g, T* dxz, T* ddelta, float* dpre,                \
         float* dbc_part, float* dp_part, float* states, int L, int D, int N, int K) {               \
-        scan_bwd<T, NP, U_IN>(xz, u_in, delta, bc, p, w, cb, g, dxz, ddelta, dpre, dbc_part,       \
-                              dp_part, states, L, D, N, K);                                         \
+        scan_bwd<T, NP, S, U_IN>(xz, u_in, delta, bc, p, w, cb, g, dxz, ddelta, dpre, dbc_part,    \
+                                 dp_part, states, L, D, N, K);                                      \
     }
 #define SCAN_KERNELS(TN, T, NP)                                                                     \
-    SCAN_VARIANT(_, TN, T, NP, false)                                                               \
-    SCAN_VARIANT(_u_, TN, T, NP, true)
+    SCAN_VARIANT(_, TN, T, NP, 4, false)                                                            \
+    SCAN_VARIANT(_u_, TN, T, NP, 4, true)                                                           \
+    SCAN_VARIANT(_, TN, T, NP, 2, false)                                                            \
+    SCAN_VARIANT(_u_, TN, T, NP, 2, true)
 
 SCAN_KERNELS(f32, float, 4)
 SCAN_KERNELS(f32, float, 8)

@@ -30,10 +30,10 @@
 #define BWD_P0 32
 
 // The backward's dynamic shared memory, offsets in floats (the host computes the same size,
-// `bwd_shared_bytes` in ops/src/mixer/cuda.rs; the kernel traps if it gets less).
-template <int NP>
+// `bwd_shared_bytes` in ops/src/mixer/scan_layout.rs; the kernel traps if it gets less).
+template <int NP, int S>
 struct BwdSmem {
-    static constexpr int CH = Layout<NP>::CH, THREADS = Layout<NP>::THREADS, WARPS = THREADS / 32;
+    static constexpr int CH = Layout<NP, S>::CH, THREADS = Layout<NP, S>::THREADS, WARPS = THREADS / 32;
     // Per-(step, channel) arrays [SEG][CH], in this order.
     enum Chan { U, DT, SDT, DSL, GY, GDZ, DU, DDT, Y, N_CHAN };
     static constexpr int CHAN = BWD_SEG * CH;
@@ -50,7 +50,7 @@ struct BwdSmem {
 // Writes: the z half of dxz, ddelta, dpre (f32 (b, l, d)), dbc_part (b, gridDim.x, l, 2n),
 // dp_part (b, d, n + 2). states: (b, n_seg, SPT, d, LN), scratch written by pass 0, or (U_IN)
 // the forward's.
-template <typename T, int NP, bool U_IN>
+template <typename T, int NP, int S, bool U_IN>
 __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, const T* __restrict__ delta,
                             const float* __restrict__ bc, const float* __restrict__ p,
                             const float* __restrict__ w, const float* __restrict__ cb,
@@ -58,9 +58,10 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
                             float* __restrict__ dpre, float* __restrict__ dbc_part,
                             float* __restrict__ dp_part, float* __restrict__ states, int L, int D,
                             int N, int K) {
-    using Sm = BwdSmem<NP>;
-    constexpr int LN = Layout<NP>::LN, SPT = Layout<NP>::SPT, CH = Layout<NP>::CH;
-    constexpr int SEG = BWD_SEG, TT = BWD_CHUNK, THREADS = Layout<NP>::THREADS, WARPS = Sm::WARPS;
+    using Sm = BwdSmem<NP, S>;
+    using Lay = Layout<NP, S>;
+    constexpr int LN = Lay::LN, SPT = Lay::SPT, CH = Lay::CH;
+    constexpr int SEG = BWD_SEG, TT = BWD_CHUNK, THREADS = Lay::THREADS, WARPS = Sm::WARPS;
     extern __shared__ __align__(16) float smem[];
     unsigned smem_bytes;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(smem_bytes));

@@ -59,6 +59,8 @@ use candle_core::{DType, Result, Tensor};
 
 pub use adamw::{AdamWParam, AdamWStep};
 pub use embedding::TokenIndex;
+#[cfg(feature = "cuda")]
+pub use mixer::scan_layout::set_scan_states_per_thread;
 pub use multi_tensor::{add_in_place, scale_in_place};
 
 /// Selective scan with D skip and silu(z) gating.

@@ -328,36 +328,49 @@ fn cross_entropy_cuda_out_of_range_target_gives_nan_row() {
 /// The hand-written model's mixer path: `mixer_scan_rows_u` (u read from the conv's output) and
 /// the split backward of `mamba_ops::backward` (the scan's, then the conv's for both uses of its
 /// output, the dpre kernel adding the scan's dL/du): GPU against CPU. Output 0 is the forward.
+/// Both scan layouts (2 and 4 states per thread) are forced in turn, for this path and the
+/// `mixer_scan` op's, the other one forced during the model path's backward (which must follow
+/// the forward's); no other test sets the layout (they run with whichever is set: every
+/// layout must be right).
 #[test]
 fn mixer_backward_functions_cuda_match_cpu() {
     use mamba_ops::backward;
     let mut rng = ChaCha8Rng::seed_from_u64(21);
-    for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
-        for dims @ (b, l, d, n, _) in [(2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4)] {
-            let mut t = mixer_inputs(&mut rng, dims, io);
-            for (i, w) in [(0, 2 * d), (1, d), (2, n), (3, n)] {
-                t[i] = t[i].reshape((b * l, w)).unwrap(); // rows, as the model keeps them
-            }
-            let gy = rand_t(&mut rng, &[b * l, d], -1.0, 1.0).to_dtype(io).unwrap();
-            let gxs = rand_t(&mut rng, &[b * l, d], -1.0, 1.0).to_dtype(io).unwrap();
-            let run = |dev: &Device| -> Vec<Tensor> {
-                let t: Vec<Tensor> = t.iter().map(|x| x.to_device(dev).unwrap()).collect();
-                let (gy, gxs) = (gy.to_device(dev).unwrap(), gxs.to_device(dev).unwrap());
-                // The conv's output on this device, which the scan reads as u.
-                let xs = mamba_ops::mixer_conv_rows(&t[0], l, &t[4], &t[5]).unwrap();
-                let (y, saved) = mamba_ops::mixer_scan_rows_u(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
-                let s = backward::mixer_scan_rows(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy, &saved).unwrap();
-                let [dxz, dw, db] = backward::mixer_conv_rows(&t[0], l, &t[4], &t[5], &gxs, s.conv).unwrap();
-                vec![y, dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias]
-            };
-            let (cpu, gpu) = (run(&Device::Cpu), run(&Device::new_cuda(0).unwrap()));
-            for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-                let e = rel_err(g, c);
-                println!("mixer backward {io:?} {dims:?}: gradient {k} rel err {e:.2e}");
-                assert!(e < tol, "mixer backward {io:?} {dims:?}: gradient {k} rel err {e:e} >= {tol:e}");
+    for spt in [2, 4] {
+        mamba_ops::set_scan_states_per_thread(Some(spt)).unwrap();
+        for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+            for dims @ (b, l, d, n, _) in [(2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4), (1, 90, 40, 32, 4)] {
+                let mut t = mixer_inputs(&mut rng, dims, io);
+                let f = |t: &[Tensor]| mixer_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+                run_both(&t, f, &mut rng, tol, &format!("mixer_scan, {spt} states per thread, {io:?} {dims:?}"));
+                for (i, w) in [(0, 2 * d), (1, d), (2, n), (3, n)] {
+                    t[i] = t[i].reshape((b * l, w)).unwrap(); // rows, as the model keeps them
+                }
+                let gy = rand_t(&mut rng, &[b * l, d], -1.0, 1.0).to_dtype(io).unwrap();
+                let gxs = rand_t(&mut rng, &[b * l, d], -1.0, 1.0).to_dtype(io).unwrap();
+                let run = |dev: &Device| -> Vec<Tensor> {
+                    let t: Vec<Tensor> = t.iter().map(|x| x.to_device(dev).unwrap()).collect();
+                    let (gy, gxs) = (gy.to_device(dev).unwrap(), gxs.to_device(dev).unwrap());
+                    // The conv's output on this device, which the scan reads as u.
+                    let xs = mamba_ops::mixer_conv_rows(&t[0], l, &t[4], &t[5]).unwrap();
+                    let (y, saved) = mamba_ops::mixer_scan_rows_u(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+                    // The backward follows the forward's layout (its states say which), whatever is set now.
+                    mamba_ops::set_scan_states_per_thread(Some(6 - spt)).unwrap();
+                    let s = backward::mixer_scan_rows(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy, &saved).unwrap();
+                    mamba_ops::set_scan_states_per_thread(Some(spt)).unwrap();
+                    let [dxz, dw, db] = backward::mixer_conv_rows(&t[0], l, &t[4], &t[5], &gxs, s.conv).unwrap();
+                    vec![y, dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias]
+                };
+                let (cpu, gpu) = (run(&Device::Cpu), run(&Device::new_cuda(0).unwrap()));
+                for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+                    let e = rel_err(g, c);
+                    println!("mixer backward, {spt} states per thread, {io:?} {dims:?}: gradient {k} rel err {e:.2e}");
+                    assert!(e < tol, "mixer backward, {spt} states per thread, {io:?} {dims:?}: gradient {k} rel err {e:e} >= {tol:e}");
+                }
             }
         }
     }
+    mamba_ops::set_scan_states_per_thread(None).unwrap();
 }
 
 /// `residual_add` and the RMSNorm backward with the stream's gradient added (the hand-written

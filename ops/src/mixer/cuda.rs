@@ -4,6 +4,7 @@
 //! per strip of rows) are summed in a fixed order by `kernels/partials.cu`, so results are
 //! deterministic.
 
+use super::scan_layout::ScanKernels;
 use super::MixerDims;
 use crate::cuda_util::{cuda_storage, device, dispatch, ptx, sum_partials, tensor, tensor_of, view, view_of, Io};
 use candle_core::backend::BackendStorage;
@@ -14,70 +15,9 @@ use candle_core::{bail, Layout, Result, Tensor};
 
 const CONV_MODULE: &str = "mamba_mixer_conv";
 const SCAN_MODULE: &str = "mamba_mixer_scan";
-/// Channels per block of the scan kernels (`SCAN_CHANNELS` in the kernel).
-const SCAN_CHANNELS: usize = 64;
-/// Time steps per segment of the scan's backward, whose first states pass 0 saves (`BWD_SEG` in
-/// `kernels/mixer_scan_bwd.cuh`), and per chunk recomputed in registers (`BWD_CHUNK`).
-const BWD_SEG: usize = 16;
-const BWD_CHUNK: usize = 4;
-/// Time steps the backward's pass 0 stages at a time (`BWD_P0`).
-const BWD_P0: usize = 32;
-/// The scan backward's per-(step, channel) arrays in shared memory (`BwdSmem::N_CHAN`).
-const BWD_CHAN_ARRAYS: usize = 9;
 /// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial (64:
 /// enough blocks to fill the GPU at micro-batch 16; 256 left it a third idle).
 const DW_ROWS: usize = 64;
-
-/// The scan kernels for state size `n` (`mixer_scan.cu`): the padded state size NP (4, 8, 16 or
-/// 32) and the launch shape: 64 channels per block, each on NP / 4 lanes of 4 states (`Layout`
-/// in the kernel).
-struct ScanKernels {
-    np: usize,
-}
-
-fn scan_kernels(op: &str, n: usize) -> Result<ScanKernels> {
-    let np = match n {
-        1..=4 => 4,
-        5..=8 => 8,
-        9..=16 => 16,
-        17..=32 => 32,
-        _ => bail!("{op}: the CUDA kernels support state sizes 1..=32, got {n}"),
-    };
-    Ok(ScanKernels { np })
-}
-
-impl ScanKernels {
-    /// Bytes of dynamic shared memory the backward kernel needs (`BwdSmem<NP>::FLOATS` in
-    /// `kernels/mixer_scan_bwd.cuh`, which traps when given less): per segment the staged
-    /// per-(step, channel) arrays, B | C, every thread's chunk-start states and the per-warp dB | dC
-    /// sums; pass 0's staging uses the same memory before.
-    fn bwd_shared_bytes(&self) -> usize {
-        let (np, ch) = (self.np, SCAN_CHANNELS);
-        let warps = (ch * self.np.div_ceil(4)) / 32;
-        let segment = BWD_CHAN_ARRAYS * BWD_SEG * ch + BWD_SEG * 2 * np + BWD_SEG / BWD_CHUNK * np * ch + BWD_SEG * warps * 2 * np;
-        let pass0 = 2 * BWD_P0 * ch + BWD_P0 * np;
-        4 * segment.max(pass0)
-    }
-
-    /// Floats of the states at every backward segment start: (b, n_seg, np, d).
-    fn states_len(&self, dims: &MixerDims) -> usize {
-        dims.b * dims.l.div_ceil(BWD_SEG) * self.np * dims.d
-    }
-
-    fn name(&self, pass: &str, suffix: &str) -> String {
-        format!("mixer_scan_{pass}_{suffix}_n{}", self.np)
-    }
-
-    fn launch(&self, dims: &MixerDims) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (dims.d.div_ceil(SCAN_CHANNELS) as u32, dims.b as u32, 1),
-            block_dim: ((SCAN_CHANNELS * self.np.div_ceil(4)) as u32, 1, 1),
-            // The forward's shared memory is static (< 48 KiB for every instantiation); the
-            // backward sets its dynamic size (`bwd_shared_bytes`).
-            shared_mem_bytes: 0,
-        }
-    }
-}
 
 fn check_k(op: &str, dims: &MixerDims) -> Result<()> {
     if dims.k > 8 {
@@ -250,7 +190,7 @@ fn scan_forward_t<T: Io>(
     (small, ls): (&CudaStorage, &Layout),
 ) -> Result<(CudaStorage, Option<Tensor>)> {
     let dev = device(xz);
-    let kernels = scan_kernels(op, dims.n)?;
+    let kernels = ScanKernels::choose(op, dims, &dev)?;
     let (xzv, dv, sv) = (view_of::<T>(op, "xz", xz, lxz)?, view_of::<T>(op, "delta", delta, ld)?, view(op, "small", small, ls)?);
     // Without u_in the kernel reads no u: xz stands in for the argument.
     let (uv, pass) = match u_in {
@@ -261,9 +201,10 @@ fn scan_forward_t<T: Io>(
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));
     // SAFETY: each block writes every (step, channel) of its channels, chunk by chunk.
     let out = unsafe { dev.alloc::<T>(dims.b * dims.l * dims.d)? };
+    let states_shape = kernels.states_shape(dims);
     // SAFETY: the `_u` kernel writes the states of every (batch, segment, channel).
     let states = match u_in {
-        Some(_) => Some(unsafe { dev.alloc::<f32>(kernels.states_len(dims))? }),
+        Some(_) => Some(unsafe { dev.alloc::<f32>(states_shape.elem_count())? }),
         None => None,
     };
     let func = dev.get_or_load_custom_func(&kernels.name(pass, T::SUFFIX), SCAN_MODULE, ptx::MIXER_SCAN)?;
@@ -279,7 +220,7 @@ fn scan_forward_t<T: Io>(
     args.arg(&l).arg(&d).arg(&n).arg(&k);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(cfg) }.w()?;
-    let states = states.map(|s| tensor(s, &dev, kernels.states_len(dims)));
+    let states = states.map(|s| tensor(s, &dev, states_shape));
     Ok((CudaStorage::wrap_cuda_slice(out, dev), states))
 }
 
@@ -332,15 +273,19 @@ struct ScanGrads<T> {
 /// recomputes u and runs its pass 0 into scratch).
 fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<(&Tensor, &Tensor)>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
     let MixerDims { b: bs, l, d, n, .. } = *dims;
-    let kernels = scan_kernels(op, n)?;
-    let smem = kernels.bwd_shared_bytes();
-    let cfg = LaunchConfig { shared_mem_bytes: smem as u32, ..kernels.launch(dims) };
     let (xzs, lxz) = xz.storage_and_layout();
     let (ds, ld) = delta.storage_and_layout();
     let (ss, ls) = small.storage_and_layout();
     let (gs, lg) = g.storage_and_layout();
     let (xzs, ds, ss, gs) = (cuda_storage(op, "xz", &xzs)?, cuda_storage(op, "delta", &ds)?, cuda_storage(op, "small", &ss)?, cuda_storage(op, "grad", &gs)?);
     let dev = device(xzs);
+    // With the forward's states, the layout it used (their shape says which); else a fresh choice.
+    let kernels = match u {
+        Some((_, states)) => ScanKernels::of_states(op, dims, states.shape())?,
+        None => ScanKernels::choose(op, dims, &dev)?,
+    };
+    let smem = kernels.bwd_shared_bytes();
+    let cfg = LaunchConfig { shared_mem_bytes: smem as u32, ..kernels.launch(dims) };
     let (xzv, dv, gv) = (view_of::<T>(op, "xz", xzs, lxz)?, view_of::<T>(op, "delta", ds, ld)?, view_of::<T>(op, "grad", gs, lg)?);
     let sv = view(op, "small", ss, ls)?;
     let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
@@ -363,15 +308,9 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<
     let dp_part = unsafe { dev.alloc::<f32>(bs * d * (n + 2))? };
     let scratch;
     let states = match &u_guard {
-        Some((_, (ss, ls))) => {
-            let v = view(op, "saved states", cuda_storage(op, "saved states", ss)?, ls)?;
-            if v.len() != kernels.states_len(dims) {
-                bail!("{op}: the saved states hold {} floats, this scan needs {}: pass the forward's own", v.len(), kernels.states_len(dims))
-            }
-            v
-        }
+        Some((_, (ss, ls))) => view(op, "saved states", cuda_storage(op, "saved states", ss)?, ls)?,
         None => {
-            scratch = unsafe { dev.alloc::<f32>(kernels.states_len(dims))? };
+            scratch = unsafe { dev.alloc::<f32>(kernels.states_shape(dims).elem_count())? };
             scratch.slice(..)
         }
     };

@@ -11,7 +11,7 @@
 //! They compute exactly what `causal_conv1d_silu` and `selective_scan` compute from the narrowed
 //! halves (tests/mixer.rs checks the identities in f64, forward and gradients). The CPU paths are
 //! those two ops' CPU code applied to the unpacked halves; `cuda.rs` + `kernels/mixer_conv.cu`,
-//! `kernels/mixer_scan.cu` (four states per thread) fuse the conv into the scan kernels and read and
+//! `kernels/mixer_scan.cu` (four or two states per thread, `scan_layout.rs`) fuse the conv into the scan kernels and read and
 //! write bf16 or f32 directly.
 //!
 //! Dtypes: `xz` and `delta` are bf16, f32 or f64 (the same dtype, the "IO dtype"); the output and
@@ -25,6 +25,8 @@ pub(crate) mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub(crate) mod scan;
+#[cfg(feature = "cuda")]
+pub(crate) mod scan_layout;
 
 use crate::real::Real;
 use candle_core::backend::BackendStorage;
