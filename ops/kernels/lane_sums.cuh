@@ -1,5 +1,5 @@
 // Sums across the lanes of a warp for the scan kernels (mixer_scan.cu): many per-lane values
-// summed over groups of lanes at once by recursive halving, and one value over a channel's lanes.
+// summed over groups of lanes at once by recursive halving.
 #pragma once
 
 // Sums of V per-lane values over groups of lanes: the lanes whose indices differ only in the bits
@@ -36,12 +36,4 @@ __device__ __forceinline__ int lane_sums(float (&v)[V], int lane, int& count) {
     }
     count = cnt;
     return first;
-}
-
-// Sum of v over the LN lanes of one channel (every lane gets the sum).
-template <int LN>
-__device__ __forceinline__ float channel_lanes_sum(float v) {
-#pragma unroll
-    for (int o = LN / 2; o >= 1; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
 }

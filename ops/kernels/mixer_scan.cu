@@ -23,8 +23,8 @@
 // dt = softplus(delta + delta_bias), and what the pass needs of z and g, into shared memory
 // (coalesced: consecutive threads read consecutive channels), and B | C per (step, state).
 //
-// Forward: the recurrences per thread; y summed over the lanes into shared memory; after the
-// chunk the block writes out = (y + D u) silu(z) for the chunk, coalesced.
+// Forward: the recurrences per thread, y's sums over the lanes deferred to the end of each chunk;
+// then the block writes out = (y + D u) silu(z) for the chunk, coalesced.
 // Backward: mixer_scan_bwd.cuh.
 
 #include "mixer_common.cuh"
@@ -90,10 +90,17 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     using Lay = Layout<NP, S>;
     constexpr int LN = Lay::LN, SPT = Lay::SPT, CH = Lay::CH, THREADS = Lay::THREADS, TT = FWD_CHUNK;
     static_assert(FWD_CHUNK % BWD_SEG == 0, "segment starts fall on chunk steps");
+    // Staging: thread tid always stages channel ql = tid % CH (THREADS is a multiple of CH), rows
+    // tid / CH + r·LN for r < PER; B | C: PER_BC values per thread. Compile-time trip counts, so
+    // each thread's loads of a chunk are issued together.
+    constexpr int PER = TT * CH / THREADS, PER_BC = TT * 2 * NP / THREADS;
+    static_assert(PER * THREADS == TT * CH && PER_BC * THREADS == TT * 2 * NP, "whole rows per pass");
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_z[TT][CH], s_y[TT][CH];
     __shared__ __align__(16) float s_bc[TT][2 * NP];
-    const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN;
+    const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN, lane = tid % 32;
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
+    const int ql = tid % CH, qc = c0 + ql, qj = tid / CH;
+    const float q_bias = qc < D ? p[qc * (N + 2) + N + 1] : 0.f, q_skip = qc < D ? p[qc * (N + 2) + N] : 0.f;
     float a2[SPT], h[SPT];
 #pragma unroll
     for (int k = 0; k < SPT; ++k) {
@@ -104,48 +111,61 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     for (int t0 = 0; t0 < L; t0 += TT) {
         const int steps = min(TT, L - t0);
         __syncthreads();
-        for (int q = tid; q < TT * CH; q += THREADS) {
-            const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+#pragma unroll
+        for (int r = 0; r < PER; ++r) {
+            const int j = qj + r * LN, t = t0 + j;
             float u = 0.f, dt = 0.f, z = 0.f, dsl;
-            if (t < L && cc < D) {
+            if (t < L && qc < D) {
                 const size_t row = (size_t)i * L + t;
-                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, cc, L, D, K, &dsl);
-                dt = softplus_f(ld(delta, row * D + cc) + p[cc * (N + 2) + N + 1]);
-                z = ld(xz, row * 2 * D + D + cc);
+                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, qc, L, D, K, &dsl);
+                dt = softplus_f(ld(delta, row * D + qc) + q_bias);
+                z = ld(xz, row * 2 * D + D + qc);
             }
             s_u[j][ql] = u; s_dt[j][ql] = dt; s_z[j][ql] = z;
         }
-        for (int q = tid; q < TT * 2 * NP; q += THREADS) {
-            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
-            s_bc[j][r] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
+#pragma unroll
+        for (int r = 0; r < PER_BC; ++r) {
+            const int q = tid + r * THREADS;
+            const int j = q / (2 * NP), rr = q % (2 * NP), which = rr / NP, ss = rr % NP, t = t0 + j;
+            s_bc[j][rr] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
         }
         __syncthreads();
-        for (int j = 0; j < steps; ++j) {
-            if (U_IN && (t0 + j) % BWD_SEG == 0 && c < D) {
+        // The recurrences, all TT steps unrolled: only h carries from step to step, so the loads
+        // and decays of later steps overlap it. Past the end of the sequence the staged dt and u
+        // are 0, which leaves h unchanged. y per step: this thread's part, summed over the
+        // channel's lanes after the chunk, all steps at once (`lane_sums`).
+        float ys[TT];
+#pragma unroll
+        for (int j = 0; j < TT; ++j) {
+            if (U_IN && j % BWD_SEG == 0 && t0 + j < L && c < D) {
                 const int n_seg = (L + BWD_SEG - 1) / BWD_SEG;
                 float* saved = states + ((size_t)i * n_seg + (t0 + j) / BWD_SEG) * D * NP + (size_t)c * LN + sl;
 #pragma unroll
                 for (int k = 0; k < SPT; ++k) saved[(size_t)k * D * LN] = h[k];
             }
             const float dt = s_dt[j][cl], dtu = dt * s_u[j][cl];
-            float bs[SPT], cs[SPT], y = 0.f;
+            float bs[SPT], cs[SPT];
             load_states(bs, &s_bc[j][sl * SPT]);
             load_states(cs, &s_bc[j][NP + sl * SPT]);
+            ys[j] = 0.f;
 #pragma unroll
             for (int k = 0; k < SPT; ++k) {
                 h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
-                y += cs[k] * h[k];
+                ys[j] += cs[k] * h[k];
             }
-            y = channel_lanes_sum<LN>(y);
-            if (sl == 0) s_y[j][cl] = y;
         }
+        int cnt;
+        const int first = lane_sums<1, LN, TT>(ys, lane, cnt);
+#pragma unroll
+        for (int q = 0; q < TT; ++q)
+            if (q < cnt) s_y[first + q][cl] = ys[q];
         __syncthreads();
-        for (int q = tid; q < steps * CH; q += THREADS) {
-            const int j = q / CH, ql = q % CH, cc = c0 + ql;
-            if (cc < D) {
+#pragma unroll
+        for (int r = 0; r < PER; ++r) {
+            const int j = qj + r * LN;
+            if (j < steps && qc < D) {
                 const float z = s_z[j][ql];
-                const float y = s_y[j][ql] + p[cc * (N + 2) + N] * s_u[j][ql];
-                st(out, ((size_t)i * L + t0 + j) * D + cc, y * (z * sigmoid_f(z)));
+                st(out, ((size_t)i * L + t0 + j) * D + qc, (s_y[j][ql] + q_skip * s_u[j][ql]) * (z * sigmoid_f(z)));
             }
         }
     }

@@ -75,6 +75,12 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN, warp = tid / 32, lane = tid % 32;
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
     const int n_seg = (L + SEG - 1) / SEG;
+    // Pass 2's staging (as the forward's): thread tid stages channel ql = tid % CH, rows tid / CH
+    // + r·LN for r < PER, and PER_BC values of B | C; compile-time trip counts.
+    constexpr int PER = SEG * CH / THREADS, PER_BC = SEG * 2 * NP / THREADS;
+    static_assert(PER * THREADS == SEG * CH && PER_BC * THREADS == SEG * 2 * NP, "whole rows per pass");
+    const int ql = tid % CH, qc = c0 + ql, qj = tid / CH;
+    const float q_bias = qc < D ? p[qc * (N + 2) + N + 1] : 0.f, q_skip = qc < D ? p[qc * (N + 2) + N] : 0.f;
     float a2[SPT];
 #pragma unroll
     for (int k = 0; k < SPT; ++k) {
@@ -140,24 +146,27 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
 #pragma unroll
         for (int k = 0; k < SPT; ++k) h[k] = c < D ? my_states[(size_t)(sg * SPT + k) * D * LN] : 0.f;
         __syncthreads();
-        for (int q = tid; q < SEG * CH; q += THREADS) {
-            const int j = q / CH, ql = q % CH, cc = c0 + ql, t = t0 + j;
+#pragma unroll
+        for (int r = 0; r < PER; ++r) {
+            const int j = qj + r * LN, t = t0 + j;
             float u = 0.f, dt = 0.f, dsl = 0.f, sdt = 0.f, gy = 0.f, gdz = 0.f;
-            if (t < L && cc < D) {
+            if (t < L && qc < D) {
                 const size_t row = (size_t)i * L + t;
-                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, cc, L, D, K, &dsl);
-                const float pd = ld(delta, row * D + cc) + p[cc * (N + 2) + N + 1];
+                u = scan_u<U_IN>(xz, u_in, w, cb, i, t, qc, L, D, K, &dsl);
+                const float pd = ld(delta, row * D + qc) + q_bias;
                 dt = softplus_f(pd);
                 sdt = sigmoid_f(pd);
-                const float z = ld(xz, row * 2 * D + D + cc), gt = ld(g, row * D + cc), sz = sigmoid_f(z);
+                const float z = ld(xz, row * 2 * D + D + qc), gt = ld(g, row * D + qc), sz = sigmoid_f(z);
                 gy = gt * z * sz;
                 gdz = gt * sz * (1.f + z * (1.f - sz));
             }
             chan(Sm::U, j, ql) = u; chan(Sm::DT, j, ql) = dt; chan(Sm::SDT, j, ql) = sdt;
             chan(Sm::DSL, j, ql) = dsl; chan(Sm::GY, j, ql) = gy; chan(Sm::GDZ, j, ql) = gdz;
         }
-        for (int q = tid; q < SEG * 2 * NP; q += THREADS) {
-            const int j = q / (2 * NP), r = q % (2 * NP), which = r / NP, ss = r % NP, t = t0 + j;
+#pragma unroll
+        for (int r = 0; r < PER_BC; ++r) {
+            const int q = tid + r * THREADS;
+            const int j = q / (2 * NP), rr = q % (2 * NP), which = rr / NP, ss = rr % NP, t = t0 + j;
             s_bc[q] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
         }
         __syncthreads();
@@ -181,9 +190,9 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
             const int j0 = kc * TT;
             // Recompute the chunk's states: hs[jl][k] = h after step j0 + jl; h0 before the chunk.
             // The sums over a channel's states are taken in-thread over its SPT states, then over
-            // its LN lanes: y per step, the dL/ddt and dL/du terms with lane_sums after each half
-            // of the adjoint loop (all of a half's values in one go).
-            float h0[SPT], hs[TT][SPT];
+            // its LN lanes with lane_sums, all of a batch's values in one go: y after the
+            // recompute, the dL/ddt and dL/du terms after each half of the adjoint loop.
+            float h0[SPT], hs[TT][SPT], ys[TT];
 #pragma unroll
             for (int k = 0; k < SPT; ++k) {
                 h0[k] = s_h[(kc * SPT + k) * THREADS + tid];
@@ -193,17 +202,23 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
             for (int jl = 0; jl < TT; ++jl) {
                 const int j = j0 + jl;
                 const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
-                float bs[SPT], cs[SPT], y = 0.f;
+                float bs[SPT], cs[SPT];
                 load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
                 load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
+                ys[jl] = 0.f;
 #pragma unroll
                 for (int k = 0; k < SPT; ++k) {
                     if (j < steps) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
                     hs[jl][k] = h[k];
-                    y += cs[k] * h[k];
+                    ys[jl] += cs[k] * h[k];
                 }
-                y = channel_lanes_sum<LN>(y);
-                if (sl == 0) chan(Sm::Y, j, cl) = y;
+            }
+            {
+                int cnt;
+                const int first = lane_sums<1, LN, TT>(ys, lane, cnt);
+#pragma unroll
+                for (int q = 0; q < TT; ++q)
+                    if (q < cnt) chan(Sm::Y, j0 + first + q, cl) = ys[q];
             }
             // The adjoint recurrence, last step first, in two halves of H steps. dB and dC of a
             // step (sums over channels) are summed over the warp's channels with lane_sums, then
@@ -265,19 +280,20 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
         __syncthreads();
         // Per (step, channel) gradients, all threads, coalesced over channels. The D and
         // delta_bias terms go back to shared memory and are summed per channel below in step order.
-        for (int q = tid; q < steps * CH; q += THREADS) {
-            const int j = q / CH, ql = q % CH, cc = c0 + ql;
+#pragma unroll
+        for (int r = 0; r < PER; ++r) {
+            const int j = qj + r * LN;
+            if (j >= steps) continue;
             const size_t row = (size_t)i * L + t0 + j;
             const float u = chan(Sm::U, j, ql), gy = chan(Sm::GY, j, ql), du_s = chan(Sm::DU, j, ql);
-            const float dsk = cc < D ? p[cc * (N + 2) + N] : 0.f;
             const float ddelta = (chan(Sm::DDT, j, ql) + u * du_s) * chan(Sm::SDT, j, ql);
-            if (cc < D) {
+            if (qc < D) {
                 // dL/du; through the conv's activation unless u came in (then the conv's own
                 // backward applies silu', for both uses of its output at once).
-                const float du = du_s * chan(Sm::DT, j, ql) + gy * dsk;
-                dpre[row * D + cc] = U_IN ? du : du * chan(Sm::DSL, j, ql);
-                st(ddelta_out, row * D + cc, ddelta);
-                st(dxz, row * 2 * D + D + cc, chan(Sm::GDZ, j, ql) * (chan(Sm::Y, j, ql) + dsk * u));
+                const float du = du_s * chan(Sm::DT, j, ql) + gy * q_skip;
+                dpre[row * D + qc] = U_IN ? du : du * chan(Sm::DSL, j, ql);
+                st(ddelta_out, row * D + qc, ddelta);
+                st(dxz, row * 2 * D + D + qc, chan(Sm::GDZ, j, ql) * (chan(Sm::Y, j, ql) + q_skip * u));
             }
             chan(Sm::DU, j, ql) = gy * u;    // reused: this step's D term
             chan(Sm::DDT, j, ql) = ddelta;   // reused: this step's delta_bias term
