@@ -9,6 +9,7 @@ extern "C" __global__ void sum_partials_f32(const float* __restrict__ part, floa
     const size_t o = idx / inner, x = idx % inner;
     const float* p = part + o * parts * (size_t)inner + x;
     float acc = 0.f;
+#pragma unroll 8
     for (int k = 0; k < parts; ++k) acc += p[(size_t)k * inner];
     out[idx] = acc;
 }

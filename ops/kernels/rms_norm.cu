@@ -61,6 +61,7 @@ __device__ void rms_bwd_dw(const float* __restrict__ x, const TY* __restrict__ g
     if (j >= d) return;
     const int r0 = strip * strip_rows, r1 = min(r0 + strip_rows, rows);
     float acc = 0.f;
+#pragma unroll 8
     for (int r = r0; r < r1; ++r) acc += ld(g, (size_t)r * d + j) * x[(size_t)r * d + j] * inv_rms[r];
     dw_part[(size_t)strip * d + j] = acc;
 }
