@@ -25,12 +25,19 @@ pub struct ScanGrads {
 }
 
 /// What the scan's forward ([`crate::mixer_scan_rows_u`]) keeps for its backward
-/// ([`crate::backward::mixer_scan_rows`]): on the GPU the states at every 16-step segment start of
-/// the backward (f32; 100 MB per layer for the 130m model at micro-batch 16), so that the backward
-/// need not re-run the recurrence over the whole sequence first; nothing on the CPU. Opaque. The
-/// default (empty) one serves CPU tensors only: the GPU backward reports it missing.
+/// ([`crate::backward::mixer_scan_rows`]), on the GPU: the states at every 16-step segment start
+/// of the backward (f32; 100 MB per layer for the 130m model at micro-batch 16), so that the
+/// backward need not re-run the recurrence over the whole sequence first, and the packed B, C and
+/// per-channel parameters the forward read, so that the backward does not pack them again (about
+/// ten small copy kernels per layer). Nothing on the CPU. Opaque. The default (empty) one serves
+/// CPU tensors only: the GPU backward reports it missing.
 #[derive(Default)]
-pub struct ScanSaved(#[cfg_attr(not(feature = "cuda"), allow(dead_code))] pub(crate) Option<Tensor>);
+pub struct ScanSaved {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) states: Option<Tensor>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) small: Option<Tensor>,
+}
 
 /// The scan's share of the conv's backward: the gradient it sends into the conv's output, and
 /// the z half of `dxz`. Opaque; consumed by the conv's backward.
@@ -44,7 +51,8 @@ enum Share {
     Cuda(Box<cuda::ScanShare>),
 }
 
-/// See [`crate::backward::mixer_scan_rows`]. `saved` serves the GPU only.
+/// See [`crate::backward::mixer_scan_rows`]. `saved` serves the GPU only: its states, and its
+/// packed small tensor in place of packing `b`, `c` and the parameters again.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
 pub(crate) fn scan(
@@ -63,14 +71,19 @@ pub(crate) fn scan(
     saved: &ScanSaved,
 ) -> Result<ScanGrads> {
     const NAME: &str = "mixer_scan backward";
-    let (op, [xzc, deltac, small]) = scan_op::prepare(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)?;
+    // On the GPU the forward's packing of B, C and the parameters (the same tensors) is reused.
+    #[cfg(feature = "cuda")]
+    let packed = saved.small.as_ref().filter(|_| xz.device().is_cuda());
+    #[cfg(not(feature = "cuda"))]
+    let packed = None;
+    let (op, [xzc, deltac, small]) = scan_op::prepare_packed(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, packed)?;
     let dims = op.dims;
     expect_shape(NAME, "grad", grad, dims.act_shape(dims.d).dims())?;
     let u = op.check_u(u, &xzc)?;
     let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
     #[cfg(feature = "cuda")]
     if xz.device().is_cuda() {
-        let Some(states) = &saved.0 else {
+        let Some(states) = &saved.states else {
             bail!("{NAME}: no saved states: pass what mixer_scan_rows_u returned for this xz on this device")
         };
         let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &u, states, &deltac, &small, &g)?;

@@ -52,6 +52,25 @@ pub(crate) fn prepare(
     d_skip: &Tensor,
     delta_bias: &Tensor,
 ) -> Result<(MixerScan, [Tensor; 3])> {
+    prepare_packed(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, None)
+}
+
+/// [`prepare`], taking `packed` (the small tensor an earlier `prepare` of the same tensors
+/// returned, checked for its length only) instead of packing `b`, `c` and the parameters again.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare_packed(
+    xz: &Tensor,
+    seq_len: Option<usize>,
+    delta: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    conv_w: &Tensor,
+    conv_b: &Tensor,
+    a_log: &Tensor,
+    d_skip: &Tensor,
+    delta_bias: &Tensor,
+    packed: Option<&Tensor>,
+) -> Result<(MixerScan, [Tensor; 3])> {
     let mut dims = xz_dims(NAME, xz, seq_len, conv_w)?;
     let d = dims.d;
     let n = state_size(NAME, a_log, d)?;
@@ -66,6 +85,13 @@ pub(crate) fn prepare(
     let (io, compute) = dtypes(NAME, xz)?;
     if delta.dtype() != io {
         bail!("{NAME}: `delta` must have xz's dtype {io:?}, got {:?}", delta.dtype())
+    }
+    if let Some(small) = packed {
+        let end = dims.small_offsets()[4];
+        if small.dims() != [end] || small.dtype() != compute {
+            bail!("{NAME}: the saved packed inputs are {:?} {:?}, this scan needs ({end},) {compute:?}: pass the forward's own", small.dims(), small.dtype())
+        }
+        return Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, small.clone()]));
     }
     let flat = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.flatten_all() };
     let bc = Tensor::cat(&[b.to_dtype(compute)?, c.to_dtype(compute)?], D::Minus1)?; // (b, l, 2n)
@@ -102,7 +128,7 @@ pub(crate) fn mixer_scan_u(
         use crate::cuda_util::cuda_storage as on_gpu;
         let (x, us, d, sm) = (on_gpu(NAME, "xz", &xs)?, on_gpu(NAME, "u", &us)?, on_gpu(NAME, "delta", &ds)?, on_gpu(NAME, "small", &ss)?);
         let (y, states) = super::cuda::scan_forward(NAME, &op.dims, (x, xl), Some((us, ul)), (d, dl), (sm, sl))?;
-        return Ok((crate::cuda_util::tensor_of(y, shape), ScanSaved(states)));
+        return Ok((crate::cuda_util::tensor_of(y, shape), ScanSaved { states, small: Some(small.clone()) }));
     }
     let (x, d, sm) = ((as_cpu(NAME, "xz", &xz, &xs)?, xl), (as_cpu(NAME, "delta", &delta, &ds)?, dl), (as_cpu(NAME, "small", &small, &ss)?, sl));
     let us = as_cpu(NAME, "u", &u, &us)?;
