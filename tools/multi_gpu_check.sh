@@ -13,6 +13,8 @@
 #            profile of one bf16 step at micro-batch 16 (tools/ncu_summary.py).
 #   PHASE k: (one GPU is enough) the kernel and whole-model tests, the one-GPU bench and the
 #            profile: a kernel change's check.
+#   PHASE n: the NCCL tests, the data-parallel bench and the 200-step run on all GPUs: the
+#            multi-GPU part of phase a alone.
 # Results land in OUT_DIR/PHASE.tar.gz (one file: the device tool returns few files) and the
 # summary on stdout.
 set -uo pipefail
@@ -105,6 +107,7 @@ case "$phase" in
   a) tests; bench_one; dp; run_multi ;;
   b) run_one; profile ;;
   k) tests; bench_one; profile ;;
-  *) echo "unknown phase $phase (a, b or k)" >&2; exit 2 ;;
+  n) dp; run_multi ;;
+  *) echo "unknown phase $phase (a, b, k or n)" >&2; exit 2 ;;
 esac
 mkdir -p "$out" && tar -czf "$out/$phase.tar.gz" -C "$work" .
