@@ -7,11 +7,13 @@
 //
 // Layout (`Layout` below): a channel's NP states are spread over LN = NP / 4 consecutive lanes
 // of 4 states each (b·d·LN threads: 98k for the 130m model at micro-batch 16), 64 channels per
-// block; or, at small batches, over NP / 2 lanes of 2 states, 32 channels per block. Each lane runs 4 independent recurrences (instruction-level parallelism) and shares the
-// per-step loads of u and dt between them; the sums over a channel's states are taken in-thread
-// and then over its LN lanes. History on the H200 at micro-batch 16 (docs/benchmarks.md): one
-// thread per channel with all 16 states, 52.6k tokens/s; one thread per state, 59.3k; four
-// states per thread with deferred sums, 64.9k (scan backward 72.5 -> 54.8 ms per step).
+// block; or, at small batches, over NP / 2 lanes of 2 states, 32 channels per block. Each lane
+// runs its 4 (or 2) independent recurrences side by side (instruction-level parallelism) and
+// shares the per-step loads of u and dt between them; the sums over a channel's states are taken
+// in-thread and then over its LN lanes. History on the H200 at micro-batch 16
+// (docs/benchmarks.md): one thread per channel with all 16 states, 52.6k tokens/s; one thread per
+// state, 59.3k; four states per thread with deferred sums, 64.9k (scan backward 72.5 -> 54.8 ms
+// per step); two states per thread at micro-batch 8 (ninth round): 8 x 4 143.9k -> 160.1k.
 //
 // The input u is recomputed from xz as silu(conv1d(x) + cb), so neither u nor a packed copy of
 // the inputs is stored for the backward; the backward writes dL/d(pre-activation) as f32 scratch,
@@ -56,12 +58,10 @@ __device__ __forceinline__ void load_states(float (&v)[SPT], const float* row) {
     if constexpr (SPT == 4) {
         const float4 q = *reinterpret_cast<const float4*>(row);
         v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
-    } else if constexpr (SPT == 2) {
+    } else {
+        static_assert(SPT == 2, "2 or 4 states per thread");
         const float2 q = *reinterpret_cast<const float2*>(row);
         v[0] = q.x; v[1] = q.y;
-    } else {
-#pragma unroll
-        for (int k = 0; k < SPT; ++k) v[k] = row[k];
     }
 }
 

@@ -11,8 +11,8 @@
 //! They compute exactly what `causal_conv1d_silu` and `selective_scan` compute from the narrowed
 //! halves (tests/mixer.rs checks the identities in f64, forward and gradients). The CPU paths are
 //! those two ops' CPU code applied to the unpacked halves; `cuda.rs` + `kernels/mixer_conv.cu`,
-//! `kernels/mixer_scan.cu` (four or two states per thread, `scan_layout.rs`) fuse the conv into the scan kernels and read and
-//! write bf16 or f32 directly.
+//! `kernels/mixer_scan.cu` (four or two states per thread, `scan_layout.rs`) fuse the conv into
+//! the scan kernels and read and write bf16 or f32 directly.
 //!
 //! Dtypes: `xz` and `delta` are bf16, f32 or f64 (the same dtype, the "IO dtype"); the output and
 //! their gradients have that dtype. Everything else (B, C and the per-channel parameters) goes in

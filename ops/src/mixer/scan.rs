@@ -56,7 +56,8 @@ pub(crate) fn prepare(
 }
 
 /// [`prepare`], taking `packed` (the small tensor an earlier `prepare` of the same tensors
-/// returned, checked for its length only) instead of packing `b`, `c` and the parameters again.
+/// returned; only its length and dtype are checked) instead of packing `b`, `c` and the
+/// parameters again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare_packed(
     xz: &Tensor,
