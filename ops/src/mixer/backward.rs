@@ -76,7 +76,7 @@ pub(crate) fn scan(
     let packed = saved.small.as_ref().filter(|_| xz.device().is_cuda());
     #[cfg(not(feature = "cuda"))]
     let packed = None;
-    let (op, [xzc, deltac, small]) = scan_op::prepare_packed(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, packed)?;
+    let (op, [xzc, deltac, small]) = scan_op::prepare(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, packed)?;
     let dims = op.dims;
     expect_shape(NAME, "grad", grad, dims.act_shape(dims.d).dims())?;
     let u = op.check_u(u, &xzc)?;

@@ -32,34 +32,17 @@ pub(crate) fn mixer_scan(
     d_skip: &Tensor,
     delta_bias: &Tensor,
 ) -> Result<Tensor> {
-    let (op, [xz, delta, small]) = prepare(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)?;
+    let (op, [xz, delta, small]) = prepare(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, None)?;
     let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(op));
     xz.apply_op3_arc(&delta, &small, op) // (b, l, d)
 }
 
 /// Checks the arguments and returns the op with its inputs `(xz, delta, small)`: the first two
-/// contiguous, the third packed (layout in the `mixer` module docs).
+/// contiguous, the third packed (layout in the `mixer` module docs), or `packed` when given (the
+/// small tensor an earlier `prepare` of the same tensors returned; only its length and dtype are
+/// checked) instead of packing `b`, `c` and the parameters again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
-    xz: &Tensor,
-    seq_len: Option<usize>,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-) -> Result<(MixerScan, [Tensor; 3])> {
-    prepare_packed(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, None)
-}
-
-/// [`prepare`], taking `packed` (the small tensor an earlier `prepare` of the same tensors
-/// returned; only its length and dtype are checked) instead of packing `b`, `c` and the
-/// parameters again.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn prepare_packed(
     xz: &Tensor,
     seq_len: Option<usize>,
     delta: &Tensor,
@@ -120,7 +103,7 @@ pub(crate) fn mixer_scan_u(
     d_skip: &Tensor,
     delta_bias: &Tensor,
 ) -> Result<(Tensor, ScanSaved)> {
-    let (op, [xz, delta, small]) = prepare(&xz.detach(), Some(seq_len), &delta.detach(), &b.detach(), &c.detach(), &conv_w.detach(), &conv_b.detach(), &a_log.detach(), &d_skip.detach(), &delta_bias.detach())?;
+    let (op, [xz, delta, small]) = prepare(&xz.detach(), Some(seq_len), &delta.detach(), &b.detach(), &c.detach(), &conv_w.detach(), &conv_b.detach(), &a_log.detach(), &d_skip.detach(), &delta_bias.detach(), None)?;
     let u = op.check_u(u, &xz)?;
     let shape = op.dims.act_shape(op.dims.d);
     let ((xs, xl), (us, ul), (ds, dl), (ss, sl)) = (xz.storage_and_layout(), u.storage_and_layout(), delta.storage_and_layout(), small.storage_and_layout());
