@@ -77,6 +77,22 @@ __device__ __forceinline__ float scan_u(const T* __restrict__ xz, const T* __res
     return pre * sg;
 }
 
+// Stages B | C of the ROWS time steps from t0 for batch i into s_bc, [ROWS][2·NP] (B then C of
+// each step; zero past the sequence's end and for padded states): ROWS·2·NP / THREADS values per
+// thread, a compile-time count, so its loads issue together. Both passes' staging.
+template <int NP, int ROWS, int THREADS>
+__device__ __forceinline__ void stage_bc(float* __restrict__ s_bc, const float* __restrict__ bc,
+                                         int i, int t0, int L, int N, int tid) {
+    constexpr int PER_BC = ROWS * 2 * NP / THREADS;
+    static_assert(PER_BC * THREADS == ROWS * 2 * NP, "whole rows per pass");
+#pragma unroll
+    for (int r = 0; r < PER_BC; ++r) {
+        const int q = tid + r * THREADS;
+        const int j = q / (2 * NP), rr = q % (2 * NP), which = rr / NP, ss = rr % NP, t = t0 + j;
+        s_bc[q] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
+    }
+}
+
 #include "mixer_scan_bwd.cuh"
 
 // The `_u` variant (U_IN) also saves each thread's states at every segment start of the backward
@@ -91,10 +107,10 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     constexpr int LN = Lay::LN, SPT = Lay::SPT, CH = Lay::CH, THREADS = Lay::THREADS, TT = FWD_CHUNK;
     static_assert(FWD_CHUNK % BWD_SEG == 0, "segment starts fall on chunk steps");
     // Staging: thread tid always stages channel ql = tid % CH (THREADS is a multiple of CH), rows
-    // tid / CH + r·LN for r < PER; B | C: PER_BC values per thread. Compile-time trip counts, so
-    // each thread's loads of a chunk are issued together.
-    constexpr int PER = TT * CH / THREADS, PER_BC = TT * 2 * NP / THREADS;
-    static_assert(PER * THREADS == TT * CH && PER_BC * THREADS == TT * 2 * NP, "whole rows per pass");
+    // tid / CH + r·LN for r < PER (a compile-time count, so each thread's loads of a chunk are
+    // issued together); B | C by `stage_bc`.
+    constexpr int PER = TT * CH / THREADS;
+    static_assert(PER * THREADS == TT * CH, "whole rows per pass");
     __shared__ float s_u[TT][CH], s_dt[TT][CH], s_z[TT][CH], s_y[TT][CH];
     __shared__ __align__(16) float s_bc[TT][2 * NP];
     const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN, lane = tid % 32;
@@ -123,12 +139,7 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
             }
             s_u[j][ql] = u; s_dt[j][ql] = dt; s_z[j][ql] = z;
         }
-#pragma unroll
-        for (int r = 0; r < PER_BC; ++r) {
-            const int q = tid + r * THREADS;
-            const int j = q / (2 * NP), rr = q % (2 * NP), which = rr / NP, ss = rr % NP, t = t0 + j;
-            s_bc[j][rr] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
-        }
+        stage_bc<NP, TT, THREADS>(&s_bc[0][0], bc, i, t0, L, N, tid);
         __syncthreads();
         // The recurrences, all TT steps unrolled: only h carries from step to step, so the loads
         // and decays of later steps overlap it. Past the end of the sequence the staged dt and u

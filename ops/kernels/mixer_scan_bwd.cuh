@@ -1,5 +1,5 @@
-// The mixer scan's backward (included by mixer_scan.cu, after `Layout`, `load_states` and
-// `scan_u`). Like the reference kernel it never stores all states:
+// The mixer scan's backward (included by mixer_scan.cu, after `Layout`, `load_states`, `scan_u`
+// and `stage_bc`). Like the reference kernel it never stores all states:
 //
 // Pass 0 runs the recurrence over the whole sequence and saves each thread's states at every
 // segment start (BWD_SEG steps) to global scratch (b, n_seg, SPT, d, LN). The `_u` variant (U_IN)
@@ -76,9 +76,9 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
     const int n_seg = (L + SEG - 1) / SEG;
     // Pass 2's staging (as the forward's): thread tid stages channel ql = tid % CH, rows tid / CH
-    // + r·LN for r < PER, and PER_BC values of B | C; compile-time trip counts.
-    constexpr int PER = SEG * CH / THREADS, PER_BC = SEG * 2 * NP / THREADS;
-    static_assert(PER * THREADS == SEG * CH && PER_BC * THREADS == SEG * 2 * NP, "whole rows per pass");
+    // + r·LN for r < PER (a compile-time count); B | C by `stage_bc`.
+    constexpr int PER = SEG * CH / THREADS;
+    static_assert(PER * THREADS == SEG * CH, "whole rows per pass");
     const int ql = tid % CH, qc = c0 + ql, qj = tid / CH;
     const float q_bias = qc < D ? p[qc * (N + 2) + N + 1] : 0.f, q_skip = qc < D ? p[qc * (N + 2) + N] : 0.f;
     float a2[SPT];
@@ -163,12 +163,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
             chan(Sm::U, j, ql) = u; chan(Sm::DT, j, ql) = dt; chan(Sm::SDT, j, ql) = sdt;
             chan(Sm::DSL, j, ql) = dsl; chan(Sm::GY, j, ql) = gy; chan(Sm::GDZ, j, ql) = gdz;
         }
-#pragma unroll
-        for (int r = 0; r < PER_BC; ++r) {
-            const int q = tid + r * THREADS;
-            const int j = q / (2 * NP), rr = q % (2 * NP), which = rr / NP, ss = rr % NP, t = t0 + j;
-            s_bc[q] = (t < L && ss < N) ? bc[((size_t)i * L + t) * 2 * N + which * N + ss] : 0.f;
-        }
+        stage_bc<NP, SEG, THREADS>(s_bc, bc, i, t0, L, N, tid);
         __syncthreads();
         // This thread's states at each chunk start of the segment, into its own slots.
 #pragma unroll
