@@ -7,9 +7,12 @@
 // Pass 2 walks the segments backwards. Per segment the block stages, once per (step, channel),
 // everything the segment needs into shared memory (u, dt, sigmoid(delta + bias), silu' of the conv
 // when u is recomputed, gy = dL/dy = g·silu(z) and g·silu'(z)) and B | C per (step, state); each
-// thread re-runs the segment's recurrence from the saved state and keeps its states at every chunk
-// start (BWD_CHUNK steps) in its own slots of shared memory; then, chunk by chunk from the last,
-// it recomputes the chunk's states in registers and runs the adjoint recurrence. No barrier is
+// thread re-runs the segment's recurrence from the saved state and keeps its states in its own
+// slots of shared memory: with two states per thread (S = 2) after every step, and y is summed in
+// that run; with four (S = 4, whose block has twice the channels) only at every chunk start
+// (BWD_CHUNK steps), where 17 slots would not leave room for 3 blocks per SM. Then, chunk by chunk
+// from the last, it reads (S = 2) or recomputes in registers (S = 4) the chunk's states and runs
+// the adjoint recurrence. No barrier is
 // needed inside a segment: a thread reads only the staged values and its own slots. The sums over
 // states of dL/ddt and dL/du are deferred to the end of each half chunk and taken for all its
 // steps at once by recursive halving (`lane_sums`); dB and dC (sums over channels) likewise over
@@ -21,7 +24,8 @@
 // History on the H200 at micro-batch 16 (docs/benchmarks.md): 4-step chunks with the states of
 // every chunk start in global scratch (400 MB per layer) and four barriers per chunk, 35.8 ms per
 // step; 16-step segments as here, 31.0 ms; with the forward's segment states (no pass 0),
-// 24.6 ms (seventh round).
+// 24.6 ms (seventh round). Tenth round, micro-batch 8 (S = 2): every step's states kept instead
+// of recomputed per chunk (docs/benchmarks.md).
 #pragma once
 
 #define BWD_SEG 16
@@ -34,18 +38,32 @@
 template <int NP, int S>
 struct BwdSmem {
     static constexpr int CH = Layout<NP, S>::CH, THREADS = Layout<NP, S>::THREADS, WARPS = THREADS / 32;
+    // Every step's states kept (the state before each step and after the last: SEG + 1 slots),
+    // or only each chunk's first (SEG / CHUNK slots), the rest recomputed.
+    static constexpr bool ALL_STEPS = S == 2;
+    static constexpr int SLOTS = ALL_STEPS ? BWD_SEG + 1 : BWD_SEG / BWD_CHUNK;
     // Per-(step, channel) arrays [SEG][CH], in this order.
     enum Chan { U, DT, SDT, DSL, GY, GDZ, DU, DDT, Y, N_CHAN };
     static constexpr int CHAN = BWD_SEG * CH;
     static constexpr int BC = N_CHAN * CHAN;                          // [SEG][2 NP]
-    static constexpr int H = BC + BWD_SEG * 2 * NP;                   // [SEG / CHUNK][SPT][THREADS]
-    static constexpr int PART = H + BWD_SEG / BWD_CHUNK * NP * CH;    // [SEG][WARPS][2 NP]
+    static constexpr int H = BC + BWD_SEG * 2 * NP;                   // [SLOTS][THREADS][SPT]
+    static constexpr int PART = H + SLOTS * NP * CH;                  // [SEG][WARPS][2 NP]
     static constexpr int END = PART + BWD_SEG * WARPS * 2 * NP;
     // Pass 0, in the same memory before pass 2 starts: u, dt [P0][CH], B [P0][NP].
     static constexpr int P0_DT = BWD_P0 * CH, P0_B = 2 * BWD_P0 * CH, P0_END = P0_B + BWD_P0 * NP;
     static constexpr int FLOATS = END > P0_END ? END : P0_END;
-    static_assert(BC % 4 == 0 && P0_B % 4 == 0, "B | C rows must be 16-byte aligned");
+    static_assert(BC % 4 == 0 && H % 4 == 0 && P0_B % 4 == 0, "B | C rows and state slots must be 16-byte aligned");
 };
+
+// row[k] = v[k] for k < SPT (as `load_states`, the other way).
+template <int SPT>
+__device__ __forceinline__ void store_states(float* row, const float (&v)[SPT]) {
+    if constexpr (SPT == 4) {
+        *reinterpret_cast<float4*>(row) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+        *reinterpret_cast<float2*>(row) = make_float2(v[0], v[1]);
+    }
+}
 
 // Writes: the z half of dxz, ddelta, dpre (f32 (b, l, d)), dbc_part (b, gridDim.x, l, 2n),
 // dp_part (b, d, n + 2). states: (b, n_seg, SPT, d, LN), scratch written by pass 0, or (U_IN)
@@ -62,6 +80,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     using Lay = Layout<NP, S>;
     constexpr int LN = Lay::LN, SPT = Lay::SPT, CH = Lay::CH;
     constexpr int SEG = BWD_SEG, TT = BWD_CHUNK, THREADS = Lay::THREADS, WARPS = Sm::WARPS;
+    constexpr bool ALL = Sm::ALL_STEPS;
     extern __shared__ __align__(16) float smem[];
     unsigned smem_bytes;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(smem_bytes));
@@ -71,6 +90,8 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
     float* const s_part = smem + Sm::PART;
     // The per-(step, channel) array a at step j, channel ql of the block.
     auto chan = [&](int a, int j, int ql) -> float& { return smem[a * Sm::CHAN + j * CH + ql]; };
+    // This thread's state slot q (its SPT states, one vector load or store).
+    auto slot = [&](int q) { return s_h + (q * THREADS + threadIdx.x) * SPT; };
 
     const int tid = threadIdx.x, sl = tid % LN, cl = tid / LN, warp = tid / 32, lane = tid % 32;
     const int c0 = blockIdx.x * CH, c = c0 + cl, i = blockIdx.y;
@@ -165,13 +186,13 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
         }
         stage_bc<NP, SEG, THREADS>(s_bc, bc, i, t0, L, N, tid);
         __syncthreads();
-        // This thread's states at each chunk start of the segment, into its own slots.
+        // This thread's states before every step (ALL) or each chunk's first step, into its own
+        // slots; with ALL also after the last step, and y of every step, summed over the
+        // channel's lanes once for the whole segment.
+        float ys[SEG];
 #pragma unroll
         for (int j = 0; j < SEG; ++j) {
-            if (j % TT == 0) {
-#pragma unroll
-                for (int k = 0; k < SPT; ++k) s_h[((j / TT) * SPT + k) * THREADS + tid] = h[k];
-            }
+            if (ALL || j % TT == 0) store_states(slot(ALL ? j : j / TT), h);
             if (j < steps) {
                 const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
                 float bs[SPT];
@@ -179,41 +200,58 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
 #pragma unroll
                 for (int k = 0; k < SPT; ++k) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
             }
+            if constexpr (ALL) {
+                float cs[SPT];
+                load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
+                ys[j] = 0.f;
+#pragma unroll
+                for (int k = 0; k < SPT; ++k) ys[j] += cs[k] * h[k];
+            }
+        }
+        if constexpr (ALL) {
+            store_states(slot(SEG), h);
+            int cnt;
+            const int first = lane_sums<1, LN, SEG>(ys, lane, cnt);
+#pragma unroll
+            for (int q = 0; q < SEG; ++q)
+                if (q < cnt) chan(Sm::Y, first + q, cl) = ys[q];
         }
 #pragma unroll 1
         for (int kc = SEG / TT - 1; kc >= 0; --kc) {
             const int j0 = kc * TT;
-            // Recompute the chunk's states: hs[jl][k] = h after step j0 + jl; h0 before the chunk.
-            // The sums over a channel's states are taken in-thread over its SPT states, then over
-            // its LN lanes with lane_sums, all of a batch's values in one go: y after the
-            // recompute, the dL/ddt and dL/du terms after each half of the adjoint loop.
-            float h0[SPT], hs[TT][SPT], ys[TT];
+            // The chunk's states, read (ALL) or recomputed: hs[jl][k] = h after step j0 + jl; h0
+            // before the chunk. The sums over a channel's states are taken in-thread over its SPT
+            // states, then over its LN lanes with lane_sums, all of a batch's values in one go: y
+            // after the recompute, the dL/ddt and dL/du terms after each half of the adjoint loop.
+            float h0[SPT], hs[TT][SPT];
+            load_states(h0, slot(ALL ? j0 : kc));
+            if constexpr (ALL) {
 #pragma unroll
-            for (int k = 0; k < SPT; ++k) {
-                h0[k] = s_h[(kc * SPT + k) * THREADS + tid];
-                h[k] = h0[k];
-            }
+                for (int jl = 0; jl < TT; ++jl) load_states(hs[jl], slot(j0 + jl + 1));
+            } else {
 #pragma unroll
-            for (int jl = 0; jl < TT; ++jl) {
-                const int j = j0 + jl;
-                const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
-                float bs[SPT], cs[SPT];
-                load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
-                load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
-                ys[jl] = 0.f;
+                for (int k = 0; k < SPT; ++k) h[k] = h0[k];
+                float yc[TT];
 #pragma unroll
-                for (int k = 0; k < SPT; ++k) {
-                    if (j < steps) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
-                    hs[jl][k] = h[k];
-                    ys[jl] += cs[k] * h[k];
+                for (int jl = 0; jl < TT; ++jl) {
+                    const int j = j0 + jl;
+                    const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
+                    float bs[SPT], cs[SPT];
+                    load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
+                    load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
+                    yc[jl] = 0.f;
+#pragma unroll
+                    for (int k = 0; k < SPT; ++k) {
+                        if (j < steps) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
+                        hs[jl][k] = h[k];
+                        yc[jl] += cs[k] * h[k];
+                    }
                 }
-            }
-            {
                 int cnt;
-                const int first = lane_sums<1, LN, TT>(ys, lane, cnt);
+                const int first = lane_sums<1, LN, TT>(yc, lane, cnt);
 #pragma unroll
                 for (int q = 0; q < TT; ++q)
-                    if (q < cnt) chan(Sm::Y, j0 + first + q, cl) = ys[q];
+                    if (q < cnt) chan(Sm::Y, j0 + first + q, cl) = yc[q];
             }
             // The adjoint recurrence, last step first, in two halves of H steps. dB and dC of a
             // step (sums over channels) are summed over the warp's channels with lane_sums, then
