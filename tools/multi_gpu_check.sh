@@ -4,8 +4,8 @@
 #
 # Usage: tools/multi_gpu_check.sh PHASE BIN_DIR SHARDS OUT_DIR
 #   BIN_DIR holds `trainer` (built with --features nccl) and the test binaries `cuda_vs_cpu`,
-#   `cuda_multi_tensor`, `gpu_model` and `data_parallel_gpu` (cargo test --release --features
-#   nccl --no-run).
+#   `cuda_muon`, `cuda_multi_tensor`, `gpu_model` and `data_parallel_gpu` (cargo test --release
+#   --features nccl --no-run).
 #   PHASE a: the CUDA kernels against the CPU ops, the whole-model CPU-vs-GPU check, the NCCL
 #            tests, `trainer bench` on one GPU at micro-batch 8/16/32 with peak memory, the
 #            data-parallel bench on 1 and on all GPUs, and the 200-step run on all GPUs.
@@ -41,10 +41,10 @@ with_peak() {
 
 tests() {
   echo "== kernels vs CPU"
-  "$bin/cuda_vs_cpu" --test-threads 1 --nocapture > "$work/cuda_vs_cpu.log" 2>&1; echo "rc $?"
-  grep -E "test result|panicked|FAILED" "$work/cuda_vs_cpu.log"
-  "$bin/cuda_multi_tensor" --test-threads 1 --nocapture > "$work/cuda_multi_tensor.log" 2>&1; echo "rc $?"
-  grep -E "test result|panicked|FAILED" "$work/cuda_multi_tensor.log"
+  for t in cuda_vs_cpu cuda_muon cuda_multi_tensor; do
+    "$bin/$t" --test-threads 1 --nocapture > "$work/$t.log" 2>&1; echo "$t: rc $?"
+    grep -E "test result|panicked|FAILED" "$work/$t.log"
+  done
   for io in F32 BF16; do
     echo "mixer ops, $io: worst rel err $(grep -E "mixer_.* $io " "$work/cuda_vs_cpu.log" | sed 's/.*rel err //' | sort -g | tail -n 1)"
   done

@@ -96,14 +96,6 @@ pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
     embedding::embedding(weight, ids)
 }
 
-/// Muon's Newton–Schulz input for a stack of same-shaped matrices: `u = v / (‖v‖_F + 1e-7)` per
-/// matrix, `v = g + beta·m` (Nesterov) or `m` (the updated momentum), written in `dtype` (f32 or
-/// bf16). `g`, `m`: `(k, r, c)` f32. One op (two passes over g and m on CUDA) in place of the
-/// look-ahead, the cast and the norm's several candle ops. No backward.
-pub fn muon_ns_input(g: &Tensor, m: &Tensor, beta: f64, nesterov: bool, dtype: DType) -> Result<Tensor> {
-    muon::muon_ns_input(g, m, beta, nesterov, dtype)
-}
-
 /// Muon's weight update for a stack: `w·decay − scale·o` in f32, with `w: (k, r, c)` f32 and the
 /// orthogonalized update `o` (same shape, f32 or bf16). One pass in place of a cast, two affines
 /// and a subtraction. No backward.
@@ -141,11 +133,25 @@ pub fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
 
 /// Newton–Schulz's polynomial in the Gram matrix, `aI + b·gram + c·gram_sq` for stacks
 /// `gram`, `gram_sq = gram²` of square matrices (k, r, r) of one dtype (f32 or bf16; f64 on the
-/// CPU), in one pass with f32 arithmetic (f64 for f64), rounded once. With it an iteration is
-/// `X ← X·(aI + bA + cA²)` (or `(aI + bA + cA²)·X`): one matmul, and no elementwise pass over
-/// X-sized matrices. No backward.
-pub fn muon_ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64) -> Result<Tensor> {
-    muon::ns_poly(gram, gram_sq, a, b, c)
+/// CPU), in one pass with f32 arithmetic (f64 for f64), rounded once; with `scales` (f32 `(k,)`)
+/// matrix j is multiplied by `scales[j]`. With it an iteration is `X ← X·(aI + bA + cA²)` (or
+/// `(aI + bA + cA²)·X`): one matmul, and no elementwise pass over X-sized matrices. No backward.
+pub fn muon_ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64, scales: Option<&Tensor>) -> Result<Tensor> {
+    muon::ns_poly(gram, gram_sq, a, b, c, scales)
+}
+
+/// `1 / (sqrt(tr G_j) + 1e-7)` for each matrix of a stack `gram` (k, r, r) (f32 or bf16), as f32
+/// `(k,)`: for G_j = X_jᵀX_j (or X_j X_jᵀ), `1 / (‖X_j‖_F + eps)`, Newton–Schulz's normalization
+/// without a pass over X. The diagonal is summed in f32 in a fixed order on the GPU (f64 on the
+/// CPU). No backward.
+pub fn muon_gram_scales(gram: &Tensor) -> Result<Tensor> {
+    muon::gram_scales(gram)
+}
+
+/// `scales[j]² · gram[j]` for a stack `gram` (k, r, r) (f32 or bf16) and its
+/// [`muon_gram_scales`]: the normalized input's Gram matrix. No backward.
+pub fn muon_gram_normalize(gram: &Tensor, scales: &Tensor) -> Result<Tensor> {
+    muon::gram_normalize(gram, scales)
 }
 
 /// The residual stream's update `residual + x`: `residual` f32 (or f64), `x` of its shape in the
@@ -164,10 +170,10 @@ pub fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Re
 }
 
 /// Muon's momentum for a shape group, in place: `m[j] ← beta·m[j] + grads[j]` and the
-/// look-ahead `v[j] = grads[j] + beta·m[j]` (Nesterov) or `m[j]`, for the stacks `m`, `v`:
-/// `(k, ..)` f32 and the k gradients (contiguous f32), read where they are. On the GPU one
-/// launch, and no stacked copy of the gradients; [`muon_ns_input`]`(v, v, 0, false, ..)` then
-/// normalizes the look-ahead. No backward.
+/// look-ahead `v[j] = grads[j] + beta·m[j]` (Nesterov) or `m[j]`, for the stacks `m`: `(k, ..)`
+/// f32 and `v` of m's shape in f32 or bf16 (Newton–Schulz's input dtype), and the k gradients
+/// (contiguous f32), read where they are. On the GPU one launch, and no stacked copy of the
+/// gradients. No backward.
 pub fn muon_momentum(m: &Tensor, v: &Tensor, grads: &[Tensor], beta: f64, nesterov: bool) -> Result<()> {
     muon::muon_momentum(m, v, grads, beta, nesterov)
 }

@@ -1,39 +1,69 @@
-//! `muon_ns_input`, `muon_apply`, `axpby` and `muon_ns_poly` against the candle composites they
-//! replace in Muon's step (trainer/src/optim/muon.rs and newton_schulz.rs before the fusion):
-//! look-ahead, per-matrix Frobenius norm and division; decay and scaled update; the momentum;
-//! Newton–Schulz's aI + bA + cA².
+//! `muon_apply`, `axpby`, `muon_ns_poly`, `muon_gram_scales` and `muon_gram_normalize` against the
+//! candle composites they replace in Muon's step (trainer/src/optim/muon.rs and newton_schulz.rs
+//! before the fusion): decay and scaled update; the momentum; Newton–Schulz's aI + bA + cA²;
+//! the per-matrix Frobenius norm and division, from the Gram matrix.
 
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor};
 use common::{flat, rel_err, rng, uniform};
-use mamba_ops::{axpby, muon_apply, muon_apply_in_place, muon_ns_input, muon_ns_poly};
+use mamba_ops::{axpby, muon_apply, muon_apply_in_place, muon_gram_normalize, muon_gram_scales, muon_momentum, muon_ns_poly};
 
 fn stack(seed: u64, (k, r, c): (usize, usize, usize)) -> Result<Tensor> {
     Tensor::from_vec(uniform(&mut rng(seed), k * r * c, -1.0, 1.0).iter().map(|&x| x as f32).collect::<Vec<_>>(), (k, r, c), &Device::Cpu)
 }
 
 #[test]
-fn ns_input_is_the_normalized_look_ahead() -> Result<()> {
-    for dims in [(3, 4, 5), (1, 1, 1), (2, 17, 9)] {
-        let (g, m) = (stack(1, dims)?, stack(2, dims)?);
-        for nesterov in [true, false] {
-            let v = if nesterov { (&g + m.affine(0.95, 0.0)?)? } else { m.clone() };
-            let norm = v.sqr()?.sum_keepdim((1, 2))?.sqrt()?.affine(1.0, 1e-7)?;
-            let want = flat(&v.broadcast_div(&norm)?)?;
-            let got = muon_ns_input(&g, &m, 0.95, nesterov, DType::F32)?;
-            assert_eq!(got.dims(), g.dims());
-            let e = rel_err(&flat(&got)?, &want);
-            assert!(e < 1e-6, "{dims:?} nesterov {nesterov}: {e}");
-            // Each matrix has unit norm; bf16 output is the f32 one rounded.
-            let bf = muon_ns_input(&g, &m, 0.95, nesterov, DType::BF16)?;
-            assert_eq!(bf.dtype(), DType::BF16);
-            assert_eq!(flat(&bf)?, flat(&got.to_dtype(DType::BF16)?)?);
+fn gram_scales_are_inverse_frobenius_norms() -> Result<()> {
+    for (k, r, c) in [(3, 4, 5), (1, 1, 1), (2, 17, 9)] {
+        // Very different scales per matrix: the norm is per matrix.
+        let x = stack(1, (k, r, c))?.broadcast_mul(&Tensor::new(&[0.01f32, 1.0, 300.0][..k], &Device::Cpu)?.reshape((k, 1, 1))?)?;
+        let norm = x.sqr()?.sum_keepdim((1, 2))?.sqrt()?.affine(1.0, 1e-7)?; // (k, 1, 1)
+        let want = flat(&norm.recip()?.flatten_all()?)?;
+        for gram in [x.matmul(&x.t()?)?, x.t()?.matmul(&x)?] {
+            let s = muon_gram_scales(&gram)?;
+            assert_eq!(s.dims(), &[k]);
+            assert!(rel_err(&flat(&s)?, &want) < 1e-6, "({k}, {r}, {c}) gram {:?}", gram.dims());
+            // s²·gram is the Gram matrix of the normalized stack.
+            let xn = x.broadcast_div(&norm)?;
+            let want_g = if gram.dim(1)? == r { xn.matmul(&xn.t()?)? } else { xn.t()?.matmul(&xn)? };
+            assert!(rel_err(&flat(&muon_gram_normalize(&gram, &s)?)?, &flat(&want_g)?) < 1e-5, "({k}, {r}, {c}) normalized");
+            // bf16: the f32 result of the bf16 input, rounded once.
+            let gb = gram.to_dtype(DType::BF16)?;
+            let sb = muon_gram_scales(&gb)?;
+            assert_eq!(sb.dtype(), DType::F32);
+            assert_eq!(flat(&sb)?, flat(&muon_gram_scales(&gb.to_dtype(DType::F32)?)?)?);
+            let want_b = muon_gram_normalize(&gb.to_dtype(DType::F32)?, &sb)?.to_dtype(DType::BF16)?;
+            assert_eq!(flat(&muon_gram_normalize(&gb, &sb)?)?, flat(&want_b)?);
         }
     }
     // A zero matrix stays zero.
     let z = Tensor::zeros((2, 3, 3), DType::F32, &Device::Cpu)?;
-    assert!(flat(&muon_ns_input(&z, &z, 0.9, true, DType::F32)?)?.iter().all(|&x| x == 0.0));
+    let s = muon_gram_scales(&z)?;
+    assert!(flat(&muon_gram_normalize(&z, &s)?)?.iter().all(|&x| x == 0.0));
+    assert!(muon_gram_scales(&stack(1, (2, 3, 4))?).is_err(), "not square");
+    assert!(muon_gram_normalize(&z, &Tensor::ones(3, DType::F32, &Device::Cpu)?).is_err(), "one scale per matrix");
+    Ok(())
+}
+
+#[test]
+fn momentum_writes_the_look_ahead_in_its_dtype() -> Result<()> {
+    let dims = (3, 4, 5);
+    let grads: Vec<Tensor> = (0..3).map(|j| stack(20 + j, (1, 4, 5))?.squeeze(0)).collect::<Result<_>>()?;
+    let m0 = stack(2, dims)?;
+    for (nesterov, vd) in [(true, DType::F32), (true, DType::BF16), (false, DType::BF16)] {
+        let (m, v) = (m0.copy()?, Tensor::zeros(dims, vd, &Device::Cpu)?);
+        muon_momentum(&m, &v, &grads, 0.95, nesterov)?;
+        let g = Tensor::stack(&grads, 0)?;
+        let want_m = (m0.affine(0.95, 0.0)? + &g)?;
+        let want_v = if nesterov { (&g + want_m.affine(0.95, 0.0)?)? } else { want_m.clone() };
+        assert!(rel_err(&flat(&m)?, &flat(&want_m)?) < 1e-6, "m, nesterov {nesterov}");
+        assert_eq!(v.dtype(), vd);
+        let tol = if vd == DType::BF16 { 4e-3 } else { 1e-6 };
+        assert!(rel_err(&flat(&v)?, &flat(&want_v)?) < tol, "v {vd:?}, nesterov {nesterov}");
+    }
+    let e = muon_momentum(&m0, &Tensor::zeros(dims, DType::F64, &Device::Cpu)?, &grads, 0.9, true).expect_err("f64 v").to_string();
+    assert!(e.contains("`v`"), "{e}");
     Ok(())
 }
 
@@ -55,14 +85,10 @@ fn apply_is_decay_minus_scaled_update() -> Result<()> {
 fn bad_arguments_are_named() -> Result<()> {
     let g = stack(5, (2, 3, 4))?;
     let err = |r: Result<Tensor>| r.expect_err("must fail").to_string();
-    let e = err(muon_ns_input(&g, &stack(6, (2, 4, 3))?, 0.9, true, DType::F32));
-    assert!(e.contains("muon_ns_input") && e.contains("`m`"), "{e}");
-    let e = err(muon_ns_input(&g.flatten_all()?, &g, 0.9, true, DType::F32));
-    assert!(e.contains("(k, r, c) f32 stack"), "{e}");
-    let e = err(muon_ns_input(&g, &g, 0.9, true, DType::F16));
-    assert!(e.contains("f32 or bf16"), "{e}");
     let e = err(muon_apply(&g, &g.to_dtype(DType::F64)?, 1.0, 1.0));
     assert!(e.contains("muon_apply"), "{e}");
+    let e = err(muon_apply(&g.flatten_all()?, &g, 1.0, 1.0));
+    assert!(e.contains("(k, r, c) f32 stack"), "{e}");
     Ok(())
 }
 
@@ -92,17 +118,22 @@ fn ns_poly_is_the_gram_polynomial() -> Result<()> {
         let (g, g2) = (stack(9, (k, r, r))?, stack(10, (k, r, r))?);
         let eye = Tensor::eye(r, DType::F32, &Device::Cpu)?.unsqueeze(0)?.broadcast_as((k, r, r))?;
         let want = ((g.affine(b, 0.0)? + g2.affine(c, 0.0)?)? + eye.affine(a, 0.0)?)?;
-        let got = muon_ns_poly(&g, &g2, a, b, c)?;
+        let got = muon_ns_poly(&g, &g2, a, b, c, None)?;
         assert_eq!(got.dims(), g.dims());
         assert!(rel_err(&flat(&got)?, &flat(&want)?) < 1e-6, "({k}, {r}, {r})");
         // bf16: the f32 result of the bf16 inputs, rounded once.
         let (gb, g2b) = (g.to_dtype(DType::BF16)?, g2.to_dtype(DType::BF16)?);
-        let want = muon_ns_poly(&gb.to_dtype(DType::F32)?, &g2b.to_dtype(DType::F32)?, a, b, c)?.to_dtype(DType::BF16)?;
-        assert_eq!(flat(&muon_ns_poly(&gb, &g2b, a, b, c)?)?, flat(&want)?, "({k}, {r}, {r}) bf16");
+        let want = muon_ns_poly(&gb.to_dtype(DType::F32)?, &g2b.to_dtype(DType::F32)?, a, b, c, None)?.to_dtype(DType::BF16)?;
+        assert_eq!(flat(&muon_ns_poly(&gb, &g2b, a, b, c, None)?)?, flat(&want)?, "({k}, {r}, {r}) bf16");
+        // Scaled per matrix.
+        let s = Tensor::new(&[0.5f32, 2.0, -3.0][..k], &Device::Cpu)?;
+        let got = muon_ns_poly(&g, &g2, a, b, c, Some(&s))?;
+        let want_s = muon_ns_poly(&g, &g2, a, b, c, None)?.broadcast_mul(&s.reshape((k, 1, 1))?)?;
+        assert!(rel_err(&flat(&got)?, &flat(&want_s)?) < 1e-6, "({k}, {r}, {r}) scaled");
     }
-    let e = muon_ns_poly(&stack(1, (2, 3, 4))?, &stack(1, (2, 3, 4))?, a, b, c).expect_err("not square").to_string();
+    let e = muon_ns_poly(&stack(1, (2, 3, 4))?, &stack(1, (2, 3, 4))?, a, b, c, None).expect_err("not square").to_string();
     assert!(e.contains("square"), "{e}");
-    assert!(muon_ns_poly(&stack(1, (2, 3, 3))?, &stack(1, (1, 3, 3))?, a, b, c).is_err(), "shape mismatch");
+    assert!(muon_ns_poly(&stack(1, (2, 3, 3))?, &stack(1, (1, 3, 3))?, a, b, c, None).is_err(), "shape mismatch");
     Ok(())
 }
 

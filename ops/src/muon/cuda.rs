@@ -4,59 +4,32 @@ use crate::cuda_util::{device, dispatch, grid_stride, ptx, view, view_of, Io, GR
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
-use candle_core::{DType, Layout, Result};
+use candle_core::{Layout, Result};
 
 const MODULE: &str = "mamba_muon";
 /// Threads per block (`MUON_THREADS` in the kernels).
 const THREADS: usize = GRID_STRIDE_THREADS;
-/// Blocks per matrix of the norm and scale kernels: the norm's partial sums per matrix.
-const PARTS: usize = 64;
 /// Blocks of the apply kernel (a grid-stride loop).
 const APPLY_BLOCKS: usize = 2048;
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn ns_input(
-    op: &str,
-    (gs, gl): (&CudaStorage, &Layout),
-    (ms, ml): (&CudaStorage, &Layout),
-    k: usize,
-    per: usize,
-    beta: f32,
-    nesterov: bool,
-    dtype: DType,
-) -> Result<CudaStorage> {
-    dispatch!(op, dtype, ns_input_t(op, (gs, gl), (ms, ml), k, per, beta, nesterov))
+/// `1 / (sqrt(tr G_j) + eps)` for the k matrices (r, r) of `gram`: one block per matrix.
+pub(crate) fn gram_scales(op: &str, (gs, gl): (&CudaStorage, &Layout), k: usize, r: usize) -> Result<CudaStorage> {
+    dispatch!(op, gs.dtype(), gram_scales_t(op, (gs, gl), k, r))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ns_input_t<T: Io>(
-    op: &str,
-    (gs, gl): (&CudaStorage, &Layout),
-    (ms, ml): (&CudaStorage, &Layout),
-    k: usize,
-    per: usize,
-    beta: f32,
-    nesterov: bool,
-) -> Result<CudaStorage> {
+fn gram_scales_t<T: Io>(op: &str, (gs, gl): (&CudaStorage, &Layout), k: usize, r: usize) -> Result<CudaStorage> {
     let dev = device(gs);
-    let (gv, mv) = (view(op, "g", gs, gl)?, view(op, "m", ms, ml)?);
-    let cfg = LaunchConfig { grid_dim: (PARTS as u32, k as u32, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
-    let (nest, per_i, parts, eps) = (i32::from(nesterov), per as i32, PARTS as i32, super::NORM_EPS);
-    // SAFETY: one partial per block, every block writes its own.
-    let part = unsafe { dev.alloc::<f32>(k * PARTS)? };
-    let func = dev.get_or_load_custom_func("muon_sumsq", MODULE, ptx::MUON)?;
+    let gv = view_of::<T>(op, "gram", gs, gl)?;
+    // SAFETY: block j writes scales[j], for every j < k.
+    let scales = unsafe { dev.alloc::<f32>(k)? };
+    let func = dev.get_or_load_custom_func(&format!("muon_gram_scales_{}", T::SUFFIX), MODULE, ptx::MUON)?;
+    let cfg = LaunchConfig { grid_dim: (k as u32, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+    let (ri, eps) = (r as i32, super::gram::NORM_EPS);
     let mut args = func.builder();
-    args.arg(&gv).arg(&mv).arg(&beta).arg(&nest).arg(&per_i).arg(&part);
+    args.arg(&gv).arg(&ri).arg(&eps).arg(&scales);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(cfg) }.w()?;
-    // SAFETY: the grid-stride loops of the k × PARTS blocks write every element.
-    let u = unsafe { dev.alloc::<T>(k * per)? };
-    let func = dev.get_or_load_custom_func(&format!("muon_scale_{}", T::SUFFIX), MODULE, ptx::MUON)?;
-    let mut args = func.builder();
-    args.arg(&gv).arg(&mv).arg(&beta).arg(&nest).arg(&per_i).arg(&part).arg(&parts).arg(&eps).arg(&u);
-    // SAFETY: as above.
-    unsafe { args.launch(cfg) }.w()?;
-    Ok(CudaStorage::wrap_cuda_slice(u, dev))
+    Ok(CudaStorage::wrap_cuda_slice(scales, dev))
 }
 
 pub(crate) fn apply(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<CudaStorage> {
@@ -103,29 +76,48 @@ fn apply_in_place_t<T: Io>(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os,
     Ok(())
 }
 
-/// `a·x + b·y`, plus `eye` on the diagonals of the trailing `r`×`r` matrices when `r > 0`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn axpby(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32, eye: f32, r: usize) -> Result<CudaStorage> {
-    dispatch!(op, xs.dtype(), axpby_t(op, (xs, xl), (ys, yl), a, b, eye, r))
+/// The axpby kernel's coefficients: `s_j^power·(a·x + b·y + eye·I)`, the identity on the
+/// trailing `r`×`r` matrices when `r > 0`, `per` elements per matrix j when scales are given.
+pub(crate) struct AxpbyCoef {
+    pub a: f32,
+    pub b: f32,
+    pub eye: f32,
+    pub r: usize,
+    pub power: i32,
+    pub per: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), a: f32, b: f32, eye: f32, r: usize) -> Result<CudaStorage> {
+/// `s_j^power·(a·x + b·y + eye·I)` (see [`AxpbyCoef`]), the scales `s` optional.
+pub(crate) fn axpby(op: &str, x: (&CudaStorage, &Layout), y: (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>, coef: AxpbyCoef) -> Result<CudaStorage> {
+    dispatch!(op, x.0.dtype(), axpby_t(op, x, y, scales, &coef))
+}
+
+fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>, coef: &AxpbyCoef) -> Result<CudaStorage> {
     let dev = device(xs);
     let (xv, yv) = (view_of::<T>(op, "x", xs, xl)?, view_of::<T>(op, "y", ys, yl)?);
     let n = xv.len();
+    // The kernel's diagonal test and matrix index use 32-bit index math.
+    if (coef.r > 0 || scales.is_some()) && u32::try_from(n).is_err() {
+        candle_core::bail!("{op}: {n} elements with a diagonal term or scales: the kernel supports fewer than 2^32")
+    }
+    let sv = scales.map(|(ss, sl)| view(op, "scales", ss, sl)).transpose()?;
     // SAFETY: the grid-stride loop writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
     let func = dev.get_or_load_custom_func(&format!("muon_axpby_{}", T::SUFFIX), MODULE, ptx::MUON)?;
     let cfg = grid_stride(n, APPLY_BLOCKS);
+    let (r, per) = (coef.r as i32, coef.per.max(1) as u32); // r < 2^16: r·r ≤ n < 2^32; per ≤ n
     let mut args = func.builder();
-    // The kernel's diagonal test uses 32-bit index math.
-    if r > 0 && u32::try_from(n).is_err() {
-        candle_core::bail!("{op}: {n} elements with a diagonal term: the kernel supports fewer than 2^32")
-    }
-    let r = r as i32; // < 2^16: r·r ≤ n < 2^32
-    args.arg(&xv).arg(&yv).arg(&a).arg(&b).arg(&eye).arg(&r).arg(&out).arg(&n);
-    // SAFETY: argument types and order match the kernel's signature (r: int, n: size_t).
+    args.arg(&xv).arg(&yv).arg(&coef.a).arg(&coef.b).arg(&coef.eye).arg(&r);
+    // Without scales the kernel gets a null pointer.
+    let null: u64 = 0;
+    match &sv {
+        Some(sv) => args.arg(sv),
+        None => args.arg(&null),
+    };
+    args.arg(&coef.power).arg(&per).arg(&out).arg(&n);
+    // SAFETY: argument types and order match the kernel's signature (r, power: int; per:
+    // unsigned; n: size_t); with scales, `per` divides n and the scales hold n / per floats
+    // (the op checks).
     unsafe { args.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }

@@ -1,92 +1,38 @@
-//! Muon's elementwise work on stacked `(k, r, c)` f32 matrices as a few ops, so each big tensor is
+//! Muon's elementwise work on stacked `(k, r, c)` matrices as a few ops, so each big tensor is
 //! read once or twice per step instead of once per candle op (`kernels/muon.cu`; the candle
 //! composite cost ~10 of Muon's 16 ms per step for the 130m model on an H200). Optimizer ops:
 //! no backward.
 //!
-//! - [`muon_ns_input`](crate::muon_ns_input): `u = v / (‖v‖_F + eps)` per matrix with
-//!   `v = g + β·m` (Nesterov) or `m`, in the Newton–Schulz dtype;
+//! - [`muon_momentum`](crate::muon_momentum): `m ← β·m + g` and the look-ahead, in place;
 //! - [`muon_apply`](crate::muon_apply): `w·decay − scale·o`, the decayed weights minus the
 //!   scaled orthogonal update, in f32;
 //! - [`muon_apply_in_place`](crate::muon_apply_in_place): the same on one parameter, in its own
 //!   storage (no stacked copy of the weights and no copy back);
-//! - [`axpby`](crate::axpby): `a·x + b·y`, the momentum;
+//! - [`axpby`](crate::axpby): `a·x + b·y`;
+//! - [`muon_gram_scales`](crate::muon_gram_scales) and
+//!   [`muon_gram_normalize`](crate::muon_gram_normalize): Newton–Schulz's `1/‖X‖_F` from the trace
+//!   of its first Gram matrix, and that matrix normalized;
 //! - [`muon_ns_poly`](crate::muon_ns_poly): `aI + bA + cA²`, Newton–Schulz's polynomial in the
-//!   Gram matrix (the same kernel with a diagonal term).
+//!   Gram matrix (the axpby kernel with a diagonal term), optionally scaled per matrix.
 //!
-//! The CPU paths are plain loops (f32 values, f64 sums for the norm) and the reference the CUDA
+//! The CPU paths are plain loops (f32 values, f64 sums for the traces) and the reference the CUDA
 //! kernels are compared with.
 
 #[cfg(feature = "cuda")]
 mod cuda;
 
+mod gram;
+
+pub(crate) use gram::{gram_normalize, gram_scales, ns_poly};
+
 use crate::cpu_storage::contiguous_slice;
-use crate::mixer::store;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
-
-/// Added to the Frobenius norm before dividing, so a zero matrix stays zero (as in
-/// `newton_schulz_batched`).
-pub(crate) const NORM_EPS: f32 = 1e-7;
 
 fn stack_dims(op: &str, what: &str, t: &Tensor) -> Result<(usize, usize, usize)> {
     match t.dims() {
         &[k, r, c] if t.dtype() == DType::F32 => Ok((k, r, c)),
         other => bail!("{op}: `{what}` must be a (k, r, c) f32 stack, got {:?} {other:?}", t.dtype()),
-    }
-}
-
-/// See [`crate::muon_ns_input`].
-pub(crate) fn muon_ns_input(g: &Tensor, m: &Tensor, beta: f64, nesterov: bool, dtype: DType) -> Result<Tensor> {
-    const NAME: &str = "muon_ns_input";
-    let (k, r, c) = stack_dims(NAME, "g", g)?;
-    if stack_dims(NAME, "m", m)? != (k, r, c) {
-        bail!("{NAME}: `m` has shape {:?}, `g` {:?}", m.dims(), g.dims())
-    }
-    if !matches!(dtype, DType::F32 | DType::BF16) {
-        bail!("{NAME}: output dtype must be f32 or bf16, got {dtype:?}")
-    }
-    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> =
-        Arc::new(Box::new(NsInput { k, per: r * c, shape: (k, r, c).into(), beta: beta as f32, nesterov, dtype }));
-    g.contiguous()?.apply_op2_arc(&m.contiguous()?, op)
-}
-
-struct NsInput {
-    k: usize,
-    per: usize,
-    shape: Shape,
-    beta: f32,
-    nesterov: bool,
-    dtype: DType,
-}
-
-impl CustomOp2 for NsInput {
-    fn name(&self) -> &'static str {
-        "muon_ns_input"
-    }
-
-    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, ms: &CpuStorage, ml: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = contiguous_slice::<f32>(self.name(), "g", gs, gl)?;
-        let m = contiguous_slice::<f32>(self.name(), "m", ms, ml)?;
-        let mut u = Vec::with_capacity(self.k * self.per);
-        for (gm, mm) in g.chunks_exact(self.per).zip(m.chunks_exact(self.per)) {
-            let v: Vec<f32> = gm.iter().zip(mm).map(|(&g, &m)| if self.nesterov { g + self.beta * m } else { m }).collect();
-            let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt() as f32;
-            let inv = 1.0 / (norm + NORM_EPS);
-            u.extend(v.iter().map(|&x| x * inv));
-        }
-        Ok((store(self.name(), &u, self.dtype)?, self.shape.clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        gs: &candle_core::CudaStorage,
-        gl: &Layout,
-        ms: &candle_core::CudaStorage,
-        ml: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let u = cuda::ns_input(self.name(), (gs, gl), (ms, ml), self.k, self.per, self.beta, self.nesterov, self.dtype)?;
-        Ok((u, self.shape.clone()))
     }
 }
 
@@ -153,20 +99,24 @@ pub(crate) fn muon_momentum(m: &Tensor, v: &Tensor, grads: &[Tensor], beta: f64,
     if m.dims() != v.dims() || m.dim(0)? != grads.len() {
         bail!("{NAME}: `m` and `v` must be stacks of the {} gradients, got {:?} and {:?}", grads.len(), m.dims(), v.dims())
     }
-    let (ms, vs): (Vec<Tensor>, Vec<Tensor>) = (0..grads.len()).map(|j| Ok((m.get(j)?, v.get(j)?))).collect::<Result<Vec<_>>>()?.into_iter().unzip();
-    crate::multi_tensor::check(NAME, &[("m", &ms), ("v", &vs), ("grads", grads)])?;
+    let ms: Vec<Tensor> = (0..grads.len()).map(|j| m.get(j)).collect::<Result<_>>()?;
+    crate::multi_tensor::check(NAME, &[("m", &ms), ("grads", grads)])?;
+    if !matches!(v.dtype(), DType::F32 | DType::BF16) || !v.is_contiguous() || !v.device().same_device(m.device()) {
+        bail!("{NAME}: `v` must be a contiguous f32 or bf16 stack on {:?}, got {:?} (contiguous: {}) on {:?}", m.device(), v.dtype(), v.is_contiguous(), v.device())
+    }
     #[cfg(feature = "cuda")]
     if let candle_core::Device::Cuda(dev) = m.device() {
-        let kernel = ("muon_momentum_many_f32", "mamba_muon", crate::cuda_util::ptx::MUON);
+        let vs: Vec<Tensor> = (0..grads.len()).map(|j| v.get(j)).collect::<Result<_>>()?;
+        let name = if v.dtype() == DType::BF16 { "muon_momentum_many_bf16" } else { "muon_momentum_many_f32" };
         let h = MomentumScalars { beta: beta as f32, nesterov: i32::from(nesterov) };
-        return crate::multi_tensor::cuda::launch(NAME, dev, kernel, &[&ms, &vs, grads], 2, &[], Some(&h));
+        return crate::multi_tensor::cuda::launch(NAME, dev, (name, "mamba_muon", crate::cuda_util::ptx::MUON), &[&ms, &vs, grads], 2, &[], Some(&h));
     }
     // Elsewhere: axpby per matrix (the same f32 arithmetic), copied into the stacks' slots.
     for (j, g) in grads.iter().enumerate() {
         let mj = axpby(&ms[j], g, beta, 1.0)?; // βm + g
         let vj = if nesterov { axpby(g, &mj, 1.0, beta)? } else { mj.clone() }; // g + βm
         m.slice_set(&mj.unsqueeze(0)?, 0, j)?;
-        v.slice_set(&vj.unsqueeze(0)?, 0, j)?;
+        v.slice_set(&vj.to_dtype(v.dtype())?.unsqueeze(0)?, 0, j)?;
     }
     Ok(())
 }
@@ -246,88 +196,5 @@ impl InplaceOp2 for ApplyInPlace {
 
 /// See [`crate::axpby`].
 pub(crate) fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-    Axpby::run("axpby", ("x", x), ("y", y), [a, b, 0.0], 0)
-}
-
-/// See [`crate::muon_ns_poly`].
-pub(crate) fn ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64) -> Result<Tensor> {
-    const NAME: &str = "muon_ns_poly";
-    let r = match gram.dims() {
-        &[_, r, r2] if r == r2 => r,
-        d => bail!("{NAME}: `gram` must be a (k, r, r) stack of square matrices, got {d:?}"),
-    };
-    Axpby::run(NAME, ("gram", gram), ("gram_sq", gram_sq), [b, c, a], r)
-}
-
-/// `a·x + b·y + eye·I`, the identity term on the trailing `r`×`r` matrices when `r > 0`.
-struct Axpby {
-    shape: Shape,
-    /// The coefficients as f32, also for f64 data (Newton–Schulz's are given to 4 decimals).
-    a: f32,
-    b: f32,
-    eye: f32,
-    r: usize,
-}
-
-impl Axpby {
-    /// `a·x + b·y + eye·I` (`[a, b, eye]`, the identity on the trailing `r`×`r` matrices when
-    /// `r > 0`) for `x`, `y` of one shape and dtype (f32, bf16, or f64 on the CPU), checked and
-    /// named `xn`, `yn` in `op`'s errors.
-    fn run(op: &str, (xn, x): (&str, &Tensor), (yn, y): (&str, &Tensor), [a, b, eye]: [f64; 3], r: usize) -> Result<Tensor> {
-        if x.dims() != y.dims() || x.dtype() != y.dtype() || !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F64) {
-            bail!("{op}: `{xn}` and `{yn}` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", x.dtype(), x.dims(), y.dtype(), y.dims())
-        }
-        let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(Axpby { shape: x.shape().clone(), a: a as f32, b: b as f32, eye: eye as f32, r }));
-        x.contiguous()?.apply_op2_arc(&y.contiguous()?, op)
-    }
-
-    /// The identity's term at flat index `i`.
-    fn eye_at(&self, i: usize) -> f32 {
-        if self.r == 0 {
-            return 0.0;
-        }
-        let q = i % (self.r * self.r);
-        if q / self.r == q % self.r {
-            self.eye
-        } else {
-            0.0
-        }
-    }
-}
-
-impl CustomOp2 for Axpby {
-    fn name(&self) -> &'static str {
-        "axpby"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ys: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let f = |i: usize, x: f32, y: f32| self.a * x + self.b * y + self.eye_at(i);
-        let out = match xs {
-            CpuStorage::BF16(_) => {
-                let (x, y) = (contiguous_slice::<half::bf16>(self.name(), "x", xs, xl)?, contiguous_slice::<half::bf16>(self.name(), "y", ys, yl)?);
-                CpuStorage::BF16(x.iter().zip(y).enumerate().map(|(i, (x, y))| half::bf16::from_f32(f(i, x.to_f32(), y.to_f32()))).collect())
-            }
-            CpuStorage::F64(_) => {
-                let (x, y) = (contiguous_slice::<f64>(self.name(), "x", xs, xl)?, contiguous_slice::<f64>(self.name(), "y", ys, yl)?);
-                let (a, b) = (f64::from(self.a), f64::from(self.b));
-                CpuStorage::F64(x.iter().zip(y).enumerate().map(|(i, (&x, &y))| a * x + b * y + f64::from(self.eye_at(i))).collect())
-            }
-            _ => {
-                let (x, y) = (contiguous_slice::<f32>(self.name(), "x", xs, xl)?, contiguous_slice::<f32>(self.name(), "y", ys, yl)?);
-                CpuStorage::F32(x.iter().zip(y).enumerate().map(|(i, (&x, &y))| f(i, x, y)).collect())
-            }
-        };
-        Ok((out, self.shape.clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        xs: &candle_core::CudaStorage,
-        xl: &Layout,
-        ys: &candle_core::CudaStorage,
-        yl: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        Ok((cuda::axpby(self.name(), (xs, xl), (ys, yl), self.a, self.b, self.eye, self.r)?, self.shape.clone()))
-    }
+    gram::Axpby::run("axpby", ("x", x), ("y", y), [a, b, 0.0], 0, None)
 }

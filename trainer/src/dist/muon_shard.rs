@@ -9,7 +9,7 @@
 use candle_core::Tensor;
 
 use super::comm::{Comm, CommError};
-use crate::optim::newton_schulz_iterate;
+use crate::optim::newton_schulz_batched;
 
 /// The members `[start, start + len)` of a group of `k` that `rank` of `world` orthogonalizes,
 /// and the padded share size every rank contributes to the all-gather (`ceil(k / world)`).
@@ -20,15 +20,15 @@ pub fn share(k: usize, rank: usize, world: usize) -> (usize, usize, usize) {
     (start, end - start, per)
 }
 
-/// The Newton–Schulz iterations for the stacked `(k, r, c)` matrices `u` (already normalized, in
-/// the NS dtype: `mamba_ops::muon_ns_input`), `ns_steps` of them, with each rank of `comm` doing
-/// its share; returns `(k, r, c)` in u's dtype on every rank.
+/// Newton–Schulz for the stacked `(k, r, c)` matrices `u` (Muon's look-ahead in the NS dtype,
+/// normalized by the first iteration), `ns_steps` iterations, with each rank of `comm` doing its
+/// share; returns `(k, r, c)` in u's dtype on every rank.
 pub fn orthogonalize_sharded(u: &Tensor, ns_steps: usize, comm: &dyn Comm) -> Result<Tensor, CommError> {
     let (k, r, c) = u.dims3()?;
     let ns_dtype = u.dtype();
     let (start, len, per) = share(k, comm.rank(), comm.world_size());
     let mine = if len > 0 {
-        Some(newton_schulz_iterate(&u.narrow(0, start, len)?, ns_steps)?) // (len, r, c)
+        Some(newton_schulz_batched(&u.narrow(0, start, len)?, ns_steps)?) // (len, r, c)
     } else {
         None
     };
@@ -73,7 +73,7 @@ mod tests {
         let (k, r, c) = (5, 12, 8);
         let data: Vec<f32> = (0..k * r * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let u = Tensor::from_vec(data, (k, r, c), &Device::Cpu).unwrap();
-        let want = newton_schulz_iterate(&u, 5).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = newton_schulz_batched(&u, 5).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for world in [1, 2, 3, 4, 7] {
             let handles: Vec<_> = LocalComm::group(world)
                 .into_iter()

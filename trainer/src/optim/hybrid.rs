@@ -68,8 +68,8 @@ impl HybridOptimizer {
     }
 
     /// The dtype Newton–Schulz computes in (default f32; bf16 is meant for CUDA).
-    pub fn set_ns_dtype(&mut self, dtype: DType) {
-        self.muon.set_ns_dtype(dtype);
+    pub fn set_ns_dtype(&mut self, dtype: DType) -> Result<()> {
+        self.muon.set_ns_dtype(dtype)
     }
 
     pub fn config(&self) -> &OptimConfig {

@@ -8,7 +8,7 @@
 //! // Build (params: Vec<(String, Var)> with Hugging Face Mamba names, model order):
 //! let mut opt = HybridOptimizer::new(params, cfg)?;       // cfg: OptimConfig (Default = seed)
 //! tracing::info!("\n{}", opt.groups_summary());           // groups with tensor/param counts
-//! // opt.set_ns_dtype(DType::BF16);                       // on CUDA (default F32)
+//! // opt.set_ns_dtype(DType::BF16)?;                      // on CUDA (default F32)
 //!
 //! // Each optimizer step (step = 0-based optimizer step index; lr schedule applied inside):
 //! let mut grads: Vec<(String, Tensor)> = opt.grads_from_store(&grad_store)?; // param order
@@ -44,6 +44,6 @@ pub use clip::{clip_grad_norm, global_grad_norm};
 pub use config::OptimConfig;
 pub use error::{OptimError, Result};
 pub use hybrid::{HybridOptimizer, StepStats};
-pub use newton_schulz::{newton_schulz, newton_schulz_batched, newton_schulz_iterate};
+pub use newton_schulz::{newton_schulz, newton_schulz_batched};
 pub use routing::{route, Group, OptimizerKind};
 pub use schedule::lr_multiplier;

@@ -12,15 +12,15 @@
 //!
 //! Matrices of one shape are updated together on stacked (k, r, c) tensors (their momentum and
 //! look-ahead U are kept stacked, and updated in place): on a GPU the step is then a few dozen
-//! launches per shape, not a dozen per matrix. The elementwise work around Newton–Schulz is three
-//! fused ops of `mamba_ops`: `muon_momentum` (M and U, reading each gradient where it is),
-//! `muon_ns_input` (U divided by ‖U‖_F, in the NS dtype) and `muon_apply_many` (the decayed W minus
-//! the scaled O, on each weight in place); on an H200 the first fusions took Muon from 16.2 to
-//! 10.7 ms per step for the 130m model (docs/benchmarks.md). Checkpoints still hold one momentum
-//! tensor per parameter.
+//! launches per shape, not a dozen per matrix. The elementwise work around Newton–Schulz is two
+//! fused ops of `mamba_ops`: `muon_momentum` (M, and U in the NS dtype, reading each gradient
+//! where it is) and `muon_apply_many` (the decayed W minus the scaled O, on each weight in
+//! place); U's normalization is folded into Newton–Schulz's first iteration. On an H200 the first
+//! fusions took Muon from 16.2 to 10.7 ms per step for the 130m model (docs/benchmarks.md).
+//! Checkpoints still hold one momentum tensor per parameter.
 
 use super::error::{OptimError, Result};
-use super::newton_schulz::newton_schulz_iterate;
+use super::newton_schulz::newton_schulz_batched;
 use crate::dist::muon_shard::orthogonalize_sharded;
 use crate::dist::{Comm, CommError};
 use candle_core::{DType, Tensor, Var};
@@ -47,7 +47,8 @@ struct ShapeGroup {
     /// Momentum buffers of the members, stacked: (k, r, c), f32, on the parameters' device;
     /// updated in place.
     momentum: Tensor,
-    /// The look-ahead U of the last step (k, r, c), f32: scratch the momentum op writes.
+    /// The look-ahead U of the last step (k, r, c), in the Newton–Schulz dtype: scratch the
+    /// momentum op writes.
     lookahead: Tensor,
 }
 
@@ -111,8 +112,12 @@ impl Muon {
     }
 
     /// The dtype Newton–Schulz computes in: f32 (default, CPU) or bf16 (CUDA).
-    pub fn set_ns_dtype(&mut self, dtype: DType) {
+    pub fn set_ns_dtype(&mut self, dtype: DType) -> Result<()> {
+        for g in &mut self.groups {
+            g.lookahead = g.lookahead.to_dtype(dtype)?;
+        }
         self.ns_dtype = dtype;
+        Ok(())
     }
 
     /// Number of matrices and of scalar parameters.
@@ -142,19 +147,18 @@ impl Muon {
         }
         for group in &mut self.groups {
             let (r, c) = group.shape;
-            // Momentum and the Nesterov look-ahead, in f32, all matrices of the shape at once.
-            // m ← βm + g and the look-ahead g + βm (Nesterov), in place on the group's stacks,
-            // each gradient read where it is: one fused op (mamba_ops::muon_momentum).
+            // Momentum in f32 and the Nesterov look-ahead in the NS dtype, all matrices of the
+            // shape at once: m ← βm + g and g + βm, in place on the group's stacks, each gradient
+            // read where it is: one fused op (mamba_ops::muon_momentum).
             let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)?.contiguous()).collect::<candle_core::Result<_>>()?;
             mamba_ops::muon_momentum(&group.momentum, &group.lookahead, &g, self.beta, self.nesterov)?;
-            // The look-ahead divided by its Frobenius norm, per matrix, in the Newton–Schulz
-            // dtype (mamba_ops::muon_ns_input; given it as `m` without Nesterov, it reads it alone).
-            let u = mamba_ops::muon_ns_input(&group.lookahead, &group.lookahead, self.beta, false, self.ns_dtype)?; // (k, r, c)
-            // One batched Newton–Schulz chain for all matrices of this shape.
+            // One batched Newton–Schulz chain for all matrices of this shape, which also divides
+            // each look-ahead by its Frobenius norm.
+            let u = &group.lookahead; // (k, r, c)
             let ortho = match comm.filter(|c| c.world_size() > 1) {
                 // Each rank its share of the matrices, then all-gathered (see dist::muon_shard).
-                Some(comm) => orthogonalize_sharded(&u, self.ns_steps, comm).map_err(comm_error)?,
-                None => newton_schulz_iterate(&u, self.ns_steps)?,
+                Some(comm) => orthogonalize_sharded(u, self.ns_steps, comm).map_err(comm_error)?,
+                None => newton_schulz_batched(u, self.ns_steps)?,
             }; // (k, r, c), in the NS dtype
             // Decoupled weight decay and the scaled orthogonal step (one fused op): f32 weights
             // in place (mamba_ops::muon_apply_many), others through an f32 copy.

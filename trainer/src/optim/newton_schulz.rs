@@ -10,46 +10,43 @@
 //! of 3·steps matmuls per shape instead of one chain per matrix (per-matrix loops cost ~10× more
 //! on a GPU). The computation runs in the input's dtype (f32 on the CPU; bf16 is meant for CUDA).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{bail, Result, Tensor};
 
 /// The quintic's coefficients (a, b, c) from Keller Jordan's Muon.
 pub const NS_COEFFS: (f64, f64, f64) = (3.4445, -4.7750, 2.0315);
 
-/// Added to the Frobenius norm before dividing, so a zero matrix stays zero.
-const NORM_EPS: f64 = 1e-7;
-
-/// Orthogonalizes each matrix of the batch `x` (k, r, c) with `steps` Newton–Schulz iterations.
+/// Orthogonalizes each matrix of the batch `x` (k, r, c) with `steps` (≥ 1) Newton–Schulz
+/// iterations.
 ///
-/// Each matrix is divided by its own Frobenius norm. The Gram matrix is always the smaller
-/// (min(r,c))² one: XᵀX for tall matrices (r > c), with the polynomial applied from the right
-/// (X ← aX + X(bA + cA²)), which equals transposing, iterating and transposing back, without the
-/// two transposed copies (the matmuls read the transposed views directly). The output has the
-/// shape and dtype of `x`. The Frobenius norm is accumulated in f32 whatever the dtype.
+/// Each matrix is divided by its own Frobenius norm, taken from the trace of its first Gram
+/// matrix (tr XᵀX = ‖X‖²_F) and folded into the first iteration: for s = 1 / (‖X‖_F + 1e-7),
+/// s²·XᵀX is the normalized matrix's Gram matrix and X·s(aI + bA + cA²) its first iterate, so no
+/// pass over X goes to the norm (`mamba_ops::muon_gram_scales`, `muon_gram_normalize`). The Gram
+/// matrix is always the smaller (min(r,c))² one: XᵀX for tall matrices (r > c), with the
+/// polynomial applied from the right (X ← aX + X(bA + cA²)), which equals transposing, iterating
+/// and transposing back, without the two transposed copies (the matmuls read the transposed
+/// views directly). The output has the shape and dtype of `x`.
 pub fn newton_schulz_batched(x: &Tensor, steps: usize) -> Result<Tensor> {
-    x.dims3()?; // (k, r, c)
-    let dtype = x.dtype();
-    let mut x = x.contiguous()?; // (k, r, c)
-
-    // Per-matrix Frobenius norm, (k, 1, 1).
-    let norm = x.to_dtype(DType::F32)?.sqr()?.sum_keepdim((1, 2))?.sqrt()?;
-    let norm = norm.affine(1.0, NORM_EPS)?.to_dtype(dtype)?;
-    x = x.broadcast_div(&norm)?;
-    newton_schulz_iterate(&x, steps)
-}
-
-/// The iterations of [`newton_schulz_batched`] on a stack `x` (k, r, c) whose matrices are
-/// already divided by their Frobenius norms (`mamba_ops::muon_ns_input` does that in the same
-/// pass as Muon's look-ahead).
-pub fn newton_schulz_iterate(x: &Tensor, steps: usize) -> Result<Tensor> {
     let (_k, r, c) = x.dims3()?;
+    if steps == 0 {
+        bail!("newton_schulz_batched: at least one iteration is needed (the first normalizes)")
+    }
     let (a, b, c_coef) = NS_COEFFS;
     let tall = r > c;
     let mut x = x.contiguous()?; // (k, r, c)
-    for _ in 0..steps {
+    for step in 0..steps {
         // aX + X(bA + cA²) = X(aI + bA + cA²): the polynomial is one fused op on the small Gram
         // matrices (`mamba_ops::muon_ns_poly`), then one matmul; no elementwise pass over X.
         let gram = if tall { x.t()?.matmul(&x)? } else { x.matmul(&x.t()?)? }; // (k, s, s) = XᵀX or X Xᵀ, s = min(r, c)
-        let poly = mamba_ops::muon_ns_poly(&gram, &gram.matmul(&gram)?, a, b, c_coef)?; // aI + bA + cA²
+        // The first iteration normalizes: A = s²·gram, and the polynomial times s.
+        let (gram, scales) = match step {
+            0 => {
+                let s = mamba_ops::muon_gram_scales(&gram)?; // (k,) f32
+                (mamba_ops::muon_gram_normalize(&gram, &s)?, Some(s))
+            }
+            _ => (gram, None),
+        };
+        let poly = mamba_ops::muon_ns_poly(&gram, &gram.matmul(&gram)?, a, b, c_coef, scales.as_ref())?; // aI + bA + cA²
         x = if tall { x.matmul(&poly)? } else { poly.matmul(&x)? }; // (k, r, c)
     }
     Ok(x)
@@ -64,6 +61,7 @@ pub fn newton_schulz(g: &Tensor, steps: usize) -> Result<Tensor> {
 mod tests {
     use super::super::testutil::{newton_schulz_f64, randn, singular_values, Mat};
     use super::*;
+    use candle_core::DType;
 
     /// The scalar map NS applies to each singular value of the normalized input.
     fn ns_scalar(mut s: f64, steps: usize) -> f64 {

@@ -49,7 +49,7 @@ impl Replica {
         let mut opt = HybridOptimizer::new(params.named_vars().to_vec(), init.optim.clone())?;
         if init.dtype == DType::BF16 {
             // Mixed precision: Newton–Schulz in bf16 as in Keller Jordan's Muon (momentum stays f32).
-            opt.set_ns_dtype(init.dtype);
+            opt.set_ns_dtype(init.dtype)?;
         }
         if let Some((dir, state)) = &init.optimizer_state {
             opt.load_state_tensors(state).with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
