@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 13] = [
+const KERNELS: [&str; 14] = [
     "selective_scan",
     "causal_conv1d",
     "cross_entropy",
@@ -18,6 +18,7 @@ const KERNELS: [&str; 13] = [
     "sum_squares",
     "adamw",
     "multi_tensor",
+    "pack",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
 const HEADERS: [&str; 5] = ["mixer_common.cuh", "lane_sums.cuh", "block_sum.cuh", "mixer_scan_bwd.cuh", "multi_tensor.cuh"];

@@ -22,6 +22,7 @@ pub(crate) mod ptx {
     pub const SUM_SQUARES: &str = include_str!(concat!(env!("OUT_DIR"), "/sum_squares.ptx"));
     pub const ADAMW: &str = include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx"));
     pub const MULTI_TENSOR: &str = include_str!(concat!(env!("OUT_DIR"), "/multi_tensor.ptx"));
+    pub const PACK: &str = include_str!(concat!(env!("OUT_DIR"), "/pack.ptx"));
 }
 
 /// The f32 device memory of a contiguous tensor argument.

@@ -47,6 +47,7 @@ mod embedding;
 mod mixer;
 mod muon;
 mod multi_tensor;
+mod pack;
 mod real;
 mod residual;
 pub mod reference;
@@ -62,6 +63,7 @@ pub use embedding::TokenIndex;
 #[cfg(feature = "cuda")]
 pub use mixer::scan_layout::set_scan_states_per_thread;
 pub use multi_tensor::{add_in_place, scale_in_place};
+pub use pack::concat_columns;
 
 /// Selective scan with D skip and silu(z) gating.
 ///

@@ -198,6 +198,28 @@ fn embedding_cuda_matches_cpu() {
     }
 }
 
+#[test]
+fn concat_columns_cuda_matches_cpu() {
+    // x_proj's gradient as the model assembles it: a contiguous part and two column views of one
+    // wider tensor, mixed dtypes, into bf16 or f32; a copy and a cast: equal bit for bit.
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let (rows, r, n) = (1000, 48, 16);
+    let a = rand_t(&mut rng, &[rows, r], -1.0, 1.0).to_dtype(DType::BF16).unwrap();
+    let wide = rand_t(&mut rng, &[rows, 2 * n + 5], -1.0, 1.0);
+    let dev = Device::new_cuda(0).unwrap();
+    for out in [DType::BF16, DType::F32] {
+        let run = |d: &Device| {
+            let (a, wide) = (a.to_device(d).unwrap(), wide.to_device(d).unwrap());
+            let (b, c) = (wide.narrow(1, 5, n).unwrap(), wide.narrow(1, 5 + n, n).unwrap());
+            mamba_ops::concat_columns(&[&a, &b, &c], out).unwrap()
+        };
+        let (cpu, gpu) = (run(&Device::Cpu), run(&dev));
+        assert_eq!((gpu.dims(), gpu.dtype()), (&[rows, r + 2 * n][..], out));
+        assert_eq!(rel_err(&gpu, &cpu), 0.0, "concat_columns into {out:?}");
+    }
+    println!("concat_columns: GPU equals CPU bit for bit");
+}
+
 /// Allocates and frees `elems` NaNs of `dtype` on `dev`, so that the next allocation of that size
 /// (cudarc's stream-ordered pool usually hands the same memory back) starts out poisoned: an
 /// element a kernel forgets to write then shows up as NaN. Best effort.

@@ -12,7 +12,8 @@ use super::{conv as conv_op, scan as scan_op, MixerDims};
 use crate::shape_check::expect_shape;
 use candle_core::{bail, DType, Result, Tensor, D};
 
-/// The scan's gradients, each in its input's dtype, and what the conv's backward needs of it.
+/// The scan's gradients, each in its input's dtype and shape (`b` and `c` possibly column views
+/// of one tensor), and what the conv's backward needs of it.
 pub struct ScanGrads {
     pub delta: Tensor,
     pub b: Tensor,
@@ -101,17 +102,24 @@ pub(crate) fn scan(
 }
 
 /// Unpacks `dbc: (.., 2n)` and `dp = [dA_log | dD | ddelta_bias]: (d, n + 2)` into the inputs'
-/// gradients, each in its input's dtype.
+/// gradients, each in its input's dtype. dB and dC are column views of one converted `dbc` when
+/// B and C share a dtype (one launch; their consumer, x_proj's backward, concatenates them anyway).
 fn split_grads(dims: &MixerDims, inputs: [&Tensor; 5], ddelta: Tensor, dbc: Tensor, dp: Tensor, share: Share) -> Result<ScanGrads> {
     let [b, c, a_log, d_skip, delta_bias] = inputs;
     let n = dims.n;
     let part = |t: &Tensor, dim: D, start: usize, len: usize, like: &Tensor| -> Result<Tensor> {
         t.narrow(dim, start, len)?.contiguous()?.reshape(like.shape())?.to_dtype(like.dtype())
     };
+    let (db, dc) = if b.dtype() == c.dtype() && b.dims() == c.dims() && dbc.dims()[..dbc.rank() - 1] == b.dims()[..b.rank() - 1] {
+        let dbc = dbc.to_dtype(b.dtype())?;
+        (dbc.narrow(D::Minus1, 0, n)?, dbc.narrow(D::Minus1, n, n)?)
+    } else {
+        (part(&dbc, D::Minus1, 0, n, b)?, part(&dbc, D::Minus1, n, n, c)?)
+    };
     Ok(ScanGrads {
         delta: ddelta,
-        b: part(&dbc, D::Minus1, 0, n, b)?,
-        c: part(&dbc, D::Minus1, n, n, c)?,
+        b: db,
+        c: dc,
         a_log: part(&dp, D::Minus1, 0, n, a_log)?,
         d_skip: part(&dp, D::Minus1, n, 1, d_skip)?,
         delta_bias: part(&dp, D::Minus1, n + 1, 1, delta_bias)?,

@@ -77,6 +77,12 @@ pub(crate) fn prepare(
         }
         return Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, small.clone()]));
     }
+    // Without autograd history (the hand-written backward's forward) one launch on the GPU; the
+    // candle ops below keep the graph to b, c and the parameters for autograd.
+    #[cfg(feature = "cuda")]
+    if xz.device().is_cuda() && compute == DType::F32 && ![b, c, conv_w, conv_b, a_log, d_skip, delta_bias].iter().any(|t| t.track_op()) {
+        return Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, pack_small(&dims, [b, c, a_log, d_skip, delta_bias, conv_w, conv_b])?]));
+    }
     let flat = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.flatten_all() };
     let bc = Tensor::cat(&[b.to_dtype(compute)?, c.to_dtype(compute)?], D::Minus1)?; // (b, l, 2n)
     let p = Tensor::cat(
@@ -85,6 +91,32 @@ pub(crate) fn prepare(
     )?; // (d, n + 2)
     let small = Tensor::cat(&[bc.flatten_all()?, p.flatten_all()?, flat(conv_w)?, flat(conv_b)?], 0)?;
     Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, small]))
+}
+
+/// The packed small inputs on the GPU (`small_offsets`): B | C per row, then `[A_log | D |
+/// delta_bias]` per channel, the conv's weight and bias, f32, in one launch
+/// ([`crate::pack`]) where the casts and concatenations below took about ten.
+#[cfg(feature = "cuda")]
+fn pack_small(dims: &MixerDims, [b, c, a_log, d_skip, delta_bias, conv_w, conv_b]: [&Tensor; 7]) -> Result<Tensor> {
+    use crate::pack::Part;
+    let (n, rows) = (dims.n, dims.b * dims.l);
+    let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
+    // (b·l, n): as given when 2-D (the model's column views of x_proj's output, rows r + 2n
+    // apart), else flattened (a copy only for a strided 3-D view).
+    let rows_of = |t: &Tensor| if t.rank() == 2 { Ok(t.clone()) } else { t.reshape((rows, n)) };
+    let (b, c) = (rows_of(b)?, rows_of(c)?);
+    let (d_skip, delta_bias) = (d_skip.unsqueeze(1)?, delta_bias.unsqueeze(1)?); // (d, 1)
+    let part = |t, dst_offset, dst_row_stride| Part { t, dst_offset, dst_row_stride };
+    let parts = [
+        part(&b, o_bc, 2 * n),
+        part(&c, o_bc + n, 2 * n),
+        part(a_log, o_p, n + 2),
+        part(&d_skip, o_p + n, n + 2),
+        part(&delta_bias, o_p + n + 1, n + 2),
+        part(conv_w, o_w, dims.k),
+        part(conv_b, o_cb, 1),
+    ];
+    crate::pack::pack(NAME, &parts, end, DType::F32)
 }
 
 /// See [`crate::mixer_scan_rows_u`]: the scan reading u from `u` (the conv's output), no autograd;

@@ -117,7 +117,7 @@ impl Mixer {
         let (d_dt_low, d_dt_proj) = linear_backward(&a.dt_low, w_dt, &sg.delta)?; // (b·l, r)
         put(&self.dt_proj_w, d_dt_proj)?;
         // x_dbl = xs W_xᵀ = [dt_low | B | C]
-        let dx_dbl = Tensor::cat(&[&d_dt_low, &sg.b, &sg.c], 1)?; // (b·l, r + 2n)
+        let dx_dbl = mamba_ops::concat_columns(&[&d_dt_low, &sg.b, &sg.c], a.x_dbl.dtype())?; // (b·l, r + 2n), one pass
         let (dxs, d_x_proj) = linear_backward(&a.xs, w_x, &dx_dbl)?; // (b·l, di)
         put(&self.x_proj, d_x_proj)?;
         // The conv, for x_proj's input and the scan's u at once: dxz whole.
