@@ -10,8 +10,9 @@ const NAME: &str = "TokenIndex";
 /// `positions: (n,)` u32, on the ids' device, such that the positions holding id `v` are
 /// `positions[offsets[v]..offsets[v+1]]`, in increasing order.
 ///
-/// [`TokenIndex::new`] reads the ids back to the host: build it where the device is idle anyway
-/// (the trainer builds it before the forward's first kernel and keeps it for the backward).
+/// [`TokenIndex::new`] reads the ids back to the host (a wait for the device's queued work);
+/// [`TokenIndex::from_host`] starts from the host's copy (the trainer's batches are on the host)
+/// and uploads the ids with the index.
 #[derive(Clone, Debug)]
 pub struct TokenIndex {
     offsets: Tensor,   // (V+1,) u32
@@ -40,15 +41,28 @@ impl TokenIndex {
             bail!("{NAME}: {n} positions do not fit the u32 offsets (at most 2^32 - 1)")
         }
         let host = ids.to_vec1::<u32>()?; // (n,)
-        let (offsets, positions) = csr(&host, vocab)?;
+        Self::build(&host, ids.contiguous()?, vocab)
+    }
+
+    /// The index of the ids `host` for a vocabulary of `vocab` rows, on `device`, where it also
+    /// uploads the ids ([`TokenIndex::ids`]): no read back from the device. Errors as
+    /// [`TokenIndex::new`].
+    pub fn from_host(host: &[u32], vocab: usize, device: &candle_core::Device) -> Result<Self> {
+        if vocab == 0 || u32::try_from(vocab).is_err() {
+            bail!("{NAME}: the vocabulary must have 1 to 2^32 - 1 rows, got {vocab}")
+        }
+        if u32::try_from(host.len()).is_err() {
+            bail!("{NAME}: {} positions do not fit the u32 offsets (at most 2^32 - 1)", host.len())
+        }
+        Self::build(host, Tensor::from_slice(host, host.len(), device)?, vocab)
+    }
+
+    /// The CSR of `host` on `ids`' device, `ids` being `host` there.
+    fn build(host: &[u32], ids: Tensor, vocab: usize) -> Result<Self> {
+        let n = host.len();
+        let (offsets, positions) = csr(host, vocab)?;
         let dev = ids.device();
-        Ok(TokenIndex {
-            offsets: Tensor::from_vec(offsets, vocab + 1, dev)?,
-            positions: Tensor::from_vec(positions, n, dev)?,
-            ids: ids.contiguous()?,
-            n,
-            vocab,
-        })
+        Ok(TokenIndex { offsets: Tensor::from_vec(offsets, vocab + 1, dev)?, positions: Tensor::from_vec(positions, n, dev)?, ids, n, vocab })
     }
 
     /// `(V+1,)` u32: row `v`'s positions are `positions[offsets[v]..offsets[v+1]]`.
@@ -111,5 +125,17 @@ mod tests {
         let (offsets, positions) = super::csr(&[2, 0, 2, 3, 0, 2], 5).unwrap();
         assert_eq!(offsets, [0, 2, 2, 5, 6, 6]);
         assert_eq!(positions, [1, 4, 0, 2, 5, 3]);
+    }
+
+    #[test]
+    fn from_host_equals_new() {
+        let dev = candle_core::Device::Cpu;
+        let ids = [2u32, 0, 2, 3, 0, 2];
+        let (a, b) = (super::TokenIndex::from_host(&ids, 5, &dev).unwrap(), super::TokenIndex::new(&candle_core::Tensor::new(&ids[..], &dev).unwrap(), 5).unwrap());
+        for (x, y) in [(a.offsets(), b.offsets()), (a.positions(), b.positions()), (a.ids(), b.ids())] {
+            assert_eq!(x.to_vec1::<u32>().unwrap(), y.to_vec1::<u32>().unwrap());
+        }
+        let e = super::TokenIndex::from_host(&[1, 7], 5, &dev).unwrap_err().to_string();
+        assert!(e.contains('7'), "{e}");
     }
 }

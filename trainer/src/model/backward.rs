@@ -33,16 +33,40 @@ pub struct Saved {
     rows: Tensor,                // (b·l, 2): [loss, lse] per row
 }
 
+/// The matmul weights in the compute dtype, without autograd history: every layer's in_proj,
+/// x_proj, dt_proj and out_proj, and the head (the tied embedding). The weights change only in
+/// the optimizer's update, so a step casts them once for all its micro-batches
+/// ([`MambaLM::compute_weights`]; under bf16 that was 5 casts per layer and micro-batch). With an
+/// f32 model they are the weights themselves (no copies).
+pub struct ComputeWeights {
+    pub(super) layers: Vec<[Tensor; 4]>,
+    pub(super) head: Tensor, // (V, d)
+}
+
 impl MambaLM {
+    /// The matmul weights as the forward reads them now; valid until the next update.
+    pub fn compute_weights(&self) -> Result<ComputeWeights> {
+        let layers = self.layers.iter().map(|b| b.mixer.matmul_weights(self.compute)).collect::<Result<_>>()?;
+        Ok(ComputeWeights { layers, head: self.embeddings.detach().to_dtype(self.compute)? })
+    }
+
     /// The loss of [`MambaLM::loss`] (scalar, f32 or f64; no autograd history) and what
-    /// [`MambaLM::backward`] needs.
-    pub fn forward_saved(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, Saved)> {
+    /// [`MambaLM::backward`] needs, with the matmul weights `weights` (this model's
+    /// [`MambaLM::compute_weights`] since its last update) and the ids' `index` for the
+    /// embedding's gradient (built from the ids, read back from the device, when not given).
+    pub fn forward_saved(&self, ids: &Tensor, targets: &Tensor, weights: &ComputeWeights, index: Option<TokenIndex>) -> Result<(Tensor, Saved)> {
         let (_, seq_len) = ids.dims2()?;
-        // Built while the device is idle (before the forward's first kernel): reading the ids
-        // back costs no stall here, and the backward's embedding gradient needs it.
-        let index = TokenIndex::new(&ids.flatten_all()?, self.embeddings.dim(0)?)?;
-        let (hidden, blocks, last_residual) = self.hidden_rows_acts(ids, true)?; // (b·l, d)
-        let head = self.embeddings.detach().to_dtype(self.compute)?; // (V, d)
+        if weights.layers.len() != self.layers.len() {
+            candle_core::bail!("forward_saved: weights for {} layers, the model has {}", weights.layers.len(), self.layers.len())
+        }
+        let vocab = self.embeddings.dim(0)?;
+        let index = match index {
+            Some(i) if i.vocab() == vocab && i.tokens() == ids.elem_count() => i,
+            Some(i) => candle_core::bail!("forward_saved: a token index of {} ids over {} rows, expected {} over {vocab}", i.tokens(), i.vocab(), ids.elem_count()),
+            None => TokenIndex::new(&ids.flatten_all()?, vocab)?,
+        };
+        let (hidden, blocks, last_residual) = self.hidden_rows_acts(ids, Some(weights))?; // (b·l, d)
+        let head = weights.head.clone(); // (V, d)
         let logits = hidden.matmul(&head.t()?)?; // (b·l, V)
         let targets = targets.flatten_all()?; // (b·l,)
         let rows = mamba_ops::cross_entropy_rows(&logits, &targets)?; // (b·l, 2)

@@ -11,6 +11,7 @@
 use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::backward::ComputeWeights;
 use super::config::MambaConfig;
 use super::layers::{acc_dtype, rms_norm, rms_norm_into};
 use super::mixer::{Mixer, MixerActs, MixerState};
@@ -80,23 +81,24 @@ impl MambaLM {
     /// gradient into a zero tensor of its size (about 16 ms per step at micro-batch 16 for the
     /// reshapes `linear` needs on 3-D inputs; docs/benchmarks.md).
     fn hidden_rows(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.hidden_rows_acts(ids, false)?.0)
+        Ok(self.hidden_rows_acts(ids, None)?.0)
     }
 
-    /// [`MambaLM::hidden_rows`] and, with `detached` (parameters read without autograd history,
-    /// for the hand-written backward), every block's activations and the last residual (norm_f's
-    /// input).
-    pub(super) fn hidden_rows_acts(&self, ids: &Tensor, detached: bool) -> Result<(Tensor, Vec<BlockActs>, Tensor)> {
+    /// [`MambaLM::hidden_rows`] and, given `weights` (the hand-written backward's forward: the
+    /// parameters read without autograd history, the matmul weights already cast), every block's
+    /// activations and the last residual (norm_f's input).
+    pub(super) fn hidden_rows_acts(&self, ids: &Tensor, weights: Option<&ComputeWeights>) -> Result<(Tensor, Vec<BlockActs>, Tensor)> {
         let (_, l) = ids.dims2()?;
+        let detached = weights.is_some();
         let p = |t: &Tensor| if detached { t.detach() } else { t.clone() };
         // The fused embedding op: index_select's gather with a parallel, deterministic backward.
         let h = mamba_ops::embedding(&p(&self.embeddings), &ids.flatten_all()?)?; // (b·l, d)
         let acc = acc_dtype(self.embeddings.dtype());
         let mut residual = h.to_dtype(acc)?; // (b·l, d)
         let mut acts = Vec::new();
-        for block in &self.layers {
+        for (i, block) in self.layers.iter().enumerate() {
             let x = rms_norm_into(&residual, &p(&block.norm), self.cfg.norm_eps, self.compute)?; // (b·l, d)
-            let (x, mixer) = block.mixer.forward_acts(&x, l, detached)?; // (b·l, d)
+            let (x, mixer) = block.mixer.forward_acts(&x, l, weights.map(|w| &w.layers[i]))?; // (b·l, d)
             if detached {
                 acts.push(BlockActs { residual: residual.clone(), mixer });
             }

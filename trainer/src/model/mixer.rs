@@ -79,16 +79,30 @@ impl Mixer {
     /// the matmuls left them, in that dtype (no narrow copies, no casts, no packing; see
     /// `mamba_ops::mixer_scan`).
     pub fn forward(&self, x: &Tensor, seq_len: usize) -> Result<Tensor> {
-        Ok(self.forward_acts(x, seq_len, false)?.0)
+        Ok(self.forward_acts(x, seq_len, None)?.0)
     }
 
-    /// [`Mixer::forward`] with its activations; with `detached` the parameters are read without
-    /// autograd history, so no graph is recorded (the hand-written backward's forward).
-    pub(super) fn forward_acts(&self, x: &Tensor, seq_len: usize, detached: bool) -> Result<(Tensor, MixerActs)> {
+    /// in_proj, x_proj, dt_proj and out_proj's weights in `dtype`, without autograd history (the
+    /// hand-written path casts them once per optimizer step: `MambaLM::compute_weights`).
+    pub(super) fn matmul_weights(&self, dtype: candle_core::DType) -> Result<[Tensor; 4]> {
+        let w = |t: &Tensor| t.detach().to_dtype(dtype);
+        Ok([w(&self.in_proj)?, w(&self.x_proj)?, w(&self.dt_proj_w)?, w(&self.out_proj)?])
+    }
+
+    /// [`Mixer::forward`] with its activations. Given `weights` (its [`Mixer::matmul_weights`] in
+    /// x's dtype) the parameters are read without autograd history, so no graph is recorded (the
+    /// hand-written backward's forward); else the weights are cast here, under autograd.
+    pub(super) fn forward_acts(&self, x: &Tensor, seq_len: usize, weights: Option<&[Tensor; 4]>) -> Result<(Tensor, MixerActs)> {
         let (n, r) = (self.d_state, self.dt_rank);
+        let detached = weights.is_some();
         let p = |t: &Tensor| if detached { t.detach() } else { t.clone() };
-        let w = |t: &Tensor| p(t).to_dtype(x.dtype());
-        let (w_in, w_x, w_dt, w_out) = (w(&self.in_proj)?, w(&self.x_proj)?, w(&self.dt_proj_w)?, w(&self.out_proj)?);
+        let [w_in, w_x, w_dt, w_out] = match weights {
+            Some(w) => w.clone(),
+            None => {
+                let w = |t: &Tensor| t.to_dtype(x.dtype());
+                [w(&self.in_proj)?, w(&self.x_proj)?, w(&self.dt_proj_w)?, w(&self.out_proj)?]
+            }
+        };
         let conv_w = p(&self.conv_weight).squeeze(1)?; // (di, k)
         let xz = linear(x, &w_in)?; // (b·l, 2·di) = [x | z]
         let xs = mamba_ops::mixer_conv_rows(&xz, seq_len, &conv_w, &p(&self.conv_bias))?; // (b·l, di)

@@ -3,6 +3,7 @@
 //! checkpoint } → final eval and checkpoint.
 
 pub mod eval;
+mod phase_clock;
 pub mod replica;
 pub mod resume;
 pub mod step;

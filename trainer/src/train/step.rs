@@ -5,14 +5,14 @@
 //! Micro-batch size is only a throughput knob: 1×4, 2×2 and 4×1 give the same update.
 
 use anyhow::{bail, Context, Result};
-use std::time::Instant;
-
 use candle_core::{DType, Device, Tensor};
 
 use crate::data::Batch;
 use crate::dist::Comm;
 use crate::model::MambaLM;
 use crate::optim::{clip_grad_norm, HybridOptimizer, StepStats};
+
+use super::phase_clock;
 
 /// What one optimizer step did.
 #[derive(Debug, Clone, Copy)]
@@ -24,8 +24,8 @@ pub struct StepResult {
     /// Sequences trained on (over all ranks).
     pub rows: usize,
     pub optim: StepStats,
-    /// Forward, backward (summed over micro-batches) and all-reduce + clip + update times, ms
-    /// (device synced; forward and backward are rank 0's own).
+    /// Forward, backward (summed over micro-batches) and all-reduce + clip + update times, ms,
+    /// on the device's own timeline (`phase_clock`; forward and backward are rank 0's own).
     pub fwd_ms: f64,
     pub bwd_ms: f64,
     pub opt_ms: f64,
@@ -35,14 +35,19 @@ pub struct StepResult {
 
 /// Inputs `(rows, seq_len)` and targets `(rows, seq_len)` of a batch of `seq_len + 1`-token chunks.
 pub fn batch_tensors(batch: &Batch, seq_len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let (inputs, targets) = batch_rows(batch, seq_len)?;
+    let shape = (batch.micro_batch, seq_len);
+    Ok((Tensor::from_vec(inputs, shape, device)?, Tensor::from_vec(targets, shape, device)?))
+}
+
+/// [`batch_tensors`] on the host: the rows' first and last `seq_len` tokens, flattened.
+fn batch_rows(batch: &Batch, seq_len: usize) -> Result<(Vec<u32>, Vec<u32>)> {
     let chunk = seq_len + 1;
     if batch.tokens.len() != batch.micro_batch * chunk {
         bail!("batch holds {} tokens, expected {} rows of {chunk}", batch.tokens.len(), batch.micro_batch);
     }
-    let all = Tensor::from_slice(&batch.tokens, (batch.micro_batch, chunk), device)?; // (b, l+1)
-    let inputs = all.narrow(1, 0, seq_len)?.contiguous()?; // (b, l)
-    let targets = all.narrow(1, 1, seq_len)?.contiguous()?; // (b, l)
-    Ok((inputs, targets))
+    let rows = || batch.tokens.chunks_exact(chunk);
+    Ok((rows().flat_map(|r| &r[..seq_len]).copied().collect(), rows().flat_map(|r| &r[1..]).copied().collect()))
 }
 
 /// Runs forward/backward over `batches` (one optimizer step's micro-batches) and applies the
@@ -71,28 +76,44 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
     if rows == 0 {
         bail!("train_step got no sequences");
     }
-    let mut loss_sum = 0f64;
-    let (mut fwd_ms, mut bwd_ms) = (0f64, 0f64);
+    // The phases are timed by marks on the device's work (events on a GPU), read at the end:
+    // nothing in the micro-batch loop waits for the device, so the host prepares the next
+    // micro-batch while the GPU runs this one.
+    let mut marks = Vec::new(); // (forward start, backward start, backward end) per micro-batch
+    let mut losses = Vec::new(); // each micro-batch's weighted loss, on the device
     let mut grads: Option<Vec<(String, Tensor)>> = None;
+    // The matmul weights in the compute dtype, once for all micro-batches (fixed until the update).
+    let weights = model.compute_weights()?;
     for batch in batches {
-        let (inputs, targets) = batch_tensors(batch, seq_len, device)?;
+        // Inputs, targets and the embedding's token index, built on the host and uploaded.
+        let (ids, targets) = batch_rows(batch, seq_len)?;
+        let index = mamba_ops::TokenIndex::from_host(&ids, model.config().padded_vocab(), device)?;
+        let shape = (batch.micro_batch, seq_len);
+        let (inputs, targets) = (index.ids().reshape(shape)?, Tensor::from_vec(targets, shape, device)?);
         let weight = batch.micro_batch as f64 / rows as f64;
-        let t0 = Instant::now();
+        let m0 = phase_clock::mark(device)?;
         // Forward, saving the activations for the hand-written backward (model/backward.rs).
-        let (loss, saved) = model.forward_saved(&inputs, &targets)?; // ()
-        loss_sum += loss.affine(weight, 0.0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        fwd_ms += t0.elapsed().as_secs_f64() * 1e3;
-        let t1 = Instant::now();
+        let (loss, saved) = model.forward_saved(&inputs, &targets, &weights, Some(index))?; // ()
+        losses.push(loss.to_dtype(DType::F64)?.affine(weight, 0.0)?);
+        let m1 = phase_clock::mark(device)?;
         let store = model.backward(saved, weight)?;
-        device.synchronize()?;
-        bwd_ms += t1.elapsed().as_secs_f64() * 1e3;
+        marks.push((m0, m1, phase_clock::mark(device)?));
         let g = opt.grads_from_store(&store).context("collecting gradients")?;
         grads = Some(match grads {
             None => g,
             Some(acc) => accumulate(acc, g)?,
         });
     }
-    let t2 = Instant::now();
+    let m2 = phase_clock::mark(device)?;
+    let mut loss_sum = match losses.len() {
+        0 => 0.0,
+        _ => Tensor::stack(&losses, 0)?.sum_all()?.to_scalar::<f64>()?, // waits for the micro-batches
+    };
+    let (mut fwd_ms, mut bwd_ms) = (0f64, 0f64);
+    for (a, b, c) in &marks {
+        fwd_ms += phase_clock::elapsed_ms(a, b)?;
+        bwd_ms += phase_clock::elapsed_ms(b, c)?;
+    }
     let mut grads = match grads {
         Some(g) => g,
         None if shard.comm.is_some() => opt.zero_grads()?,
@@ -104,7 +125,7 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
         crate::dist::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
         let loss = comm.all_reduce_sum(&Tensor::new(&[loss_sum], device)?).context("all-reducing the loss")?;
         loss_sum = loss.to_vec1::<f64>()?[0]; // waits for both all-reduces
-        sync_ms = t2.elapsed().as_secs_f64() * 1e3;
+        sync_ms = phase_clock::elapsed_ms(&m2, &phase_clock::mark(device)?)?;
     }
     if !loss_sum.is_finite() {
         bail!(NonFinite { step, what: format!("loss is {loss_sum}") });
@@ -114,8 +135,7 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
         bail!(NonFinite { step, what: format!("gradient norm is {grad_norm} (loss {loss_sum:.4})") });
     }
     let optim = opt.step_with(&grads, step, shard.comm).context("optimizer step")?;
-    device.synchronize()?;
-    let opt_ms = t2.elapsed().as_secs_f64() * 1e3;
+    let opt_ms = phase_clock::elapsed_ms(&m2, &phase_clock::mark(device)?)?; // waits for the update
     Ok(StepResult { loss: loss_sum, grad_norm, rows, optim, fwd_ms, bwd_ms, opt_ms, sync_ms })
 }
 
