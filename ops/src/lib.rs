@@ -62,7 +62,7 @@ pub use adamw::{AdamWParam, AdamWStep};
 pub use embedding::TokenIndex;
 #[cfg(feature = "cuda")]
 pub use mixer::scan_layout::set_scan_states_per_thread;
-pub use multi_tensor::{add_in_place, scale_in_place};
+pub use multi_tensor::{add_in_place, cast_many, scale_in_place};
 pub use pack::concat_columns;
 
 /// Selective scan with D skip and silu(z) gating.

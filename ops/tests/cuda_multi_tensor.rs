@@ -59,6 +59,19 @@ fn scale_and_add_equal_the_cpu() {
 }
 
 #[test]
+fn cast_many_equals_the_cpu() {
+    // bf16 gradients into f32: one launch, the results views of one buffer; exact either way.
+    let mut rng = ChaCha8Rng::seed_from_u64(65);
+    let xs: Vec<Tensor> = rand_ts(&mut rng, -3.0, 3.0).iter().map(|t| t.to_dtype(DType::BF16).unwrap()).collect();
+    let (cpu, gpu) = (mamba_ops::cast_many(&xs, DType::F32).unwrap(), mamba_ops::cast_many(&on_gpu(&xs), DType::F32).unwrap());
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert_eq!((g.dtype(), g.dims()), (DType::F32, c.dims()), "tensor {i}");
+        assert_eq!(values(c), values(g), "tensor {i} ({} elements)", SIZES[i]);
+    }
+    println!("cast_many bf16 -> f32: GPU equals CPU bit for bit on {SIZES:?}");
+}
+
+#[test]
 fn adamw_in_place_matches_the_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(62);
     let (w, g, m) = (rand_ts(&mut rng, -1.0, 1.0), rand_ts(&mut rng, -1.0, 1.0), rand_ts(&mut rng, -0.1, 0.1));

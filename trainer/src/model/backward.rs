@@ -80,8 +80,15 @@ impl MambaLM {
         let Saved { index, targets, seq_len, blocks, last_residual, hidden, head, logits, rows } = saved;
         let (cd, eps) = (self.compute, self.cfg.norm_eps);
         let mut grads = GradStore::default();
+        // Gradients in another dtype than their parameter's (the bf16 matmul weights') wait for
+        // one batched conversion at the end (`mamba_ops::cast_many`: one launch on the GPU).
+        let mut convert: Vec<(Tensor, Tensor)> = Vec::new();
         let mut put = |param: &Tensor, g: Tensor| -> Result<()> {
-            grads.insert(param, g.to_dtype(param.dtype())?.reshape(param.shape())?);
+            if g.dtype() == param.dtype() {
+                grads.insert(param, g.reshape(param.shape())?);
+            } else {
+                convert.push((param.clone(), g));
+            }
             Ok(())
         };
         // LM head and loss: logits = h Eᵀ (the head tied to the embedding).
@@ -102,6 +109,15 @@ impl MambaLM {
         // The embedding: the head's gradient plus its lookup's, in one pass.
         let d_emb = mamba_ops::backward::embedding_rows(&index, &dres, Some(&d_emb_head), self.embeddings.dtype())?; // (V, d)
         put(&self.embeddings, d_emb)?;
+        // One conversion per parameter dtype (f32 for all of them in practice).
+        while let Some(dtype) = convert.first().map(|(p, _)| p.dtype()) {
+            let (now, rest): (Vec<_>, Vec<_>) = convert.into_iter().partition(|(p, _)| p.dtype() == dtype);
+            convert = rest;
+            let (params, gs): (Vec<Tensor>, Vec<Tensor>) = now.into_iter().unzip();
+            for (p, g) in params.iter().zip(mamba_ops::cast_many(&gs, dtype)?) {
+                grads.insert(p, g.reshape(p.shape())?);
+            }
+        }
         Ok(grads)
     }
 }
