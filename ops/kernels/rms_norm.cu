@@ -29,12 +29,13 @@ __device__ void rms_fwd(const float* __restrict__ x, const float* __restrict__ w
 
 // dx_j = r·w_j·g_j − x_j·r³·(1/d)·Σ_k w_k g_k x_k (+ add_j with has_add: the residual stream's
 // other gradient, so a model's backward needs no separate add); also writes r per row for the
-// dw kernel.
+// dw kernel, and dx in bf16 to dx_lo when given (the next block's bf16 matmuls read it: one
+// pass instead of a separate cast).
 template <typename TY>
 __device__ void rms_bwd_dx(const float* __restrict__ x, const float* __restrict__ w,
                            const TY* __restrict__ g, const float* __restrict__ add, int has_add,
-                           float* __restrict__ dx, float* __restrict__ inv_rms, int rows, int d,
-                           float eps) {
+                           float* __restrict__ dx, __nv_bfloat16* __restrict__ dx_lo,
+                           float* __restrict__ inv_rms, int rows, int d, float eps) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= rows) return;
     const float* xr = x + (size_t)row * d;
@@ -48,7 +49,11 @@ __device__ void rms_bwd_dx(const float* __restrict__ x, const float* __restrict_
     const float c = r * r * r * warp_sum(dot) / d;
     float* dxr = dx + (size_t)row * d;
     const float* ar = add + (size_t)row * d;
-    for (int j = lane; j < d; j += 32) dxr[j] = r * w[j] * ld(gr, j) - xr[j] * c + (has_add ? ar[j] : 0.f);
+    for (int j = lane; j < d; j += 32) {
+        const float v = r * w[j] * ld(gr, j) - xr[j] * c + (has_add ? ar[j] : 0.f);
+        dxr[j] = v;
+        if (dx_lo != nullptr) dx_lo[(size_t)row * d + j] = __float2bfloat16(v);
+    }
     if (lane == 0) inv_rms[row] = r;
 }
 
@@ -73,8 +78,9 @@ __device__ void rms_bwd_dw(const float* __restrict__ x, const TY* __restrict__ g
     }                                                                                                \
     extern "C" __global__ void rms_norm_bwd_dx_##TN(const float* x, const float* w, const TY* g,     \
                                                     const float* add, int has_add, float* dx,        \
-                                                    float* inv_rms, int rows, int d, float eps) {    \
-        rms_bwd_dx<TY>(x, w, g, add, has_add, dx, inv_rms, rows, d, eps);                            \
+                                                    __nv_bfloat16* dx_lo, float* inv_rms, int rows,  \
+                                                    int d, float eps) {                              \
+        rms_bwd_dx<TY>(x, w, g, add, has_add, dx, dx_lo, inv_rms, rows, d, eps);                     \
     }                                                                                                \
     extern "C" __global__ void rms_norm_bwd_dw_##TN(const float* x, const TY* g, const float* inv_rms, \
                                                     float* dw_part, int rows, int d, int strip_rows) { \

@@ -21,6 +21,13 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad:
     crate::rms_norm::rms_norm_backward(x, weight, eps, out, grad, add)
 }
 
+/// [`rms_norm`] that also returns dx in `out`'s dtype (x's when None): the next block's bf16
+/// matmuls read the residual stream's gradient in the compute dtype. On the GPU with a bf16
+/// `out` the same kernel writes both (no separate cast pass).
+pub fn rms_norm_and_copy(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+    crate::rms_norm::rms_norm_backward_and_copy(x, weight, eps, out, grad, add)
+}
+
 /// [`crate::embedding`]: the weight's gradient for the output's gradient `grad: (n, d)` (builds
 /// a [`TokenIndex`], reading the ids back to the host, and runs [`embedding_rows`]).
 pub fn embedding(weight: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {

@@ -44,6 +44,10 @@ fn rms_norm_backward_is_autograds() -> Result<()> {
         let (dx_add, _) = backward::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5, out, &gt, Some(add.as_tensor()))?;
         let want_sum: Vec<f64> = want_dx.iter().zip(flat(add.as_tensor())?).map(|(a, b)| a + b).collect();
         assert_close("rms_norm dx + add", &flat(&dx_add)?, &want_sum, bound);
+        // The variant with dx's copy in the output's dtype.
+        let (dx2, _, lo) = backward::rms_norm_and_copy(x.as_tensor(), w.as_tensor(), 1e-5, out, &gt, Some(add.as_tensor()))?;
+        assert_eq!(flat(&dx2)?, flat(&dx_add)?);
+        assert_eq!((lo.dtype(), flat(&lo)?), (out.unwrap_or(x_dtype), flat(&dx_add.to_dtype(out.unwrap_or(x_dtype))?)?));
     }
     Ok(())
 }

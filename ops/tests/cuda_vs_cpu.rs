@@ -361,7 +361,9 @@ fn residual_ops_cuda_match_cpu() {
             let out = if io == DType::BF16 { Some(DType::BF16) } else { None };
             let gy = rand_t(&mut rng, &[rows, d], -1.0, 1.0).to_dtype(io).unwrap();
             let (dx_c, dw_c) = mamba_ops::backward::rms_norm(&res, &w, 1e-5, out, &gy, Some(&add)).unwrap();
-            let (dx_g, dw_g) = mamba_ops::backward::rms_norm(&on(&res), &on(&w), 1e-5, out, &on(&gy), Some(&on(&add))).unwrap();
+            let (dx_g, dw_g, lo_g) = mamba_ops::backward::rms_norm_and_copy(&on(&res), &on(&w), 1e-5, out, &on(&gy), Some(&on(&add))).unwrap();
+            // The copy the kernel writes in the output's dtype is dx rounded once.
+            assert_eq!(rel_err(&lo_g, &dx_g.to_dtype(io).unwrap()), 0.0, "rms_norm_and_copy {io:?} ({rows}, {d})");
             let (e_dx, e_dw) = (rel_err(&dx_g, &dx_c), rel_err(&dw_g, &dw_c));
             println!("rms_norm backward + add {io:?} ({rows}, {d}): dx {e_dx:.2e}, dw {e_dw:.2e}");
             assert!(e_dx < 1e-5 && e_dw < 1e-5, "rms_norm backward + add {io:?} ({rows}, {d}): {e_dx}, {e_dw}");

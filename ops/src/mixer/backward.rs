@@ -116,15 +116,36 @@ fn split_grads(dims: &MixerDims, inputs: [&Tensor; 5], ddelta: Tensor, dbc: Tens
     } else {
         (part(&dbc, D::Minus1, 0, n, b)?, part(&dbc, D::Minus1, n, n, c)?)
     };
+    let [da_log, dd_skip, ddelta_bias] = split_params(&dp, n, [a_log, d_skip, delta_bias])?;
     Ok(ScanGrads {
         delta: ddelta,
         b: db,
         c: dc,
-        a_log: part(&dp, D::Minus1, 0, n, a_log)?,
-        d_skip: part(&dp, D::Minus1, n, 1, d_skip)?,
-        delta_bias: part(&dp, D::Minus1, n + 1, 1, delta_bias)?,
+        a_log: da_log,
+        d_skip: dd_skip,
+        delta_bias: ddelta_bias,
         conv: ConvShare(share),
     })
+}
+
+/// `dp = [dA_log | dD | ddelta_bias]: (d, n + 2)` as the three parameters' gradients, contiguous,
+/// each in its parameter's shape and dtype: on the GPU, for f32 parameters, one launch
+/// (`crate::pack`: the results are views of one buffer) where the narrow copies took three.
+fn split_params(dp: &Tensor, n: usize, [a_log, d_skip, delta_bias]: [&Tensor; 3]) -> Result<[Tensor; 3]> {
+    #[cfg(feature = "cuda")]
+    if dp.device().is_cuda() && [a_log, d_skip, delta_bias].iter().all(|t| t.dtype() == DType::F32) && dp.dtype() == DType::F32 {
+        use crate::pack::Part;
+        let d = dp.dim(0)?;
+        let cols = |start, len| dp.narrow(D::Minus1, start, len);
+        let (pa, pd, pb) = (cols(0, n)?, cols(n, 1)?, cols(n + 1, 1)?);
+        let parts = [Part { t: &pa, dst_offset: 0, dst_row_stride: n }, Part { t: &pd, dst_offset: d * n, dst_row_stride: 1 }, Part { t: &pb, dst_offset: d * n + d, dst_row_stride: 1 }];
+        let all = crate::pack::pack("mixer_scan backward", &parts, d * (n + 2), DType::F32)?;
+        return Ok([all.narrow(0, 0, d * n)?.reshape(a_log.shape())?, all.narrow(0, d * n, d)?.reshape(d_skip.shape())?, all.narrow(0, d * n + d, d)?.reshape(delta_bias.shape())?]);
+    }
+    let part = |start: usize, len: usize, like: &Tensor| -> Result<Tensor> {
+        dp.narrow(D::Minus1, start, len)?.contiguous()?.reshape(like.shape())?.to_dtype(like.dtype())
+    };
+    Ok([part(0, n, a_log)?, part(n, 1, d_skip)?, part(n + 1, 1, delta_bias)?])
 }
 
 /// See [`crate::backward::mixer_conv_rows`]: `(dxz, dweight, dbias)`.

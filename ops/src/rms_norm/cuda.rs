@@ -47,8 +47,10 @@ fn forward_t<T: Io>(
 /// or bf16).
 /// `(dx (+ add), dw)`; `add` (f32, `(rows, d)`) is added to dx in the same kernel.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor, add: Option<&Tensor>) -> Result<[Tensor; 2]> {
-    dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g, add))
+/// `[dx, dw]`, and dx also in bf16 with `copy`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor, add: Option<&Tensor>, copy: bool) -> Result<([Tensor; 2], Option<Tensor>)> {
+    dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g, add, copy))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -61,7 +63,8 @@ fn backward_t<T: Io>(
     w: &Tensor,
     g: &Tensor,
     add: Option<&Tensor>,
-) -> Result<[Tensor; 2]> {
+    copy: bool,
+) -> Result<([Tensor; 2], Option<Tensor>)> {
     let sfx = T::SUFFIX;
     let (xs, lx) = x.storage_and_layout();
     let (ws, lw) = w.storage_and_layout();
@@ -86,9 +89,17 @@ fn backward_t<T: Io>(
         _ => view(op, "x", xs, lx)?,
     };
     let has_add = i32::from(add.is_some());
+    // SAFETY: with `copy` the kernel writes every element (as dx's).
+    let dx_lo = if copy { Some(unsafe { dev.alloc::<half::bf16>(rows * d)? }) } else { None };
+    let null: u64 = 0; // no copy: a null pointer
     let func = dev.get_or_load_custom_func(&format!("rms_norm_bwd_dx_{sfx}"), MODULE, ptx::RMS_NORM)?;
     let mut args = func.builder();
-    args.arg(&xv).arg(&wv).arg(&gv).arg(&addv).arg(&has_add).arg(&dx).arg(&inv_rms).arg(&ri).arg(&di).arg(&e);
+    args.arg(&xv).arg(&wv).arg(&gv).arg(&addv).arg(&has_add).arg(&dx);
+    match &dx_lo {
+        Some(lo) => args.arg(lo),
+        None => args.arg(&null),
+    };
+    args.arg(&inv_rms).arg(&ri).arg(&di).arg(&e);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(row_launch(rows)) }.w()?;
 
@@ -105,5 +116,5 @@ fn backward_t<T: Io>(
 
     let dx = tensor(dx, &dev, (rows, d));
     let dw = tensor(sum_partials(&dev, &dw_part, (1, strips, d))?, &dev, d); // (d,)
-    Ok([dx, dw])
+    Ok(([dx, dw], dx_lo.map(|lo| tensor(lo, &dev, (rows, d)))))
 }

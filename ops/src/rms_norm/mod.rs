@@ -28,6 +28,23 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>
 
 /// See [`crate::backward::rms_norm`]: `(dx (+ add), dweight)` in the dtypes of `x` and `weight`.
 pub(crate) fn rms_norm_backward(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    let (dx, dw, _) = backward_with(x, weight, eps, out, grad, add, false)?;
+    Ok((dx, dw))
+}
+
+/// See [`crate::backward::rms_norm_and_copy`].
+pub(crate) fn rms_norm_backward_and_copy(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+    let (dx, dw, copy) = backward_with(x, weight, eps, out, grad, add, true)?;
+    let copy = match copy {
+        Some(c) => c.reshape(x.dims())?,
+        None => dx.to_dtype(out.unwrap_or(x.dtype()))?,
+    };
+    Ok((dx, dw, copy))
+}
+
+/// The backward, with dx's bf16 copy from the same kernel when `copy` and the GPU's output is
+/// bf16 (else None).
+fn backward_with(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>, copy: bool) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let (op, x2, w) = prepare(x, weight, eps, out)?;
     let grad = grad.reshape((op.rows, op.d))?; // (rows, d)
     if let Some(a) = add {
@@ -36,8 +53,8 @@ pub(crate) fn rms_norm_backward(x: &Tensor, weight: &Tensor, eps: f64, out: Opti
         }
     }
     let add = add.map(|a| a.reshape((op.rows, op.d))).transpose()?; // (rows, d)
-    let [dx, dw] = op.backward(&x2, &w, &grad, add.as_ref())?;
-    Ok((dx.reshape(x.dims())?.to_dtype(x.dtype())?, dw.to_dtype(weight.dtype())?))
+    let ([dx, dw], lo) = op.backward(&x2, &w, &grad, add.as_ref(), copy)?;
+    Ok((dx.reshape(x.dims())?.to_dtype(x.dtype())?, dw.to_dtype(weight.dtype())?, lo))
 }
 
 /// Checks the arguments and returns the op with its inputs `x: (rows, d)` and `weight: (d,)` in
@@ -87,7 +104,9 @@ impl RmsNorm {
     /// `[dx (+ add), dw]` for `x: (rows, d)`, `w: (d,)` in the compute dtype and the output's
     /// gradient `grad_y`; `add` (rows, d), when given, is added to dx (in the kernel on the GPU).
     /// The op's autograd backward and [`rms_norm_backward`] both run this.
-    fn backward(&self, x: &Tensor, w: &Tensor, grad_y: &Tensor, add: Option<&Tensor>) -> Result<[Tensor; 2]> {
+    /// `[dx, dw]`, and on the GPU with `copy` and a bf16 output, dx in bf16 from the same kernel.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    fn backward(&self, x: &Tensor, w: &Tensor, grad_y: &Tensor, add: Option<&Tensor>, copy: bool) -> Result<([Tensor; 2], Option<Tensor>)> {
         if grad_y.dims() != [self.rows, self.d] {
             bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad_y.dims(), [self.rows, self.d])
         }
@@ -99,7 +118,7 @@ impl RmsNorm {
             // The kernels read the gradient in the output's dtype (bf16 or f32).
             let grad_y = grad_y.to_dtype(self.out)?.contiguous()?; // (rows, d)
             let add = add.map(|a| a.to_dtype(DType::F32)?.contiguous()).transpose()?;
-            return cuda::backward(NAME, self.rows, self.d, self.eps, x, w, &grad_y, add.as_ref());
+            return cuda::backward(NAME, self.rows, self.d, self.eps, x, w, &grad_y, add.as_ref(), copy && self.out == DType::BF16);
         }
         let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (rows, d)
         let (xs, xl) = x.storage_and_layout();
@@ -116,7 +135,7 @@ impl RmsNorm {
             Some(a) => (dx + a.to_dtype(x.dtype())?)?,
             None => dx,
         };
-        Ok([dx, dw])
+        Ok(([dx, dw], None))
     }
 
     fn bwd_typed<T: Real>(&self, (x, lx): (&CpuStorage, &Layout), (w, lw): (&CpuStorage, &Layout), (g, lg): (&CpuStorage, &Layout), dev: &Device) -> Result<[Tensor; 2]> {
@@ -159,7 +178,7 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw] = self.backward(x, w, grad_y, None)?;
+        let ([dx, dw], _) = self.backward(x, w, grad_y, None, false)?;
         Ok((Some(dx), Some(dw)))
     }
 }

@@ -96,15 +96,16 @@ impl MambaLM {
         drop(logits);
         let (dhidden, d_emb_head) = linear_backward(&hidden, &head, &dlogits)?; // (b·l, d), (V, d)
         drop(dlogits);
-        let (mut dres, d_norm_f) = rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden, None)?; // (b·l, d) f32
+        // The stream's gradient dres (f32) and its copy in the compute dtype for the matmuls.
+        let (mut dres, d_norm_f, mut dres_cd) = rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden, None)?; // (b·l, d)
         put(&self.norm_f, d_norm_f)?;
         // The blocks in reverse: residual_out = residual + mixer(norm(residual)).
         for (block, acts) in self.layers.iter().zip(blocks).rev() {
-            let dx = block.mixer.backward(&acts.mixer, seq_len, &dres.to_dtype(cd)?, &mut put)?; // (b·l, d)
+            let dx = block.mixer.backward(&acts.mixer, seq_len, &dres_cd, &mut put)?; // (b·l, d)
             // The stream's gradient: what passed through the add plus the norm's (one kernel).
-            let (dres_in, d_norm) = rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx, Some(&dres))?; // (b·l, d)
+            let (dres_in, d_norm, dres_in_cd) = rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx, Some(&dres))?; // (b·l, d)
             put(&block.norm, d_norm)?;
-            dres = dres_in;
+            (dres, dres_cd) = (dres_in, dres_in_cd);
         }
         // The embedding: the head's gradient plus its lookup's, in one pass.
         let d_emb = mamba_ops::backward::embedding_rows(&index, &dres, Some(&d_emb_head), self.embeddings.dtype())?; // (V, d)
@@ -177,10 +178,11 @@ fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tenso
     Ok((dy.matmul(w)?, dy.t()?.matmul(x)?))
 }
 
-/// The backward of `layers::rms_norm_into(x, weight, eps, dtype)`: `(dx (+ add), dweight)`.
-fn rms_norm_into_backward(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+/// The backward of `layers::rms_norm_into(x, weight, eps, dtype)`: `(dx (+ add), dweight, dx in
+/// dtype)` (on the GPU under bf16 the same kernel writes both dx).
+fn rms_norm_into_backward(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
     let out = (x.dtype() != dtype).then_some(dtype);
-    mamba_ops::backward::rms_norm(x, &weight.detach(), eps, out, grad, add)
+    mamba_ops::backward::rms_norm_and_copy(x, &weight.detach(), eps, out, grad, add)
 }
 
 #[cfg(test)]
