@@ -8,11 +8,11 @@
 // everything the segment needs into shared memory (u, dt, sigmoid(delta + bias), silu' of the conv
 // when u is recomputed, gy = dL/dy = g·silu(z) and g·silu'(z)) and B | C per (step, state); each
 // thread re-runs the segment's recurrence from the saved state and keeps its states in its own
-// slots of shared memory: with two states per thread (S = 2) after every step, and y is summed in
-// that run; with four (S = 4, whose block has twice the channels) only at every chunk start
-// (BWD_CHUNK steps), where 17 slots would not leave room for 3 blocks per SM. Then, chunk by chunk
-// from the last, it reads (S = 2) or recomputes in registers (S = 4) the chunk's states and runs
-// the adjoint recurrence. No barrier is
+// slots of shared memory: with two states per thread (S = 2) before every step and after the
+// last, y being summed in that run; with four (S = 4, whose block has twice the channels) only
+// at every chunk start (BWD_CHUNK steps), where 17 slots would not leave room for 3 blocks per
+// SM. Then, chunk by chunk from the last, it reads (S = 2) or recomputes in registers (S = 4)
+// the chunk's states and runs the adjoint recurrence. No barrier is
 // needed inside a segment: a thread reads only the staged values and its own slots. The sums over
 // states of dL/ddt and dL/du are deferred to the end of each half chunk and taken for all its
 // steps at once by recursive halving (`lane_sums`); dB and dC (sums over channels) likewise over

@@ -9,23 +9,8 @@ use mamba_ops::{causal_conv1d_silu, mixer_conv, mixer_scan, selective_scan};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn rand_t(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.gen_range(lo..hi)).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-/// ‖a − b‖ / ‖b‖ over all elements, computed in f64 on the CPU.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_device(&Device::Cpu).unwrap().to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = b.to_device(&Device::Cpu).unwrap().to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let a: Vec<f64> = a.to_vec1().unwrap();
-    let b: Vec<f64> = b.to_vec1().unwrap();
-    assert!(a.iter().all(|v| v.is_finite()), "non-finite output");
-    let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
-    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    num / den.max(1e-30)
-}
+mod common;
+use common::gpu::{rand_t, rel_err};
 
 /// Runs `f` on CPU and GPU copies of `inputs` (as Vars), returns outputs and gradients of
 /// `sum(out * w)` for a random weight `w`.

@@ -127,6 +127,13 @@ impl Axpby {
         }
     }
 
+    /// The kernel, with the scales when given.
+    #[cfg(feature = "cuda")]
+    fn cuda(&self, x: (&candle_core::CudaStorage, &Layout), y: (&candle_core::CudaStorage, &Layout), scales: Option<(&candle_core::CudaStorage, &Layout)>) -> Result<(candle_core::CudaStorage, Shape)> {
+        let coef = super::cuda::AxpbyCoef { a: self.a, b: self.b, eye: self.eye, r: self.r, power: self.power, per: self.per };
+        Ok((super::cuda::axpby(self.op, x, y, scales, coef)?, self.shape.clone()))
+    }
+
     /// The CPU loops, with the scales `s` when given.
     fn cpu(&self, xs: &CpuStorage, xl: &Layout, ys: &CpuStorage, yl: &Layout, s: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let factor = |i: usize| s.map_or(1.0, |s| s[i / self.per].powi(self.power));
@@ -167,8 +174,7 @@ impl CustomOp2 for Axpby {
         ys: &candle_core::CudaStorage,
         yl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let coef = super::cuda::AxpbyCoef { a: self.a, b: self.b, eye: self.eye, r: self.r, power: 0, per: 0 };
-        Ok((super::cuda::axpby(self.op, (xs, xl), (ys, yl), None, coef)?, self.shape.clone()))
+        self.cuda((xs, xl), (ys, yl), None)
     }
 }
 
@@ -191,7 +197,6 @@ impl CustomOp3 for Axpby {
         ss: &candle_core::CudaStorage,
         sl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let coef = super::cuda::AxpbyCoef { a: self.a, b: self.b, eye: self.eye, r: self.r, power: self.power, per: self.per };
-        Ok((super::cuda::axpby(self.op, (xs, xl), (ys, yl), Some((ss, sl)), coef)?, self.shape.clone()))
+        self.cuda((xs, xl), (ys, yl), Some((ss, sl)))
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod conv;
+pub mod gpu;
 pub mod scan;
 
 use candle_core::{backprop::GradStore, Context, DType, Result, Tensor, Var};
