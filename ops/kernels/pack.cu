@@ -3,7 +3,8 @@
 // dst_off + row·dst_stride + col (ops/src/pack.rs). It replaces the chains of narrow copies,
 // casts and concatenations with which the mixer assembled its small inputs (B | C and the
 // per-channel parameters, `mamba_ops::mixer_scan_rows_u`) and x_proj's gradient [dΔ_low | dB | dC]
-// (`mamba_ops::concat_columns`): about ten launches of 2–3 µs each per layer and micro-batch.
+// (`mamba_ops::concat_columns`), and split [dA_log | dD | ddelta_bias]: about fifteen launches of
+// 2–3 µs each per layer and micro-batch.
 // Consecutive threads take consecutive elements of a part (consecutive columns of a row).
 
 #include "mixer_common.cuh"

@@ -1,8 +1,9 @@
 //! Several 2-D tensors (or row-strided views of them) copied into one new tensor in a single
-//! pass: [`concat_columns`] and, inside the crate, the mixer scan's packing of B | C and its
-//! per-channel parameters ([`Part`], [`pack`]). On the GPU one launch (`kernels/pack.cu`) where
-//! candle's narrow copies, casts and concatenations took one each: the two uses were about ten
-//! launches of 2–3 µs per layer and micro-batch for the 130m model. On the CPU: candle's ops.
+//! pass: [`concat_columns`] and, inside the crate, the mixer scan's packing of B | C with its
+//! per-channel parameters and the split of their gradients ([`Part`], [`pack`]). On the GPU one
+//! launch (`kernels/pack.cu`) where candle's narrow copies, casts and concatenations took one
+//! each: about fifteen launches of 2–3 µs per layer and micro-batch for the 130m model. On the
+//! CPU: candle's ops.
 
 use candle_core::{bail, DType, Result, Tensor};
 
