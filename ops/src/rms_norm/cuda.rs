@@ -44,10 +44,8 @@ fn forward_t<T: Io>(
 }
 
 /// `[dx, dw]` from contiguous CUDA tensors `x (rows, d)`, `w (d)` (f32) and `g (rows, d)` (f32
-/// or bf16).
-/// `(dx (+ add), dw)`; `add` (f32, `(rows, d)`) is added to dx in the same kernel.
-#[allow(clippy::too_many_arguments)]
-/// `[dx, dw]`, and dx also in bf16 with `copy`.
+/// or bf16); `add` (f32, `(rows, d)`) is added to dx in the same kernel, and with `copy` the
+/// kernel also writes dx in bf16.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor, add: Option<&Tensor>, copy: bool) -> Result<([Tensor; 2], Option<Tensor>)> {
     dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g, add, copy))
