@@ -107,14 +107,11 @@ pub(crate) fn scan(
 fn split_grads(dims: &MixerDims, inputs: [&Tensor; 5], ddelta: Tensor, dbc: Tensor, dp: Tensor, share: Share) -> Result<ScanGrads> {
     let [b, c, a_log, d_skip, delta_bias] = inputs;
     let n = dims.n;
-    let part = |t: &Tensor, dim: D, start: usize, len: usize, like: &Tensor| -> Result<Tensor> {
-        t.narrow(dim, start, len)?.contiguous()?.reshape(like.shape())?.to_dtype(like.dtype())
-    };
     let (db, dc) = if b.dtype() == c.dtype() && b.dims() == c.dims() && dbc.dims()[..dbc.rank() - 1] == b.dims()[..b.rank() - 1] {
         let dbc = dbc.to_dtype(b.dtype())?;
         (dbc.narrow(D::Minus1, 0, n)?, dbc.narrow(D::Minus1, n, n)?)
     } else {
-        (part(&dbc, D::Minus1, 0, n, b)?, part(&dbc, D::Minus1, n, n, c)?)
+        (columns(&dbc, 0, n, b)?, columns(&dbc, n, n, c)?)
     };
     let [da_log, dd_skip, ddelta_bias] = split_params(&dp, n, [a_log, d_skip, delta_bias])?;
     Ok(ScanGrads {
@@ -142,10 +139,13 @@ fn split_params(dp: &Tensor, n: usize, [a_log, d_skip, delta_bias]: [&Tensor; 3]
         let all = crate::pack::pack("mixer_scan backward", &parts, d * (n + 2), DType::F32)?;
         return Ok([all.narrow(0, 0, d * n)?.reshape(a_log.shape())?, all.narrow(0, d * n, d)?.reshape(d_skip.shape())?, all.narrow(0, d * n + d, d)?.reshape(delta_bias.shape())?]);
     }
-    let part = |start: usize, len: usize, like: &Tensor| -> Result<Tensor> {
-        dp.narrow(D::Minus1, start, len)?.contiguous()?.reshape(like.shape())?.to_dtype(like.dtype())
-    };
-    Ok([part(0, n, a_log)?, part(n, 1, d_skip)?, part(n + 1, 1, delta_bias)?])
+    Ok([columns(dp, 0, n, a_log)?, columns(dp, n, 1, d_skip)?, columns(dp, n + 1, 1, delta_bias)?])
+}
+
+/// Columns `[start, start + len)` of `t`'s last dimension as a new contiguous tensor in `like`'s
+/// shape and dtype.
+fn columns(t: &Tensor, start: usize, len: usize, like: &Tensor) -> Result<Tensor> {
+    t.narrow(D::Minus1, start, len)?.contiguous()?.reshape(like.shape())?.to_dtype(like.dtype())
 }
 
 /// See [`crate::backward::mixer_conv_rows`]: `(dxz, dweight, dbias)`.

@@ -6,6 +6,8 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorage, WrapErr};
 use candle_core::{Layout, Result};
 
+use super::gram::Axpby;
+
 const MODULE: &str = "mamba_muon";
 /// Threads per block (`MUON_THREADS` in the kernels).
 const THREADS: usize = GRID_STRIDE_THREADS;
@@ -76,23 +78,13 @@ fn apply_in_place_t<T: Io>(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os,
     Ok(())
 }
 
-/// The axpby kernel's coefficients: `s_j^power·(a·x + b·y + eye·I)`, the identity on the
-/// trailing `r`×`r` matrices when `r > 0`, `per` elements per matrix j when scales are given.
-pub(crate) struct AxpbyCoef {
-    pub a: f32,
-    pub b: f32,
-    pub eye: f32,
-    pub r: usize,
-    pub power: i32,
-    pub per: usize,
+/// `s_j^power·(a·x + b·y + eye·I)` with the op's coefficients `coef`, the scales `s` optional.
+pub(crate) fn axpby(coef: &Axpby, x: (&CudaStorage, &Layout), y: (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>) -> Result<CudaStorage> {
+    dispatch!(coef.op, x.0.dtype(), axpby_t(coef, x, y, scales))
 }
 
-/// `s_j^power·(a·x + b·y + eye·I)` (see [`AxpbyCoef`]), the scales `s` optional.
-pub(crate) fn axpby(op: &str, x: (&CudaStorage, &Layout), y: (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>, coef: AxpbyCoef) -> Result<CudaStorage> {
-    dispatch!(op, x.0.dtype(), axpby_t(op, x, y, scales, &coef))
-}
-
-fn axpby_t<T: Io>(op: &str, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>, coef: &AxpbyCoef) -> Result<CudaStorage> {
+fn axpby_t<T: Io>(coef: &Axpby, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>) -> Result<CudaStorage> {
+    let op = coef.op;
     let dev = device(xs);
     let (xv, yv) = (view_of::<T>(op, "x", xs, xl)?, view_of::<T>(op, "y", ys, yl)?);
     let n = xv.len();

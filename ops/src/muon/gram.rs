@@ -82,16 +82,16 @@ impl CustomOp1 for GramScales {
 /// `r > 0`, the factor per matrix j of the stack when scales `s: (k,)` are given.
 pub(crate) struct Axpby {
     /// The op's name, for errors.
-    op: &'static str,
+    pub(super) op: &'static str,
     shape: Shape,
     /// The coefficients as f32, also for f64 data (Newton–Schulz's are given to 4 decimals).
-    a: f32,
-    b: f32,
-    eye: f32,
-    r: usize,
+    pub(super) a: f32,
+    pub(super) b: f32,
+    pub(super) eye: f32,
+    pub(super) r: usize,
     /// The power of the scales (1 or 2); with scales, the elements per matrix.
-    power: i32,
-    per: usize,
+    pub(super) power: i32,
+    pub(super) per: usize,
 }
 
 impl Axpby {
@@ -130,8 +130,7 @@ impl Axpby {
     /// The kernel, with the scales when given.
     #[cfg(feature = "cuda")]
     fn cuda(&self, x: (&candle_core::CudaStorage, &Layout), y: (&candle_core::CudaStorage, &Layout), scales: Option<(&candle_core::CudaStorage, &Layout)>) -> Result<(candle_core::CudaStorage, Shape)> {
-        let coef = super::cuda::AxpbyCoef { a: self.a, b: self.b, eye: self.eye, r: self.r, power: self.power, per: self.per };
-        Ok((super::cuda::axpby(self.op, x, y, scales, coef)?, self.shape.clone()))
+        Ok((super::cuda::axpby(self, x, y, scales)?, self.shape.clone()))
     }
 
     /// The CPU loops, with the scales `s` when given.

@@ -102,9 +102,9 @@ impl RmsNorm {
     }
 
     /// `[dx (+ add), dw]` for `x: (rows, d)`, `w: (d,)` in the compute dtype and the output's
-    /// gradient `grad_y`; `add` (rows, d), when given, is added to dx (in the kernel on the GPU).
-    /// The op's autograd backward and [`rms_norm_backward`] both run this.
-    /// `[dx, dw]`, and on the GPU with `copy` and a bf16 output, dx in bf16 from the same kernel.
+    /// gradient `grad_y`; `add` (rows, d), when given, is added to dx (in the kernel on the GPU);
+    /// on the GPU with `copy` and a bf16 output, also dx in bf16 from the same kernel. The op's
+    /// autograd backward and [`rms_norm_backward`] both run this.
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     fn backward(&self, x: &Tensor, w: &Tensor, grad_y: &Tensor, add: Option<&Tensor>, copy: bool) -> Result<([Tensor; 2], Option<Tensor>)> {
         if grad_y.dims() != [self.rows, self.d] {
