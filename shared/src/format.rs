@@ -24,6 +24,20 @@ pub const MAGIC: [u8; 8] = *b"MAMBASHD";
 pub const VERSION: u32 = 1;
 pub const HEADER_BYTES: u64 = 4096;
 
+/// The longest sequence a shard may hold: chunks are at most `MAX_SEQ_LEN + 1` tokens
+/// (a decoded chunk is then at most 4 MiB + 4 bytes).
+pub const MAX_SEQ_LEN: u32 = 1 << 20;
+/// `MAX_SEQ_LEN + 1`.
+pub const MAX_CHUNK_TOKENS: u32 = MAX_SEQ_LEN + 1;
+/// The largest vocabulary a shard may declare.
+pub const MAX_VOCAB_SIZE: u32 = 1 << 24;
+/// The most tokens (`n_chunks × chunk_tokens`) one shard may hold: 2^32, i.e. at most 16 GiB
+/// decoded; bounds the work of verifying a shard whatever its header says.
+pub const MAX_SHARD_TOKENS: u64 = 1 << 32;
+
+/// Bytes `RESERVED_START..HEADER_BYTES` of the header are zero.
+pub const RESERVED_START: usize = 56;
+
 /// The two token streams a corpus has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,11 +106,49 @@ pub struct Header {
 
 impl Header {
     pub fn seq_len(&self) -> usize {
-        self.chunk_tokens as usize - 1
+        (self.chunk_tokens as usize).saturating_sub(1)
     }
 
     pub fn chunk_bytes(&self) -> usize {
         self.chunk_tokens as usize * self.token_bytes as usize
+    }
+
+    /// The bounds every header field must keep ([`MAX_CHUNK_TOKENS`], [`MAX_VOCAB_SIZE`],
+    /// [`MAX_SHARD_TOKENS`]), in checked arithmetic. What depends on the file size (where the
+    /// index lies) is checked by `ShardReader::open`. Errors name the field and its byte offset.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let bad = |field: &str, at: usize, what: String| Err(ShardError::BadHeader { path: path.into(), what: format!("field {field} (byte {at}) {what}") });
+        if self.token_bytes != 2 && self.token_bytes != 4 {
+            return bad("token_bytes", 12, format!("is {} (must be 2 or 4)", self.token_bytes));
+        }
+        if !(2..=MAX_CHUNK_TOKENS).contains(&self.chunk_tokens) {
+            return bad("chunk_tokens", 16, format!("is {} (must be 2..={MAX_CHUNK_TOKENS}, i.e. seq_len 1..={MAX_SEQ_LEN})", self.chunk_tokens));
+        }
+        if !(1..=MAX_VOCAB_SIZE).contains(&self.vocab_size) {
+            return bad("vocab_size", 24, format!("is {} (must be 1..={MAX_VOCAB_SIZE})", self.vocab_size));
+        }
+        if self.token_bytes == 2 && self.vocab_size > 65536 {
+            return bad("vocab_size", 24, format!("is {}: does not fit u16 tokens (token_bytes 2)", self.vocab_size));
+        }
+        if self.eot_id >= self.vocab_size {
+            return bad("eot_id", 28, format!("is {}: outside the vocabulary of {}", self.eot_id, self.vocab_size));
+        }
+        let tokens = u64::from(self.n_chunks) * u64::from(self.chunk_tokens);
+        if tokens > MAX_SHARD_TOKENS {
+            return bad("n_chunks", 20, format!("is {}: {} chunks of {} tokens are {tokens} tokens, more than the {MAX_SHARD_TOKENS} a shard may hold", self.n_chunks, self.n_chunks, self.chunk_tokens));
+        }
+        // Every frame takes at least one byte, so the body holds at least n_chunks bytes.
+        if self.index_offset < HEADER_BYTES + u64::from(self.n_chunks) {
+            return bad("index_offset", 32, format!("is {}: the {} frames cannot lie between the header's end ({HEADER_BYTES}) and it", self.index_offset, self.n_chunks));
+        }
+        let seq_len = u64::from(self.chunk_tokens) - 1;
+        if self.first_token % seq_len != 0 {
+            return bad("first_token", 48, format!("is {}: not a multiple of seq_len {seq_len} (it must be the first chunk's index × seq_len)", self.first_token));
+        }
+        if self.first_token.checked_add(u64::from(self.n_chunks) * seq_len).is_none() {
+            return bad("first_token", 48, format!("is {}: the shard's {} chunks would end past 2^64 tokens", self.first_token, self.n_chunks));
+        }
+        Ok(())
     }
 
     pub fn encode(&self) -> [u8; HEADER_BYTES as usize] {
@@ -147,21 +199,12 @@ impl Header {
             seq: u64_at(40),
             first_token: u64_at(48),
         };
-        let bad = |what: String| Err(ShardError::BadHeader { path: path.into(), what });
-        if h.token_bytes != 2 && h.token_bytes != 4 {
-            return bad(format!("token_bytes is {} (must be 2 or 4)", h.token_bytes));
-        }
-        if h.token_bytes == 2 && h.vocab_size > 65536 {
-            return bad(format!("vocab_size {} does not fit u16 tokens", h.vocab_size));
-        }
-        if h.chunk_tokens < 2 {
-            return bad(format!("chunk_tokens is {} (must be at least 2)", h.chunk_tokens));
-        }
-        if h.eot_id >= h.vocab_size {
-            return bad(format!("eot_id {} is outside the vocabulary of {}", h.eot_id, h.vocab_size));
-        }
-        if h.index_offset < HEADER_BYTES {
-            return bad(format!("index_offset {} points into the header", h.index_offset));
+        h.check(path)?;
+        if let Some(at) = b[RESERVED_START..HEADER_BYTES as usize].iter().position(|&x| x != 0) {
+            return Err(ShardError::BadHeader {
+                path: path.into(),
+                what: format!("reserved byte {} is {:#04x} (bytes {RESERVED_START}..{HEADER_BYTES} must be zero)", RESERVED_START + at, b[RESERVED_START + at]),
+            });
         }
         Ok(h)
     }
