@@ -201,7 +201,7 @@ fn open_shards(dir: &Path, micro_batch: usize, vocab_size: usize) -> Result<(Tra
     let Some(seq_len) = train_seq_len(dir).with_context(|| format!("--data {}", dir.display()))? else {
         bail!("--data {}: no train shards (train-*.shard)", dir.display())
     };
-    let spec = DataSpec { dir: dir.to_path_buf(), seq_len, vocab_size, seed: 0, follow: false, micro_batch, prefetch: 4 };
+    let spec = DataSpec { dir: dir.to_path_buf(), seq_len, vocab_size, seed: 0, follow: false, micro_batch, prefetch: 4, on_bad_chunk: Default::default() };
     let data = TrainData::open(spec, None).with_context(|| format!("opening data in {}", dir.display()))?;
     Ok((data, seq_len))
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::data::OnBadChunk;
 use crate::model::config::PRESET_NAMES;
 use crate::model::MambaConfig;
 use crate::optim::config::ADAMW_ONLY_LR;
@@ -43,6 +44,8 @@ pub struct TrainConfig {
     pub dtype: String,
     /// Data-parallel ranks (`--devices`); `None` = one device, `device`.
     pub devices: Option<String>,
+    /// Static mode: stop at a corrupt chunk or skip it (`--on-bad-chunk`).
+    pub on_bad_chunk: OnBadChunk,
 }
 
 impl Default for TrainConfig {
@@ -74,6 +77,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             devices: None,
+            on_bad_chunk: OnBadChunk::Fail,
         }
     }
 }
@@ -163,6 +167,12 @@ pub struct TrainArgs {
     /// Replaces --device. See docs/multi-gpu.md.
     #[arg(long, value_name = "LIST")]
     pub devices: Option<String>,
+    /// Static mode, a chunk whose frame is corrupt: `fail` stops with an error naming the shard and
+    /// chunk (after saving a checkpoint of the last completed step); `skip` leaves it out with a
+    /// warning, counts it (`skipped_chunks` in metrics.jsonl) and goes on; the other chunks keep
+    /// their order, so `--resume --on-bad-chunk skip` gets past a chunk that stopped a run. [default: fail]
+    #[arg(long, value_enum)]
+    pub on_bad_chunk: Option<OnBadChunk>,
 }
 
 impl TrainArgs {
@@ -188,6 +198,9 @@ impl TrainArgs {
         }
         if self.devices.is_some() {
             c.devices = self.devices.clone();
+        }
+        if let Some(v) = self.on_bad_chunk {
+            c.on_bad_chunk = v;
         }
         c.resume |= self.resume;
         c.follow |= self.follow;

@@ -72,6 +72,9 @@ fn run(cli: Cli) -> Result<()> {
             })
             .context("installing the signal handler")?;
             let outcome = train::run(&cfg, &stop)?;
+            if outcome.skipped_chunks > 0 {
+                println!("left out {} corrupt chunks (--on-bad-chunk skip; see skipped_chunks in metrics.jsonl)", outcome.skipped_chunks);
+            }
             println!("finished at step {} ({:?}), last val loss {}", outcome.step, outcome.stop, outcome.last_val_loss.map_or("-".into(), |l| format!("{l:.4}")));
             Ok(())
         }

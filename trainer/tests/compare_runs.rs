@@ -52,6 +52,7 @@ fn synthetic_run(root: &Path, label: &str, optimizer: OptimizerKind, lrs: (f64, 
             bwd_ms: None,
             opt_ms: None,
             chunks: Vec::new(),
+            skipped_chunks: 0,
         };
         w.log_step(&m).unwrap();
         w.log_eval(&EvalMetrics { step, tokens: step * M, val_loss: v, val_ppl: v.exp() }).unwrap();

@@ -85,7 +85,7 @@ fn init_from_a_checkpoint_starts_from_its_weights() {
     // Its first loss is the checkpoint model's loss on the first batch of the data order.
     let (cfg_m, params) = mamba_trainer::checkpoint::params_from_loaded(mamba_trainer::checkpoint::load_model(&ckpt).unwrap(), &Device::Cpu).unwrap();
     let model = mamba_trainer::model::MambaLM::new(&cfg_m, params.var_builder(&Device::Cpu)).unwrap();
-    let spec = DataSpec { dir: data.path().into(), seq_len: SEQ, vocab_size: 64, seed: 0, follow: false, micro_batch: 2, prefetch: 1 };
+    let spec = DataSpec { dir: data.path().into(), seq_len: SEQ, vocab_size: 64, seed: 0, follow: false, micro_batch: 2, prefetch: 1, on_bad_chunk: Default::default() };
     let batch = TrainData::open(spec, None).unwrap().next_batch().unwrap().unwrap();
     let (x, y) = mamba_trainer::train::step::batch_tensors(&batch, SEQ, &Device::Cpu).unwrap();
     let want = model.loss(&x, &y).unwrap().to_scalar::<f32>().unwrap() as f64;

@@ -26,6 +26,8 @@ pub enum DataError {
     ResumeMismatch { what: String },
     #[error("invalid data settings: {what}")]
     BadSpec { what: String },
+    #[error("{dir}: none of the {total} train chunks can be read (--on-bad-chunk skip left out a whole epoch); the last: {last}")]
+    NoGoodChunk { dir: PathBuf, total: u64, last: String },
     #[error("the data loader thread stopped unexpectedly: {what}")]
     LoaderStopped { what: String },
 }

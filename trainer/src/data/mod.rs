@@ -29,6 +29,8 @@
 //!   reads the pipeline's ring size, `Manifest::ring_slots`, from its manifest).
 //! - Background prefetch (`prefetch.rs`), seeded orders (`order.rs`), model-fit checks
 //!   (`validate.rs`), the validation set (`val.rs`), errors (`error.rs`).
+//! - Static mode's `--on-bad-chunk fail|skip` (`bad_chunk.rs`): after each step's batches,
+//!   `data.take_skipped_chunks()` says which chunks were left out as corrupt.
 //!
 //! # Release protocol and `wants_checkpoint` (follow mode)
 //! The trainer may tell the pipeline to recycle train shard S (release file,
@@ -45,6 +47,7 @@
 //! The last batch of follow mode may have fewer than `micro_batch` rows ([`Batch::micro_batch`]
 //! says how many), so that every published chunk is trained on exactly once.
 
+mod bad_chunk;
 mod error;
 mod follow;
 mod manifest;
@@ -67,6 +70,7 @@ use std::time::{Duration, Instant};
 use mamba_shards::format::Split;
 use mamba_shards::ring::{list_shards, read_release, write_release, Release};
 
+pub use bad_chunk::{OnBadChunk, SkippedChunk};
 pub use error::DataError;
 pub use position::{Cursor, DataPosition};
 pub use val::load_val_chunks;
@@ -102,6 +106,8 @@ pub struct DataSpec {
     pub micro_batch: usize,
     /// Batches staged ahead by the background thread (e.g. 4).
     pub prefetch: usize,
+    /// Static mode: stop at a corrupt chunk, or skip it (`--on-bad-chunk`).
+    pub on_bad_chunk: OnBadChunk,
 }
 
 /// `micro_batch` sequences of `seq_len + 1` tokens.
@@ -132,6 +138,8 @@ pub struct TrainData {
     /// Batches one optimizer step consumes (see `set_batches_per_step`).
     batches_per_step: usize,
     ended: bool,
+    /// Chunks skipped as corrupt (`--on-bad-chunk skip`) and not yet taken.
+    skipped: Vec<SkippedChunk>,
 }
 
 impl TrainData {
@@ -157,13 +165,13 @@ impl TrainData {
             }
             (Box::new(source), position, released_below, Some(RingWatch::new(&spec.dir, ring)))
         } else {
-            let source = StaticOrder::open(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref())?;
+            let source = StaticOrder::open(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref(), spec.on_bad_chunk)?;
             let position = source.position();
             (Box::new(source), position, 0, None)
         };
         let prefetch = Prefetcher::spawn(source, spec.micro_batch, spec.seq_len + 1, spec.prefetch)?;
         let batches_per_step = spec.prefetch.max(1);
-        Ok(TrainData { spec, prefetch, position, released_below, ring, batches_per_step, ended: false })
+        Ok(TrainData { spec, prefetch, position, released_below, ring, batches_per_step, ended: false, skipped: Vec::new() })
     }
 
     /// Tells follow mode how many batches one optimizer step consumes (the gradient-accumulation
@@ -192,20 +200,32 @@ impl TrainData {
             return Ok(None);
         }
         let started = Instant::now();
-        let Some(staged) = self.prefetch.recv(stop)? else { return Ok(None) };
-        match staged {
-            Staged::Batch(mut batch) => {
-                batch.wait = started.elapsed();
-                self.position = batch.position_after.clone();
-                Ok(Some(batch))
+        loop {
+            let Some(staged) = self.prefetch.recv(stop)? else { return Ok(None) };
+            match staged {
+                Staged::Skipped(bad) => {
+                    tracing::warn!("--on-bad-chunk skip: leaving out chunk {} of {}: {}", bad.chunk, bad.shard.display(), bad.error);
+                    self.skipped.push(bad);
+                }
+                Staged::Batch(mut batch) => {
+                    batch.wait = started.elapsed();
+                    self.position = batch.position_after.clone();
+                    return Ok(Some(batch));
+                }
+                Staged::End(position) => {
+                    self.ended = true;
+                    self.position = position;
+                    return Ok(None);
+                }
+                Staged::Failed(e) => return Err(e),
             }
-            Staged::End(position) => {
-                self.ended = true;
-                self.position = position;
-                Ok(None)
-            }
-            Staged::Failed(e) => Err(e),
         }
+    }
+
+    /// The chunks left out as corrupt (`--on-bad-chunk skip`) since the last call: those that
+    /// stood before or among the rows of the batches handed out since.
+    pub fn take_skipped_chunks(&mut self) -> Vec<SkippedChunk> {
+        std::mem::take(&mut self.skipped)
     }
 
     /// The position after the last batch handed out (the start position before the first).

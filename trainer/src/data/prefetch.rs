@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::bad_chunk::SkippedChunk;
 use super::error::DataError;
 use super::position::DataPosition;
 use super::Batch;
@@ -35,11 +36,17 @@ pub(crate) trait ChunkSource: Send + 'static {
     fn last_chunk_id(&self) -> Option<(u64, u64)> {
         None
     }
+
+    /// Static mode under `--on-bad-chunk skip`: the chunks left out since the last call.
+    fn take_skipped(&mut self) -> Vec<SkippedChunk> {
+        Vec::new()
+    }
 }
 
 /// What the thread sends: a batch, the end of the data (with the final position), or the error
-/// that stopped it.
+/// that stopped it. A chunk skipped as bad is sent before the batch it would have been part of.
 pub(crate) enum Staged {
+    Skipped(SkippedChunk),
     Batch(Batch),
     End(DataPosition),
     Failed(DataError),
@@ -120,7 +127,13 @@ fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize
         let mut position_after = None;
         let mut chunks = Vec::new();
         while rows < micro_batch {
-            match source.next_chunk(&mut chunk, stop) {
+            let next = source.next_chunk(&mut chunk, stop);
+            for skipped in source.take_skipped() {
+                if tx.send(Staged::Skipped(skipped)).is_err() {
+                    return;
+                }
+            }
+            match next {
                 Ok(Some(pos)) => {
                     tokens.extend_from_slice(&chunk);
                     rows += 1;

@@ -2,7 +2,8 @@
 //! Each epoch reads every chunk of every shard exactly once, in a permutation seeded by
 //! (`--seed`, epoch). Chunks are numbered globally (shard by shard in seq order), the permutation
 //! maps entry `index` to a global chunk, and the chunk is decompressed from its memory-mapped
-//! shard only when it is read.
+//! shard only when it is read. A corrupt chunk is an error, or is left out under
+//! `--on-bad-chunk skip` (`bad_chunk.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -11,6 +12,7 @@ use mamba_shards::format::Split;
 use mamba_shards::ring::list_shards;
 use mamba_shards::ShardReader;
 
+use super::bad_chunk::{bad_chunk, OnBadChunk, SkippedChunk};
 use super::error::DataError;
 use super::order::{permutation, OrderKind};
 use super::position::{Cursor, DataPosition};
@@ -18,6 +20,7 @@ use super::prefetch::ChunkSource;
 use super::validate::open_for_model;
 
 pub(crate) struct StaticOrder {
+    dir: PathBuf,
     seed: u64,
     shards: Vec<ShardReader>,
     /// `starts[i]` = global index of shard i's first chunk; `starts[n] = total`.
@@ -27,11 +30,16 @@ pub(crate) struct StaticOrder {
     index: u64,
     /// Epoch `epoch`'s permutation of `0..total`.
     order: Vec<u32>,
+    on_bad_chunk: OnBadChunk,
+    /// Chunks skipped since the last `take_skipped`.
+    skipped: Vec<SkippedChunk>,
+    /// Chunks skipped since the last good one: a whole epoch of them means nothing is readable.
+    bad_in_a_row: u64,
 }
 
 impl StaticOrder {
     /// Opens and validates every train shard in `dir`; starts at `resume` or at epoch 0.
-    pub(crate) fn open(dir: &Path, seq_len: usize, vocab_size: usize, seed: u64, resume: Option<&DataPosition>) -> Result<Self, DataError> {
+    pub(crate) fn open(dir: &Path, seq_len: usize, vocab_size: usize, seed: u64, resume: Option<&DataPosition>, on_bad_chunk: OnBadChunk) -> Result<Self, DataError> {
         let paths: Vec<PathBuf> = list_shards(dir, Split::Train)?.into_iter().map(|(_, p)| p).collect();
         if paths.is_empty() {
             return Err(DataError::NoTrainShards { dir: dir.into() });
@@ -72,9 +80,21 @@ impl StaticOrder {
             }
         };
         let order = permutation(total as u32, seed, OrderKind::StaticEpoch, epoch);
-        Ok(StaticOrder { seed, shards, starts, total, epoch, index, order })
+        Ok(StaticOrder { dir: dir.into(), seed, shards, starts, total, epoch, index, order, on_bad_chunk, skipped: Vec::new(), bad_in_a_row: 0 })
     }
 
+    /// Moves past entry `index` of the epoch's permutation; returns the position after it.
+    fn advance(&mut self) -> DataPosition {
+        let after = DataPosition::static_after(self.seed, self.epoch, self.index, self.total, self.shards.len() as u64);
+        if let Cursor::Static { epoch, index, .. } = after.cursor {
+            if epoch != self.epoch {
+                self.order = permutation(self.total as u32, self.seed, OrderKind::StaticEpoch, epoch);
+            }
+            self.epoch = epoch;
+            self.index = index;
+        }
+        after
+    }
 }
 
 impl ChunkSource for StaticOrder {
@@ -85,20 +105,31 @@ impl ChunkSource for StaticOrder {
     }
 
     fn next_chunk(&mut self, out: &mut Vec<u32>, _stop: &AtomicBool) -> Result<Option<DataPosition>, DataError> {
-        let global = self.order[self.index as usize] as u64;
-        // The shard whose range [starts[i], starts[i+1]) holds `global` (empty shards are skipped
-        // because partition_point finds the last start <= global).
-        let i = self.starts.partition_point(|&s| s <= global) - 1;
-        let k = (global - self.starts[i]) as usize;
-        self.shards[i].read_chunk_into(k, out)?;
-        let after = DataPosition::static_after(self.seed, self.epoch, self.index, self.total, self.shards.len() as u64);
-        if let Cursor::Static { epoch, index, .. } = after.cursor {
-            if epoch != self.epoch {
-                self.order = permutation(self.total as u32, self.seed, OrderKind::StaticEpoch, epoch);
+        loop {
+            let global = self.order[self.index as usize] as u64;
+            // The shard whose range [starts[i], starts[i+1]) holds `global` (empty shards are
+            // skipped because partition_point finds the last start <= global).
+            let i = self.starts.partition_point(|&s| s <= global) - 1;
+            let k = (global - self.starts[i]) as usize;
+            match self.shards[i].read_chunk_into(k, out) {
+                Ok(()) => {
+                    self.bad_in_a_row = 0;
+                    return Ok(Some(self.advance()));
+                }
+                Err(e) => {
+                    let Some(bad) = bad_chunk(&e).filter(|_| self.on_bad_chunk == OnBadChunk::Skip) else { return Err(e.into()) };
+                    self.skipped.push(bad);
+                    self.advance();
+                    self.bad_in_a_row += 1;
+                    if self.bad_in_a_row >= self.total {
+                        return Err(DataError::NoGoodChunk { dir: self.dir.clone(), total: self.total, last: e.to_string() });
+                    }
+                }
             }
-            self.epoch = epoch;
-            self.index = index;
         }
-        Ok(Some(after))
+    }
+
+    fn take_skipped(&mut self) -> Vec<SkippedChunk> {
+        std::mem::take(&mut self.skipped)
     }
 }

@@ -95,6 +95,14 @@ pub struct StepMetrics {
     /// dropped) the kept records list every chunk of the final model's history exactly once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<[u64; 2]>,
+    /// Static mode, `--on-bad-chunk skip`: corrupt chunks left out while this step's batches
+    /// were gathered (absent when none); their sum over the records is the run's total.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_chunks: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One evaluation on the validation set.

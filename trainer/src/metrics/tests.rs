@@ -24,6 +24,7 @@ fn step(step: u64, loss: f64) -> StepMetrics {
         bwd_ms: None,
         opt_ms: None,
         chunks: Vec::new(),
+        skipped_chunks: 0,
     }
 }
 

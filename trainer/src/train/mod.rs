@@ -42,6 +42,8 @@ pub struct TrainOutcome {
     /// Loss of every step this process ran, in order.
     pub losses: Vec<f64>,
     pub last_val_loss: Option<f64>,
+    /// Corrupt chunks this process left out (`--on-bad-chunk skip`).
+    pub skipped_chunks: u64,
 }
 
 /// Trains according to `cfg` until `--steps`, the end of the data, or `stop` turns true.
@@ -60,7 +62,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     // ---- model shape and data shape ---------------------------------------------------------
     let Some(seq_len) = discover_seq_len(cfg, stop)? else {
         tracing::info!("stopped before the pipeline published a train shard: nothing to train or save");
-        return Ok(TrainOutcome { stop: StopReason::Signal, step: 0, losses: Vec::new(), last_val_loss: None });
+        return Ok(TrainOutcome { stop: StopReason::Signal, step: 0, losses: Vec::new(), last_val_loss: None, skipped_chunks: 0 });
     };
     let init = match (&cfg.init_from, cfg.resume) {
         (Some(spec), false) => Some(load_model(&resolve_init_from(spec)?)?),
@@ -132,6 +134,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         follow: cfg.follow,
         micro_batch: cfg.micro_batch,
         prefetch: 4,
+        on_bad_chunk: cfg.on_bad_chunk,
     };
     if cfg.follow {
         check_step_fits_ring(cfg, world)?;
@@ -177,6 +180,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     // Set when a signal arrives while a step's batches are being gathered: the position before
     // that step, which the final checkpoint stores (its batches were not trained on).
     let mut interrupted_at: Option<DataPosition> = None;
+    let mut skipped_chunks = 0u64;
     while step < cfg.steps {
         if stop.load(Ordering::SeqCst) {
             reason = StopReason::Signal;
@@ -197,7 +201,19 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         let mut batches = Vec::with_capacity(batches_per_step);
         let mut wait = Duration::ZERO;
         while batches.len() < batches_per_step {
-            match data.next_batch_or_stop(stop)? {
+            let next = match data.next_batch_or_stop(stop) {
+                Ok(next) => next,
+                Err(e) => {
+                    // A corrupt chunk (or other bad data): keep every completed step before failing.
+                    let saved = if saved_step == Some(step) {
+                        Ok(())
+                    } else {
+                        save(ranks.leader(), step, tokens, &step_start, last_val).and_then(|()| metrics.flush()).and_then(|()| Ok(data.checkpoint_saved(&step_start)?))
+                    };
+                    return Err(data_error(e, step, cfg, saved));
+                }
+            };
+            match next {
                 Some(b) => {
                     wait += b.wait;
                     batches.push(b);
@@ -220,6 +236,9 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
             reason = StopReason::DataExhausted;
             break;
         }
+        let skipped = data.take_skipped_chunks();
+        skipped_chunks += skipped.len() as u64;
+        metrics.skipped_chunks(skipped.len());
 
         // -- forward, backward, (all-reduce,) update on every rank (timed; rank 0's device
         //    synchronised around the clock reads)
@@ -270,7 +289,10 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     }
     metrics.flush()?;
     tracing::info!("stopped at step {step}: {reason:?}");
-    Ok(TrainOutcome { stop: reason, step, losses, last_val_loss: last_val })
+    if skipped_chunks > 0 {
+        tracing::warn!("--on-bad-chunk skip: {skipped_chunks} corrupt chunks were left out (see the warnings above and skipped_chunks in metrics.jsonl)");
+    }
+    Ok(TrainOutcome { stop: reason, step, losses, last_val_loss: last_val, skipped_chunks })
 }
 
 fn eval_and_log(model: &MambaLM, val: &[Vec<u32>], cfg: &TrainConfig, device: &Device, metrics: &mut report::Report, step: usize, tokens: u64) -> Result<Option<f64>> {
@@ -280,6 +302,19 @@ fn eval_and_log(model: &MambaLM, val: &[Vec<u32>], cfg: &TrainConfig, device: &D
         metrics.eval(step, tokens, loss, val.len(), t0.elapsed())?;
     }
     Ok(loss)
+}
+
+/// The error of a step whose data could not be read, once the checkpoint of `step` was saved
+/// (`saved`): what failed (for a corrupt chunk: the shard file and chunk), where the run stands,
+/// and how to go on.
+fn data_error(e: crate::data::DataError, step: usize, cfg: &TrainConfig, saved: Result<()>) -> anyhow::Error {
+    let corrupt_chunk = matches!(&e, crate::data::DataError::Shard(mamba_shards::ShardError::CorruptChunk { .. }));
+    let hint = if corrupt_chunk && !cfg.follow { "; `--resume --on-bad-chunk skip` continues from it and leaves out corrupt chunks" } else { "" };
+    let status = match saved {
+        Ok(()) => format!("the checkpoint of step {step} is saved in {}{hint}", cfg.out.display()),
+        Err(save_error) => format!("saving the checkpoint of step {step} failed too: {save_error:#}"),
+    };
+    anyhow::Error::new(e).context(format!("step {}: cannot read its data ({status})", step + 1))
 }
 
 /// The resumed model when it came from `--init-from`: the checkpoint's own trainer state says.

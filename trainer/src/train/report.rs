@@ -11,12 +11,14 @@ use crate::metrics::{format_step_line, EvalMetrics, MetricsWriter, StepMetrics};
 
 pub struct Report {
     writer: MetricsWriter,
+    /// Bad chunks skipped for the next step record (see [`Report::skipped_chunks`]).
+    skipped: u64,
 }
 
 impl Report {
     /// `resume_step`: the checkpoint's step when resuming (later records of a killed run are dropped).
     pub fn open(cfg: &TrainConfig, resume_step: Option<usize>) -> Result<Report> {
-        Ok(Report { writer: MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))? })
+        Ok(Report { writer: MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))?, skipped: 0 })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -36,10 +38,17 @@ impl Report {
             bwd_ms: Some(r.bwd_ms),
             opt_ms: Some(r.opt_ms),
             chunks,
+            skipped_chunks: std::mem::take(&mut self.skipped),
         };
         self.writer.log_step(&m)?;
         tracing::info!("{}", format_step_line(&m, status));
         Ok(())
+    }
+
+    /// `--on-bad-chunk skip`: `n` bad chunks were left out while the coming step's batches were
+    /// gathered; the next step record carries the count (`skipped_chunks`).
+    pub fn skipped_chunks(&mut self, n: usize) {
+        self.skipped += n as u64;
     }
 
     pub fn eval(&mut self, step: usize, tokens: u64, loss: f64, chunks: usize, elapsed: Duration) -> Result<()> {

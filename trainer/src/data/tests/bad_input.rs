@@ -91,3 +91,52 @@ fn corrupt_frame_names_file_and_chunk_when_it_is_read() {
     assert!(matches!(e, DataError::Shard(ShardError::CorruptChunk { chunk: 2, .. })), "{e:?}");
     assert_names(&e, &bad, &["chunk 2"]);
 }
+
+#[test]
+fn skip_leaves_out_the_corrupt_chunk_keeps_the_order_and_resumes_identically() {
+    use crate::data::OnBadChunk;
+    // The reference: the same shards, intact, 3 epochs of 6 chunks.
+    let good = tempfile::tempdir().unwrap();
+    write_shard(good.path(), Split::Train, 0, 3);
+    write_shard(good.path(), Split::Train, 1, 3);
+    let reference = all_rows(&take(&mut TrainData::open(spec(good.path(), false, 1, 5), None).unwrap(), 18));
+    let (dir, bad) = with_bad_shard(|p| corrupt_frame(p, 2));
+    let expected: Vec<(u64, usize)> = reference.iter().copied().filter(|&id| id != (1, 2)).collect();
+    assert_eq!(expected.len(), 15, "the bad chunk comes once per epoch");
+
+    let skip = DataSpec { on_bad_chunk: OnBadChunk::Skip, ..spec(dir.path(), false, 1, 5) };
+    let mut data = TrainData::open(skip.clone(), None).unwrap();
+    let mut got = Vec::new();
+    let mut skipped = Vec::new();
+    let mut positions = Vec::new();
+    for _ in 0..15 {
+        let b = data.next_batch().unwrap().unwrap();
+        got.extend(rows(&b));
+        positions.push(b.position_after.clone());
+        skipped.extend(data.take_skipped_chunks());
+    }
+    assert_eq!(got, expected, "skipping leaves the other chunks in their order");
+    assert_eq!(skipped.len(), 3, "once per epoch: {skipped:?}");
+    for s in &skipped {
+        assert_eq!((s.shard.as_path(), s.chunk), (bad.as_path(), 2));
+        assert!(s.error.contains("train-00000001.shard") && s.error.contains("chunk 2"), "{}", s.error);
+    }
+    // Resuming from any position gives the same continuation, skipping again where needed.
+    for at in [2, 7, 11] {
+        let mut resumed = TrainData::open(skip.clone(), Some(positions[at].clone())).unwrap();
+        let rest = all_rows(&take(&mut resumed, 15 - at - 1));
+        assert_eq!(rest, expected[at + 1..], "resume after batch {at}");
+    }
+}
+
+#[test]
+fn skip_gives_up_when_no_chunk_is_readable() {
+    use crate::data::OnBadChunk;
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_shard(dir.path(), Split::Train, 0, 2);
+    corrupt_frame(&p, 0);
+    corrupt_frame(&p, 1);
+    let skip = DataSpec { on_bad_chunk: OnBadChunk::Skip, ..spec(dir.path(), false, 1, 0) };
+    let e = TrainData::open(skip, None).unwrap().next_batch().unwrap_err().to_string();
+    assert!(e.contains("none of the 2 train chunks can be read") && e.contains("train-00000000.shard"), "{e}");
+}

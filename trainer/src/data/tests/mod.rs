@@ -97,7 +97,7 @@ pub(super) fn write_manifest_finished(dir: &Path) {
 }
 
 pub(super) fn spec(dir: &Path, follow: bool, micro_batch: usize, seed: u64) -> DataSpec {
-    DataSpec { dir: dir.into(), seq_len: SEQ_LEN, vocab_size: VOCAB as usize, seed, follow, micro_batch, prefetch: 2 }
+    DataSpec { dir: dir.into(), seq_len: SEQ_LEN, vocab_size: VOCAB as usize, seed, follow, micro_batch, prefetch: 2, on_bad_chunk: Default::default() }
 }
 
 /// (shard seq, chunk index) of every row, after checking each row token for token.
