@@ -72,14 +72,15 @@ pub struct RunArgs {
     /// End-of-text token of a `--tokenizer` tokenizer.json (the built-in GPT-2 uses 50256).
     #[arg(long, default_value = "<|endoftext|>")]
     pub eot_token: String,
-    /// Tokens per training sequence; chunks hold seq_len + 1 tokens.
-    #[arg(long, default_value_t = 1024)]
+    /// Tokens per training sequence; chunks hold seq_len + 1 tokens. Allowed: 1..=1048576.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=MAX_SEQ_LEN as i64))]
     pub seq_len: u32,
-    /// Chunks per shard file.
-    #[arg(long, default_value_t = 256)]
+    /// Chunks per shard file. Allowed: 1..=1048576, and at most 134217728 tokens per shard
+    /// (chunks-per-shard × seq-len; a shard is held in memory while it is written).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=MAX_CHUNKS_PER_SHARD as i64))]
     pub chunks_per_shard: u32,
-    /// zstd compression level of the chunk frames.
-    #[arg(long, default_value_t = 3)]
+    /// zstd compression level of the chunk frames (zstd's range: negative = faster, up to 22).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub zstd_level: i32,
     /// Fraction of documents (by a hash of their id) held out as the val split.
     #[arg(long, default_value_t = 0.0005)]
@@ -96,31 +97,49 @@ pub struct RunArgs {
     /// This machine's index among `--workers`.
     #[arg(long, default_value_t = 0)]
     pub worker_index: u32,
-    /// Tokenizer/compressor threads (default: all cores).
-    #[arg(long)]
+    /// Tokenizer/compressor threads (default: all cores). Allowed: 1..=1024.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS))]
     pub threads: Option<usize>,
     /// What to do with a file that keeps failing (after retries) or is not valid input.
     #[arg(long, value_enum, default_value_t = OnError::Fail)]
     pub on_error: OnError,
-    /// Attempts per HTTP range request before the file counts as failed.
-    #[arg(long, default_value_t = 8)]
+    /// Attempts per HTTP range request before the file counts as failed. Allowed: 1..=1000.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub retries: u32,
     /// First retry delay in milliseconds; doubles per failure, capped at 30 s.
     #[arg(long, default_value_t = 500)]
     pub retry_backoff_ms: u64,
     /// Seconds without a byte from the server before a request is abandoned and retried.
-    #[arg(long, default_value_t = 60)]
+    /// Allowed: 1..=86400.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub http_timeout: u64,
-    /// Seconds between progress log lines.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds between progress log lines (0 = at every update). Allowed: 0..=86400.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub log_every: u64,
     /// No progress bar and no periodic log lines (warnings, errors and the summary remain).
     #[arg(long)]
     pub quiet: bool,
 }
 
-/// Parses the command line, with `--config FILE` values inserted in front of the real flags.
+/// Largest `--seq-len`.
+pub const MAX_SEQ_LEN: u32 = 1 << 20;
+/// Largest `--chunks-per-shard`.
+pub const MAX_CHUNKS_PER_SHARD: u32 = 1 << 20;
+/// Largest chunks-per-shard × seq-len: the tokens of one shard, held in memory (as u32) while it
+/// is written, a few shards at a time (512 MiB each at this bound).
+pub const MAX_SHARD_TOKENS: u64 = 1 << 27;
+/// Largest `--threads`.
+pub const MAX_THREADS: u64 = 1024;
+
+/// Parses the command line, with `--config FILE` values inserted in front of the real flags, and
+/// checks the values (ranges of single flags are checked by clap, with the flag's name).
 pub fn parse() -> Result<Cli> {
+    let cli = parse_flags()?;
+    cli.run.validate()?;
+    Ok(cli)
+}
+
+fn parse_flags() -> Result<Cli> {
     let args: Vec<String> = std::env::args().collect();
     let cli = Cli::parse_from(&args);
     let Some(path) = cli.run.config.clone() else { return Ok(cli) };
@@ -159,11 +178,23 @@ fn toml_scalar(v: &toml::Value) -> Result<String> {
 
 impl RunArgs {
     pub fn validate(&self) -> Result<()> {
-        if self.seq_len < 1 {
-            bail!("--seq-len must be at least 1");
+        if !(1..=MAX_SEQ_LEN).contains(&self.seq_len) {
+            bail!("--seq-len {} is out of range: allowed 1..={MAX_SEQ_LEN}", self.seq_len);
         }
-        if self.chunks_per_shard < 1 {
-            bail!("--chunks-per-shard must be at least 1");
+        if !(1..=MAX_CHUNKS_PER_SHARD).contains(&self.chunks_per_shard) {
+            bail!("--chunks-per-shard {} is out of range: allowed 1..={MAX_CHUNKS_PER_SHARD}", self.chunks_per_shard);
+        }
+        let shard_tokens = u64::from(self.chunks_per_shard) * u64::from(self.seq_len);
+        if shard_tokens > MAX_SHARD_TOKENS {
+            bail!(
+                "--chunks-per-shard {} × --seq-len {} = {shard_tokens} tokens per shard, more than the {MAX_SHARD_TOKENS} allowed (a shard is held in memory while it is written); lower --chunks-per-shard",
+                self.chunks_per_shard,
+                self.seq_len
+            );
+        }
+        let levels = zstd::compression_level_range();
+        if !levels.contains(&self.zstd_level) {
+            bail!("--zstd-level {} is out of range: allowed {}..={}", self.zstd_level, levels.start(), levels.end());
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             bail!("--val-fraction must be in [0, 1), got {}", self.val_fraction);

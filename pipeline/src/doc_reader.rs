@@ -71,7 +71,9 @@ async fn read_all(cfg: ReaderConfig, tx: SyncSender<Result<SourceEvent>>) {
         let first_row = if index == cfg.start.file { cfg.start.row } else { 0 };
         let end_row = cfg.skipped.iter().find(|s| s.file == index).map(|s| s.from_row).unwrap_or(u64::MAX);
         let mut next_row = first_row;
-        let result = read_file(&cfg, index, file, first_row, end_row, &mut next_row, &tx).await;
+        // A stop request abandons the file's network waits at once (the main loop then ends).
+        let read = crate::cancel::unless_stopped(&cfg.stop, read_file(&cfg, index, file, first_row, end_row, &mut next_row, &tx)).await;
+        let Ok(result) = read else { return };
         if cfg.stop.load(Ordering::Relaxed) {
             return;
         }

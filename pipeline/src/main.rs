@@ -5,6 +5,7 @@
 //! `pipeline [FLAGS]` builds/continues a corpus (src/run.rs); `pipeline inspect PATH` checks one.
 
 mod backpressure;
+mod cancel;
 mod config;
 mod doc_reader;
 mod gpt2_bpe;
@@ -22,8 +23,8 @@ mod tokenizer;
 mod val_split;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+
+use mamba_shards::stop_signal::{self, StopSignals};
 
 /// A stop was requested (SIGINT/SIGTERM); the run ended cleanly and can be resumed.
 #[derive(Debug, thiserror::Error)]
@@ -67,23 +68,20 @@ fn main() -> ExitCode {
         };
     }
 
-    // ---- run: SIGINT/SIGTERM only ask for a stop; the loop abandons the current shard ----
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("second interrupt: exiting now");
-            std::process::exit(130);
+    // ---- run: SIGINT/SIGTERM ask for a stop (every wait watches it); the loop abandons the
+    //      current shard and the exit status is 128 + the signal; a second signal exits at once ----
+    let signals = match StopSignals::install("stopping: abandoning the shard in progress (rerun the same command to resume)") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: installing the SIGINT/SIGTERM handler: {e}");
+            return ExitCode::FAILURE;
         }
-        eprintln!("stop requested: abandoning the shard in progress (rerun the same command to resume)");
-    }) {
-        eprintln!("warning: cannot install the signal handler: {e}");
-    }
-    match run::run(cli.run, stop) {
+    };
+    match run::run(cli.run, signals.flag()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_interrupted(&e) => {
             eprintln!("interrupted: the data dir is consistent; rerun the same command to resume");
-            ExitCode::from(130)
+            ExitCode::from(signals.exit_status().unwrap_or(stop_signal::exit_status(stop_signal::SIGINT)))
         }
         Err(e) => {
             eprintln!("error: {e:#}");

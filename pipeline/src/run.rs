@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use mamba_shards::dir_lock::{DirLock, PIPELINE_LOCK};
 use mamba_shards::format::token_bytes_for_vocab;
 use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
 use mamba_shards::{DocPos, Manifest, ShardParams, Split, SplitManifest};
@@ -48,7 +49,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
         let endpoint = hub::endpoint(args.endpoint.as_deref());
         let token = hub::token();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-        let files = source::hub_files(&rt, &endpoint, token.as_deref(), &args.dataset, &args.revision, &args.subset)?;
+        let files = source::hub_files(&rt, &endpoint, token.as_deref(), &args.dataset, &args.revision, &args.subset, &stop)?;
         let retry = RetryPolicy { attempts: args.retries, first_backoff: Duration::from_millis(args.retry_backoff_ms) };
         let http = Http::new(token, retry, Duration::from_secs(args.http_timeout)).context("creating the HTTP client")?;
         tracing::info!("{endpoint}: dataset {} @ {}, {} parquet files under {}", args.dataset, args.revision, files.len(), args.subset);
@@ -68,6 +69,8 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     // ---- 3. data dir: stale temporaries, manifest (resume or new), resolved config -------------
     let dir = args.data_dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    // One pipeline per data dir (held until this process ends): a second one is refused here.
+    let _lock = DirLock::acquire(&dir, PIPELINE_LOCK, "pipeline")?;
     let removed = remove_stale_temporaries(&dir)?;
     if removed > 0 {
         tracing::info!("removed {removed} temporary files left by an interrupted run");

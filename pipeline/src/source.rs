@@ -2,7 +2,7 @@
 //! (sorted by path), then this worker's share (file i goes to worker i % workers).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -66,9 +66,10 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// The Hub dataset's parquet files under `subset`, with their `resolve` URLs.
-pub fn hub_files(rt: &tokio::runtime::Runtime, endpoint: &str, token: Option<&str>, repo: &str, revision: &str, subset: &str) -> Result<Vec<SourceFile>> {
-    let listed = rt.block_on(crate::hub::list_parquet(endpoint, token, repo, revision, subset))?;
+/// The Hub dataset's parquet files under `subset`, with their `resolve` URLs. A stop request
+/// abandons the listing at once (`Interrupted`).
+pub fn hub_files(rt: &tokio::runtime::Runtime, endpoint: &str, token: Option<&str>, repo: &str, revision: &str, subset: &str, stop: &AtomicBool) -> Result<Vec<SourceFile>> {
+    let listed = rt.block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(endpoint, token, repo, revision, subset)))??;
     Ok(listed
         .into_iter()
         .map(|f| SourceFile::Remote { url: crate::hub::resolve_url(endpoint, repo, revision, &f.path), path: f.path, size: f.size })

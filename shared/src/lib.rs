@@ -1,13 +1,16 @@
 //! Shared by `pipeline` and `trainer`: shard format v1 ([`format`]), writing ([`writer`]) and
 //! reading ([`reader`]) shards, crash-safe file updates ([`fsutil`]) and the ring protocol
-//! ([`ring`]).
+//! ([`ring`]), and what both binaries do as processes: one writer per directory ([`dir_lock`])
+//! and SIGINT/SIGTERM as a stop request ([`stop_signal`]).
 
+pub mod dir_lock;
 pub mod error;
 pub mod format;
 pub mod fsutil;
 pub mod manifest;
 pub mod reader;
 pub mod ring;
+pub mod stop_signal;
 pub mod writer;
 
 pub use error::{Result, ShardError};

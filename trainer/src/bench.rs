@@ -32,14 +32,14 @@ pub struct BenchArgs {
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
-    /// Sequences per forward/backward.
+    /// Sequences per forward/backward. Allowed: 1..=65536.
     #[arg(long, default_value_t = 1)]
     pub micro_batch: usize,
-    /// Micro-batches per optimizer step.
+    /// Micro-batches per optimizer step. Allowed: 1..=1048576.
     #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 1024)]
+    /// Tokens per sequence. Allowed: 1..=1048576.
+    #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 20))]
     pub seq_len: usize,
     /// hybrid or adamw.
     #[arg(long, value_enum, default_value = "hybrid")]
@@ -68,7 +68,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(_) => Device::Cpu, // each rank opens its own device
     };
     let dtype = parse_dtype(&args.dtype, &device)?;
-    let tc = TrainConfig { model: args.model.clone(), optimizer: args.optimizer, ..TrainConfig::default() };
+    let tc = TrainConfig {
+        model: args.model.clone(),
+        optimizer: args.optimizer,
+        micro_batch: args.micro_batch,
+        grad_accum: args.grad_accum,
+        device: args.device.clone(),
+        devices: args.devices.clone(),
+        ..TrainConfig::default()
+    };
+    crate::size_limits::check_flags(&tc)?;
     let cfg = tc.model_config()?;
     // Batches: random tokens, or the real loader over --data (static order, seed 0).
     let mut source = match &args.data {
@@ -79,6 +88,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => BatchSource::Random { rng: Box::new(ChaCha8Rng::seed_from_u64(0)), vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32, seq_len: args.seq_len, micro_batch: args.micro_batch },
     };
     let seq_len = source.seq_len();
+    crate::size_limits::check_step_memory(&tc, seq_len, cfg.padded_vocab(), world)?;
     // The replicas and optimizers, as `trainer train` builds them (bf16: Newton–Schulz in bf16).
     let params = Params::init(&cfg, 0, &Device::Cpu)?;
     let n_params = params.n_params();

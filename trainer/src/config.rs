@@ -227,11 +227,13 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("steps", self.steps), ("micro_batch", self.micro_batch), ("grad_accum", self.grad_accum), ("keep_checkpoints", self.keep_checkpoints)] {
+        for (name, v) in [("--steps (steps)", self.steps), ("--keep-checkpoints (keep_checkpoints)", self.keep_checkpoints)] {
             if v == 0 {
                 bail!("{name} must be at least 1");
             }
         }
+        // Sizes that allocate: bounded here, and against the data's shape in `train::run`.
+        crate::size_limits::check_flags(self)?;
         if !["f32", "bf16"].contains(&self.dtype.as_str()) {
             bail!("--dtype {}: expected f32 or bf16", self.dtype);
         }

@@ -68,7 +68,7 @@ pub fn generate_tokens(model: &MambaLM, prompt: &[u32], max_tokens: usize, sampl
     for &t in &context {
         logits = Some(model.step(&Tensor::new(&[t], device)?, &mut state)?); // (1, V)
     }
-    let mut out = Vec::with_capacity(max_tokens);
+    let mut out = Vec::with_capacity(max_tokens.min(1 << 16)); // --max-tokens is the user's: no allocation up front
     for _ in 0..max_tokens {
         let l = logits.take().context("no logits")?; // (1, V)
         let row: Vec<f32> = l.squeeze(0)?.narrow(0, 0, candidates)?.to_vec1()?; // (candidates,)

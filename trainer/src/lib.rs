@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod sampling;
+pub mod size_limits;
 pub mod train;
 
 /// Crate version, recorded in resolved configs and checkpoints.

@@ -10,11 +10,12 @@
 //! ```
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use mamba_shards::dir_lock::{DirLock, TRAINER_LOCK};
+use mamba_shards::stop_signal::StopSignals;
+use mamba_trainer::train::StopReason;
 use mamba_trainer::{bench, compare, config::TrainArgs, eval_cmd, generate, train};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
         .with_writer(log_to)
         .init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -57,41 +58,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// The exit status: success, or 128 + the signal that stopped `train` (after its checkpoint).
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Train(args) => {
             // Parse config: defaults ← --config file ← flags.
             let cfg = args.resolve()?;
-            // SIGINT/SIGTERM: finish the current step, save a checkpoint, exit 0.
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            ctrlc::set_handler(move || {
-                if !flag.swap(true, Ordering::SeqCst) {
-                    eprintln!("signal received: finishing the current step, then saving a checkpoint");
-                }
-            })
-            .context("installing the signal handler")?;
-            let outcome = train::run(&cfg, &stop)?;
+            // One trainer per run directory, for as long as this process lives.
+            std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
+            let _lock = DirLock::acquire(&cfg.out, TRAINER_LOCK, "trainer")?;
+            // SIGINT/SIGTERM: finish the current step (or stop waiting for data), save a
+            // checkpoint, exit 128 + signal; a second signal exits at once.
+            let signals = StopSignals::install("finishing the current step, then saving a checkpoint").context("installing the signal handler")?;
+            let outcome = train::run(&cfg, &signals.flag())?;
             if outcome.skipped_chunks > 0 {
                 println!("left out {} corrupt chunks (--on-bad-chunk skip; see skipped_chunks in metrics.jsonl)", outcome.skipped_chunks);
             }
             println!("finished at step {} ({:?}), last val loss {}", outcome.step, outcome.stop, outcome.last_val_loss.map_or("-".into(), |l| format!("{l:.4}")));
-            Ok(())
+            Ok(match (outcome.stop, signals.exit_status()) {
+                (StopReason::Signal, Some(status)) => ExitCode::from(status),
+                _ => ExitCode::SUCCESS,
+            })
         }
         Command::Generate(args) => {
             let text = generate::run(&args)?;
             println!("{text}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Eval(args) => {
             let report = eval_cmd::run(&args)?;
             println!("{}", if args.json { report.to_json()? } else { report.human_line() });
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => {
             println!("{}", compare::run(&args)?.printed);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Follow mode and signals (issue 5): a trainer blocked waiting for the pipeline stops at once when
 //! the stop flag (SIGINT/SIGTERM in the binary) is raised, without counting the half-gathered step
 //! as trained, saves a checkpoint that resumes exactly there, and a trainer started before the
-//! data directory exists waits for it and stops cleanly too.
+//! data directory exists waits for it and stops cleanly too. The binary does the same on SIGINT or
+//! SIGTERM within 2 s, with exit status 128 + signal, also beside a pipeline holding its data dir
+//! lock (following is reading, not a second writer).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::child::{trainer, Running};
 use common::*;
+use mamba_shards::dir_lock::{DirLock, PIPELINE_LOCK};
 use mamba_shards::format::Split;
 use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
 use mamba_shards::{ShardParams, ShardReader};
@@ -138,4 +142,48 @@ fn a_step_larger_than_the_ring_is_refused() {
     let cfg = TrainConfig { follow: true, steps: 10, micro_batch: 2, grad_accum: 10, ..tiny_config(data.path(), out.path(), "micro") };
     let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
     assert!(err.contains("20 chunks") && err.contains("--ring-slots"), "{err}");
+}
+
+/// `trainer train --follow` on `data` into `out`: 4 chunks per step of the micro model.
+fn follow_binary(data: &Path, out: &Path) -> Running {
+    let mut c = trainer();
+    c.args(["train", "--follow", "--model", "micro", "--steps", "1000", "--micro-batch", "2", "--grad-accum", "2"]);
+    c.args(["--eval-chunks", "4", "--eval-every", "0", "--save-every", "0", "--warmup", "2", "--data"]).arg(data).arg("--out").arg(out);
+    Running::start(c)
+}
+
+#[test]
+fn the_binary_waiting_for_shards_stops_on_sigint_within_2s_with_status_130_after_its_checkpoint() {
+    let staging = tempfile::tempdir().unwrap();
+    synthetic_shards(staging.path(), 64, SEQ, 12, 4, 6);
+    let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
+    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    let data = tempfile::tempdir().unwrap();
+    publish(staging.path(), data.path(), Split::Val, 0);
+    publish(staging.path(), data.path(), Split::Train, 0);
+    write_manifest(data.path(), false, params);
+    // A running pipeline holds its lock on the data dir: a follower does not need it.
+    let _pipeline = DirLock::acquire(data.path(), PIPELINE_LOCK, "pipeline").unwrap();
+
+    // Step 1 trains on chunks 0..4 of shard 0; step 2 waits for shard 1.
+    let out = tempfile::tempdir().unwrap();
+    let run = follow_binary(data.path(), out.path());
+    run.wait_for_line("trainer waiting for the pipeline to publish train shard 1");
+    let (status, elapsed, log) = run.stop("INT");
+    assert_eq!(status.code(), Some(130), "128 + SIGINT: {status:?}\n{log}");
+    assert!(elapsed < Duration::from_secs(2), "stopped {elapsed:?} after the signal\n{log}");
+    let state = mamba_trainer::checkpoint::TrainerState::load(&out.path().join("ckpt-000001")).unwrap();
+    assert_eq!(state.data_position["cursor"], serde_json::json!({"mode": "follow", "shard": 0, "chunk": 4}), "{log}");
+    assert!(!data.path().join(mamba_shards::ring::RELEASE_FILE).exists(), "shard 0 is still needed");
+}
+
+#[test]
+fn the_binary_waiting_for_the_data_dir_stops_on_sigterm_within_2s_with_status_143() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = follow_binary(&tmp.path().join("not-yet"), &tmp.path().join("run"));
+    run.wait_for_line("waiting for the pipeline to create the data directory");
+    let (status, elapsed, log) = run.stop("TERM");
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM: {status:?}\n{log}");
+    assert!(elapsed < Duration::from_secs(2), "stopped {elapsed:?} after the signal\n{log}");
+    assert!(!tmp.path().join("not-yet").exists(), "the trainer creates no data dir");
 }

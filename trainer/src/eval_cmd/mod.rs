@@ -50,11 +50,11 @@ pub struct EvalArgs {
     /// Evaluate on the first N chunks only (default: all). A run's logged val loss uses its --eval-chunks.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_chunks: Option<u64>,
-    /// Chunks per forward pass (memory vs speed; the loss does not depend on it beyond rounding).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Chunks per forward pass (memory vs speed; the loss does not depend on it beyond rounding). Allowed: 1..=65536.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=crate::size_limits::MAX_MICRO_BATCH as u64))]
     pub micro_batch: u64,
-    /// Tokens per sequence for parquet text (chunks of seq_len + 1, as the pipeline cuts them) [default: 1024]; shards: must match their chunks.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Tokens per sequence for parquet text (chunks of seq_len + 1, as the pipeline cuts them) [default: 1024]; shards: must match their chunks. Allowed: 1..=1048576.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub seq_len: Option<u64>,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -103,6 +103,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
 
     // ---- the loop: micro-batches of chunks → the mean loss of every target token ---------------
     let micro_batch = args.micro_batch as usize;
+    crate::size_limits::check_logits(micro_batch, source.chunk_tokens().saturating_sub(1), cfg.padded_vocab(), args.device == "cpu")?;
     let (mut sum, mut chunks) = (0f64, 0u64);
     let mut batch: Vec<Vec<u32>> = Vec::with_capacity(micro_batch);
     loop {

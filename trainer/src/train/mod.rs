@@ -73,6 +73,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         (None, true) if cfg.init_from.is_some() => last_state_model(cfg)?,
         _ => cfg.model_config()?,
     };
+    crate::size_limits::check_step_memory(cfg, seq_len, model_cfg.padded_vocab(), world)?;
 
     // ---- parameters: resumed, initialised from a checkpoint, or fresh (on the host; every rank
     //      copies them to its device, so all start identical) --------------------------------

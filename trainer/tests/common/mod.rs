@@ -2,6 +2,8 @@
 //! tokens), a quiet training config, and small assertions.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
