@@ -1,10 +1,12 @@
 //! Shared by `pipeline` and `trainer`: shard format v1 ([`format`]), writing ([`writer`]) and
 //! reading ([`reader`]) shards, crash-safe file updates ([`fsutil`]) and the ring protocol
-//! ([`ring`]).
+//! ([`ring`]); with the `hub` feature, the Hugging Face Hub client both binaries use ([`hub`]).
 
 pub mod error;
 pub mod format;
 pub mod fsutil;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod manifest;
 pub mod reader;
 pub mod ring;
