@@ -46,12 +46,15 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let (files, http) = if !args.input.is_empty() {
         (source::local_files(&args.input)?, None)
     } else {
-        let endpoint = hub::endpoint(args.endpoint.as_deref());
-        let token = hub::token();
+        let endpoint = hub::endpoint(args.endpoint.as_deref())?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
-        let files = source::hub_files(&rt, &endpoint, token.as_deref(), &args.dataset, &args.revision, &args.subset, &stop)?;
-        let retry = RetryPolicy { attempts: args.retries, first_backoff: Duration::from_millis(args.retry_backoff_ms) };
-        let http = Http::new(token, retry, Duration::from_secs(args.http_timeout)).context("creating the HTTP client")?;
+        let retry = RetryPolicy {
+            attempts: args.retries,
+            first_backoff: Duration::from_millis(args.retry_backoff_ms),
+            timeout: Duration::from_secs(args.http_timeout),
+        };
+        let http = Http::new(endpoint.clone(), hub::token(), retry).context("creating the HTTP client")?;
+        let files = source::hub_files(&rt, &http, &args.dataset, &args.revision, &args.subset, &stop)?;
         tracing::info!("{endpoint}: dataset {} @ {}, {} parquet files under {}", args.dataset, args.revision, files.len(), args.subset);
         (files, Some(http))
     };

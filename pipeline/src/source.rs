@@ -12,7 +12,7 @@ use crate::range_reader::{Http, RangeReader};
 #[derive(Debug, Clone)]
 pub enum SourceFile {
     Local(PathBuf),
-    Remote { path: String, url: String, size: u64 },
+    Remote { path: String, url: reqwest::Url, size: u64 },
 }
 
 impl SourceFile {
@@ -68,11 +68,12 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// The Hub dataset's parquet files under `subset`, with their `resolve` URLs. A stop request
 /// abandons the listing at once (`Interrupted`).
-pub fn hub_files(rt: &tokio::runtime::Runtime, endpoint: &str, token: Option<&str>, repo: &str, revision: &str, subset: &str, stop: &AtomicBool) -> Result<Vec<SourceFile>> {
-    let listed = rt.block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(endpoint, token, repo, revision, subset)))??;
+pub fn hub_files(rt: &tokio::runtime::Runtime, http: &Http, repo: &str, revision: &str, subset: &str, stop: &AtomicBool) -> Result<Vec<SourceFile>> {
+    let repo = mamba_shards::hub::RepoId::parse(repo).context("--dataset")?;
+    let listed = rt.block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(http, &repo, revision, subset)))??;
     Ok(listed
         .into_iter()
-        .map(|f| SourceFile::Remote { url: crate::hub::resolve_url(endpoint, repo, revision, &f.path), path: f.path, size: f.size })
+        .map(|f| SourceFile::Remote { url: crate::hub::resolve_url(&http.hub.endpoint, &repo, revision, &f.path), path: f.path, size: f.size })
         .collect())
 }
 

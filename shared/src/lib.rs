@@ -1,12 +1,15 @@
 //! Shared by `pipeline` and `trainer`: shard format v1 ([`format`]), writing ([`writer`]) and
 //! reading ([`reader`]) shards, crash-safe file updates ([`fsutil`]) and the ring protocol
 //! ([`ring`]), and what both binaries do as processes: one writer per directory ([`dir_lock`])
-//! and SIGINT/SIGTERM as a stop request ([`stop_signal`]).
+//! and SIGINT/SIGTERM as a stop request ([`stop_signal`]); with the `hub` feature, the Hugging
+//! Face Hub client both binaries use ([`hub`]).
 
 pub mod dir_lock;
 pub mod error;
 pub mod format;
 pub mod fsutil;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod manifest;
 pub mod reader;
 pub mod ring;

@@ -1,7 +1,10 @@
 //! A minimal HTTP/1.1 server on loopback that serves files in the Hugging Face Hub layout:
 //! `GET /api/datasets/{owner}/{name}/tree/{rev}/{path}` (JSON listing, paginated with a `Link`
-//! header) and `GET /datasets/{owner}/{name}/resolve/{rev}/{path}` with `Range` support. It logs
-//! every request and can inject faults: 503s, connections reset mid-body, truncated bodies, stalls.
+//! header), `GET /datasets/{owner}/{name}/resolve/{rev}/{path}` with `Range` support and model
+//! files at `GET /{owner}/{name}/resolve/{rev}/{file}`. It logs every request and can inject
+//! faults: 503s, connections reset mid-body, truncated bodies, stalls, and hostile answers (a
+//! stalled or endless listing, a next page on another origin, a trickling body, a wrong
+//! `Content-Range`, redirects to another server, a virtual file with a lying footer).
 //! One connection per request (`Connection: close`); requests are bounded to 16 KiB of headers.
 
 use std::collections::BTreeMap;
@@ -37,6 +40,16 @@ pub struct Faults {
     pub stall_every: Option<(u64, Duration)>,
     /// Resolve requests for paths containing this string always answer 503.
     pub always_503: Option<String>,
+    /// Listing requests stall this long before answering anything.
+    pub stall_listing: Option<Duration>,
+    /// Every listing page links to a next one, forever.
+    pub endless_listing: bool,
+    /// Every resolve request sends the headers and this many body bytes, then stalls (60 s).
+    pub trickle: Option<usize>,
+    /// 206 answers announce a `Content-Range` starting one byte later than asked.
+    pub shift_content_range: bool,
+    /// Resolve requests answer `302` to the same path on this base URL (e.g. another server).
+    pub redirect_resolve_to: Option<String>,
 }
 
 #[derive(Default)]
@@ -47,6 +60,12 @@ pub struct State {
     pub faults: Faults,
     /// Entries per page of the tree listing.
     pub page_size: usize,
+    /// Base URL put in the listing's `Link` header instead of this server's own.
+    pub next_page_base: Option<String>,
+    /// Model repo files: `owner/name/file` → (bytes, extra response headers).
+    pub model_files: BTreeMap<String, (Vec<u8>, Vec<(String, String)>)>,
+    /// Listed and served files whose content is zeros except a tail: path → (size, tail).
+    pub virtual_files: BTreeMap<String, (u64, Vec<u8>)>,
     resolve_count: u64,
 }
 
@@ -59,6 +78,11 @@ pub struct HubServer {
 impl HubServer {
     /// Serves `files` (repo path → bytes) for dataset `HuggingFaceFW/fineweb` at any revision.
     pub fn start(files: BTreeMap<String, Vec<u8>>) -> HubServer {
+        HubServer::start_on("127.0.0.1", files)
+    }
+
+    /// Like [`HubServer::start`], on another loopback address (e.g. `127.0.0.2`).
+    pub fn start_on(ip: &'static str, files: BTreeMap<String, Vec<u8>>) -> HubServer {
         let state = Arc::new(Mutex::new(State {
             files: files.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             page_size: 2,
@@ -69,7 +93,7 @@ impl HubServer {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+                let listener = TcpListener::bind((ip, 0)).await.expect("bind loopback");
                 tx.send(listener.local_addr().expect("addr")).expect("send addr");
                 loop {
                     let Ok((sock, _)) = listener.accept().await else { continue };
@@ -90,6 +114,10 @@ impl HubServer {
 
     pub fn set_faults(&self, f: Faults) {
         self.state.lock().expect("lock").faults = f;
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("lock")
     }
 
     pub fn log(&self) -> Vec<Logged> {
@@ -143,6 +171,14 @@ async fn route(mut sock: TcpStream, state: Arc<Mutex<State>>, path: String, quer
         let (_rev, file) = rest.split_once('/').unwrap_or((rest, ""));
         return resolve(sock, &state, &path, file, range).await;
     }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let [owner, name, "resolve", _rev, file] = parts[..] {
+        let found = state.lock().expect("lock").model_files.get(&format!("{owner}/{name}/{file}")).cloned();
+        if let Some((bytes, headers)) = found {
+            log(&state, &path, range, 200, bytes.len() as u64);
+            return respond(&mut sock, "200 OK", &headers, &bytes).await;
+        }
+    }
     log(&state, &path, range, 404, 0);
     respond(&mut sock, "404 Not Found", &[], b"not found").await
 }
@@ -164,6 +200,14 @@ async fn respond(sock: &mut TcpStream, status: &str, headers: &[(String, String)
 }
 
 async fn listing(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, prefix: &str, query: &str) -> std::io::Result<()> {
+    let (stall, endless, next_base) = {
+        let st = state.lock().expect("lock");
+        (st.faults.stall_listing, st.faults.endless_listing, st.next_page_base.clone())
+    };
+    if let Some(d) = stall {
+        log(state, path, None, 0, 0);
+        tokio::time::sleep(d).await;
+    }
     let (entries, page_size) = {
         let st = state.lock().expect("lock");
         let prefix = prefix.trim_end_matches('/');
@@ -178,16 +222,24 @@ async fn listing(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, pre
                 }));
             }
         }
+        for (p, (size, _)) in &st.virtual_files {
+            entries.push(serde_json::json!({"type": "file", "oid": "4", "size": size, "path": p}));
+        }
         // A file that is not parquet (ignored).
         entries.push(serde_json::json!({"type": "file", "oid": "3", "size": 5, "path": format!("{prefix}/README.md")}));
         (entries, st.page_size.max(1))
     };
     let cursor: usize = query.split('&').find_map(|kv| kv.strip_prefix("cursor=")).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let page: Vec<_> = entries.iter().skip(cursor).take(page_size).cloned().collect();
+    let page: Vec<_> = if endless {
+        let prefix = prefix.trim_end_matches('/');
+        (0..page_size).map(|i| serde_json::json!({"type": "file", "oid": "5", "size": 1, "path": format!("{prefix}/{:09}.parquet", cursor + i)})).collect()
+    } else {
+        entries.iter().skip(cursor).take(page_size).cloned().collect()
+    };
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
-    if cursor + page_size < entries.len() {
-        let addr = sock.local_addr()?;
-        headers.push(("Link".into(), format!("<http://{addr}{path}?recursive=true&cursor={}>; rel=\"next\"", cursor + page_size)));
+    if endless || cursor + page_size < entries.len() {
+        let base = next_base.unwrap_or(format!("http://{}", sock.local_addr()?));
+        headers.push(("Link".into(), format!("<{base}{path}?recursive=true&cursor={}>; rel=\"next\"", cursor + page_size)));
     }
     let body = serde_json::to_vec(&page).expect("json");
     log(state, path, None, 200, body.len() as u64);
@@ -200,6 +252,12 @@ async fn resolve(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, fil
         st.resolve_count += 1;
         (st.files.get(file).cloned(), st.faults.clone(), st.resolve_count)
     };
+    let virtual_file = state.lock().expect("lock").virtual_files.get(file).cloned();
+    let bytes = bytes.or_else(|| virtual_file.map(|(size, tail)| Arc::new(VirtualFile { size, tail }.materialize(range))));
+    if let Some(base) = &faults.redirect_resolve_to {
+        log(state, path, range, 302, 0);
+        return respond(&mut sock, "302 Found", &[("Location".into(), format!("{base}{path}"))], b"").await;
+    }
     let Some(bytes) = bytes else {
         log(state, path, range, 404, 0);
         return respond(&mut sock, "404 Not Found", &[], b"no such file").await;
@@ -209,7 +267,7 @@ async fn resolve(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, fil
         log(state, path, range, 503, 0);
         return respond(&mut sock, "503 Service Unavailable", &[], b"busy").await;
     }
-    let size = bytes.len() as u64;
+    let size = state.lock().expect("lock").virtual_files.get(file).map_or(bytes.len() as u64, |(size, _)| *size);
     let (status, start, end) = match range {
         Some((a, b)) if a < size => ("206 Partial Content", a, b.min(size)),
         Some(_) => {
@@ -218,13 +276,23 @@ async fn resolve(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, fil
         }
         None => ("200 OK", 0, size),
     };
-    let body = &bytes[start as usize..end as usize];
+    // A virtual file holds only the asked range (materialized from its start).
+    let offset = if bytes.len() as u64 == size { 0 } else { start };
+    let body = &bytes[(start - offset) as usize..(end - offset) as usize];
     let mut h = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n", body.len());
     if range.is_some() {
-        h.push_str(&format!("Content-Range: bytes {start}-{}/{size}\r\n", end - 1));
+        let shift = u64::from(faults.shift_content_range);
+        h.push_str(&format!("Content-Range: bytes {}-{}/{size}\r\n", start + shift, end - 1 + shift));
     }
     h.push_str("\r\n");
     sock.write_all(h.as_bytes()).await?;
+    if let Some(n) = faults.trickle {
+        log(state, path, range, 206, n.min(body.len()) as u64);
+        sock.write_all(&body[..n.min(body.len())]).await?;
+        sock.flush().await?;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        return Ok(());
+    }
     if let Some((k, d)) = faults.stall_every {
         if n % k == 0 {
             tokio::time::sleep(d).await;
@@ -247,4 +315,19 @@ async fn resolve(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, fil
     log(state, path, range, code, body.len() as u64);
     sock.write_all(body).await?;
     sock.shutdown().await
+}
+
+/// A large file that is zeros except its last bytes (a footer); only asked ranges are built.
+struct VirtualFile {
+    size: u64,
+    tail: Vec<u8>,
+}
+
+impl VirtualFile {
+    /// The bytes of `range` (clipped to the file), or the whole file without a range.
+    fn materialize(&self, range: Option<(u64, u64)>) -> Vec<u8> {
+        let (a, b) = range.map_or((0, self.size), |(a, b)| (a.min(self.size), b.min(self.size)));
+        let tail_start = self.size - self.tail.len() as u64;
+        (a..b).map(|i| if i >= tail_start { self.tail[(i - tail_start) as usize] } else { 0 }).collect()
+    }
 }

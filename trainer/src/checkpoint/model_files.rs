@@ -1,5 +1,5 @@
 //! `model.safetensors` + `config.json`: the Hugging Face half of a checkpoint directory.
-//! `--init-from` accepts such a directory, or a Hub repo id (downloaded with hf-hub).
+//! `--init-from` accepts such a directory, or a Hub repo id (downloaded with `mamba_shards::hub`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,8 +71,15 @@ pub fn params_from_loaded(loaded: LoadedModel, device: &Device) -> Result<(Mamba
     Ok((loaded.config, params))
 }
 
+/// Largest `config.json` accepted from the Hub.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Largest `model.safetensors` accepted from the Hub (a 2.8b model in f32 is ~11 GB).
+const MAX_MODEL_BYTES: u64 = 64 << 30;
+
 /// `--init-from`: a local checkpoint directory, or a Hugging Face Hub repo id such as
-/// `state-spaces/mamba-130m-hf` (downloaded into the hf-hub cache).
+/// `state-spaces/mamba-130m-hf`, downloaded (through `mamba_shards::hub`, as the pipeline does)
+/// from `$HF_ENDPOINT` (else the public Hub) with the user's token into the Hub cache
+/// (`$HF_HOME/hub/models--owner--name/snapshots/{commit}/`).
 pub fn resolve_init_from(spec: &str) -> Result<PathBuf> {
     let local = PathBuf::from(spec);
     if local.is_dir() {
@@ -81,13 +88,16 @@ pub fn resolve_init_from(spec: &str) -> Result<PathBuf> {
     if local.exists() {
         bail!("--init-from {spec}: not a directory (expected a checkpoint dir with {MODEL_FILE} and {CONFIG_FILE})");
     }
-    if spec.split('/').count() != 2 || spec.starts_with('.') || spec.starts_with('/') {
+    if mamba_shards::hub::RepoId::parse(spec).is_err() {
         bail!("--init-from {spec}: no such directory, and not a Hub repo id of the form owner/name");
     }
-    let (owner, name) = spec.split_once('/').context("repo id")?;
-    let client = hf_hub::HFClientSync::new().context("starting the hf-hub client")?;
-    let repo = client.model(owner, name);
-    let cfg = repo.download_file().filename(CONFIG_FILE).send().with_context(|| format!("downloading {CONFIG_FILE} of {spec}"))?;
-    repo.download_file().filename(MODEL_FILE).send().with_context(|| format!("downloading {MODEL_FILE} of {spec}"))?;
-    cfg.parent().map(Path::to_path_buf).context("hf-hub returned a path without parent")
+    let files = [(CONFIG_FILE, MAX_CONFIG_BYTES), (MODEL_FILE, MAX_MODEL_BYTES)];
+    let agent = concat!("mamba-trainer/", env!("CARGO_PKG_VERSION"));
+    let paths = mamba_shards::hub::fetch_model_files(None, spec, "main", &files, mamba_shards::hub::RetryPolicy::default(), agent)
+        .with_context(|| format!("--init-from {spec}: downloading {CONFIG_FILE} and {MODEL_FILE} from the Hub"))?;
+    let dirs: Vec<&Path> = paths.iter().filter_map(|p| p.parent()).collect();
+    match dirs.as_slice() {
+        [a, b] if a == b => Ok(a.to_path_buf()),
+        _ => bail!("--init-from {spec}: {CONFIG_FILE} and {MODEL_FILE} were served from different revisions; try again"),
+    }
 }
