@@ -67,10 +67,10 @@ pub async fn list_parquet(endpoint: &str, token: Option<&str>, repo: &str, revis
         .path_in_repo(subset)
         .recursive(true)
         .send()
-        .map_err(|e| anyhow!("listing {endpoint}/api/datasets/{repo}/tree/{revision}/{subset}: {e}"))?);
+        .map_err(|e| anyhow::Error::new(e).context(format!("listing {endpoint}/api/datasets/{repo}/tree/{revision}/{subset}")))?);
     let mut files = Vec::new();
     while let Some(entry) = stream.next().await {
-        let entry = entry.map_err(|e| anyhow!("listing {endpoint}/api/datasets/{repo}/tree/{revision}/{subset}: {e}"))?;
+        let entry = entry.map_err(|e| anyhow::Error::new(e).context(format!("listing {endpoint}/api/datasets/{repo}/tree/{revision}/{subset}")))?;
         if let hf_hub::repository::RepoTreeEntry::File { path, size, .. } = entry {
             if path.ends_with(".parquet") {
                 files.push(HubFile { path, size });
