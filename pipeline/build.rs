@@ -1,15 +1,21 @@
-//! Records the git commit the binary was built from (written into manifest.json and
-//! pipeline.config.json); "unknown" outside a git checkout.
+//! Records the git commit the binary was built from: `pipeline -V`, manifest.json and
+//! pipeline.config.json show it; "unknown" outside a git checkout.
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok().filter(|o| o.status.success())?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
 fn main() {
-    let hash = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let hash = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=PIPELINE_GIT_HASH={hash}");
-    println!("cargo:rerun-if-changed=../.git/HEAD");
-    println!("cargo:rerun-if-changed=../.git/refs");
+    // Rebuild when HEAD moves; in a worktree `.git` is a file, so ask git where HEAD lives.
+    for what in ["HEAD", "refs/heads"] {
+        match git(&["rev-parse", "--git-path", what]) {
+            Some(p) => println!("cargo:rerun-if-changed={p}"),
+            None => println!("cargo:rerun-if-changed=../.git/{what}"),
+        }
+    }
 }

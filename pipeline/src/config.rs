@@ -1,5 +1,7 @@
 //! Command line and config file. Every flag can also be given in a TOML file (`--config FILE`,
-//! keys are the long flag names, e.g. `ring-slots = 3`); flags on the command line win.
+//! keys are the long flag names with `_`, e.g. `ring_slots = 3`, the trainer's convention; the
+//! older `ring-slots = 3` is accepted too); flags on the command line win. Example:
+//! `pipeline/configs/example.toml`.
 
 use std::path::PathBuf;
 
@@ -7,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "pipeline", version, about = "Streams FineWeb parquet (Hub or local), tokenizes it and writes shard files", args_override_self = true)]
+#[command(name = "pipeline", version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PIPELINE_GIT_HASH"), ")"), about = "Streams FineWeb parquet (Hub or local), tokenizes it and writes shard files", args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -28,9 +30,13 @@ pub struct InspectArgs {
     /// Tokenizer for the text sample (default: the one in the directory's manifest, else GPT-2).
     #[arg(long)]
     pub tokenizer: Option<String>,
-    /// Tokens of decoded text to show per shard.
+    /// Tokens of decoded text to show per split.
     #[arg(long, default_value_t = 64)]
     pub sample_tokens: usize,
+    /// One line per shard file (default: one summary line per split; shards with errors are
+    /// always listed).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -44,7 +50,7 @@ pub enum OnError {
 
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct RunArgs {
-    /// TOML file with flag values (keys = long flag names); command-line flags override it.
+    /// TOML file with flag values (keys = long flag names with `_`, e.g. ring_slots = 4; see pipeline/configs/example.toml); command-line flags override it.
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -134,20 +140,29 @@ pub const MAX_THREADS: u64 = 1024;
 /// Parses the command line, with `--config FILE` values inserted in front of the real flags, and
 /// checks the values (ranges of single flags are checked by clap, with the flag's name).
 pub fn parse() -> Result<Cli> {
-    let cli = parse_flags()?;
+    let cli = parse_args(std::env::args().collect())?;
     cli.run.validate()?;
     Ok(cli)
 }
 
-fn parse_flags() -> Result<Cli> {
-    let args: Vec<String> = std::env::args().collect();
+/// [`parse`] of the given arguments (the program name first), before the values are checked.
+pub fn parse_args(args: Vec<String>) -> Result<Cli> {
     let cli = Cli::parse_from(&args);
     let Some(path) = cli.run.config.clone() else { return Ok(cli) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading config file {}", path.display()))?;
     let table: toml::Table = text.parse().with_context(|| format!("parsing config file {}", path.display()))?;
+    // Keys are the long flag names with `_` (as in the trainer's config files); `-` is accepted too.
+    let known: Vec<String> = {
+        use clap::CommandFactory;
+        Cli::command().get_arguments().filter_map(|a| a.get_long()).filter(|l| *l != "config").map(|l| l.replace('-', "_")).collect()
+    };
     let mut merged = vec![args[0].clone()];
     for (key, value) in &table {
-        let flag = format!("--{key}");
+        let name = key.replace('-', "_");
+        if !known.contains(&name) {
+            bail!("config file {}: unknown key `{key}`; keys are the long flag names with `_` (see `pipeline --help`): {}", path.display(), known.join(", "));
+        }
+        let flag = format!("--{}", name.replace('_', "-"));
         match value {
             toml::Value::Boolean(true) => merged.push(flag),
             toml::Value::Boolean(false) => {}
@@ -206,5 +221,39 @@ impl RunArgs {
             bail!("--retries must be at least 1");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse_with(file: &std::path::Path, extra: &[&str]) -> Result<Cli> {
+        let mut args = vec!["pipeline".to_string(), "--config".into(), file.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        parse_args(args)
+    }
+
+    #[test]
+    fn the_example_config_parses_and_sets_every_key_it_names() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/example.toml");
+        let cli = parse_with(&file, &[]).unwrap();
+        let r = &cli.run;
+        assert_eq!((r.data_dir.as_path(), r.ring_slots, r.seq_len, r.chunks_per_shard), (std::path::Path::new("data"), 8, 1024, 256));
+        assert_eq!((r.dataset.as_str(), r.subset.as_str(), r.tokenizer.as_str(), r.on_error), ("HuggingFaceFW/fineweb", "sample/10BT", "gpt2", OnError::Fail));
+        r.validate().unwrap();
+    }
+
+    #[test]
+    fn keys_take_underscores_or_hyphens_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "ring_slots = 3\nchunks-per-shard = 7\nquiet = true\n").unwrap();
+        let cli = parse_with(&file, &["--ring-slots", "5"]).unwrap();
+        assert_eq!((cli.run.ring_slots, cli.run.chunks_per_shard, cli.run.quiet), (5, 7, true));
+        std::fs::write(&file, "ring_slotz = 3\n").unwrap();
+        let err = format!("{:#}", parse_with(&file, &[]).unwrap_err());
+        assert!(err.contains("p.toml") && err.contains("unknown key `ring_slotz`") && err.contains("ring_slots"), "{err}");
     }
 }

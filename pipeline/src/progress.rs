@@ -1,5 +1,8 @@
-//! Progress: an indicatif bar over the source files plus a fixed-format log line every
-//! `--log-every` seconds, and the final summary line. `--quiet` keeps only the summary.
+//! Progress: an indicatif bar over the source files (with its ETA) plus a fixed-format log line
+//! every `--log-every` seconds, and the final summary line. `--quiet` keeps only the summary.
+//! Rates are written with k/M units (a ring that waits for the trainer runs at thousands of
+//! tokens/s, not `0.00M`); with `--max-tokens` the log line's ETA comes from the token count,
+//! otherwise from the files done.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,12 +27,33 @@ pub struct Progress {
     pub shard_bytes: u64,
     pub ring: Option<Occupancy>,
     pub bytes_read: Arc<AtomicU64>,
+    /// `--max-tokens`: the token total the ETA counts towards.
+    pub max_tokens: Option<u64>,
+}
+
+/// `950`, `12.3k`, `4.56M`.
+pub fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// `42s`, `3m05s`, `2h07m`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 impl Progress {
     pub fn new(n_files: u64, quiet: bool, log_every: Duration) -> Progress {
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(n_files) };
-        let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} files  {msg}")
+        let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} files ETA {eta}  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         bar.set_style(style);
@@ -48,6 +72,7 @@ impl Progress {
             shard_bytes: 0,
             ring: None,
             bytes_read: Arc::new(AtomicU64::new(0)),
+            max_tokens: None,
         }
     }
 
@@ -62,6 +87,16 @@ impl Progress {
         (secs, mb / secs, self.tokens as f64 / secs)
     }
 
+    /// Seconds left: by tokens towards `--max-tokens`, else by files; `None` before any progress.
+    fn eta(&self) -> Option<f64> {
+        let (secs, _, tps) = self.rates();
+        match self.max_tokens {
+            Some(max) if tps > 0.0 => Some(max.saturating_sub(self.tokens) as f64 / tps),
+            None if self.files_done > 0 && self.n_files > 0 => Some(secs * (self.n_files.saturating_sub(self.files_done)) as f64 / self.files_done as f64),
+            _ => None,
+        }
+    }
+
     fn line(&self) -> String {
         let (_, mbps, tps) = self.rates();
         let ring = match self.ring {
@@ -69,15 +104,16 @@ impl Progress {
             Some(o) if o.slots > 0 => format!(" | ring {}/{}", o.used, o.slots),
             _ => String::new(),
         };
+        let eta = self.eta().map_or(String::new(), |s| format!(" | ETA {}", duration(s)));
         format!(
-            "files {}/{} | docs {} | tokens {} | shards {} | {:.1} MB/s read | {:.2}M tokens/s{ring}",
+            "files {}/{} | docs {} | tokens {} | shards {} | {:.1} MB/s read | {} tokens/s{eta}{ring}",
             self.files_done,
             self.n_files,
             self.docs,
             self.tokens,
             self.shards,
             mbps,
-            tps / 1e6
+            human(tps)
         )
     }
 
@@ -86,7 +122,8 @@ impl Progress {
         if self.quiet {
             return;
         }
-        self.bar.set_message(format!("docs {} tokens {}", self.docs, self.tokens));
+        let (_, _, tps) = self.rates();
+        self.bar.set_message(format!("docs {} | tokens {} | {} tokens/s", self.docs, human(self.tokens as f64), human(tps)));
         if self.last_log.elapsed() >= self.log_every {
             self.last_log = Instant::now();
             let line = self.line();
@@ -111,5 +148,30 @@ impl Progress {
             mbps,
             tps
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_durations_read_well() {
+        assert_eq!((human(950.0), human(12_345.0), human(4_560_000.0)), ("950".into(), "12.3k".into(), "4.56M".into()));
+        assert_eq!((duration(42.4), duration(185.0), duration(7620.0)), ("42s".into(), "3m05s".into(), "2h07m".into()));
+    }
+
+    #[test]
+    fn the_log_line_has_a_rate_and_an_eta_towards_max_tokens() {
+        let mut p = Progress::new(3, true, Duration::from_secs(10));
+        p.max_tokens = Some(1_000_000);
+        p.tokens = 5_000;
+        std::thread::sleep(Duration::from_millis(20));
+        let line = p.line();
+        assert!(line.contains("tokens/s | ETA ") && !line.contains("0.00M"), "{line}");
+        p.max_tokens = None;
+        assert!(!p.line().contains("ETA"), "no file done yet: no ETA: {}", p.line());
+        p.files_done = 1;
+        assert!(p.line().contains("ETA "), "{}", p.line());
     }
 }

@@ -91,7 +91,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
             tracing::info!("{}: already finished ({}); nothing to do", dir.display(), manifest.finish_reason);
             return Ok(());
         }
-        tracing::info!("continuing a corpus that stopped at --max-tokens {:?}", manifest.max_tokens);
+        tracing::info!("continuing a corpus that stopped at --max-tokens {}", manifest.max_tokens.map_or("-".into(), |m| m.to_string()));
         manifest.finished = false;
         manifest.finish_reason.clear();
     }
@@ -128,6 +128,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     // ---- 5. main loop: read batches → tokenize in parallel → append to splits → publish ---------
     let mut progress = Progress::new(files.len() as u64, args.quiet, Duration::from_secs(args.log_every));
     progress.files_done = start.file;
+    progress.max_tokens = args.max_tokens;
     let (rx, reader_thread) = doc_reader::spawn(ReaderConfig {
         files: files.clone(),
         start,
@@ -330,7 +331,8 @@ fn check_same_options(dir: &Path, m: &Manifest, now: &SourceFingerprint, params:
     cmp("--val-fraction", was.val_fraction.to_string(), now.val_fraction.to_string());
     cmp("--workers", was.workers.to_string(), now.workers.to_string());
     cmp("--worker-index", was.worker_index.to_string(), now.worker_index.to_string());
-    cmp("shard params", format!("{:?}", m.params), format!("{params:?}"));
+    let shape = |p: &ShardParams| format!("token_bytes {} chunk_tokens {} vocab {} eot {}", p.token_bytes, p.chunk_tokens, p.vocab_size, p.eot_id);
+    cmp("shard params", shape(&m.params), shape(params));
     if diffs.is_empty() {
         return Ok(());
     }

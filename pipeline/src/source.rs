@@ -70,7 +70,14 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// abandons the listing at once (`Interrupted`).
 pub fn hub_files(rt: &tokio::runtime::Runtime, http: &Http, repo: &str, revision: &str, subset: &str, stop: &AtomicBool) -> Result<Vec<SourceFile>> {
     let repo = mamba_shards::hub::RepoId::parse(repo).context("--dataset")?;
-    let listed = rt.block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(http, &repo, revision, subset)))??;
+    let endpoint = &http.hub.endpoint;
+    let listed = rt.block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(http, &repo, revision, subset)))?.with_context(|| {
+        format!(
+            "cannot list dataset {repo} on {endpoint} (no network access?). Offline, read local parquet with --input DIR \
+             (e.g. --input pipeline/assets/sample-corpus, the sample corpus of the repository); through a mirror, set \
+             HF_ENDPOINT or --endpoint. The failure"
+        )
+    })?;
     Ok(listed
         .into_iter()
         .map(|f| SourceFile::Remote { url: crate::hub::resolve_url(&http.hub.endpoint, &repo, revision, &f.path), path: f.path, size: f.size })

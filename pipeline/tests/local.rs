@@ -130,6 +130,10 @@ fn inspect_verifies_checksums_and_reports_corruption() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("manifest: finished=true") && text.contains("checksums ok") && text.contains("sample ("), "{text}");
     assert!(text.contains("First Citizen"), "decoded sample of the first document: {text}");
+    // A directory: one summary line per split by default, every shard with --all.
+    assert!(text.contains("train: ") && text.contains(" shards (seq 0..=") && !text.contains("train-00000000.shard:"), "{text}");
+    let all = String::from_utf8_lossy(&run_ok(&["inspect", p(&data), "--all"]).stdout).into_owned();
+    assert!(all.contains("train-00000000.shard: seq=0") && all.contains("val-00000000.shard: seq=0"), "{all}");
 
     // A flipped byte inside a frame: the checksum/decoder catches it, naming file and chunk.
     let shard = data.join("train-00000001.shard");

@@ -104,9 +104,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(p) => (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(","),
     };
     println!(
-        "bench: model {} ({n_params} params), device {devices}, dtype {}, micro-batch {} × grad-accum {} × {world} devices × seq {seq_len} = {} tokens/step, optimizer {:?}, data {}",
-        args.model, args.dtype, args.micro_batch, args.grad_accum,
-        args.micro_batch * args.grad_accum * world * seq_len, args.optimizer,
+        "bench: model {} ({n_params} params), device {devices}, dtype {}, micro-batch {} × grad-accum {} × {world} {} × seq {seq_len} = {} tokens/step, optimizer {}, data {}",
+        args.model, args.dtype, args.micro_batch, args.grad_accum, plural(world, "device"),
+        args.micro_batch * args.grad_accum * world * seq_len, optimizer_name(args.optimizer),
         args.data.as_ref().map_or("random tokens".to_string(), |d| d.display().to_string())
     );
     let tokens_per_step = (args.micro_batch * args.grad_accum * world * seq_len) as f64;
@@ -146,12 +146,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let pct = |x: f64| 100.0 * x / sum.total.max(1e-9);
     let tps = tokens_per_step / (sum.total / n / 1e3);
     println!(
-        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}% (all-reduce {:.1}%) | {world} devices: {:.1} tokens/s per device",
+        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}% (all-reduce {:.1}%) | {world} {}: {:.1} tokens/s per device",
         args.steps, sum.total / n, tps, pct(sum.fwd), pct(sum.bwd),
         pct(sum.muon + sum.adamw), pct(sum.muon), pct(sum.adamw), pct(sum.wait),
-        pct(sum.total - sum.fwd - sum.bwd - sum.muon - sum.adamw - sum.wait), pct(sum.sync), tps / world as f64
+        pct(sum.total - sum.fwd - sum.bwd - sum.muon - sum.adamw - sum.wait), pct(sum.sync), plural(world, "device"), tps / world as f64
     );
     Ok(())
+}
+
+/// `1 device`, `2 devices`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { noun.to_string() } else { format!("{noun}s") }
+}
+
+/// The optimizer as its flag spells it: `hybrid (Muon + AdamW)` or `adamw`.
+fn optimizer_name(kind: OptimizerKind) -> &'static str {
+    match kind {
+        OptimizerKind::Hybrid => "hybrid (Muon + AdamW)",
+        OptimizerKind::AdamW => "adamw",
+    }
 }
 
 /// Milliseconds of one step and its parts (summed over steps for the mean line).

@@ -38,6 +38,8 @@ pub struct TrainConfig {
     pub save_every: usize,
     pub keep_checkpoints: usize,
     pub resume: bool,
+    /// Start afresh in a run directory that already holds a run (its files are removed first).
+    pub overwrite: bool,
     pub follow: bool,
     pub seed: u64,
     pub device: String,
@@ -46,6 +48,12 @@ pub struct TrainConfig {
     pub devices: Option<String>,
     /// Static mode: stop at a corrupt chunk or skip it (`--on-bad-chunk`).
     pub on_bad_chunk: OnBadChunk,
+    /// Generate a sample from `sample_prompt` every N steps (0 = never).
+    pub sample_every: usize,
+    pub sample_prompt: String,
+    /// The device's dense peak in TFLOPS for the MFU of the progress display; `None` = the
+    /// default for the device (CUDA: 989 = H100/H200 SXM bf16; CPU: no MFU).
+    pub peak_tflops: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -72,12 +80,16 @@ impl Default for TrainConfig {
             save_every: 1000,
             keep_checkpoints: 3,
             resume: false,
+            overwrite: false,
             follow: false,
             seed: 0,
             device: "cpu".into(),
             dtype: "f32".into(),
             devices: None,
             on_bad_chunk: OnBadChunk::Fail,
+            sample_every: 0,
+            sample_prompt: "The meaning of life is".into(),
+            peak_tflops: None,
         }
     }
 }
@@ -85,7 +97,7 @@ impl Default for TrainConfig {
 /// Flags of `trainer train`. Unset flags keep the config file's (or default) value.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrainArgs {
-    /// TOML file with any of the settings below (keys = flag names with `_`); flags override it.
+    /// TOML file with any of the settings below (keys = flag names with `_`; `-` is accepted too; see trainer/configs/example.toml); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Shard directory (written by `pipeline`): train-*.shard and val-*.shard. [default: data]
@@ -147,8 +159,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub keep_checkpoints: Option<usize>,
     /// Continue from the newest checkpoint in --out (same config required).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Start afresh in an --out that already holds a run: its checkpoints, metrics, plots and
+    /// TensorBoard files are deleted first (without this or --resume such an --out is refused).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Follow mode: take train shards as the pipeline publishes them, release them when done.
     #[arg(long)]
     pub follow: bool,
@@ -173,6 +189,17 @@ pub struct TrainArgs {
     /// their order, so `--resume --on-bad-chunk skip` gets past a chunk that stopped a run. [default: fail]
     #[arg(long, value_enum)]
     pub on_bad_chunk: Option<OnBadChunk>,
+    /// Every N steps, generate a short sample from --sample-prompt (logged, in metrics.jsonl and
+    /// in TensorBoard as text); 0 = never. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub sample_every: Option<usize>,
+    /// The fixed prompt of --sample-every. [default: "The meaning of life is"]
+    #[arg(long, value_name = "TEXT")]
+    pub sample_prompt: Option<String>,
+    /// Dense peak of the device in TFLOPS, for the MFU shown in the progress display
+    /// (6 × params × tokens/s ÷ peak). [default: 989 on CUDA (H100/H200 SXM, bf16); none on CPU]
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
 }
 
 impl TrainArgs {
@@ -202,7 +229,12 @@ impl TrainArgs {
         if let Some(v) = self.on_bad_chunk {
             c.on_bad_chunk = v;
         }
+        take!(sample_every, sample_prompt);
+        if self.peak_tflops.is_some() {
+            c.peak_tflops = self.peak_tflops;
+        }
         c.resume |= self.resume;
+        c.overwrite |= self.overwrite;
         c.follow |= self.follow;
         // AdamW alone has its own best learning rate in the study, unless one was given.
         if c.optimizer == OptimizerKind::AdamW && self.adamw_lr.is_none() && !file_sets_adamw_lr {
@@ -223,7 +255,10 @@ impl TrainConfig {
     fn read_toml_file(path: &Path) -> Result<(TrainConfig, toml::Table)> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         let parsing = || format!("parsing config file {}", path.display());
-        Ok((toml::from_str(&text).with_context(parsing)?, toml::from_str(&text).with_context(parsing)?))
+        // Keys take `_` (the pipeline's files too); `-` (the flag spelling) is accepted as well.
+        let table: toml::Table = toml::from_str(&text).with_context(parsing)?;
+        let table: toml::Table = table.into_iter().map(|(k, v)| (k.replace('-', "_"), v)).collect();
+        Ok((toml::Value::Table(table.clone()).try_into().with_context(parsing)?, table))
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -234,6 +269,9 @@ impl TrainConfig {
         }
         // Sizes that allocate: bounded here, and against the data's shape in `train::run`.
         crate::size_limits::check_flags(self)?;
+        if self.resume && self.overwrite {
+            bail!("--resume and --overwrite exclude each other: continue the run in --out, or start it afresh");
+        }
         if !["f32", "bf16"].contains(&self.dtype.as_str()) {
             bail!("--dtype {}: expected f32 or bf16", self.dtype);
         }

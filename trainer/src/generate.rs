@@ -82,16 +82,58 @@ pub fn generate_tokens(model: &MambaLM, prompt: &[u32], max_tokens: usize, sampl
     Ok(out)
 }
 
-/// The `generate` subcommand: prints the prompt and its continuation.
+/// GPT-2 ids → text; a sample may cut a multi-byte character in two, so bytes decode leniently.
+fn decode(bpe: &tiktoken_rs::CoreBPE, ids: &[u32]) -> Result<String> {
+    let bytes = bpe.decode_bytes(ids).map_err(|e| anyhow::anyhow!("decoding the generated tokens: {e}"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The `generate` subcommand: logs the checkpoint it resolved and its speed, returns the prompt
+/// and its continuation.
 pub fn run(args: &GenerateArgs) -> Result<String> {
     let device = crate::device::parse_device(&args.device)?;
     let dir = resolve_checkpoint_dir(&args.checkpoint)?;
+    let step = crate::checkpoint::TrainerState::load(&dir).ok().map_or(String::new(), |s| format!(" (step {}, {} tokens trained)", s.step, s.tokens));
+    tracing::info!("checkpoint {}{step}", dir.display());
     let (cfg, params) = params_from_loaded(load_model(&dir)?, &device)?;
     let model = MambaLM::new(&cfg, params.var_builder(&device))?;
     let bpe = tiktoken_rs::r50k_base().context("loading the GPT-2 tokenizer")?;
     let prompt = bpe.encode_with_special_tokens(&args.prompt);
     let sampling = Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p };
+    let t0 = std::time::Instant::now();
     let new = generate_tokens(&model, &prompt, args.max_tokens, &sampling, args.seed, &device)?;
-    let text = String::from_utf8_lossy(&bpe.decode_bytes(&new).map_err(|e| anyhow::anyhow!("decoding: {e:?}"))?).into_owned();
-    Ok(format!("{}{}", args.prompt, text))
+    let secs = t0.elapsed().as_secs_f64();
+    tracing::info!(
+        "generated {} tokens after a {}-token prompt in {secs:.2} s ({:.1} tokens/s, prompt included) on {}",
+        new.len(),
+        prompt.len(),
+        (new.len() + prompt.len()) as f64 / secs.max(1e-9),
+        args.device
+    );
+    Ok(format!("{}{}", args.prompt, decode(&bpe, &new)?))
+}
+
+/// The samples of `trainer train --sample-every`: a fixed prompt continued by up to
+/// [`PromptSampler::TOKENS`] tokens with a fixed seed and the default sampling of `generate`
+/// (temperature 0.8, top-k 50, top-p 0.95), so the samples of different steps are comparable.
+pub struct PromptSampler {
+    bpe: tiktoken_rs::CoreBPE,
+    ids: Vec<u32>,
+}
+
+impl PromptSampler {
+    pub const TOKENS: usize = 32;
+
+    pub fn new(prompt: &str) -> Result<PromptSampler> {
+        let bpe = tiktoken_rs::r50k_base().context("loading the GPT-2 tokenizer")?;
+        let ids = bpe.encode_with_special_tokens(prompt);
+        Ok(PromptSampler { bpe, ids })
+    }
+
+    /// The continuation of the prompt (without the prompt).
+    pub fn sample(&self, model: &MambaLM, device: &Device) -> Result<String> {
+        let sampling = Sampling { temperature: 0.8, top_k: 50, top_p: 0.95 };
+        let new = generate_tokens(model, &self.ids, Self::TOKENS, &sampling, 0, device)?;
+        decode(&self.bpe, &new)
+    }
 }

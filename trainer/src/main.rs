@@ -9,6 +9,7 @@
 //! trainer compare runs/adamw-1e-3 runs/hybrid-m1e-3-a1e-4 --out report
 //! ```
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -42,11 +43,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `eval` and `compare` print their result on stdout alone: their log goes to stderr.
-    let log_to = if matches!(cli.command, Command::Eval(_) | Command::Compare(_)) { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
+    // `eval`, `compare` and `generate` print their result on stdout alone: their log goes to
+    // stderr. `train` logs around its progress display. Colour only on a terminal.
+    let (log_to, ansi) = if matches!(cli.command, Command::Eval(_) | Command::Compare(_) | Command::Generate(_)) {
+        (BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal())
+    } else {
+        (BoxMakeWriter::new(mamba_trainer::metrics::progress::BarAwareStdout), std::io::stdout().is_terminal())
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        .with_ansi(ansi)
         .with_writer(log_to)
         .init();
     match run(cli) {
@@ -74,7 +81,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if outcome.skipped_chunks > 0 {
                 println!("left out {} corrupt chunks (--on-bad-chunk skip; see skipped_chunks in metrics.jsonl)", outcome.skipped_chunks);
             }
-            println!("finished at step {} ({:?}), last val loss {}", outcome.step, outcome.stop, outcome.last_val_loss.map_or("-".into(), |l| format!("{l:.4}")));
+            println!("finished at step {} ({}), last val loss {}", outcome.step, outcome.stop, outcome.last_val_loss.map_or("-".into(), |l| format!("{l:.4}")));
             Ok(match (outcome.stop, signals.exit_status()) {
                 (StopReason::Signal, Some(status)) => ExitCode::from(status),
                 _ => ExitCode::SUCCESS,

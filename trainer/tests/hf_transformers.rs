@@ -1,5 +1,6 @@
 //! `MambaForCausalLM.from_pretrained(dir)` loads our checkpoint unchanged and gives the same
-//! logits. Needs python3 with torch + transformers, so it is ignored by default:
+//! logits; a checkpoint of a GPT-2-vocabulary model also loads with `AutoTokenizer` and the
+//! `text-generation` pipeline (its tokenizer.json, tokenizer_config.json, generation_config.json). Needs python3 with torch + transformers, so it is ignored by default:
 //! `cargo test -p mamba-trainer --test hf_transformers -- --ignored`. With `HF_CHECK_DIR=DIR` the
 //! checkpoint and expected logits are kept in DIR (to run tests/hf/check_transformers.py elsewhere).
 #![allow(clippy::unwrap_used)]
@@ -36,8 +37,17 @@ fn transformers_loads_our_checkpoint_with_the_same_logits() {
     let logits = model.forward(&Tensor::new(tokens.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
     let logits: Vec<Vec<f32>> = logits.squeeze(0).unwrap().to_vec2().unwrap();
     std::fs::write(ckpt.join("expected.json"), serde_json::json!({ "tokens": tokens, "logits": logits }).to_string()).unwrap();
+    // A GPT-2-vocabulary model: its checkpoint carries the tokenizer and generation files.
+    let gpt2_cfg = MambaConfig { vocab_size: 50257, ..cfg.clone() };
+    let gpt2_params = Params::init(&gpt2_cfg, 1, &Device::Cpu).unwrap();
+    let gpt2_state = TrainerState { model: gpt2_cfg.clone(), ..state.clone() };
+    std::fs::create_dir_all(run_dir.join("gpt2")).unwrap();
+    let gpt2_ckpt = save_checkpoint(&run_dir.join("gpt2"), CheckpointContents { model: &gpt2_cfg, params: &gpt2_params, optimizer_state: vec![], state: &gpt2_state }, 1).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(gpt2_ckpt.join(f).is_file(), "{f}");
+    }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf/check_transformers.py");
-    let out = std::process::Command::new("python3").arg(&script).arg(&ckpt).output().expect("running python3");
+    let out = std::process::Command::new("python3").arg(&script).arg(&ckpt).arg(&gpt2_ckpt).output().expect("running python3");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
     assert!(out.status.success(), "{text}");

@@ -65,6 +65,9 @@ pub fn save_checkpoint(run_dir: &Path, contents: CheckpointContents, keep: usize
     remove_stale_temporaries(run_dir)?;
     std::fs::create_dir_all(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
     save_model(&tmp_dir, contents.model, contents.params)?;
+    if super::hf_tokenizer::has_gpt2_vocab(contents.model) {
+        super::hf_tokenizer::write_tokenizer_files(&tmp_dir, contents.state.seq_len)?;
+    }
     write_safetensors(&tmp_dir.join(OPTIMIZER_FILE), contents.optimizer_state)?;
     contents.state.save(&tmp_dir)?;
     fsync_dir(&tmp_dir)?;
@@ -79,6 +82,56 @@ pub fn save_checkpoint(run_dir: &Path, contents: CheckpointContents, keep: usize
         std::fs::remove_dir_all(old).with_context(|| format!("removing old checkpoint {}", old.display()))?;
     }
     Ok(final_dir)
+}
+
+/// The files of a run that `trainer train` writes into its run directory (besides `ckpt-*`).
+const RUN_FILES: [&str; 5] = ["metrics.jsonl", "metrics.jsonl.prev", "loss.png", "config.resolved.toml", "tb"];
+
+/// Checks `--out` before training: a directory that already holds a run (checkpoints, or a
+/// metrics.jsonl with records) is only continued with `resume`, or cleared of that run's files
+/// with `overwrite` (other files in it are left alone); otherwise it is refused with a hint, so
+/// that a new run never mixes with the old one's checkpoints.
+pub fn prepare_run_dir(run_dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
+    if resume || !run_dir.is_dir() {
+        return Ok(());
+    }
+    let checkpoints = std::fs::read_dir(run_dir)
+        .with_context(|| format!("listing {}", run_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-") && e.path().is_dir())
+        .map(|e| e.path())
+        .collect::<Vec<_>>();
+    let metrics = run_dir.join("metrics.jsonl");
+    let has_metrics = std::fs::metadata(&metrics).is_ok_and(|m| m.len() > 0);
+    if checkpoints.is_empty() && !has_metrics {
+        return Ok(());
+    }
+    if !overwrite {
+        let what = match list_checkpoints(run_dir)?.last() {
+            Some((step, _)) => format!("a run (checkpoints up to step {step})"),
+            None => "a run (metrics.jsonl)".to_string(),
+        };
+        anyhow::bail!(
+            "--out {} already holds {what}. Add --resume to continue it, or --overwrite to delete it and start afresh (or choose another --out)",
+            run_dir.display()
+        );
+    }
+    let mut removed = 0;
+    for dir in &checkpoints {
+        std::fs::remove_dir_all(dir).with_context(|| format!("--overwrite: removing {}", dir.display()))?;
+        removed += 1;
+    }
+    for name in RUN_FILES {
+        let path = run_dir.join(name);
+        let result = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("--overwrite: removing {}", path.display())),
+        }
+    }
+    tracing::info!("--overwrite: removed the previous run in {} ({removed} checkpoints and files)", run_dir.display());
+    Ok(())
 }
 
 fn remove_stale_temporaries(run_dir: &Path) -> Result<()> {
@@ -101,4 +154,37 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 pub fn load_optimizer_state(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let path = dir.join(OPTIMIZER_FILE);
     candle_core::safetensors::load(&path, device).with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_dir_with_a_run_needs_resume_or_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        // Missing, empty, or only an empty metrics file: nothing to protect.
+        prepare_run_dir(&run, false, false).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("metrics.jsonl"), "").unwrap();
+        prepare_run_dir(&run, false, false).unwrap();
+        // A run: refused with the two ways out.
+        std::fs::create_dir_all(run.join("ckpt-000050")).unwrap();
+        std::fs::write(run.join("ckpt-000050/model.safetensors"), "x").unwrap();
+        std::fs::write(run.join("metrics.jsonl"), "{}\n").unwrap();
+        std::fs::create_dir_all(run.join("tb")).unwrap();
+        std::fs::write(run.join("notes.txt"), "mine").unwrap();
+        let err = prepare_run_dir(&run, false, false).unwrap_err().to_string();
+        assert!(err.contains("already holds a run (checkpoints up to step 50)") && err.contains("--resume") && err.contains("--overwrite"), "{err}");
+        assert!(run.join("ckpt-000050").is_dir(), "nothing is deleted without --overwrite");
+        prepare_run_dir(&run, true, false).unwrap();
+        assert!(run.join("ckpt-000050").is_dir());
+        // --overwrite removes the run's files, and only those.
+        prepare_run_dir(&run, false, true).unwrap();
+        assert!(!run.join("ckpt-000050").exists() && !run.join("metrics.jsonl").exists() && !run.join("tb").exists());
+        assert_eq!(std::fs::read_to_string(run.join("notes.txt")).unwrap(), "mine");
+        prepare_run_dir(&run, false, false).unwrap();
+    }
 }

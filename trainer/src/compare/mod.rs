@@ -80,8 +80,10 @@ pub struct CompareArgs {
     /// Title of the charts and of summary.md. [default: "Validation loss vs training tokens"]
     #[arg(long, value_name = "TEXT")]
     pub title: Option<String>,
-    /// Skip (with a warning) runs without readable metrics, without eval records, or that have not
-    /// trained all their configured steps, instead of failing (missing directories still fail).
+    /// Skip runs that cannot be compared yet, with a warning: runs without a readable config or
+    /// metrics.jsonl or without eval records (an error without this flag), and unfinished runs
+    /// (fewer steps than configured; without this flag they are compared, marked "(unfinished)").
+    /// A missing directory is always an error.
     #[arg(long)]
     pub skip_incomplete: bool,
 }

@@ -4,9 +4,13 @@
 //! Event      { double wall_time = 1; int64 step = 2;
 //!              oneof what { string file_version = 3; Summary summary = 5; SessionLog session_log = 7; } }
 //! Summary    { repeated Value value = 1; }
-//! Value      { string tag = 1; float simple_value = 2; }
+//! Value      { string tag = 1; float simple_value = 2; SummaryMetadata metadata = 9; TensorProto tensor = 8; }
+//! SummaryMetadata { PluginData plugin_data = 1; }   PluginData { string plugin_name = 1; }
+//! TensorProto { DataType dtype = 1; TensorShapeProto tensor_shape = 2; repeated bytes string_val = 8; }
 //! SessionLog { SessionStatus status = 1; }   // START = 1
 //! ```
+//! Text (the "text" plugin of TensorBoard, shown under its TEXT tab) is a scalar DT_STRING (7)
+//! tensor with plugin_name "text", as `tf.summary.text` writes it.
 //! (tensorflow/core/util/event.proto, tensorflow/core/framework/summary.proto). A small decoder
 //! for the same subset lets tests read back what was written.
 
@@ -17,6 +21,8 @@ pub(crate) enum What {
     FileVersion(String),
     /// Scalars: (tag, value).
     Scalars(Vec<(String, f32)>),
+    /// Text summaries: (tag, UTF-8 text).
+    Text(Vec<(String, String)>),
     /// SessionLog START: TensorBoard drops the events of earlier files with step >= this step
     /// (written on resume, so the lost part of a killed run disappears from the charts).
     SessionStart,
@@ -33,6 +39,8 @@ const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 const LEN: u8 = 2;
 const FIXED32: u8 = 5;
+/// TensorFlow's DataType of strings.
+const DT_STRING: u64 = 7;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -67,6 +75,26 @@ pub(crate) fn encode(e: &Event) -> Vec<u8> {
                 put_bytes(&mut v, 1, tag.as_bytes());
                 put_key(&mut v, 2, FIXED32);
                 v.extend_from_slice(&value.to_le_bytes());
+                put_bytes(&mut summary, 1, &v);
+            }
+            put_bytes(&mut out, 5, &summary);
+        }
+        What::Text(values) => {
+            let mut summary = Vec::new();
+            for (tag, text) in values {
+                let mut v = Vec::new();
+                put_bytes(&mut v, 1, tag.as_bytes());
+                let mut plugin = Vec::new();
+                put_bytes(&mut plugin, 1, b"text");
+                let mut metadata = Vec::new();
+                put_bytes(&mut metadata, 1, &plugin);
+                put_bytes(&mut v, 9, &metadata);
+                let mut tensor = Vec::new();
+                put_key(&mut tensor, 1, VARINT);
+                put_varint(&mut tensor, DT_STRING);
+                put_bytes(&mut tensor, 2, &[]); // scalar shape: no dims
+                put_bytes(&mut tensor, 8, text.as_bytes());
+                put_bytes(&mut v, 8, &tensor);
                 put_bytes(&mut summary, 1, &v);
             }
             put_bytes(&mut out, 5, &summary);
@@ -146,21 +174,32 @@ pub(crate) fn decode(b: &[u8]) -> Result<Event, String> {
             Field::Varint(2, v) => step = v as i64,
             Field::Bytes(3, s) => what = Some(What::FileVersion(utf8(s)?)),
             Field::Bytes(5, s) => {
-                let mut values = Vec::new();
+                let (mut values, mut texts) = (Vec::new(), Vec::new());
                 for value in fields(s)? {
                     if let Field::Bytes(1, v) = value {
-                        let (mut tag, mut x) = (String::new(), None);
+                        let (mut tag, mut x, mut text) = (String::new(), None, None);
                         for vf in fields(v)? {
                             match vf {
                                 Field::Bytes(1, t) => tag = utf8(t)?,
                                 Field::Fixed32(2, b) => x = Some(f32::from_le_bytes(b)),
+                                Field::Bytes(8, tensor) => {
+                                    for tf in fields(tensor)? {
+                                        if let Field::Bytes(8, t) = tf {
+                                            text = Some(utf8(t)?);
+                                        }
+                                    }
+                                }
                                 _ => {}
                             }
                         }
-                        values.push((tag, x.ok_or("summary value without simple_value")?));
+                        match (x, text) {
+                            (Some(x), _) => values.push((tag, x)),
+                            (None, Some(t)) => texts.push((tag, t)),
+                            (None, None) => return Err("summary value without simple_value or string tensor".into()),
+                        }
                     }
                 }
-                what = Some(What::Scalars(values));
+                what = Some(if values.is_empty() && !texts.is_empty() { What::Text(texts) } else { What::Scalars(values) });
             }
             Field::Bytes(7, s) => {
                 let start = fields(s)?.iter().any(|f| matches!(f, Field::Varint(1, 1)));
@@ -189,6 +228,8 @@ mod tests {
         assert_eq!(&bytes[13..], b"brain.Event:2");
         // step 300 = varint [0xac, 0x02].
         assert_eq!(&encode(&e)[9..12], &[0x10, 0xac, 0x02]);
+        let t = Event { wall_time: 3.0, step: 50, what: What::Text(vec![("samples/text".into(), "Once upon ✓".into())]) };
+        assert_eq!(decode(&encode(&t)).unwrap(), t);
         let s = Event { wall_time: 2.0, step: 41, what: What::SessionStart };
         assert_eq!(decode(&encode(&s)).unwrap(), s);
         assert!(decode(&[0x10]).is_err());

@@ -7,8 +7,10 @@
 //!   `wandb sync --sync-tensorboard` ([`tensorboard`], written by hand: [`tfrecord`], [`event_proto`]).
 //!   Tags: train/loss, train/lr_muon, train/lr_adamw, train/grad_norm, perf/tokens_per_sec,
 //!   perf/step_ms, perf/data_wait_ms (+ perf/fwd_ms, perf/bwd_ms, perf/opt_ms when measured),
-//!   val/loss, val/ppl.
-//! - `run_dir/loss.png`: train and val loss against the step, redrawn at every eval ([`plot`]).
+//!   val/loss, val/ppl; and the samples of `--sample-every` as text (tag samples/text).
+//! - `run_dir/loss.png`: train and val loss against the step, and below them the learning rates
+//!   and the gradient norm, redrawn at every eval ([`plot`]).
+//! - On a terminal, a progress display of the run ([`progress`]).
 //! - [`format_step_line`]: the one fixed-format log line per step.
 //!
 //! ```text
@@ -21,6 +23,7 @@
 mod event_proto;
 mod jsonl;
 mod plot;
+pub mod progress;
 mod tensorboard;
 mod tfrecord;
 
@@ -35,7 +38,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use jsonl::read_jsonl;
-pub use plot::{write_loss_png, PLOT_HEIGHT, PLOT_WIDTH};
+pub use plot::{write_loss_png, Curves, LOSS_PLOT_HEIGHT, PLOT_HEIGHT, PLOT_WIDTH};
 pub(crate) use plot::ensure_font;
 pub use tensorboard::{read_tensorboard_scalars, TbScalar};
 
@@ -114,6 +117,15 @@ pub struct EvalMetrics {
     pub val_ppl: f64,
 }
 
+/// A text sample generated during training (`--sample-every`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleMetrics {
+    pub step: u64,
+    pub prompt: String,
+    /// The generated continuation (without the prompt).
+    pub text: String,
+}
+
 /// A JSONL line: the kind and time, then the metrics' own fields.
 #[derive(Serialize)]
 struct Record<'a, T: Serialize> {
@@ -131,9 +143,8 @@ pub struct MetricsWriter {
     run_dir: PathBuf,
     jsonl: JsonlLog,
     tb: EventWriter,
-    /// (step, loss) of every step and eval record so far, for the plot.
-    train: Vec<(u64, f64)>,
-    val: Vec<(u64, f64)>,
+    /// Every step and eval record so far, for the plot.
+    curves: Curves,
     log_scale: bool,
 }
 
@@ -146,17 +157,23 @@ impl MetricsWriter {
         std::fs::create_dir_all(run_dir).map_err(|e| MetricsError::io(run_dir, e))?;
         let (jsonl, kept) = JsonlLog::open(&run_dir.join(METRICS_FILE), resume_from_step)?;
         let tb = EventWriter::create(&run_dir.join(TB_DIR), resume_from_step.map_or(0, |s| s + 1))?;
-        let (mut train, mut val) = (Vec::new(), Vec::new());
+        let mut c = Curves::default();
         for r in &kept {
             let step = r.get("step").and_then(Value::as_u64).unwrap_or(0);
+            let point = |key: &str| r.get(key).and_then(Value::as_f64).map(|v| (step, v));
             match r.get("kind").and_then(Value::as_str) {
-                Some("step") => train.extend(r.get("loss").and_then(Value::as_f64).map(|l| (step, l))),
-                Some("eval") => val.extend(r.get("val_loss").and_then(Value::as_f64).map(|l| (step, l))),
+                Some("step") => {
+                    c.train.extend(point("loss"));
+                    c.lr_muon.extend(point("lr_muon"));
+                    c.lr_adamw.extend(point("lr_adamw"));
+                    c.grad_norm.extend(point("grad_norm"));
+                }
+                Some("eval") => c.val.extend(point("val_loss")),
                 _ => {}
             }
         }
         tracing::info!("metrics: {} ({} records kept), TensorBoard {}", jsonl.path().display(), kept.len(), tb.path().display());
-        Ok(MetricsWriter { run_dir: run_dir.into(), jsonl, tb, train, val, log_scale: false })
+        Ok(MetricsWriter { run_dir: run_dir.into(), jsonl, tb, curves: c, log_scale: false })
     }
 
     /// Draw loss.png with a logarithmic loss axis (off by default).
@@ -185,7 +202,10 @@ impl MetricsWriter {
         }
         self.tb.scalars(m.step, &scalars)?;
         self.tb.flush(false)?;
-        self.train.push((m.step, m.loss));
+        self.curves.train.push((m.step, m.loss));
+        self.curves.lr_muon.push((m.step, m.lr_muon));
+        self.curves.lr_adamw.push((m.step, m.lr_adamw));
+        self.curves.grad_norm.push((m.step, m.grad_norm));
         Ok(())
     }
 
@@ -194,8 +214,18 @@ impl MetricsWriter {
         self.jsonl.append(&Record { kind: "eval", time: unix_time(), metrics: m })?;
         self.tb.scalars(m.step, &[("val/loss", m.val_loss), ("val/ppl", m.val_ppl)])?;
         self.tb.flush(false)?;
-        self.val.push((m.step, m.val_loss));
-        write_loss_png(&self.run_dir.join(PLOT_FILE), &self.train, &self.val, self.log_scale)
+        self.curves.val.push((m.step, m.val_loss));
+        write_loss_png(&self.run_dir.join(PLOT_FILE), &self.curves, self.log_scale)
+    }
+
+    /// Logs a generated sample: a JSONL record and a TensorBoard text summary (tag samples/text,
+    /// the prompt in bold, then the continuation).
+    pub fn log_sample(&mut self, m: &SampleMetrics) -> Result<(), MetricsError> {
+        self.jsonl.append(&Record { kind: "sample", time: unix_time(), metrics: m })?;
+        // TensorBoard renders text summaries as Markdown.
+        let markdown = format!("**{}**{}", m.prompt.trim_end(), m.text);
+        self.tb.text(m.step, "samples/text", &markdown)?;
+        self.tb.flush(false)
     }
 
     /// Makes everything logged so far durable (fsync); call it with every checkpoint.
@@ -206,7 +236,7 @@ impl MetricsWriter {
 }
 
 /// `1.00e-03`: two decimals, sign and at least two exponent digits (Rust's `{:e}` writes `1e-3`).
-fn sci(x: f64) -> String {
+pub(crate) fn sci(x: f64) -> String {
     let s = format!("{x:.2e}");
     match s.split_once('e') {
         Some((mantissa, exp)) => {

@@ -1,7 +1,15 @@
-//! `loss.png`: train loss (raw, and smoothed) and val loss against the step, drawn with plotters'
-//! bitmap backend. Text needs a font and the machine may have none, so DejaVu Sans Mono
-//! (free to redistribute, license in `trainer/assets/DejaVuSansMono-LICENSE.txt`) is compiled
-//! into the binary and registered with plotters' `ab_glyph` renderer.
+//! `loss.png`: two panels drawn with plotters' bitmap backend.
+//! - top: train loss (raw, and smoothed) and val loss against the step;
+//! - bottom: the two learning rates (Muon, AdamW; left axis) and the gradient norm before
+//!   clipping (right axis) against the step.
+//!
+//! Text needs a font and the machine may have none, so DejaVu Sans (free to redistribute,
+//! license in `trainer/assets/DejaVuSans-LICENSE.txt`) is compiled into the binary and
+//! registered with plotters' `ab_glyph` renderer. A proportional font: plotters places each glyph
+//! by its ink, not its advance box, which in a monospace font opened gaps after narrow glyphs
+//! ("2. 50e- 03"). Axis labels get as many decimals as the tick
+//! spacing needs (a loss range of 4.501–4.503 is not labelled 4.50, 4.50, 4.50), steps are
+//! integers, learning rates are written 3.0e-03.
 //!
 //! Smoothing: a bias-corrected exponential moving average whose window grows with the run
 //! (n / 50 points, at least 1), so a long run's curve is readable and a short one stays faithful.
@@ -11,21 +19,35 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::register_font;
 
 use super::MetricsError;
 
-static DEJAVU_SANS_MONO: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
+static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
+/// Size of the charts of `trainer compare`.
 pub const PLOT_WIDTH: u32 = 1200;
 pub const PLOT_HEIGHT: u32 = 700;
+/// Size of `loss.png` (loss panel + learning-rate / gradient-norm panel).
+pub const LOSS_PLOT_HEIGHT: u32 = 1050;
+
+/// Everything `loss.png` shows, as (step, value) points.
+#[derive(Debug, Clone, Default)]
+pub struct Curves {
+    pub train: Vec<(u64, f64)>,
+    pub val: Vec<(u64, f64)>,
+    pub lr_muon: Vec<(u64, f64)>,
+    pub lr_adamw: Vec<(u64, f64)>,
+    pub grad_norm: Vec<(u64, f64)>,
+}
 
 /// Registers the bundled font as "sans-serif", once per process.
 pub(crate) fn ensure_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
-        .get_or_init(|| register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS_MONO).map_err(|_| "the bundled DejaVu Sans Mono font does not parse".to_string()))
+        .get_or_init(|| register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS).map_err(|_| "the bundled DejaVu Sans font does not parse".to_string()))
         .clone()
 }
 
@@ -44,59 +66,88 @@ pub(crate) fn smooth(points: &[(u64, f64)]) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// Draws `train` and `val` (step, loss) to `path`. Non-finite values are left out.
-pub fn write_loss_png(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)], log_scale: bool) -> Result<(), MetricsError> {
+/// Decimals that tell apart labels ~`span / 10` apart (0 to 6).
+pub(crate) fn label_decimals(span: f64) -> usize {
+    if !(span.is_finite() && span > 0.0) {
+        return 2;
+    }
+    (-(span / 10.0).log10()).ceil().clamp(0.0, 6.0) as usize
+}
+
+/// Draws `curves` to `path`. Non-finite values are left out.
+pub fn write_loss_png(path: &Path, curves: &Curves, log_scale: bool) -> Result<(), MetricsError> {
     let plot_err = |what: String| MetricsError::Plot { path: path.into(), what };
     ensure_font().map_err(plot_err)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp.png"));
-    draw(&tmp, train, val, log_scale).map_err(|e| {
+    draw(&tmp, curves, log_scale).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         plot_err(e)
     })?;
     std::fs::rename(&tmp, path).map_err(|e| MetricsError::io(path, e))
 }
 
-fn draw(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)], log_scale: bool) -> Result<(), String> {
-    let finite = |pts: &[(u64, f64)]| -> Vec<(u64, f64)> { pts.iter().copied().filter(|p| p.1.is_finite() && (!log_scale || p.1 > 0.0)).collect() };
-    let (train, val) = (finite(train), finite(val));
-    let y_of = |loss: f64| if log_scale { loss.log10() } else { loss };
-    let smoothed = smooth(&train);
+fn finite(pts: &[(u64, f64)], positive: bool) -> Vec<(u64, f64)> {
+    pts.iter().copied().filter(|p| p.1.is_finite() && (!positive || p.1 > 0.0)).collect()
+}
 
-    // Axis ranges over everything drawn, never empty.
-    let steps = train.iter().chain(&val).map(|p| p.0);
-    let (x_min, x_max) = (steps.clone().min().unwrap_or(0), steps.max().unwrap_or(1));
-    let x_max = if x_max <= x_min { x_min + 1 } else { x_max };
-    let ys: Vec<f64> = train.iter().chain(&val).map(|p| y_of(p.1)).collect();
-    let (mut y_min, mut y_max) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
-    if !y_min.is_finite() {
-        (y_min, y_max) = (0.0, 1.0);
+/// (min, max) of `ys` padded by 5% (at least `min_pad`); (0, 1) when empty.
+fn padded_range(ys: impl Iterator<Item = f64>, min_pad: f64) -> (f64, f64) {
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
     }
-    let pad = ((y_max - y_min) * 0.05).max(0.05);
-    let (y_min, y_max) = (y_min - pad, y_max + pad);
+    let pad = ((hi - lo) * 0.05).max(min_pad);
+    (lo - pad, hi + pad)
+}
 
+fn draw(path: &Path, c: &Curves, log_scale: bool) -> Result<(), String> {
+    let (train, val) = (finite(&c.train, log_scale), finite(&c.val, log_scale));
+    let (lr_muon, lr_adamw, gnorm) = (finite(&c.lr_muon, false), finite(&c.lr_adamw, false), finite(&c.grad_norm, false));
+    // One step axis for both panels, never empty.
+    let steps = train.iter().chain(&val).chain(&lr_muon).chain(&lr_adamw).chain(&gnorm).map(|p| p.0);
+    let (x_min, x_max) = (steps.clone().min().unwrap_or(0), steps.max().unwrap_or(1));
+    let x_range = x_min..x_max.max(x_min + 1);
+
+    let root = BitMapBackend::new(path, (PLOT_WIDTH, LOSS_PLOT_HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| x.to_string())?;
+    let (top, bottom) = root.split_vertically(LOSS_PLOT_HEIGHT * 62 / 100);
+    draw_loss(&top, &train, &val, x_range.clone(), log_scale)?;
+    draw_lr_and_grad_norm(&bottom, &lr_muon, &lr_adamw, &gnorm, x_range)?;
+    root.present().map_err(|x| x.to_string())
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
+fn draw_loss(area: &Area, train: &[(u64, f64)], val: &[(u64, f64)], x_range: std::ops::Range<u64>, log_scale: bool) -> Result<(), String> {
     let e = |err: &dyn std::fmt::Display| err.to_string();
-    let root = BitMapBackend::new(path, (PLOT_WIDTH, PLOT_HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let y_of = |loss: f64| if log_scale { loss.log10() } else { loss };
+    let smoothed = smooth(train);
+    let (y_min, y_max) = padded_range(train.iter().chain(val).map(|p| y_of(p.1)), if log_scale { 0.005 } else { 0.05 });
     let title = match (train.last(), val.last()) {
         (Some(t), Some(v)) => format!("loss  (train {:.4} @ {}, val {:.4} @ {})", t.1, t.0, v.1, v.0),
         (Some(t), None) => format!("loss  (train {:.4} @ {})", t.1, t.0),
         (None, Some(v)) => format!("loss  (val {:.4} @ {})", v.1, v.0),
         (None, None) => "loss (no data yet)".to_string(),
     };
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 24))
         .margin(15)
         .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x_min as f64..x_max as f64, y_min..y_max)
+        .y_label_area_size(95)
+        .right_y_label_area_size(80)
+        .build_cartesian_2d(x_range, y_min..y_max)
         .map_err(|x| e(&x))?;
-    let y_label = |y: &f64| if log_scale { format!("{:.3}", 10f64.powf(*y)) } else { format!("{y:.2}") };
+    let decimals = label_decimals(if log_scale { 10f64.powf(y_max) - 10f64.powf(y_min) } else { y_max - y_min });
+    let y_label = |y: &f64| if log_scale { format!("{:.*}", decimals + 1, 10f64.powf(*y)) } else { format!("{y:.decimals$}") };
     chart
         .configure_mesh()
         .x_desc("step")
         .y_desc(if log_scale { "loss (log scale)" } else { "loss" })
-        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&y_label)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
@@ -104,26 +155,14 @@ fn draw(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)], log_scale: bool) 
         .map_err(|x| e(&x))?;
 
     let raw_color = RGBColor(160, 190, 230);
-    let pts = |v: &[(u64, f64)]| v.iter().map(|&(s, l)| (s as f64, y_of(l))).collect::<Vec<_>>();
+    let pts = |v: &[(u64, f64)]| v.iter().map(|&(s, l)| (s, y_of(l))).collect::<Vec<_>>();
     if !train.is_empty() {
-        chart
-            .draw_series(LineSeries::new(pts(&train), raw_color.stroke_width(1)))
-            .map_err(|x| e(&x))?
-            .label("train")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], raw_color.stroke_width(2)));
-        chart
-            .draw_series(LineSeries::new(pts(&smoothed), BLUE.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label("train (smoothed)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        chart.draw_series(LineSeries::new(pts(train), raw_color.stroke_width(1))).map_err(|x| e(&x))?.label("train").legend(legend_line(raw_color));
+        chart.draw_series(LineSeries::new(pts(&smoothed), BLUE.stroke_width(2))).map_err(|x| e(&x))?.label("train (smoothed)").legend(legend_line(BLUE));
     }
     if !val.is_empty() {
-        chart
-            .draw_series(LineSeries::new(pts(&val), RED.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label("val")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-        chart.draw_series(pts(&val).into_iter().map(|p| Circle::new(p, 4, RED.filled()))).map_err(|x| e(&x))?;
+        chart.draw_series(LineSeries::new(pts(val), RED.stroke_width(2))).map_err(|x| e(&x))?.label("val").legend(legend_line(RED));
+        chart.draw_series(pts(val).into_iter().map(|p| Circle::new(p, 4, RED.filled()))).map_err(|x| e(&x))?;
     }
     chart
         .configure_series_labels()
@@ -132,6 +171,66 @@ fn draw(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)], log_scale: bool) 
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
+        .map_err(|x| e(&x))
+}
+
+fn draw_lr_and_grad_norm(area: &Area, lr_muon: &[(u64, f64)], lr_adamw: &[(u64, f64)], gnorm: &[(u64, f64)], x_range: std::ops::Range<u64>) -> Result<(), String> {
+    let e = |err: &dyn std::fmt::Display| err.to_string();
+    let lr_max = lr_muon.iter().chain(lr_adamw).map(|p| p.1).fold(0.0f64, f64::max);
+    let lr_top = if lr_max > 0.0 { lr_max * 1.08 } else { 1e-3 };
+    let (_, g_max) = padded_range(gnorm.iter().map(|p| p.1), 0.05);
+    let g_top = g_max.max(1e-3);
+    let title = match gnorm.last() {
+        Some(g) => format!("learning rates (left) and gradient norm (right; {:.3} @ {})", g.1, g.0),
+        None => "learning rates (left) and gradient norm (right)".to_string(),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(95)
+        .right_y_label_area_size(80)
+        .build_cartesian_2d(x_range.clone(), 0.0..lr_top)
+        .map_err(|x| e(&x))?
+        .set_secondary_coord(x_range, 0.0..g_top);
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("learning rate")
+        .y_label_formatter(&|y: &f64| super::sci(*y))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
         .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))
+    let g_decimals = label_decimals(g_top);
+    chart
+        .configure_secondary_axes()
+        .y_desc("gradient norm (before clipping)")
+        .y_label_formatter(&|y: &f64| format!("{y:.g_decimals$}"))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(|x| e(&x))?;
+    let (muon_color, adamw_color, g_color) = (RGBColor(200, 80, 0), RGBColor(0, 140, 70), RGBColor(90, 90, 90));
+    if !lr_muon.is_empty() {
+        chart.draw_series(LineSeries::new(lr_muon.to_vec(), muon_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr Muon").legend(legend_line(muon_color));
+    }
+    if !lr_adamw.is_empty() {
+        chart.draw_series(LineSeries::new(lr_adamw.to_vec(), adamw_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr AdamW").legend(legend_line(adamw_color));
+    }
+    if !gnorm.is_empty() {
+        chart
+            .draw_secondary_series(LineSeries::new(gnorm.to_vec(), g_color.stroke_width(1)))
+            .map_err(|x| e(&x))?
+            .label("grad norm (right)")
+            .legend(legend_line(g_color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(&x))
 }

@@ -79,6 +79,11 @@ impl EventWriter {
         self.write(&Event { wall_time: now(), step: step as i64, what: What::Scalars(values) })
     }
 
+    /// One text summary (TensorBoard's TEXT tab) at `step`.
+    pub(crate) fn text(&mut self, step: u64, tag: &str, text: &str) -> Result<(), MetricsError> {
+        self.write(&Event { wall_time: now(), step: step as i64, what: What::Text(vec![(tag.to_string(), text.to_string())]) })
+    }
+
     /// Hands buffered events to the OS (visible to a running TensorBoard); `sync` also fsyncs.
     pub(crate) fn flush(&mut self, sync: bool) -> Result<(), MetricsError> {
         self.file.flush().map_err(|e| MetricsError::io(&self.path, e))?;

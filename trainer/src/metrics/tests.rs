@@ -103,7 +103,7 @@ fn steps_and_evals_go_to_jsonl_tensorboard_and_the_plot() {
     assert_eq!(events[5].step, 3);
     assert_eq!(events[5].what, What::Scalars(vec![("val/loss".into(), 7.5), ("val/ppl".into(), 7.5f64.exp() as f32)]));
 
-    assert_eq!(png_size(&run.join(PLOT_FILE)), (PLOT_WIDTH, PLOT_HEIGHT));
+    assert_eq!(png_size(&run.join(PLOT_FILE)), (PLOT_WIDTH, LOSS_PLOT_HEIGHT));
     assert!(!run.join(".loss.png.tmp.png").exists());
     let scalars = read_tensorboard_scalars(&files[0]).unwrap();
     assert_eq!(scalars.len(), 3 * 10 + 2);
@@ -138,7 +138,7 @@ fn resume_keeps_records_up_to_the_resume_step_and_drops_the_rest() {
     assert!(read_jsonl(&path).unwrap_err().to_string().contains("line 9"));
 
     let mut w = MetricsWriter::open(dir.path(), Some(4)).unwrap();
-    assert_eq!((w.train.len(), w.val.len()), (4, 1), "the plot data comes back too");
+    assert_eq!((w.curves.train.len(), w.curves.val.len(), w.curves.lr_muon.len(), w.curves.grad_norm.len()), (4, 1, 4, 4), "the plot data comes back too");
     w.log_step(&step(5, 4.5)).unwrap();
     let recs = read_jsonl(&path).unwrap();
     let kinds_steps: Vec<(String, u64)> = recs.iter().map(|r| (r["kind"].as_str().unwrap().to_string(), r["step"].as_u64().unwrap())).collect();
@@ -175,19 +175,26 @@ fn plots_handle_log_scale_empty_and_non_finite_data() {
     let p = dir.path().join("a.png");
     let train: Vec<(u64, f64)> = (0..500).map(|s| (s, 10.0 * (-(s as f64) / 150.0).exp() + 2.0 + 0.3 * ((s * 7919 % 13) as f64 / 13.0))).collect();
     let val = vec![(100, 4.6), (200, 3.3), (300, 2.8), (400, 2.6), (499, 2.5)];
-    write_loss_png(&p, &train, &val, true).unwrap();
-    assert_eq!(png_size(&p), (PLOT_WIDTH, PLOT_HEIGHT));
-    write_loss_png(&p, &[], &[], false).unwrap();
-    write_loss_png(&p, &[(1, f64::NAN), (2, f64::INFINITY), (3, 1.0)], &[(3, 0.0)], true).unwrap();
-    assert_eq!(png_size(&p), (PLOT_WIDTH, PLOT_HEIGHT));
+    let lr = |peak: f64| -> Vec<(u64, f64)> { (0..500).map(|s| (s, peak * (s as f64 / 50.0).min(1.0) * (1.0 - s as f64 / 1000.0))).collect() };
+    let grad_norm: Vec<(u64, f64)> = (0..500).map(|s| (s, 0.3 + 2.0 / (1.0 + s as f64 / 20.0))).collect();
+    let curves = Curves { train: train.clone(), val: val.clone(), lr_muon: lr(3e-3), lr_adamw: lr(1e-3), grad_norm };
+    write_loss_png(&p, &curves, true).unwrap();
+    assert_eq!(png_size(&p), (PLOT_WIDTH, LOSS_PLOT_HEIGHT));
+    write_loss_png(&p, &Curves::default(), false).unwrap();
+    let bad = vec![(1, f64::NAN), (2, f64::INFINITY), (3, 1.0)];
+    let odd = Curves { train: bad.clone(), val: vec![(3, 0.0)], lr_muon: bad.clone(), lr_adamw: vec![(3, 0.0)], grad_norm: bad };
+    write_loss_png(&p, &odd, true).unwrap();
+    assert_eq!(png_size(&p), (PLOT_WIDTH, LOSS_PLOT_HEIGHT));
+    // Labels get the decimals their spacing needs.
+    assert_eq!((plot::label_decimals(10.0), plot::label_decimals(1.0), plot::label_decimals(0.002), plot::label_decimals(f64::NAN)), (0, 1, 4, 2));
     // The smoothed curve starts at the first point (bias correction) and stays within the data.
     let s = plot::smooth(&train);
     assert_eq!(s[0], train[0]);
     assert!(s.iter().all(|&(_, y)| (2.0..=12.3).contains(&y)));
     if let Ok(keep) = std::env::var("MAMBA_KEEP_PLOT") {
         // To look at the images: MAMBA_KEEP_PLOT=/tmp/x cargo test ... plots_handle
-        write_loss_png(Path::new(&format!("{keep}.linear.png")), &train, &val, false).unwrap();
-        write_loss_png(Path::new(&format!("{keep}.log.png")), &train, &val, true).unwrap();
+        write_loss_png(Path::new(&format!("{keep}.linear.png")), &curves, false).unwrap();
+        write_loss_png(Path::new(&format!("{keep}.log.png")), &curves, true).unwrap();
     }
 }
 
@@ -207,6 +214,7 @@ fn tensorboard_reads_our_event_files() {
         w.log_step(&step(s, 6.0 - s as f64 * 0.5)).unwrap();
     }
     w.log_eval(&eval(4, 4.25)).unwrap();
+    w.log_sample(&SampleMetrics { step: 2, prompt: "Once".into(), text: " upon a time ✓".into() }).unwrap();
     drop(w);
     // A resume from step 2: TensorBoard must drop the old steps 3 and 4 and show the new ones.
     let mut w = MetricsWriter::open(dir.path(), Some(2)).unwrap();
@@ -215,9 +223,12 @@ fn tensorboard_reads_our_event_files() {
     let script = r#"
 import json, sys
 from tensorboard.backend.event_processing import event_accumulator as ea
-acc = ea.EventAccumulator(sys.argv[1], size_guidance={ea.SCALARS: 0})
+acc = ea.EventAccumulator(sys.argv[1], size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
 acc.Reload()
 out = {tag: [[e.step, e.value] for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+for tag in acc.Tags()["tensors"]:
+    plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
+    out[tag] = [[e.step, plugin, [s.decode() for s in e.tensor_proto.string_val]] for e in acc.Tensors(tag)]
 print(json.dumps(out))
 "#;
     let out = std::process::Command::new(&python).args(["-c", script]).arg(dir.path().join(TB_DIR)).output().unwrap();
@@ -226,4 +237,5 @@ print(json.dumps(out))
     assert_eq!(got["train/loss"], serde_json::json!([[1, 5.5], [2, 5.0], [3, 1.25]]), "{got}");
     assert_eq!(got["perf/data_wait_ms"], serde_json::json!([[1, 0.25], [2, 0.25], [3, 0.25]]));
     assert_eq!(got["val/loss"], serde_json::json!([]), "the eval at step 4 belonged to the lost part: {got}");
+    assert_eq!(got["samples/text"], serde_json::json!([[2, "text", ["**Once** upon a time ✓"]]]), "a text summary of the text plugin: {got}");
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
-    /// Muon for in_proj/x_proj/out_proj weights, AdamW for everything else (the seed recipe).
+    /// Muon for in_proj/x_proj/out_proj weights, AdamW for everything else (the default).
     Hybrid,
     /// AdamW for every parameter (the hidden matrices join the weight-decay group).
     #[value(name = "adamw")]

@@ -23,6 +23,16 @@ use crate::model::{MambaConfig, MambaLM, Params};
 use replica::{Replica, ReplicaInit};
 use step::NonFinite;
 
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::StepsDone => "all --steps done",
+            StopReason::DataExhausted => "the pipeline finished and every chunk was trained on",
+            StopReason::Signal => "stopped by a signal; a checkpoint was saved",
+        })
+    }
+}
+
 /// How a run ended (a NaN/Inf loss is an error, see [`NonFinite`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -56,6 +66,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         Some(_) => Device::Cpu, // each rank opens its own device in its own thread
     };
     let dtype = parse_dtype(&cfg.dtype, &device)?;
+    crate::checkpoint::prepare_run_dir(&cfg.out, cfg.resume, cfg.overwrite)?;
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
     std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?).context("writing config.resolved.toml")?;
 
@@ -152,6 +163,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         tracing::warn!("no val chunks in {}: evaluation is skipped", cfg.data.display());
     }
     let mut metrics = report::Report::open(cfg, resuming_from)?;
+    let sampler = if cfg.sample_every > 0 { Some(crate::generate::PromptSampler::new(&cfg.sample_prompt)?) } else { None };
+    metrics.start_progress(cfg, start_step, n_params, &device);
 
     // Rank 0's replica is saved: every rank holds the same weights and optimizer state.
     let save = |leader: &Replica, step: usize, tokens: u64, pos: &DataPosition, last_val: Option<f64>| -> Result<()> {
@@ -269,6 +282,10 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps {
             last_val = eval_and_log(&ranks.leader().model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
         }
+        // -- sample from the fixed prompt (outside the timed region)
+        if let Some(sampler) = sampler.as_ref().filter(|_| step % cfg.sample_every == 0) {
+            metrics.sample(step, &cfg.sample_prompt, &sampler.sample(&ranks.leader().model, &device)?)?;
+        }
         // -- checkpoint
         if cfg.save_every > 0 && step % cfg.save_every == 0 && step < cfg.steps {
             let pos = data.position().clone();
@@ -289,7 +306,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         data.checkpoint_saved(&pos)?;
     }
     metrics.flush()?;
-    tracing::info!("stopped at step {step}: {reason:?}");
+    drop(metrics);
+    tracing::info!("stopped at step {step}: {reason}");
     if skipped_chunks > 0 {
         tracing::warn!("--on-bad-chunk skip: {skipped_chunks} corrupt chunks were left out (see the warnings above and skipped_chunks in metrics.jsonl)");
     }
@@ -352,6 +370,11 @@ fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<usize
     loop {
         let found = if cfg.follow && !cfg.data.is_dir() {
             None
+        } else if !cfg.data.exists() {
+            bail!(
+                "--data {}: no such directory. Build shards there first, e.g. `pipeline --input pipeline/assets/sample-corpus --data-dir {0}` (the sample corpus of the repository) or `pipeline --data-dir {0}` (FineWeb from the Hub); add --follow to train while the pipeline writes them; or try the whole job at once: `bash tools/demo.sh`",
+                cfg.data.display()
+            );
         } else {
             train_seq_len(&cfg.data).with_context(|| format!("--data {}", cfg.data.display()))?
         };
@@ -359,7 +382,10 @@ fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<usize
             return Ok(found);
         }
         if !cfg.follow {
-            bail!("--data {}: no train shards (train-*.shard)", cfg.data.display());
+            bail!(
+                "--data {}: no train shards (train-*.shard). Build some first, e.g. `pipeline --input pipeline/assets/sample-corpus --data-dir {0}` (the sample corpus of the repository) or `pipeline --data-dir {0}` (FineWeb from the Hub); or try the whole job at once: `bash tools/demo.sh`",
+                cfg.data.display()
+            );
         }
         if stop.load(Ordering::SeqCst) {
             return Ok(None);

@@ -1,5 +1,6 @@
-//! The training loop's reporting: the fixed-format log line per step (`metrics::format_step_line`)
-//! and the metrics files (JSONL, TensorBoard, loss.png) through `metrics::MetricsWriter`.
+//! The training loop's reporting: on a terminal the progress display (`metrics::progress`),
+//! otherwise the fixed-format log line per step (`metrics::format_step_line`); and the metrics
+//! files (JSONL, TensorBoard, loss.png) through `metrics::MetricsWriter`.
 
 use std::time::Duration;
 
@@ -7,18 +8,29 @@ use anyhow::Result;
 
 use super::step::StepResult;
 use crate::config::TrainConfig;
-use crate::metrics::{format_step_line, EvalMetrics, MetricsWriter, StepMetrics};
+use crate::metrics::progress::{default_peak_flops, on_terminal, StepProgress};
+use crate::metrics::{format_step_line, EvalMetrics, MetricsWriter, SampleMetrics, StepMetrics};
 
 pub struct Report {
     writer: MetricsWriter,
     /// Bad chunks skipped for the next step record (see [`Report::skipped_chunks`]).
     skipped: u64,
+    progress: Option<StepProgress>,
 }
 
 impl Report {
     /// `resume_step`: the checkpoint's step when resuming (later records of a killed run are dropped).
     pub fn open(cfg: &TrainConfig, resume_step: Option<usize>) -> Result<Report> {
-        Ok(Report { writer: MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))?, skipped: 0 })
+        Ok(Report { writer: MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))?, skipped: 0, progress: None })
+    }
+
+    /// Shows the progress display when stdout and stderr are terminals (MFU against
+    /// `--peak-tflops`, or the device's default peak).
+    pub fn start_progress(&mut self, cfg: &TrainConfig, start_step: usize, n_params: usize, device: &candle_core::Device) {
+        if on_terminal() {
+            let peak = cfg.peak_tflops.map(|t| t * 1e12).or_else(|| default_peak_flops(device));
+            self.progress = Some(StepProgress::start(start_step as u64, cfg.steps as u64, n_params as u64, peak));
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -41,7 +53,13 @@ impl Report {
             skipped_chunks: std::mem::take(&mut self.skipped),
         };
         self.writer.log_step(&m)?;
-        tracing::info!("{}", format_step_line(&m, status));
+        match &self.progress {
+            Some(p) => {
+                p.update(&m);
+                tracing::debug!("{}", format_step_line(&m, status));
+            }
+            None => tracing::info!("{}", format_step_line(&m, status)),
+        }
         Ok(())
     }
 
@@ -54,6 +72,13 @@ impl Report {
     pub fn eval(&mut self, step: usize, tokens: u64, loss: f64, chunks: usize, elapsed: Duration) -> Result<()> {
         self.writer.log_eval(&EvalMetrics { step: step as u64, tokens, val_loss: loss, val_ppl: loss.exp() })?;
         tracing::info!("eval step {step:>5} | val loss {loss:.4} | ppl {:.2} | {chunks} chunks | {:.1} s", loss.exp(), elapsed.as_secs_f64());
+        Ok(())
+    }
+
+    /// A sample generated from `prompt` (`--sample-every`): logged, in metrics.jsonl and TensorBoard.
+    pub fn sample(&mut self, step: usize, prompt: &str, text: &str) -> Result<()> {
+        self.writer.log_sample(&SampleMetrics { step: step as u64, prompt: prompt.to_string(), text: text.to_string() })?;
+        tracing::info!("sample step {step:>5} | {:?}", format!("{prompt}{text}"));
         Ok(())
     }
 
