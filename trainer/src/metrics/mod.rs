@@ -8,7 +8,8 @@
 //!   Tags: train/loss, train/lr_muon, train/lr_adamw, train/grad_norm, perf/tokens_per_sec,
 //!   perf/step_ms, perf/data_wait_ms (+ perf/fwd_ms, perf/bwd_ms, perf/opt_ms when measured),
 //!   val/loss, val/ppl.
-//! - `run_dir/loss.png`: train and val loss against the step, redrawn at every eval ([`plot`]).
+//! - `run_dir/loss.png`: train and val loss against the step ([`plot`]), drawn at the first step,
+//!   redrawn at every eval and at least every [`PLOT_EVERY`] of steps, and at every flush.
 //! - [`format_step_line`]: the one fixed-format log line per step.
 //!
 //! ```text
@@ -45,6 +46,9 @@ use tensorboard::EventWriter;
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const PLOT_FILE: &str = "loss.png";
 pub const TB_DIR: &str = "tb";
+/// The longest time step records go without `loss.png` being redrawn (drawing takes tens of ms,
+/// so it is not redrawn after every fast step).
+pub const PLOT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -106,6 +110,16 @@ pub struct EvalMetrics {
     pub val_ppl: f64,
 }
 
+/// An eval record with the chunks it ran on: their count and a digest of their tokens
+/// (`data::val_digest`); equal digests = the same fixed val set, across live, static and resumed runs.
+#[derive(Debug, Clone, Serialize)]
+struct EvalOn<'a> {
+    #[serde(flatten)]
+    metrics: &'a EvalMetrics,
+    val_chunks: u64,
+    val_digest: &'a str,
+}
+
 /// A JSONL line: the kind and time, then the metrics' own fields.
 #[derive(Serialize)]
 struct Record<'a, T: Serialize> {
@@ -127,6 +141,8 @@ pub struct MetricsWriter {
     train: Vec<(u64, f64)>,
     val: Vec<(u64, f64)>,
     log_scale: bool,
+    /// When loss.png was last drawn by this writer (`None`: not yet).
+    plotted: Option<std::time::Instant>,
 }
 
 impl MetricsWriter {
@@ -148,7 +164,7 @@ impl MetricsWriter {
             }
         }
         tracing::info!("metrics: {} ({} records kept), TensorBoard {}", jsonl.path().display(), kept.len(), tb.path().display());
-        Ok(MetricsWriter { run_dir: run_dir.into(), jsonl, tb, train, val, log_scale: false })
+        Ok(MetricsWriter { run_dir: run_dir.into(), jsonl, tb, train, val, log_scale: false, plotted: None })
     }
 
     /// Draw loss.png with a logarithmic loss axis (off by default).
@@ -178,20 +194,42 @@ impl MetricsWriter {
         self.tb.scalars(m.step, &scalars)?;
         self.tb.flush(false)?;
         self.train.push((m.step, m.loss));
+        if self.plotted.is_none_or(|t| t.elapsed() >= PLOT_EVERY) {
+            self.plot()?;
+        }
         Ok(())
+    }
+
+    /// Redraws `loss.png` from every record so far.
+    fn plot(&mut self) -> Result<(), MetricsError> {
+        self.plotted = Some(std::time::Instant::now());
+        write_loss_png(&self.run_dir.join(PLOT_FILE), &self.train, &self.val, self.log_scale)
     }
 
     /// Logs an eval and redraws `loss.png` from every record so far.
     pub fn log_eval(&mut self, m: &EvalMetrics) -> Result<(), MetricsError> {
         self.jsonl.append(&Record { kind: "eval", time: unix_time(), metrics: m })?;
+        self.eval_done(m)
+    }
+
+    /// [`MetricsWriter::log_eval`], with the val set's size and digest in the JSONL record.
+    pub fn log_eval_on(&mut self, m: &EvalMetrics, val_chunks: u64, val_digest: &str) -> Result<(), MetricsError> {
+        self.jsonl.append(&Record { kind: "eval", time: unix_time(), metrics: &EvalOn { metrics: m, val_chunks, val_digest } })?;
+        self.eval_done(m)
+    }
+
+    fn eval_done(&mut self, m: &EvalMetrics) -> Result<(), MetricsError> {
         self.tb.scalars(m.step, &[("val/loss", m.val_loss), ("val/ppl", m.val_ppl)])?;
         self.tb.flush(false)?;
         self.val.push((m.step, m.val_loss));
-        write_loss_png(&self.run_dir.join(PLOT_FILE), &self.train, &self.val, self.log_scale)
+        self.plot()
     }
 
     /// Makes everything logged so far durable (fsync); call it with every checkpoint.
     pub fn flush(&mut self) -> Result<(), MetricsError> {
+        if !self.train.is_empty() || !self.val.is_empty() {
+            self.plot()?;
+        }
         self.jsonl.sync()?;
         self.tb.flush(true)
     }
