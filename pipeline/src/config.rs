@@ -88,8 +88,12 @@ pub struct RunArgs {
     /// zstd compression level of the chunk frames (zstd's range: negative = faster, up to 22).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub zstd_level: i32,
-    /// Fraction of documents (by a hash of their id) held out as the val split.
-    #[arg(long, default_value_t = 0.0005)]
+    /// Tokens of the fixed val set: the first documents of the source are held out until their
+    /// tokens fill this many (rounded up to whole --seq-len chunks), published before any train shard.
+    #[arg(long, default_value_t = 262_144)]
+    pub val_tokens: u64,
+    /// Fraction of later documents (by a hash of their id) also held out as val, beyond the fixed set.
+    #[arg(long, default_value_t = 0.0)]
     pub val_fraction: f64,
     /// Train shards kept on disk (ring for live training); 0 = offline corpus, keep everything.
     #[arg(long, default_value_t = 0)]
@@ -213,6 +217,9 @@ impl RunArgs {
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             bail!("--val-fraction must be in [0, 1), got {}", self.val_fraction);
+        }
+        if self.val_tokens < 1 {
+            bail!("--val-tokens must be at least 1 (the fixed val set holds at least one chunk)");
         }
         if self.workers < 1 || self.worker_index >= self.workers {
             bail!("--worker-index {} must be below --workers {}", self.worker_index, self.workers);

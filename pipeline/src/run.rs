@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use mamba_shards::dir_lock::{DirLock, PIPELINE_LOCK};
 use mamba_shards::format::token_bytes_for_vocab;
-use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
+use mamba_shards::manifest::{SourceFingerprint, ValSet, MANIFEST_VERSION};
 use mamba_shards::{DocPos, Manifest, ShardParams, Split, SplitManifest};
 use rayon::prelude::*;
 
@@ -22,7 +22,7 @@ use crate::shard_out::remove_stale_temporaries;
 use crate::shard_publisher::{OwnedShard, ShardPublisher};
 use crate::split_stream::SplitStream;
 use crate::tokenizer::Tokenizer;
-use crate::val_split::ValSplit;
+use crate::val_split::{val_set_chunks, ValSplit};
 use crate::{hub, source, Interrupted};
 
 /// Rows per batch handed from the reading thread to the tokenizers.
@@ -65,6 +65,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
         seq_len: args.seq_len,
         chunks_per_shard: args.chunks_per_shard,
         val_fraction: args.val_fraction,
+        val_tokens: args.val_tokens,
         workers: args.workers,
         worker_index: args.worker_index,
     };
@@ -106,7 +107,10 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     // ---- 4. resume state: per-split streams, val rule, where to start reading ------------------
     let seq_len = args.seq_len;
     let mut streams = [SplitStream::resume(seq_len, &manifest.train), SplitStream::resume(seq_len, &manifest.val)];
-    let mut val = ValSplit::new(args.val_fraction, params.chunk_tokens, manifest.val_bootstrap_through);
+    // The fixed val set: its K chunks come from the first documents and are published (in shards
+    // of at most --chunks-per-shard, the last one possibly shorter) before any train shard.
+    let set_chunks = val_set_chunks(args.val_tokens, seq_len);
+    let mut val = ValSplit::new(args.val_fraction, set_chunks, seq_len, manifest.val_bootstrap_through);
     let start: DocPos = manifest.train.resume.doc.min(manifest.val.resume.doc);
     if manifest.val_bootstrap_through.is_none() && start != DocPos::default() {
         bail!("{}: manifest has published data but no val bootstrap position; it is inconsistent", dir.display());
@@ -141,7 +145,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     })?;
     // Shards are compressed, written, fsynced and recorded on their own thread (in order).
     let writer = ShardPublisher::spawn(dir.clone(), params, args.zstd_level, pool.clone(), stop.clone())?;
-    let mut publisher = Publisher { writer, ring: &ring, stop: &stop };
+    let mut publisher = Publisher { writer, ring: &ring, stop: &stop, set_chunks };
     let cps = args.chunks_per_shard as usize;
     let eot = params.eot_id;
     let mut reason = "end of source";
@@ -183,8 +187,12 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
                         s.push_doc(doc.pos, eot, &toks);
                         progress.docs += 1;
                         progress.tokens += s.len() - before;
-                        while s.full_chunks() >= cps {
-                            publisher.publish(split, s, cps, &mut manifest, &val, &mut progress)?;
+                        loop {
+                            let n = shard_chunks(split, manifest.split(split).chunks, cps, set_chunks);
+                            if s.full_chunks() < n {
+                                break;
+                            }
+                            publisher.publish(split, s, n, &mut manifest, &val, &mut progress)?;
                         }
                     }
                 }
@@ -210,10 +218,19 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
         // ---- 6. end of the source: publish the remaining whole chunks of both splits -----------
         for split in Split::ALL {
             let s = &mut streams[split as usize];
-            let n = s.full_chunks();
-            if n > 0 {
+            while s.full_chunks() > 0 {
+                let n = shard_chunks(split, manifest.split(split).chunks, cps, set_chunks).min(s.full_chunks());
                 publisher.publish(split, s, n, &mut manifest, &val, &mut progress)?;
             }
+        }
+        if manifest.val_set.is_none() {
+            // The source ended before the budget was filled: every val chunk is the set.
+            tracing::warn!(
+                "the source ended inside the fixed val set: it holds {} of the {set_chunks} chunks --val-tokens {} asks for",
+                manifest.val.chunks,
+                args.val_tokens
+            );
+            manifest.val_set = Some(ValSet { chunks: manifest.val.chunks, shards: manifest.val.next_seq });
         }
         manifest.finished = true;
         manifest.finish_reason = reason.to_string();
@@ -238,6 +255,8 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     // ---- 7. summary ------------------------------------------------------------------------------
     if manifest.val.chunks == 0 {
         tracing::warn!("the source holds fewer than {} tokens: no val shard could be written", params.chunk_tokens);
+    } else if manifest.train.chunks == 0 {
+        tracing::warn!("no train shard: the whole source went into the fixed val set; lower --val-tokens ({})", args.val_tokens);
     }
     progress.finish(&format!(
         "finished ({reason}): train {} shards/{} chunks, val {} shards/{} chunks;",
@@ -250,6 +269,17 @@ struct Publisher<'a> {
     writer: ShardPublisher,
     ring: &'a Ring,
     stop: &'a AtomicBool,
+    /// K, the chunks of the fixed val set.
+    set_chunks: u64,
+}
+
+/// Chunks of a split's next shard: `--chunks-per-shard`, except that the val shards of the fixed
+/// set end exactly at its K chunks (the set is then whole shards `0..S`, whatever comes later).
+fn shard_chunks(split: Split, published: u64, cps: usize, set_chunks: u64) -> usize {
+    match split {
+        Split::Val if published < set_chunks => (set_chunks - published).min(cps as u64) as usize,
+        _ => cps,
+    }
 }
 
 impl Publisher<'_> {
@@ -272,6 +302,15 @@ impl Publisher<'_> {
         m.tokens = s.published_tokens();
         m.resume = s.resume_pos();
         manifest.val_bootstrap_through = val.bootstrap_through();
+        if split == Split::Val && manifest.val_set.is_none() && manifest.val.chunks >= self.set_chunks {
+            manifest.val_set = Some(ValSet { chunks: manifest.val.chunks, shards: manifest.val.next_seq });
+            tracing::info!(
+                "fixed val set complete: {} chunks ({} tokens) in val shards 0..{}, published before any train shard",
+                manifest.val.chunks,
+                manifest.val.tokens,
+                manifest.val.next_seq
+            );
+        }
         self.writer.shard(shard, manifest)?; // an error here is the publishing thread's, naming its shard
         if split == Split::Train && self.ring.enabled() {
             // The ring counts the shards on disk, and the trainer follows the manifest: in ring
@@ -298,6 +337,7 @@ fn new_manifest(args: &RunArgs, params: &ShardParams, fingerprint: SourceFingerp
         chunks_per_shard: args.chunks_per_shard,
         fingerprint,
         val_bootstrap_through: None,
+        val_set: None,
         train: SplitManifest::default(),
         val: SplitManifest::default(),
         skipped_files: Vec::new(),
@@ -308,6 +348,16 @@ fn new_manifest(args: &RunArgs, params: &ShardParams, fingerprint: SourceFingerp
 
 /// A data dir is only resumed with the options that made it; anything else is a clear error.
 fn check_same_options(dir: &Path, m: &Manifest, now: &SourceFingerprint, params: &ShardParams) -> Result<()> {
+    if m.version < MANIFEST_VERSION {
+        bail!(
+            "{} was written by an older pipeline (manifest version {}, {}), before the fixed val set of version {MANIFEST_VERSION}: \
+             its val split differs, so it cannot be continued. Its shards still train (the trainer reads it); \
+             build new data into a new --data-dir",
+            dir.join(mamba_shards::ring::MANIFEST_FILE).display(),
+            m.version,
+            m.written_by
+        );
+    }
     let was = &m.fingerprint;
     let mut diffs = Vec::new();
     if was.files != now.files {
@@ -329,6 +379,7 @@ fn check_same_options(dir: &Path, m: &Manifest, now: &SourceFingerprint, params:
     cmp("--seq-len", was.seq_len.to_string(), now.seq_len.to_string());
     cmp("--chunks-per-shard", was.chunks_per_shard.to_string(), now.chunks_per_shard.to_string());
     cmp("--val-fraction", was.val_fraction.to_string(), now.val_fraction.to_string());
+    cmp("--val-tokens", was.val_tokens.to_string(), now.val_tokens.to_string());
     cmp("--workers", was.workers.to_string(), now.workers.to_string());
     cmp("--worker-index", was.worker_index.to_string(), now.worker_index.to_string());
     let shape = |p: &ShardParams| format!("token_bytes {} chunk_tokens {} vocab {} eot {}", p.token_bytes, p.chunk_tokens, p.vocab_size, p.eot_id);

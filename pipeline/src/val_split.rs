@@ -1,8 +1,9 @@
 //! Which documents are held out as the val split (see docs/shard-format.md, "Val split"):
 //!
-//! 1. Bootstrap: the first documents of the (worker's) source, in order, are val until their
-//!    `[eot] + tokens` fill at least one chunk (`seq_len + 1` tokens). This guarantees a val
-//!    shard even when the hash below selects nothing (tiny corpora).
+//! 1. The fixed val set ("bootstrap"): the first documents of the (worker's) source, in order,
+//!    are val until their `[eot] + tokens` fill the set's K chunks (`K·seq_len + 1` tokens, K =
+//!    `--val-tokens` / seq_len rounded up, see [`val_set_chunks`]). They come before every train
+//!    document, so the set is complete before the first train shard can be.
 //! 2. Every later document is val when `fnv1a64(id) < val_fraction · 2^64`, where `fnv1a64` is
 //!    FNV-1a 64-bit over the UTF-8 bytes of the `id` column (of the text if there is no `id`).
 
@@ -18,9 +19,15 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// K, the chunks of the fixed val set: `val_tokens / seq_len` rounded up, at least 1.
+pub fn val_set_chunks(val_tokens: u64, seq_len: u32) -> u64 {
+    val_tokens.div_ceil(u64::from(seq_len.max(1))).max(1)
+}
+
 pub struct ValSplit {
     threshold: u64,
-    chunk_tokens: u64,
+    /// Stream tokens the bootstrap documents must reach: K·seq_len + 1 (K whole chunks).
+    bootstrap_target: u64,
     /// Last bootstrap document, once known.
     bootstrap_through: Option<DocPos>,
     /// Stream tokens of the bootstrap documents so far (only while the bootstrap is running).
@@ -28,12 +35,14 @@ pub struct ValSplit {
 }
 
 impl ValSplit {
-    /// `bootstrap_through` comes from the manifest; when it is `None` reading starts at the
-    /// beginning of the source, so the bootstrap is recomputed from zero.
-    pub fn new(val_fraction: f64, chunk_tokens: u32, bootstrap_through: Option<DocPos>) -> ValSplit {
+    /// A val set of `set_chunks` chunks of `seq_len` (+1) tokens. `bootstrap_through` comes from
+    /// the manifest; when it is `None` reading starts at the beginning of the source, so the
+    /// bootstrap is recomputed from zero.
+    pub fn new(val_fraction: f64, set_chunks: u64, seq_len: u32, bootstrap_through: Option<DocPos>) -> ValSplit {
         // f64 → u64 saturates; fraction 0 → threshold 0 → no document is hash-selected.
         let threshold = (val_fraction * 2f64.powi(64)) as u64;
-        ValSplit { threshold, chunk_tokens: chunk_tokens as u64, bootstrap_through, bootstrap_tokens: 0 }
+        let bootstrap_target = set_chunks.saturating_mul(u64::from(seq_len)).saturating_add(1);
+        ValSplit { threshold, bootstrap_target, bootstrap_through, bootstrap_tokens: 0 }
     }
 
     pub fn bootstrap_through(&self) -> Option<DocPos> {
@@ -54,8 +63,8 @@ impl ValSplit {
         if let Some(split) = self.known(pos, id_hash) {
             return split;
         }
-        self.bootstrap_tokens += n_tokens;
-        if self.bootstrap_tokens >= self.chunk_tokens {
+        self.bootstrap_tokens = self.bootstrap_tokens.saturating_add(n_tokens);
+        if self.bootstrap_tokens >= self.bootstrap_target {
             self.bootstrap_through = Some(pos);
         }
         Split::Val
@@ -76,7 +85,7 @@ mod tests {
 
     #[test]
     fn bootstrap_then_hash() {
-        let mut v = ValSplit::new(0.0, 10, None);
+        let mut v = ValSplit::new(0.0, 3, 3, None); // 3 chunks of 3: 10 tokens
         let p = |row| DocPos { file: 0, row };
         assert_eq!(v.decide(p(0), 0, 4), Split::Val);
         assert_eq!(v.decide(p(1), 0, 5), Split::Val);
@@ -84,9 +93,22 @@ mod tests {
         assert_eq!(v.decide(p(2), 0, 3), Split::Val); // 12 >= 10: last bootstrap document
         assert_eq!(v.bootstrap_through(), Some(p(2)));
         assert_eq!(v.decide(p(3), 0, 100), Split::Train); // fraction 0: never hash-selected
-        let mut w = ValSplit::new(0.5, 10, Some(p(2)));
+        let mut w = ValSplit::new(0.5, 3, 3, Some(p(2)));
         assert_eq!(w.known(p(1), u64::MAX), Some(Split::Val));
         assert_eq!(w.decide(p(5), u64::MAX / 4, 1), Split::Val);
         assert_eq!(w.decide(p(6), u64::MAX / 4 * 3, 1), Split::Train);
+    }
+
+    #[test]
+    fn val_set_size_rounds_up_to_whole_chunks() {
+        assert_eq!(val_set_chunks(262_144, 1024), 256);
+        assert_eq!(val_set_chunks(262_145, 1024), 257);
+        assert_eq!(val_set_chunks(1, 1024), 1);
+        assert_eq!(val_set_chunks(u64::MAX, 1), u64::MAX);
+        // A huge budget saturates instead of overflowing: the bootstrap then spans the source.
+        let mut v = ValSplit::new(0.0, u64::MAX, 1024, None);
+        assert_eq!(v.decide(DocPos::default(), 0, 1 << 60), Split::Val);
+        assert_eq!(v.decide(DocPos { file: 0, row: 1 }, 0, 1 << 60), Split::Val);
+        assert_eq!(v.bootstrap_through(), None);
     }
 }

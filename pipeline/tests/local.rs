@@ -158,7 +158,7 @@ fn config_file_values_apply_and_flags_override_them() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cfg = tmp.path().join("pipeline.toml");
-    std::fs::write(&cfg, format!("seq-len = 32\nchunks-per-shard = 4\nquiet = true\ninput = [{:?}]\nmax-tokens = 1000\n", tiny())).unwrap();
+    std::fs::write(&cfg, format!("seq-len = 32\nchunks-per-shard = 4\nval-tokens = 32\nquiet = true\ninput = [{:?}]\nmax-tokens = 1000\n", tiny())).unwrap();
     run_ok(&["--config", p(&cfg), "--data-dir", p(&data), "--chunks-per-shard", "5"]);
     let m = manifest(&data);
     assert_eq!((m.seq_len, m.chunks_per_shard), (32, 5));
@@ -175,7 +175,9 @@ fn refuses_to_resume_with_different_options() {
     let err = run_err(&[&args[..], &["--seq-len", "32"]].concat());
     assert!(err.contains("manifest.json was made with different options") && err.contains("--seq-len (64 then, 32 now)"), "{err}");
     let err = run_err(&[&args[..], &["--val-fraction", "0.1"]].concat());
-    assert!(err.contains("--val-fraction (0.0005 then, 0.1 now)"), "{err}");
+    assert!(err.contains("--val-fraction (0 then, 0.1 now)"), "{err}");
+    let err = run_err(&[&args[..], &["--val-tokens", "640"]].concat());
+    assert!(err.contains("--val-tokens (64 then, 640 now)"), "{err}");
     std::fs::write(data.join("manifest.json"), b"{not json").unwrap();
     let err = run_err(&args);
     assert!(err.contains("manifest.json") && err.contains("unreadable manifest"), "{err}");
@@ -216,4 +218,50 @@ fn workers_split_the_files_deterministically() {
     assert_eq!(run("1"), vec![files[1].display().to_string()]);
     let err = run_err(&["--input", p(&files[0]), "--data-dir", p(&tmp.path().join("w")), "--workers", "2", "--worker-index", "1"]);
     assert!(err.contains("worker 1 of 2 gets none of the 1 source files"), "{err}");
+}
+
+/// `--val-tokens`: the first documents fill a fixed val set of whole chunks, published (in shards
+/// that end exactly at the set) before any train shard and recorded in the manifest; later
+/// hash-selected val chunks come after it. A directory of an older pipeline (manifest version 1)
+/// is refused with a clear message, and `--val-tokens 0` is a usage error.
+#[test]
+fn the_fixed_val_set_comes_first_and_old_dirs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // 10 chunks of 64: shards of 8 + 2, then the hash-selected (10%) val chunks in shards of 8.
+    let args = [&SMALL[..], &["--input", tiny(), "--data-dir", p(&data), "--max-tokens", "6000", "--val-tokens", "600", "--val-fraction", "0.1"]].concat();
+    run_ok(&args);
+    let m = manifest(&data);
+    assert_eq!(m.version, mamba_shards::manifest::MANIFEST_VERSION);
+    assert_eq!(m.val_set, Some(mamba_shards::manifest::ValSet { chunks: 10, shards: 2 }), "{m:?}");
+    assert_eq!(m.fingerprint.val_tokens, 600);
+    let n_chunks = |split, seq| mamba_shards::ShardReader::open(&data.join(mamba_shards::shard_file_name(split, seq))).unwrap().n_chunks();
+    assert_eq!((n_chunks(Split::Val, 0), n_chunks(Split::Val, 1)), (8, 2));
+    assert!(m.val.next_seq > 2 && m.val.chunks > 10, "hash-selected val chunks follow the set: {m:?}");
+    assert_eq!(n_chunks(Split::Val, 2), (m.val.chunks - 10).min(8) as usize);
+    // The set is the first 10 chunks of the documented stream: documents in order until their
+    // `[eot] + tokens` reach 10 × 64 + 1 tokens.
+    let (texts, _) = corpus_rows();
+    let tok = hf_gpt2();
+    let mut set_stream = Vec::new();
+    for text in &texts {
+        set_stream.push(50256u32);
+        set_stream.extend(tok.encode(text.as_str(), false).unwrap().get_ids());
+        if set_stream.len() > 640 {
+            break;
+        }
+    }
+    assert_eq!(stream(&data, Split::Val)[..641], set_stream[..641]);
+    // Published before any train shard (rename order = modification order).
+    let mtime = |split, seq| std::fs::metadata(data.join(mamba_shards::shard_file_name(split, seq))).unwrap().modified().unwrap();
+    assert!(mtime(Split::Val, 1) <= mtime(Split::Train, 0));
+
+    // A version 1 directory (before the fixed val set) is refused, naming the file and what to do.
+    let text = std::fs::read_to_string(data.join("manifest.json")).unwrap();
+    let v1 = text.replacen(&format!("\"version\": {}", m.version), "\"version\": 1", 1);
+    std::fs::write(data.join("manifest.json"), v1).unwrap();
+    let err = run_err(&args);
+    assert!(err.contains("manifest.json was written by an older pipeline (manifest version 1") && err.contains("new --data-dir"), "{err}");
+    let err = run_err(&[&SMALL[..], &["--input", tiny(), "--data-dir", p(&tmp.path().join("x")), "--val-tokens", "0"]].concat());
+    assert!(err.contains("--val-tokens must be at least 1"), "{err}");
 }

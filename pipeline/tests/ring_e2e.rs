@@ -13,7 +13,11 @@
 //!   pipeline restarts alone, fills the ring and waits), both programs' log lines show the ring;
 //! - SIGINT/SIGTERM stop the trainer promptly with exit status 128 + signal, even while it waits
 //!   for the pipeline;
-//! - the trainer's loss fell.
+//! - the trainer's loss fell;
+//! - it evaluated during the live run (the fixed val set is published before the first train
+//!   shard), before and after kills and resumes, always on the same chunks (the digest of the
+//!   eval chunks in its log lines and metrics.jsonl), and a static run of the same source (the
+//!   pipeline offline into another dir, the trainer without --follow) evaluates on them too.
 //!
 //! The trainer binary belongs to another package, so `CARGO_BIN_EXE_trainer` is not available
 //! here: the test builds it with `$CARGO build -p mamba-trainer` (same profile, same target dir as
@@ -42,6 +46,8 @@ const SLOTS: usize = 3;
 const CHUNKS_PER_SHARD: u64 = 8;
 const MAX_TOKENS: &str = "24000";
 const SEED: u64 = 5;
+/// The fixed val set: 16 chunks of 64 tokens (2 val shards of 8).
+const VAL_TOKENS: &str = "1024";
 
 /// SplitMix64: the seeded randomness of the kill schedule.
 struct Rng(u64);
@@ -192,6 +198,19 @@ impl DiskSampler {
     }
 }
 
+/// The val set digests of the `eval step … (set DIGEST)` lines, per trainer log.
+fn eval_sets(logs: &[PathBuf]) -> Vec<Vec<String>> {
+    logs.iter()
+        .map(|l| {
+            let text = std::fs::read_to_string(l).unwrap_or_default();
+            text.lines()
+                .filter(|line| line.contains("eval step"))
+                .filter_map(|line| line.split("(set ").nth(1).and_then(|rest| rest.split(')').next()).map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
 fn has_checkpoint(run: &Path) -> bool {
     std::fs::read_dir(run).is_ok_and(|d| {
         d.filter_map(|e| e.ok()).any(|e| {
@@ -205,6 +224,7 @@ fn has_checkpoint(run: &Path) -> bool {
 fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
     let t_test = Instant::now();
     let trainer_bin = trainer_binary();
+    let trainer_path = trainer_bin.clone();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data"); // does not exist yet: the trainer starts first and waits
     let run = tmp.path().join("run");
@@ -220,7 +240,7 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
         cmd: Box::new(move |_| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
             c.env("RUST_LOG", "info").env_remove("HF_TOKEN").env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"));
-            c.args(["--endpoint", &e, "--data-dir", p(&d), "--seq-len", "64", "--chunks-per-shard", "8", "--ring-slots", "3"]);
+            c.args(["--endpoint", &e, "--data-dir", p(&d), "--seq-len", "64", "--chunks-per-shard", "8", "--ring-slots", "3", "--val-tokens", VAL_TOKENS]);
             c.args(["--max-tokens", MAX_TOKENS, "--threads", "1", "--log-every", "1", "--retry-backoff-ms", "5"]);
             c
         }),
@@ -235,7 +255,7 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
             let mut c = Command::new(&trainer_bin);
             c.env("RUST_LOG", "info").arg("train").args(["--data", p(&d), "--out", p(&r), "--model", "tiny", "--follow"]);
             c.args(["--steps", "100000", "--micro-batch", "3", "--grad-accum", "2", "--warmup", "5", "--muon-lr", "0.02"]);
-            c.args(["--adamw-lr", "0.01", "--weight-decay", "0", "--eval-every", "0", "--eval-chunks", "8", "--save-every", "6"]);
+            c.args(["--adamw-lr", "0.01", "--weight-decay", "0", "--eval-every", "2", "--eval-chunks", "8", "--save-every", "6"]);
             c.args(["--seed", "1", "--device", "cpu"]);
             if has_checkpoint(&r) {
                 c.arg("--resume");
@@ -357,6 +377,39 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
     let n = losses.len().min(5);
     let (first, last) = (losses[..n].iter().sum::<f64>() / n as f64, losses[losses.len() - n..].iter().sum::<f64>() / n as f64);
     assert!(last < first - 1.0, "loss did not fall: first {first:.3}, last {last:.3}");
+
+    // ---- 7. evaluations: during the live run, across resumes, on the same chunks as a static run
+    let live_sets = eval_sets(&trainer.logs);
+    let with_evals = live_sets.iter().filter(|s| !s.is_empty()).count();
+    assert!(with_evals >= 2, "evaluations in only {with_evals} trainer processes (want: before and after a resume):\n{all_trainer}");
+    assert!(live_sets.last().is_some_and(|s| !s.is_empty()), "the last trainer (a resumed one) did not evaluate");
+    let digests: std::collections::BTreeSet<&String> = live_sets.iter().flatten().collect();
+    assert_eq!(digests.len(), 1, "the live run evaluated on different chunks: {digests:?}");
+    let live_digest = digests.into_iter().next().unwrap().clone();
+    let evals: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "eval").collect();
+    let last_step = metrics.lines().filter(|l| l.contains("\"kind\":\"step\"")).count() as u64;
+    assert!(evals.iter().any(|v| v["step"].as_u64().unwrap() < last_step), "no eval before the end: {evals:?}");
+    assert!(evals.iter().all(|v| v["val_chunks"] == 8 && v["val_digest"] == live_digest.as_str()), "{evals:?}");
+    let static_data = tmp.path().join("static-data");
+    let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .env_remove("HF_TOKEN")
+        .env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"))
+        .args(["--endpoint", &endpoint, "--data-dir", p(&static_data), "--seq-len", "64", "--chunks-per-shard", "8", "--ring-slots", "0"])
+        .args(["--val-tokens", VAL_TOKENS, "--max-tokens", MAX_TOKENS, "--threads", "1", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "static pipeline: {}", String::from_utf8_lossy(&out.stderr));
+    let static_run = tmp.path().join("static-run");
+    let out = Command::new(&trainer_path)
+        .env("RUST_LOG", "info")
+        .arg("train")
+        .args(["--data", p(&static_data), "--out", p(&static_run), "--model", "tiny", "--steps", "1", "--micro-batch", "2"])
+        .args(["--grad-accum", "1", "--eval-chunks", "8", "--seed", "1", "--device", "cpu"])
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "static trainer: {log}");
+    assert!(log.contains(&format!("(set {live_digest})")), "the static run evaluated on other chunks than the live run ({live_digest}):\n{log}");
     println!(
         "ring e2e: {shards} shards / {chunks} chunks (shard {corrupt_seq} spoilt and skipped), the rest trained once in {} steps, loss {first:.2} -> {last:.2}, \
          disk max {max_train} train + {max_tmp} tmp over {samples} samples, trainer stops {stop_times:?}, {:.1} s",

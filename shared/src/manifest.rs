@@ -13,7 +13,12 @@ use crate::fsutil::atomic_write;
 use crate::ring::MANIFEST_FILE;
 use crate::writer::ShardParams;
 
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version 2 added the fixed val set (`val_set`, `fingerprint.val_tokens`): the first documents of
+/// the source fill a `--val-tokens` budget and are published before any train shard.
+pub const MANIFEST_VERSION: u32 = 2;
+/// The oldest version this build still reads (a version 1 directory still trains and evaluates:
+/// its val set is the val shards on disk; `pipeline` refuses to resume into it).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// A document's place in the pipeline's deterministic, ordered source: the file's index in the
 /// (worker's) sorted file list and the row inside that file. Ordered file first, then row.
@@ -55,8 +60,21 @@ pub struct SourceFingerprint {
     pub seq_len: u32,
     pub chunks_per_shard: u32,
     pub val_fraction: f64,
+    /// `--val-tokens`: the budget of the fixed val set (0 in version 1 manifests, which had none).
+    #[serde(default)]
+    pub val_tokens: u64,
     pub workers: u32,
     pub worker_index: u32,
+}
+
+/// The fixed validation set: val shards `0..shards`, holding exactly the first `chunks` chunks of
+/// the val stream (made from the first documents of the source). Recorded once complete, before
+/// any train shard is published, and never changed afterwards: every evaluation of every run on
+/// this directory (live or static, resumed or not) uses these chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValSet {
+    pub chunks: u64,
+    pub shards: u64,
 }
 
 /// A source file given up on under `--on-error skip`, from `from_row` on.
@@ -87,6 +105,10 @@ pub struct Manifest {
     /// Last document of the val bootstrap: every document up to and including it is val (the
     /// first documents of the source until they fill one chunk). `None` until it is known.
     pub val_bootstrap_through: Option<DocPos>,
+    /// The fixed val set, once complete (`None` while the pipeline is still filling it, and in
+    /// version 1 manifests, whose readers take the val shards on disk). See [`ValSet`].
+    #[serde(default)]
+    pub val_set: Option<ValSet>,
     pub train: SplitManifest,
     pub val: SplitManifest,
     pub skipped_files: Vec<SkippedFile>,
@@ -114,7 +136,9 @@ impl Manifest {
         }
     }
 
-    /// Reads `dir/manifest.json`; `None` when there is none yet.
+    /// Reads `dir/manifest.json`; `None` when there is none yet. Versions
+    /// [`OLDEST_READABLE_VERSION`]..=[`MANIFEST_VERSION`] are read (check `version` before
+    /// writing into an older directory); any other is an error naming the file.
     pub fn read(dir: &Path) -> Result<Option<Manifest>> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = match std::fs::read(&path) {
@@ -124,10 +148,13 @@ impl Manifest {
         };
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| ShardError::Json { path: path.clone(), what: format!("unreadable manifest: {e}") })?;
-        if m.version != MANIFEST_VERSION {
+        if !(OLDEST_READABLE_VERSION..=MANIFEST_VERSION).contains(&m.version) {
             return Err(ShardError::Json {
                 path,
-                what: format!("manifest version {} (this build reads version {MANIFEST_VERSION})", m.version),
+                what: format!(
+                    "manifest version {} (this build reads versions {OLDEST_READABLE_VERSION} to {MANIFEST_VERSION}; a newer pipeline wrote it?)",
+                    m.version
+                ),
             });
         }
         Ok(Some(m))
@@ -167,10 +194,12 @@ mod tests {
                 seq_len: 1024,
                 chunks_per_shard: 4,
                 val_fraction: 0.0005,
+                val_tokens: 8192,
                 workers: 1,
                 worker_index: 0,
             },
             val_bootstrap_through: Some(DocPos { file: 0, row: 2 }),
+            val_set: Some(ValSet { chunks: 8, shards: 2 }),
             train: SplitManifest { next_seq: 1, chunks: 4, tokens: 4096, resume: StreamPos { doc: DocPos { file: 0, row: 9 }, offset: 3 } },
             val: SplitManifest::default(),
             skipped_files: vec![],
@@ -187,5 +216,28 @@ mod tests {
         assert!(!old.contains("ring_slots"), "{old}");
         std::fs::write(dir.path().join(MANIFEST_FILE), old).unwrap();
         assert_eq!(Manifest::read(dir.path()).unwrap().unwrap().ring_slots, None);
+    }
+
+    /// A version 1 manifest (no fixed val set, no `val_tokens`) still reads; its val set is every
+    /// val chunk. Unknown versions are refused naming the file.
+    #[test]
+    fn version_1_reads_and_unknown_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = r#"{"version": 1, "finished": true, "finish_reason": "end of source", "max_tokens": null,
+            "seq_len": 16, "token_bytes": 2, "chunk_tokens": 17, "vocab_size": 64, "eot_id": 63,
+            "tokenizer": "gpt2", "chunks_per_shard": 4,
+            "fingerprint": {"files": ["a"], "tokenizer": "gpt2", "seq_len": 16, "chunks_per_shard": 4,
+                            "val_fraction": 0.0005, "workers": 1, "worker_index": 0},
+            "val_bootstrap_through": {"file": 0, "row": 0},
+            "train": {"next_seq": 3, "chunks": 10, "tokens": 160, "resume": {"doc": {"file": 0, "row": 9}, "offset": 0}},
+            "val": {"next_seq": 2, "chunks": 5, "tokens": 80, "resume": {"doc": {"file": 0, "row": 9}, "offset": 0}},
+            "skipped_files": [], "written_by": "old"}"#;
+        std::fs::write(dir.path().join(MANIFEST_FILE), v1).unwrap();
+        let m = Manifest::read(dir.path()).unwrap().unwrap();
+        assert_eq!((m.version, m.val_set, m.fingerprint.val_tokens), (1, None, 0));
+        assert_eq!((m.val.chunks, m.val.next_seq), (5, 2));
+        std::fs::write(dir.path().join(MANIFEST_FILE), v1.replace(r#""version": 1"#, r#""version": 3"#)).unwrap();
+        let e = Manifest::read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("manifest.json") && e.contains("manifest version 3"), "{e}");
     }
 }

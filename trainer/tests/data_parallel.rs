@@ -168,7 +168,7 @@ fn write_finished_manifest(dir: &Path) {
     let h = *mamba_shards::ShardReader::open(&dir.join("train-00000000.shard")).unwrap().header();
     let params = mamba_shards::ShardParams { token_bytes: h.token_bytes, chunk_tokens: h.chunk_tokens, vocab_size: h.vocab_size, eot_id: h.eot_id };
     let seq_len = params.chunk_tokens - 1;
-    let fingerprint = SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len, chunks_per_shard: 8, val_fraction: 0.0, workers: 1, worker_index: 0 };
+    let fingerprint = SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len, chunks_per_shard: 8, val_fraction: 0.0, val_tokens: 0, workers: 1, worker_index: 0 };
     mamba_shards::Manifest {
         version: MANIFEST_VERSION,
         finished: true,
@@ -180,6 +180,7 @@ fn write_finished_manifest(dir: &Path) {
         chunks_per_shard: 8,
         fingerprint,
         val_bootstrap_through: None,
+        val_set: None,
         train: Default::default(),
         val: Default::default(),
         skipped_files: vec![],

@@ -27,8 +27,9 @@ fn write_manifest(dir: &std::path::Path, finished: bool, params: ShardParams) {
         params,
         tokenizer: "test".into(),
         chunks_per_shard: 8,
-        fingerprint: SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len: params.chunk_tokens - 1, chunks_per_shard: 8, val_fraction: 0.0, workers: 1, worker_index: 0 },
+        fingerprint: SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len: params.chunk_tokens - 1, chunks_per_shard: 8, val_fraction: 0.0, val_tokens: 0, workers: 1, worker_index: 0 },
         val_bootstrap_through: None,
+        val_set: None,
         train: Default::default(),
         val: Default::default(),
         skipped_files: vec![],
@@ -38,6 +39,10 @@ fn write_manifest(dir: &std::path::Path, finished: bool, params: ShardParams) {
     m.write(dir).unwrap();
 }
 
+/// Follow mode end to end in-process: shards published while it trains; the fixed val set comes
+/// after the first train shard here (a pipeline killed between the two renames and the manifest),
+/// so the first eval waits for it, with loss.png already drawn by the first step; every eval uses
+/// the same chunks. Then a finished directory with nothing left is an error, not a wait.
 #[test]
 fn follow_mode_trains_on_every_published_chunk_then_stops() {
     init_tracing();
@@ -47,27 +52,63 @@ fn follow_mode_trains_on_every_published_chunk_then_stops() {
     let data = tempfile::tempdir().unwrap();
     let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
     let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
-    std::fs::copy(staging.path().join("val-00000000.shard"), data.path().join("val-00000000.shard")).unwrap();
     write_manifest(data.path(), false, params);
-    let (src, dst) = (staging.path().to_path_buf(), data.path().to_path_buf());
+    let out = tempfile::tempdir().unwrap();
+    let (src, dst, plot) = (staging.path().to_path_buf(), data.path().to_path_buf(), out.path().join("loss.png"));
     let publisher = std::thread::spawn(move || {
-        for seq in 0..3u64 {
-            std::thread::sleep(Duration::from_millis(300));
-            let name = mamba_shards::shard_file_name(Split::Train, seq);
+        let publish = |split, seq| {
+            let name = mamba_shards::shard_file_name(split, seq);
             std::fs::copy(src.join(&name), dst.join(format!(".{name}.tmp"))).unwrap();
             std::fs::rename(dst.join(format!(".{name}.tmp")), dst.join(&name)).unwrap();
+        };
+        publish(Split::Train, 0);
+        // The trainer takes two steps (drawing loss.png at the first), then waits at its first eval.
+        let t0 = std::time::Instant::now();
+        let steps = || std::fs::read_to_string(plot.with_file_name("metrics.jsonl")).unwrap_or_default().matches("\"kind\":\"step\"").count();
+        while steps() < 2 {
+            assert!(t0.elapsed() < Duration::from_secs(120), "no second step");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(plot.exists(), "loss.png is drawn from the first step, before any eval");
+        std::thread::sleep(Duration::from_millis(300));
+        publish(Split::Val, 0);
+        let mut m = mamba_shards::Manifest::read(&dst).unwrap().unwrap();
+        m.val_set = Some(mamba_shards::manifest::ValSet { chunks: 4, shards: 1 });
+        m.write(&dst).unwrap();
+        for seq in 1..3u64 {
+            std::thread::sleep(Duration::from_millis(300));
+            publish(Split::Train, seq);
         }
         std::thread::sleep(Duration::from_millis(300));
-        write_manifest(&dst, true, params);
+        (m.finished, m.train.next_seq, m.train.chunks) = (true, 3, 24);
+        m.write(&dst).unwrap();
     });
-    let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { follow: true, steps: 1000, micro_batch: 2, grad_accum: 2, ..tiny_config(data.path(), out.path(), "micro") };
+    let cfg = TrainConfig { follow: true, steps: 1000, micro_batch: 2, grad_accum: 2, eval_every: 2, ..tiny_config(data.path(), out.path(), "micro") };
     let outcome = run(&cfg, &no_stop()).unwrap();
     publisher.join().unwrap();
     assert_eq!(outcome.stop, StopReason::DataExhausted);
     assert_eq!(outcome.step, 24 / 4, "24 chunks, 4 per step, each once");
     let released = mamba_shards::ring::read_release(data.path()).unwrap().expect("release file written");
     assert!(released.train_released_below >= 2, "{released:?}");
+    // Evals at steps 2 and 4 (every 2) and at the end (6), all on the same 4 chunks.
+    let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "eval").collect();
+    assert_eq!(evals.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 4, 6], "{metrics}");
+    assert!(evals.iter().all(|v| v["val_chunks"] == 4 && v["val_digest"] == evals[0]["val_digest"]), "{evals:?}");
+    assert!(outcome.last_val_loss.is_some_and(f64::is_finite));
+
+    // Nothing left: a new run (the release cursor is past every shard) and a resume are errors.
+    let fresh = tempfile::tempdir().unwrap();
+    let err = format!("{:#}", run(&TrainConfig { out: fresh.path().into(), ..cfg.clone() }, &no_stop()).unwrap_err());
+    assert!(err.contains("the pipeline has finished") && err.contains("nothing to train") && err.contains("24 chunks"), "{err}");
+    let err = format!("{:#}", run(&TrainConfig { resume: true, ..cfg.clone() }, &no_stop()).unwrap_err());
+    assert!(err.contains("nothing to train") && err.contains("by this run"), "{err}");
+    // As a ring pipeline leaves it: the released shards deleted.
+    for seq in 0..3 {
+        std::fs::remove_file(data.path().join(mamba_shards::shard_file_name(Split::Train, seq))).unwrap();
+    }
+    let err = format!("{:#}", run(&TrainConfig { out: fresh.path().into(), ..cfg }, &no_stop()).unwrap_err());
+    assert!(err.contains("released by an earlier trainer") && err.contains("nothing to train"), "{err}");
 }
 
 #[test]

@@ -55,8 +55,8 @@ pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
-/// Small, fast defaults: 64-token sequences, 8 chunks per shard.
-pub const SMALL: [&str; 6] = ["--seq-len", "64", "--chunks-per-shard", "8", "--quiet", "--threads=2"];
+/// Small, fast defaults: 64-token sequences, 8 chunks per shard, a fixed val set of one chunk.
+pub const SMALL: [&str; 8] = ["--seq-len", "64", "--chunks-per-shard", "8", "--val-tokens", "64", "--quiet", "--threads=2"];
 
 /// A parquet file in FineWeb's schema (`text`, `id`, plus a column that is never read) with
 /// `rows_per_group` rows per row group.

@@ -14,7 +14,7 @@
 //!     // batch.position_after goes into the checkpoint of the step that consumed this batch
 //! }
 //! // after every checkpoint save: data.checkpoint_saved(&saved_position)?  (follow: releases shards)
-//! let val = load_val_chunks(dir, seq_len, vocab_size, max_chunks)?;   // fixed eval set, maybe empty
+//! let val = load_val_set(dir, seq_len, vocab_size, max_chunks)?;   // the manifest's fixed val set, or Pending
 //! ```
 //!
 //! - [`DataSpec`], [`Batch`], [`TrainData`]: this file.
@@ -73,7 +73,7 @@ use mamba_shards::ring::{list_shards, read_release, write_release, Release};
 pub use bad_chunk::{OnBadChunk, SkippedChunk};
 pub use error::DataError;
 pub use position::{Cursor, DataPosition};
-pub use val::load_val_chunks;
+pub use val::{digest as val_digest, load_val_chunks, load_val_set, ValChunks, ValSetState};
 
 use follow::{FollowSource, SharedRingView};
 use prefetch::{ChunkSource, Prefetcher, Staged};

@@ -9,7 +9,8 @@
 //!   perf/step_ms, perf/data_wait_ms (+ perf/fwd_ms, perf/bwd_ms, perf/opt_ms when measured),
 //!   val/loss, val/ppl; and the samples of `--sample-every` as text (tag samples/text).
 //! - `run_dir/loss.png`: train and val loss against the step, and below them the learning rates
-//!   and the gradient norm, redrawn at every eval ([`plot`]).
+//!   and the gradient norm, drawn at the first step, redrawn at every eval, at least every
+//!   [`PLOT_EVERY`] of steps, and at every flush ([`plot`]).
 //! - On a terminal, a progress display of the run ([`progress`]).
 //! - [`format_step_line`]: the one fixed-format log line per step.
 //!
@@ -48,6 +49,9 @@ use tensorboard::EventWriter;
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const PLOT_FILE: &str = "loss.png";
 pub const TB_DIR: &str = "tb";
+/// The longest time step records go without `loss.png` being redrawn (drawing takes tens of ms,
+/// so it is not redrawn after every fast step).
+pub const PLOT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -124,6 +128,14 @@ pub struct SampleMetrics {
     pub prompt: String,
     /// The generated continuation (without the prompt).
     pub text: String,
+/// An eval record with the chunks it ran on: their count and a digest of their tokens
+/// (`data::val_digest`); equal digests = the same fixed val set, across live, static and resumed runs.
+#[derive(Debug, Clone, Serialize)]
+struct EvalOn<'a> {
+    #[serde(flatten)]
+    metrics: &'a EvalMetrics,
+    val_chunks: u64,
+    val_digest: &'a str,
 }
 
 /// A JSONL line: the kind and time, then the metrics' own fields.
@@ -146,6 +158,8 @@ pub struct MetricsWriter {
     /// Every step and eval record so far, for the plot.
     curves: Curves,
     log_scale: bool,
+    /// When loss.png was last drawn by this writer (`None`: not yet).
+    plotted: Option<std::time::Instant>,
 }
 
 impl MetricsWriter {
@@ -173,7 +187,7 @@ impl MetricsWriter {
             }
         }
         tracing::info!("metrics: {} ({} records kept), TensorBoard {}", jsonl.path().display(), kept.len(), tb.path().display());
-        Ok(MetricsWriter { run_dir: run_dir.into(), jsonl, tb, curves: c, log_scale: false })
+        Ok(MetricsWriter { run_dir: run_dir.into(), jsonl, tb, curves: c, log_scale: false, plotted: None })
     }
 
     /// Draw loss.png with a logarithmic loss axis (off by default).
@@ -206,16 +220,35 @@ impl MetricsWriter {
         self.curves.lr_muon.push((m.step, m.lr_muon));
         self.curves.lr_adamw.push((m.step, m.lr_adamw));
         self.curves.grad_norm.push((m.step, m.grad_norm));
+        if self.plotted.is_none_or(|t| t.elapsed() >= PLOT_EVERY) {
+            self.plot()?;
+        }
         Ok(())
+    }
+
+    /// Redraws `loss.png` from every record so far.
+    fn plot(&mut self) -> Result<(), MetricsError> {
+        self.plotted = Some(std::time::Instant::now());
+        write_loss_png(&self.run_dir.join(PLOT_FILE), &self.curves, self.log_scale)
     }
 
     /// Logs an eval and redraws `loss.png` from every record so far.
     pub fn log_eval(&mut self, m: &EvalMetrics) -> Result<(), MetricsError> {
         self.jsonl.append(&Record { kind: "eval", time: unix_time(), metrics: m })?;
+        self.eval_done(m)
+    }
+
+    /// [`MetricsWriter::log_eval`], with the val set's size and digest in the JSONL record.
+    pub fn log_eval_on(&mut self, m: &EvalMetrics, val_chunks: u64, val_digest: &str) -> Result<(), MetricsError> {
+        self.jsonl.append(&Record { kind: "eval", time: unix_time(), metrics: &EvalOn { metrics: m, val_chunks, val_digest } })?;
+        self.eval_done(m)
+    }
+
+    fn eval_done(&mut self, m: &EvalMetrics) -> Result<(), MetricsError> {
         self.tb.scalars(m.step, &[("val/loss", m.val_loss), ("val/ppl", m.val_ppl)])?;
         self.tb.flush(false)?;
         self.curves.val.push((m.step, m.val_loss));
-        write_loss_png(&self.run_dir.join(PLOT_FILE), &self.curves, self.log_scale)
+        self.plot()
     }
 
     /// Logs a generated sample: a JSONL record and a TensorBoard text summary (tag samples/text,
@@ -230,6 +263,9 @@ impl MetricsWriter {
 
     /// Makes everything logged so far durable (fsync); call it with every checkpoint.
     pub fn flush(&mut self) -> Result<(), MetricsError> {
+        if !self.curves.train.is_empty() || !self.curves.val.is_empty() {
+            self.plot()?;
+        }
         self.jsonl.sync()?;
         self.tb.flush(true)
     }

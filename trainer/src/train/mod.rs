@@ -16,7 +16,7 @@ use candle_core::Device;
 
 use crate::checkpoint::{load_model, params_from_loaded, resolve_init_from, save_checkpoint, CheckpointContents, TrainerState};
 use crate::config::TrainConfig;
-use crate::data::{load_val_chunks, train_seq_len, DataPosition, DataSpec, TrainData};
+use crate::data::{train_seq_len, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
 use crate::dist::{parse_devices, Placement, RankGroup};
 use crate::model::{MambaConfig, MambaLM, Params};
@@ -158,10 +158,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     // shards, between steps).
     let batches_per_step = cfg.grad_accum * world;
     data.set_batches_per_step(batches_per_step);
-    let val = load_val_chunks(&cfg.data, seq_len, model_cfg.padded_vocab(), cfg.eval_chunks)?;
-    if val.is_empty() {
-        tracing::warn!("no val chunks in {}: evaluation is skipped", cfg.data.display());
-    }
+    // The fixed val set (follow mode: waited for at the first eval if not published yet).
+    let mut val = eval::ValSource::open(cfg.data.clone(), seq_len, model_cfg.padded_vocab(), cfg.eval_chunks, cfg.follow)?;
     let mut metrics = report::Report::open(cfg, resuming_from)?;
     let sampler = if cfg.sample_every > 0 { Some(crate::generate::PromptSampler::new(&cfg.sample_prompt)?) } else { None };
     metrics.start_progress(cfg, start_step, n_params, &device);
@@ -195,6 +193,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     // that step, which the final checkpoint stores (its batches were not trained on).
     let mut interrupted_at: Option<DataPosition> = None;
     let mut skipped_chunks = 0u64;
+    // The step of the last eval (the final one is not repeated when the last step had one).
+    let mut evaluated_at = None;
     while step < cfg.steps {
         if stop.load(Ordering::SeqCst) {
             reason = StopReason::Signal;
@@ -247,12 +247,23 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
             break;
         }
         if batches.is_empty() {
+            if step == start_step {
+                bail!("{}", nothing_left(cfg, data.position()));
+            }
             reason = StopReason::DataExhausted;
             break;
         }
         let skipped = data.take_skipped_chunks();
         skipped_chunks += skipped.len() as u64;
         metrics.skipped_chunks(skipped.len());
+        let rows: usize = batches.iter().map(|b| b.micro_batch).sum();
+        if rows < batches_per_step * cfg.micro_batch {
+            tracing::info!(
+                "step {} is short: {rows} of {} chunks, the last the pipeline published (it has finished)",
+                step + 1,
+                batches_per_step * cfg.micro_batch
+            );
+        }
 
         // -- forward, backward, (all-reduce,) update on every rank (timed; rank 0's device
         //    synchronised around the clock reads)
@@ -280,7 +291,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
 
         // -- eval (outside the timed region)
         if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps {
-            last_val = eval_and_log(&ranks.leader().model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
+            last_val = eval_and_log(&ranks.leader().model, &mut val, cfg, &device, &mut metrics, step, tokens, stop)?.or(last_val);
+            evaluated_at = Some(step);
         }
         // -- sample from the fixed prompt (outside the timed region)
         if let Some(sampler) = sampler.as_ref().filter(|_| step % cfg.sample_every == 0) {
@@ -297,8 +309,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     }
 
     // ---- the end: final eval (unless interrupted) and checkpoint ---------------------------
-    if reason != StopReason::Signal && step > start_step {
-        last_val = eval_and_log(&ranks.leader().model, &val, cfg, &device, &mut metrics, step, tokens)?.or(last_val);
+    if reason != StopReason::Signal && step > start_step && evaluated_at != Some(step) {
+        last_val = eval_and_log(&ranks.leader().model, &mut val, cfg, &device, &mut metrics, step, tokens, stop)?.or(last_val);
     }
     if saved_step != Some(step) {
         let pos = interrupted_at.unwrap_or_else(|| data.position().clone());
@@ -314,11 +326,23 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     Ok(TrainOutcome { stop: reason, step, losses, last_val_loss: last_val, skipped_chunks })
 }
 
-fn eval_and_log(model: &MambaLM, val: &[Vec<u32>], cfg: &TrainConfig, device: &Device, metrics: &mut report::Report, step: usize, tokens: u64) -> Result<Option<f64>> {
+/// Evaluates on the fixed val set (waiting for it in follow mode) and logs the result.
+#[allow(clippy::too_many_arguments)]
+fn eval_and_log(
+    model: &MambaLM,
+    val: &mut eval::ValSource,
+    cfg: &TrainConfig,
+    device: &Device,
+    metrics: &mut report::Report,
+    step: usize,
+    tokens: u64,
+    stop: &AtomicBool,
+) -> Result<Option<f64>> {
+    let Some(set) = val.wait(step, stop)? else { return Ok(None) };
     let t0 = Instant::now();
-    let loss = eval::eval_loss(model, val, cfg.micro_batch, device)?;
+    let loss = eval::eval_loss(model, &set.chunks, cfg.micro_batch, device)?;
     if let Some(loss) = loss {
-        metrics.eval(step, tokens, loss, val.len(), t0.elapsed())?;
+        metrics.eval(step, tokens, loss, set, t0.elapsed())?;
     }
     Ok(loss)
 }
@@ -334,6 +358,19 @@ fn data_error(e: crate::data::DataError, step: usize, cfg: &TrainConfig, saved: 
         Err(save_error) => format!("saving the checkpoint of step {step} failed too: {save_error:#}"),
     };
     anyhow::Error::new(e).context(format!("step {}: cannot read its data ({status})", step + 1))
+/// Follow mode with nothing to train: the pipeline finished and no chunk is left past `pos`.
+fn nothing_left(cfg: &TrainConfig, pos: &DataPosition) -> String {
+    let dir = cfg.data.display();
+    let published = match mamba_shards::Manifest::read(&cfg.data) {
+        Ok(Some(m)) => format!("{}: {} train shards ({} chunks) published", m.finish_reason, m.train.next_seq, m.train.chunks),
+        _ => "its manifest is unreadable now".into(),
+    };
+    let released = mamba_shards::ring::read_release(&cfg.data).ok().flatten().map_or(String::new(), |r| format!(", released below shard {}", r.train_released_below));
+    format!(
+        "--follow {dir}: the pipeline has finished ({published}) and no train chunk is left for this run (data position {pos}{released}): \
+         nothing to train. Every chunk was trained on by {}; for more data rerun the pipeline with a larger --max-tokens, or use a new --data-dir",
+        if cfg.resume { "this run" } else { "an earlier trainer (resume it with --resume and its --out)" }
+    )
 }
 
 /// The resumed model when it came from `--init-from`: the checkpoint's own trainer state says.
@@ -386,6 +423,14 @@ fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<usize
                 "--data {}: no train shards (train-*.shard). Build some first, e.g. `pipeline --input pipeline/assets/sample-corpus --data-dir {0}` (the sample corpus of the repository) or `pipeline --data-dir {0}` (FineWeb from the Hub); or try the whole job at once: `bash tools/demo.sh`",
                 cfg.data.display()
             );
+        }
+        if let Some(m) = mamba_shards::Manifest::read(&cfg.data).with_context(|| format!("--data {}", cfg.data.display()))?.filter(|m| m.finished) {
+            let why = if m.train.next_seq == 0 {
+                format!("it published no train shard at all ({}; all its tokens went to the val set: lower its --val-tokens)", m.finish_reason)
+            } else {
+                format!("its {} train shards were all released by an earlier trainer and removed", m.train.next_seq)
+            };
+            bail!("--follow {}: the pipeline has finished and {why}: nothing to train. Resume the earlier run with --resume, or rerun the pipeline with a larger --max-tokens or into a new --data-dir", cfg.data.display());
         }
         if stop.load(Ordering::SeqCst) {
             return Ok(None);

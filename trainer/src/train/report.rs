@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use super::step::StepResult;
 use crate::config::TrainConfig;
+use crate::data::ValChunks;
 use crate::metrics::progress::{default_peak_flops, on_terminal, StepProgress};
 use crate::metrics::{format_step_line, EvalMetrics, MetricsWriter, SampleMetrics, StepMetrics};
 
@@ -69,9 +70,11 @@ impl Report {
         self.skipped += n as u64;
     }
 
-    pub fn eval(&mut self, step: usize, tokens: u64, loss: f64, chunks: usize, elapsed: Duration) -> Result<()> {
-        self.writer.log_eval(&EvalMetrics { step: step as u64, tokens, val_loss: loss, val_ppl: loss.exp() })?;
-        tracing::info!("eval step {step:>5} | val loss {loss:.4} | ppl {:.2} | {chunks} chunks | {:.1} s", loss.exp(), elapsed.as_secs_f64());
+    pub fn eval(&mut self, step: usize, tokens: u64, loss: f64, set: &ValChunks, elapsed: Duration) -> Result<()> {
+        let chunks = set.chunks.len();
+        let m = EvalMetrics { step: step as u64, tokens, val_loss: loss, val_ppl: loss.exp() };
+        self.writer.log_eval_on(&m, chunks as u64, &set.digest)?;
+        tracing::info!("eval step {step:>5} | val loss {loss:.4} | ppl {:.2} | {chunks} chunks (set {}) | {:.1} s", loss.exp(), set.digest, elapsed.as_secs_f64());
         Ok(())
     }
 
