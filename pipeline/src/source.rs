@@ -68,11 +68,13 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// The Hub dataset's parquet files under `subset`, with their `resolve` URLs.
 pub fn hub_files(rt: &tokio::runtime::Runtime, endpoint: &str, token: Option<&str>, repo: &str, revision: &str, subset: &str) -> Result<Vec<SourceFile>> {
-    let listed = rt.block_on(crate::hub::list_parquet(endpoint, token, repo, revision, subset)).with_context(|| {
-        format!(
-            "cannot list dataset {repo} on {endpoint} (no network access?). Offline, read local parquet with --input DIR \
-             (e.g. --input pipeline/assets/sample-corpus, the sample corpus of the repository); through a mirror, set \
-             HF_ENDPOINT or --endpoint. The failure"
+    // hf-hub and reqwest each repeat the URL in their messages: say it once, with the root cause.
+    let listed = rt.block_on(crate::hub::list_parquet(endpoint, token, repo, revision, subset)).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot list the parquet files of dataset {repo} ({endpoint}/api/datasets/{repo}/tree/{revision}/{subset}): {}. \
+             Without Hub access, read local parquet with --input DIR (e.g. --input pipeline/assets/sample-corpus, the \
+             sample corpus of the repository), or use a mirror: HF_ENDPOINT=URL or --endpoint URL",
+            e.root_cause()
         )
     })?;
     Ok(listed
