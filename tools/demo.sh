@@ -39,12 +39,15 @@ fi
 
 # ---- build (a no-op when up to date) -----------------------------------------------------------
 command -v cargo >/dev/null || { echo "demo: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
-if [[ ! -x target/release/pipeline || ! -x target/release/trainer ]]; then
+if [[ -z ${DEMO_BIN_DIR:-} && ( ! -x target/release/pipeline || ! -x target/release/trainer ) ]]; then
   echo "demo: building the release binaries (first time: this takes a while)"
 fi
-cargo build --release --quiet -p mamba-pipeline -p mamba-trainer "${FEATURES[@]}"
-PIPELINE=target/release/pipeline
-TRAINER=target/release/trainer
+BIN=${DEMO_BIN_DIR:-target/release}   # DEMO_BIN_DIR=DIR: use the binaries in DIR, build nothing
+if [[ -z ${DEMO_BIN_DIR:-} ]]; then
+  cargo build --release --quiet -p mamba-pipeline -p mamba-trainer "${FEATURES[@]}"
+fi
+PIPELINE=$BIN/pipeline
+TRAINER=$BIN/trainer
 
 # ---- run both at once ----------------------------------------------------------------------------
 rm -rf "$DATA"
@@ -52,11 +55,27 @@ echo "demo: pipeline $SAMPLE -> $DATA (ring of 4 shards), trainer -> $OUT on $DE
 "$PIPELINE" --input "$SAMPLE" --data-dir "$DATA" --ring-slots 4 --seq-len 256 --chunks-per-shard 16 \
   --val-fraction 0.01 --max-tokens "$MAX_TOKENS" --log-every 30 --quiet &
 PIPELINE_PID=$!
-trap 'kill "$PIPELINE_PID" 2>/dev/null || true' EXIT
 "$TRAINER" train --data "$DATA" --follow --model tiny --out "$OUT" --overwrite --device "$DEVICE" --dtype "$DTYPE" \
   --steps "$STEPS" --warmup 10 --micro-batch 4 --grad-accum 1 --muon-lr 0.02 --adamw-lr 0.01 \
-  --eval-every 25 --eval-chunks 16 --save-every 50 --sample-every 50 --sample-prompt "The meaning of life is"
-wait "$PIPELINE_PID"
+  --eval-every 25 --eval-chunks 16 --save-every 50 --sample-every 50 --sample-prompt "The meaning of life is" &
+TRAINER_PID=$!
+trap 'kill "$PIPELINE_PID" "$TRAINER_PID" 2>/dev/null || true' EXIT
+# Either program failing stops the other (the trainer alone would wait for data for ever).
+pipeline_running=1
+while kill -0 "$TRAINER_PID" 2>/dev/null; do
+  if [[ $pipeline_running == 1 ]] && ! kill -0 "$PIPELINE_PID" 2>/dev/null; then
+    pipeline_running=0
+    if ! wait "$PIPELINE_PID"; then
+      echo "demo: the pipeline failed (see above); stopping the trainer" >&2
+      kill -TERM "$TRAINER_PID" 2>/dev/null || true
+      wait "$TRAINER_PID" || true
+      exit 1
+    fi
+  fi
+  sleep 1
+done
+wait "$TRAINER_PID" || { echo "demo: the trainer failed (see above)" >&2; exit 1; }
+[[ $pipeline_running == 1 ]] && wait "$PIPELINE_PID"
 trap - EXIT
 
 # ---- results ---------------------------------------------------------------------------------
