@@ -1,5 +1,6 @@
 //! The example config files of the repository parse, resolve and validate, and config keys take
 //! `_` or `-` (one convention for both binaries: the flag names with `_`).
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
