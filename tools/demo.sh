@@ -53,7 +53,7 @@ TRAINER=$BIN/trainer
 rm -rf "$DATA"
 echo "demo: pipeline $SAMPLE -> $DATA (ring of 4 shards), trainer -> $OUT on $DEVICE"
 "$PIPELINE" --input "$SAMPLE" --data-dir "$DATA" --ring-slots 4 --seq-len 256 --chunks-per-shard 16 \
-  --val-fraction 0.01 --max-tokens "$MAX_TOKENS" --log-every 30 --quiet &
+  --val-tokens 16384 --max-tokens "$MAX_TOKENS" --log-every 30 --quiet &
 PIPELINE_PID=$!
 "$TRAINER" train --data "$DATA" --follow --model tiny --out "$OUT" --overwrite --device "$DEVICE" --dtype "$DTYPE" \
   --steps "$STEPS" --warmup 10 --micro-batch 4 --grad-accum 1 --muon-lr 0.02 --adamw-lr 0.01 \
