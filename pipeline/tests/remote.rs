@@ -89,6 +89,7 @@ fn transient_faults_are_retried_and_leave_the_output_unchanged() {
         truncate_every: Some(11),
         stall_every: Some((13, Duration::from_millis(2500))),
         always_503: None,
+        ..Faults::default()
     });
     let remote = tmp.path().join("remote");
     let endpoint = server.endpoint();

@@ -128,6 +128,8 @@ pub struct SampleMetrics {
     pub prompt: String,
     /// The generated continuation (without the prompt).
     pub text: String,
+}
+
 /// An eval record with the chunks it ran on: their count and a digest of their tokens
 /// (`data::val_digest`); equal digests = the same fixed val set, across live, static and resumed runs.
 #[derive(Debug, Clone, Serialize)]

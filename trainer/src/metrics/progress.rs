@@ -159,6 +159,7 @@ mod tests {
             bwd_ms: None,
             opt_ms: None,
             chunks: Vec::new(),
+            skipped_chunks: 0,
         }
     }
 

@@ -358,6 +358,8 @@ fn data_error(e: crate::data::DataError, step: usize, cfg: &TrainConfig, saved: 
         Err(save_error) => format!("saving the checkpoint of step {step} failed too: {save_error:#}"),
     };
     anyhow::Error::new(e).context(format!("step {}: cannot read its data ({status})", step + 1))
+}
+
 /// Follow mode with nothing to train: the pipeline finished and no chunk is left past `pos`.
 fn nothing_left(cfg: &TrainConfig, pos: &DataPosition) -> String {
     let dir = cfg.data.display();
