@@ -46,7 +46,7 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
         });
         let t = Instant::now();
-        let out = rt.block_on(unless_stopped(&stop, tokio::time::sleep(Duration::from_secs(60))));
+        let out = rt.block_on(unless_stopped(&stop, async { tokio::time::sleep(Duration::from_secs(60)).await }));
         assert!(out.is_err() && t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         raiser.join().unwrap();
     }

@@ -70,11 +70,10 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// abandons the listing at once (`Interrupted`).
 pub fn hub_files(rt: &tokio::runtime::Runtime, http: &Http, repo: &str, revision: &str, subset: &str, stop: &AtomicBool) -> Result<Vec<SourceFile>> {
     let repo = mamba_shards::hub::RepoId::parse(repo).context("--dataset")?;
-    let endpoint = &http.hub.endpoint;
-    // The client's messages repeat the URL: say it once, with the root cause and what to do.
+    // The root cause names the URL: say it once, and what to do.
     let listed = rt.block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(http, &repo, revision, subset)))?.map_err(|e| {
         anyhow::anyhow!(
-            "cannot list the parquet files of dataset {repo} ({endpoint}/api/datasets/{repo}/tree/{revision}/{subset}): {}. \
+            "cannot list the parquet files of dataset {repo}: {}. \
              Without Hub access, read local parquet with --input DIR (e.g. --input pipeline/assets/sample-corpus, the \
              sample corpus of the repository), or use a mirror: HF_ENDPOINT=URL or --endpoint URL",
             e.root_cause()

@@ -12,7 +12,7 @@ fn an_unreachable_hub_gives_the_cause_and_the_offline_ways() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .args(["--endpoint", &endpoint, "--data-dir"])
+        .args(["--endpoint", &endpoint, "--retries", "2", "--retry-backoff-ms", "10", "--data-dir"])
         .arg(tmp.path().join("data"))
         .env_remove("HF_ENDPOINT")
         .env("HF_TOKEN", "")

@@ -112,7 +112,7 @@ fn ring_waits_for_the_trainer_to_release_shards() {
     let src = tmp.path().join("src");
     write_corpus(&src, 1, 120, 20);
     let (offline, ring) = (tmp.path().join("offline"), tmp.path().join("ring"));
-    let base = ["--seq-len", "64", "--chunks-per-shard", "8", "--threads=2", "--input", p(&src)];
+    let base = ["--seq-len", "64", "--chunks-per-shard", "8", "--val-tokens", "64", "--threads=2", "--input", p(&src)];
     run_ok(&[&base[..], &["--quiet", "--data-dir", p(&offline)]].concat());
     let total_train = list_shards(&offline, Split::Train).unwrap().len() as u64;
     assert!(total_train > 10);
