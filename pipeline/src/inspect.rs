@@ -72,7 +72,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         bail!("{}: no shard files", args.path.display());
     }
     let spec = args.tokenizer.clone().or_else(|| manifest.as_ref().map(|m| m.tokenizer.clone())).unwrap_or_else(|| GPT2.into());
-    let tokenizer = Tokenizer::load(&spec, "<|endoftext|>", None).ok();
+    let tokenizer = Tokenizer::load(&spec, "<|endoftext|>", None, &std::sync::atomic::AtomicBool::new(false)).ok();
     // Every shard line for a single file or with --all; otherwise only those with errors.
     let every_shard = args.all || !meta.is_dir();
 

@@ -33,7 +33,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     args.validate()?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?);
-    let tokenizer = Tokenizer::load(&args.tokenizer, &args.eot_token, args.endpoint.as_deref())?;
+    let tokenizer = Tokenizer::load(&args.tokenizer, &args.eot_token, args.endpoint.as_deref(), &stop)?;
     let vocab_size = tokenizer.vocab_size();
     let params = ShardParams {
         token_bytes: token_bytes_for_vocab(vocab_size),

@@ -3,6 +3,7 @@
 //! `tokenizer.json`, local or from a Hub model repo, goes through the `tokenizers` crate.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -18,8 +19,9 @@ pub enum Tokenizer {
 }
 
 impl Tokenizer {
-    /// `gpt2`, a path to a tokenizer.json, or a Hub model repo (`owner/name`) holding one.
-    pub fn load(spec: &str, eot_token: &str, endpoint: Option<&str>) -> Result<Tokenizer> {
+    /// `gpt2`, a path to a tokenizer.json, or a Hub model repo (`owner/name`) holding one. A stop
+    /// request abandons a download at once (`Interrupted`).
+    pub fn load(spec: &str, eot_token: &str, endpoint: Option<&str>, stop: &AtomicBool) -> Result<Tokenizer> {
         if spec == GPT2 {
             return Ok(Tokenizer::Gpt2(Box::new(Gpt2::new()?)));
         }
@@ -27,7 +29,9 @@ impl Tokenizer {
         let file = if path.exists() {
             path.to_path_buf()
         } else if spec.split('/').count() == 2 && !spec.ends_with(".json") {
-            crate::hub::download_model_file(spec, "tokenizer.json", endpoint)
+            let (repo, endpoint) = (spec.to_string(), endpoint.map(str::to_string));
+            mamba_shards::stop_signal::run_unless_stopped(stop, move || crate::hub::download_model_file(&repo, "tokenizer.json", endpoint.as_deref()))
+                .ok_or(crate::Interrupted)?
                 .with_context(|| format!("fetching tokenizer.json of Hub repo {spec}"))?
         } else {
             bail!("--tokenizer {spec}: no such file, and not a Hub repo name (owner/name)");
@@ -86,7 +90,7 @@ mod tests {
 
     #[test]
     fn gpt2_known_ids() {
-        let t = Tokenizer::load(GPT2, "<|endoftext|>", None).unwrap();
+        let t = Tokenizer::load(GPT2, "<|endoftext|>", None, &AtomicBool::new(false)).unwrap();
         assert_eq!(t.encode("Hello world").unwrap(), vec![15496, 995]);
         // The eot string inside a document is text, not the special token.
         assert!(!t.encode("a<|endoftext|>b").unwrap().contains(&50256));

@@ -32,7 +32,11 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Running {
-        let mut child = pipeline().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        Running::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut child = pipeline().args(args).envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, lines) = channel();
         let log = Arc::new(Mutex::new(String::new()));
         let (stderr, all) = (child.stderr.take().unwrap(), log.clone());
@@ -126,6 +130,8 @@ enum Stall {
     Body,
     /// File reads answer 503 with `Retry-After: 30` (a 30 s backoff).
     Backoff,
+    /// Every request but the listing never answers (a model-file download that stalls).
+    Download,
 }
 
 /// The size the listing claims for its one parquet file.
@@ -166,6 +172,10 @@ fn serve(mut sock: TcpStream, stall: Stall, reached: &Sender<()>) {
         let body = serde_json::json!([{ "type": "file", "oid": "1", "size": FILE_SIZE, "path": "sample/10BT/000_00000.parquet" }]).to_string();
         let _ = write!(sock, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         return;
+    }
+    if stall == Stall::Download {
+        let _ = reached.send(());
+        return hold();
     }
     let range = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string));
     let (start, end) = range.and_then(|r| r.trim().split_once('-').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))).unwrap_or((0, FILE_SIZE - 1));
@@ -217,6 +227,22 @@ fn sigterm_stops_a_stalled_body_read_at_once_with_status_143_and_a_consistent_di
 fn sigint_stops_a_retry_backoff_at_once_with_status_130() {
     let tmp = stop_while(Stall::Backoff, "INT", 130);
     assert_consistent(&tmp.path().join("data"));
+}
+
+#[test]
+fn sigterm_stops_a_stalled_tokenizer_download_at_once_with_status_143() {
+    let (addr, reached) = stalling_hub(Stall::Download);
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{addr}");
+    let data = tmp.path().join("data");
+    let run = Running::start_with_env(
+        &["--endpoint", &endpoint, "--tokenizer", "someone/tok", "--data-dir", p(&data), "--quiet", "--threads=1"],
+        &[("HF_HOME", p(&tmp.path().join("hf-home")))],
+    );
+    reached.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("the pipeline never asked for tokenizer.json:\n{}", run.log()));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, elapsed, log) = run.stop("TERM");
+    assert_stopped_by(status, elapsed, &log, 143);
 }
 
 /// A pipeline with a ring of one slot and no trainer: it publishes train shard 0 and waits.

@@ -14,6 +14,21 @@ use std::sync::Arc;
 pub use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// Runs the blocking `work` (a model-file download, say) on a thread of its own and waits for it,
+/// or for `stop`, whichever comes first: `None` when `stop` was raised first (the thread is left
+/// to end with the process; a download then leaves at most a temporary `.part` file in its cache).
+/// A panic of `work` is passed on.
+pub fn run_unless_stopped<T: Send + 'static>(stop: &AtomicBool, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let worker = std::thread::spawn(work);
+    while !worker.is_finished() {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+}
+
 /// The stop request of a process; see the module doc.
 #[derive(Debug, Clone)]
 pub struct StopSignals {
@@ -75,6 +90,21 @@ fn name(signal: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_unless_stopped_gives_the_result_or_returns_at_once_on_a_stop() {
+        let stop = AtomicBool::new(false);
+        assert_eq!(run_unless_stopped(&stop, || 7), Some(7));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let t = std::time::Instant::now();
+        let out = run_unless_stopped(&stop, || std::thread::sleep(std::time::Duration::from_secs(60)));
+        assert!(out.is_none() && t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+    }
 
     #[test]
     fn exit_status_is_128_plus_the_signal() {

@@ -75,8 +75,16 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         tracing::info!("stopped before the pipeline published a train shard: nothing to train or save");
         return Ok(TrainOutcome { stop: StopReason::Signal, step: 0, losses: Vec::new(), last_val_loss: None, skipped_chunks: 0 });
     };
+    // --init-from: a local checkpoint, or a Hub repo downloaded first (a signal abandons that wait).
     let init = match (&cfg.init_from, cfg.resume) {
-        (Some(spec), false) => Some(load_model(&resolve_init_from(spec)?)?),
+        (Some(spec), false) => {
+            let spec = spec.clone();
+            let Some(dir) = mamba_shards::stop_signal::run_unless_stopped(stop, move || resolve_init_from(&spec)) else {
+                tracing::info!("stopped while fetching --init-from: nothing to train or save");
+                return Ok(TrainOutcome { stop: StopReason::Signal, step: 0, losses: Vec::new(), last_val_loss: None, skipped_chunks: 0 });
+            };
+            Some(load_model(&dir?)?)
+        }
         _ => None,
     };
     let model_cfg: MambaConfig = match (&init, cfg.resume) {
