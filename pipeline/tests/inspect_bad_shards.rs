@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mamba_shards::format::Split;
+use mamba_shards::testing::{hostile_shards, HostileShard};
 use mamba_shards::{ShardParams, ShardWriter};
 
 const PARAMS: ShardParams = ShardParams { token_bytes: 2, chunk_tokens: 17, vocab_size: 50257, eot_id: 50256 };
@@ -31,23 +32,7 @@ fn inspect_reports_hostile_shards_by_name_without_panicking() {
     let good = std::fs::read(&path).unwrap();
     let (ok, out) = inspect(dir.path());
     assert!(ok, "{out}");
-    let index_offset = u64::from_le_bytes(good[32..40].try_into().unwrap()) as usize;
-    let frame1 = u64::from_le_bytes(good[index_offset + 8..index_offset + 16].try_into().unwrap()) as usize;
-    let set = |at: usize, v: &[u8]| {
-        let mut b = good.clone();
-        b[at..at + v.len()].copy_from_slice(v);
-        b
-    };
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("index_offset near 2^64", set(32, &(u64::MAX - 7).to_le_bytes()), "index_offset"),
-        ("chunk_tokens 50,000,001", set(16, &50_000_001u32.to_le_bytes()), "chunk_tokens"),
-        ("n_chunks 2^32 - 1", set(20, &u32::MAX.to_le_bytes()), "n_chunks"),
-        ("vocab_size 2^32 - 1", set(24, &u32::MAX.to_le_bytes()), "vocab_size"),
-        ("index entry past the file", set(index_offset + 8, &u64::MAX.to_le_bytes()), "entry 1"),
-        ("corrupt frame", set(frame1 + 6, &[0xff, 0xff, 0xff]), "chunk 1"),
-        ("3000-byte file", good[..3000].to_vec(), "truncated"),
-    ];
-    for (what, bytes, word) in cases {
+    for HostileShard { what, bytes, word } in hostile_shards(&good) {
         std::fs::write(&path, &bytes).unwrap();
         for target in [dir.path(), path.as_path()] {
             let (ok, out) = inspect(target);

@@ -265,3 +265,24 @@ fn the_fixed_val_set_comes_first_and_old_dirs_are_refused() {
     let err = run_err(&[&SMALL[..], &["--input", tiny(), "--data-dir", p(&tmp.path().join("x")), "--val-tokens", "0"]].concat());
     assert!(err.contains("--val-tokens must be at least 1"), "{err}");
 }
+
+/// The documented way to evaluate a checkpoint on parquet text (`trainer eval` reads shards
+/// only): `--val-tokens` beyond the text puts every document, in order, into val shards, cut as
+/// the train stream is (the ragged tail dropped), and no train shard is written.
+#[test]
+fn val_tokens_beyond_the_text_make_all_of_it_val_shards_for_trainer_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    run_ok(&[&SMALL[..], &["--input", tiny(), "--data-dir", p(&data), "--val-tokens", "1000000000000"]].concat());
+    let (texts, _) = corpus_rows();
+    let tok = hf_gpt2();
+    let mut all = Vec::new();
+    for text in &texts {
+        all.push(50256u32);
+        all.extend(tok.encode(text.as_str(), false).unwrap().get_ids());
+    }
+    assert_eq!(stream(&data, Split::Val), published(&all, 64));
+    assert!(read_chunks(&data, Split::Train).is_empty());
+    let m = manifest(&data);
+    assert_eq!((m.train.chunks, m.val.chunks), (0, (all.len() as u64 - 1) / 64));
+}

@@ -7,16 +7,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{p, pipeline, tiny, SMALL};
 use mamba_shards::dir_lock::{DirLock, PIPELINE_LOCK};
+use mamba_shards::testing::Running;
 use mamba_shards::Manifest;
 
 /// From the signal to the process's exit, at most.
@@ -24,86 +24,15 @@ const STOP_WITHIN: Duration = Duration::from_secs(2);
 
 // ---- a running pipeline ----------------------------------------------------------------------
 
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    log: Arc<Mutex<String>>,
+/// `pipeline ARGS` with `env` added, running (output collected: [`Running`]).
+fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = pipeline();
+    cmd.args(args).envs(env.iter().copied());
+    Running::start(cmd)
 }
 
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        Running::start_with_env(args, &[])
-    }
-
-    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
-        let mut child = pipeline().args(args).envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, lines) = channel();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (stderr, all) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                all.lock().unwrap().push_str(&format!("{line}\n"));
-                let _ = tx.send(line);
-            }
-        });
-        Running { child, lines, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Blocks until a stderr line contains `needle` (panics after 60 s or at the end of stderr).
-    fn wait_for_line(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no line with {needle:?} from the pipeline:\n{}", self.log());
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(ok.success(), "kill -{sig}");
-    }
-
-    /// Sends `first` and `second` right after each other (one shell, microseconds apart) and
-    /// waits for the exit: (status, time from the signals to the exit, output).
-    fn stop_twice(mut self, first: &str, second: &str) -> (ExitStatus, Duration, String) {
-        let t = Instant::now();
-        let pid = self.child.id();
-        let ok = std::process::Command::new("sh").arg("-c").arg(format!("kill -{first} {pid}; kill -{second} {pid}")).status().expect("sh");
-        assert!(ok.success(), "kill -{first}; kill -{second}");
-        let status = self.wait_at_most(Duration::from_secs(60));
-        (status, t.elapsed(), self.log())
-    }
-
-    /// Sends `sig` and waits for the exit: (status, time from the signal to the exit).
-    fn stop(mut self, sig: &str) -> (ExitStatus, Duration, String) {
-        let t = Instant::now();
-        self.signal(sig);
-        let status = self.wait_at_most(Duration::from_secs(30));
-        (status, t.elapsed(), self.log())
-    }
-
-    fn wait_at_most(&mut self, limit: Duration) -> ExitStatus {
-        let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50)); // the rest of stderr
-                return status;
-            }
-            if t.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("the pipeline did not exit within {limit:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+fn start(args: &[&str]) -> Running {
+    start_with_env(args, &[])
 }
 
 fn assert_stopped_by(status: ExitStatus, elapsed: Duration, log: &str, code: i32) {
@@ -194,7 +123,7 @@ fn serve(mut sock: TcpStream, stall: Stall, reached: &Sender<()>) {
 /// A pipeline reading from `hub` into `dir`, with timeouts far longer than the test.
 fn hub_pipeline(addr: SocketAddr, dir: &Path) -> Running {
     let endpoint = format!("http://{addr}");
-    Running::start(&["--endpoint", &endpoint, "--data-dir", p(dir), "--http-timeout", "600", "--retries", "5", "--quiet", "--threads=1"])
+    start(&["--endpoint", &endpoint, "--data-dir", p(dir), "--http-timeout", "600", "--retries", "5", "--quiet", "--threads=1"])
 }
 
 fn stop_while(stall: Stall, sig: &str, code: i32) -> tempfile::TempDir {
@@ -235,7 +164,7 @@ fn sigterm_stops_a_stalled_tokenizer_download_at_once_with_status_143() {
     let tmp = tempfile::tempdir().unwrap();
     let endpoint = format!("http://{addr}");
     let data = tmp.path().join("data");
-    let run = Running::start_with_env(
+    let run = start_with_env(
         &["--endpoint", &endpoint, "--tokenizer", "someone/tok", "--data-dir", p(&data), "--quiet", "--threads=1"],
         &[("HF_HOME", p(&tmp.path().join("hf-home")))],
     );
@@ -249,7 +178,7 @@ fn sigterm_stops_a_stalled_tokenizer_download_at_once_with_status_143() {
 fn full_ring(dir: &Path) -> Running {
     let mut args = vec!["--input", tiny(), "--data-dir", p(dir), "--ring-slots", "1"];
     args.extend(SMALL);
-    let run = Running::start(&args);
+    let run = start(&args);
     run.wait_for_line("full, waiting for trainer");
     run
 }

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use common::hub_server::HubServer;
 use common::{p, tinyshakespeare};
+use mamba_shards::testing::SplitMix64;
 
 /// The exit status of a process stopped by SIGINT or SIGTERM: 128 + the signal's number.
 fn interrupted(signal: &str) -> i32 {
@@ -48,21 +49,6 @@ const MAX_TOKENS: &str = "24000";
 const SEED: u64 = 5;
 /// The fixed val set: 16 chunks of 64 tokens (2 val shards of 8).
 const VAL_TOKENS: &str = "1024";
-
-/// SplitMix64: the seeded randomness of the kill schedule.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Builds the trainer (a no-op when it is fresh) into this test's target dir and profile.
 fn trainer_binary() -> PathBuf {
@@ -275,7 +261,7 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
     trainer.wait_for_log("step ", Duration::from_secs(60));
 
     // ---- 2. seeded kills and restarts of either program --------------------------------------
-    let mut rng = Rng(SEED);
+    let mut rng = SplitMix64(SEED); // the seeded randomness of the kill schedule
     let mut schedule: Vec<(usize, &str)> = [(0, "INT"), (0, "TERM"), (0, "KILL"), (1, "INT"), (1, "TERM"), (1, "KILL")].to_vec();
     for i in (1..schedule.len()).rev() {
         schedule.swap(i, rng.below(i as u64 + 1) as usize);

@@ -2,7 +2,8 @@
 //! reading ([`reader`]) shards, crash-safe file updates ([`fsutil`]) and the ring protocol
 //! ([`ring`]), and what both binaries do as processes: one writer per directory ([`dir_lock`])
 //! and SIGINT/SIGTERM as a stop request ([`stop_signal`]); with the `hub` feature, the Hugging
-//! Face Hub client both binaries use ([`hub`]).
+//! Face Hub client both binaries use ([`hub`]); with the `testing` feature (tests only), helpers
+//! the tests of all three crates share ([`testing`]).
 
 pub mod dir_lock;
 pub mod error;
@@ -14,6 +15,8 @@ pub mod manifest;
 pub mod reader;
 pub mod ring;
 pub mod stop_signal;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod writer;
 
 pub use error::{Result, ShardError};

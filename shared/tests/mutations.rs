@@ -10,28 +10,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use mamba_shards::format::{Header, Split, HEADER_BYTES, MAX_CHUNK_TOKENS};
+use mamba_shards::testing::SplitMix64;
 use mamba_shards::{compress_chunk, ShardError, ShardParams, ShardReader, ShardWriter};
 
 /// Per shard layout (two layouts: u16 and u32 tokens).
 const MUTATIONS: u64 = 3000;
-
-/// splitmix64: a tiny seeded generator, so the test needs no dependency and every failure
-/// reproduces from the printed case number.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// A valid shard: `n` chunks of a stream (one token of overlap between neighbours), with
 /// frames of different sizes (some chunks repetitive, some not).
@@ -73,9 +56,9 @@ enum Expect {
 }
 
 /// Values that break arithmetic: 0, 1, around 2^31, 2^32, 2^63, 2^64, the file size.
-fn hostile_u64(rng: &mut Rng, file_len: u64) -> u64 {
+fn hostile_u64(rng: &mut SplitMix64, file_len: u64) -> u64 {
     let picks = [0, 1, 7, 8, 4095, 4096, 4097, file_len - 1, file_len, file_len + 1, 1 << 31, u32::MAX as u64, 1 << 32, 1 << 63, u64::MAX - 8, u64::MAX - 7, u64::MAX - 1, u64::MAX, 50_000_001, rng.next()];
-    picks[rng.below(picks.len())]
+    picks[rng.index(picks.len())]
 }
 
 fn put_u64(b: &mut [u8], at: usize, v: u64) {
@@ -87,18 +70,18 @@ fn put_u32(b: &mut [u8], at: usize, v: u32) {
 }
 
 /// One mutation of `o.bytes`: what it did (for the failure message), the bytes, what to expect.
-fn mutate(rng: &mut Rng, o: &Original) -> (String, Vec<u8>, Expect) {
+fn mutate(rng: &mut SplitMix64, o: &Original) -> (String, Vec<u8>, Expect) {
     let mut b = o.bytes.clone();
     let len = b.len() as u64;
     let n = o.chunks.len();
     let frame = |k: usize| (o.offsets[k] as usize, o.offsets[k + 1] as usize);
-    match rng.below(11) {
+    match rng.index(11) {
         0 => {
-            let flips = 1 + rng.below(3);
+            let flips = 1 + rng.index(3);
             let mut at = Vec::new();
             for _ in 0..flips {
-                let i = rng.below(b.len());
-                b[i] ^= 1 << rng.below(8);
+                let i = rng.index(b.len());
+                b[i] ^= 1 << rng.index(8);
                 at.push(i);
             }
             // A flip in `seq` (bytes 40..48) or `first_token` (48..56) may leave a valid header,
@@ -106,28 +89,28 @@ fn mutate(rng: &mut Rng, o: &Original) -> (String, Vec<u8>, Expect) {
             (format!("bit flips at {at:?}"), b, Expect::FailOrOriginal)
         }
         1 => {
-            let keep = rng.below(b.len());
+            let keep = rng.index(b.len());
             b.truncate(keep);
             (format!("truncated to {keep} bytes"), b, Expect::MustFail)
         }
         2 => {
-            let extra = 1 + rng.below(64);
+            let extra = 1 + rng.index(64);
             b.extend((0..extra).map(|_| rng.next() as u8));
             (format!("{extra} bytes appended"), b, Expect::MustFail)
         }
         3 => {
-            let at = rng.below(b.len());
-            let extra = 1 + rng.below(16);
+            let at = rng.index(b.len());
+            let extra = 1 + rng.index(16);
             let insert: Vec<u8> = (0..extra).map(|_| rng.next() as u8).collect();
             b.splice(at..at, insert);
             (format!("{extra} bytes inserted at {at}"), b, Expect::MustFail)
         }
         4 => {
             // A u32 field: token_bytes, chunk_tokens, n_chunks, vocab_size, eot_id.
-            let (name, at) = [("token_bytes", 12), ("chunk_tokens", 16), ("n_chunks", 20), ("vocab_size", 24), ("eot_id", 28)][rng.below(5)];
-            let v = match rng.below(3) {
+            let (name, at) = [("token_bytes", 12), ("chunk_tokens", 16), ("n_chunks", 20), ("vocab_size", 24), ("eot_id", 28)][rng.index(5)];
+            let v = match rng.index(3) {
                 0 => hostile_u64(rng, len) as u32,
-                1 => [0, 1, 2, 3, 4, MAX_CHUNK_TOKENS, MAX_CHUNK_TOKENS + 1, 50_000_001, u32::MAX][rng.below(9)],
+                1 => [0, 1, 2, 3, 4, MAX_CHUNK_TOKENS, MAX_CHUNK_TOKENS + 1, 50_000_001, u32::MAX][rng.index(9)],
                 _ => rng.next() as u32,
             };
             put_u32(&mut b, at, v);
@@ -143,31 +126,31 @@ fn mutate(rng: &mut Rng, o: &Original) -> (String, Vec<u8>, Expect) {
             (format!("index_offset = {v}"), b, expect)
         }
         6 => {
-            let (name, at) = [("seq", 40), ("first_token", 48)][rng.below(2)];
+            let (name, at) = [("seq", 40), ("first_token", 48)][rng.index(2)];
             let v = hostile_u64(rng, len);
             put_u64(&mut b, at, v);
             (format!("{name} = {v}"), b, Expect::FailOrOriginal)
         }
         7 => {
-            let entry = rng.below(n + 1);
+            let entry = rng.index(n + 1);
             let v = hostile_u64(rng, len);
             put_u64(&mut b, o.header.index_offset as usize + 8 * entry, v);
             let expect = if v == o.offsets[entry] { Expect::FailOrOriginal } else { Expect::MustFail };
             (format!("index entry {entry} = {v}"), b, expect)
         }
         8 => {
-            let (start, end) = frame(rng.below(n));
-            let from = start + rng.below(end - start);
-            let to = (from + 1 + rng.below(16)).min(end);
+            let (start, end) = frame(rng.index(n));
+            let from = start + rng.index(end - start);
+            let to = (from + 1 + rng.index(16)).min(end);
             for x in &mut b[from..to] {
-                *x = if rng.below(2) == 0 { 0 } else { rng.next() as u8 };
+                *x = if rng.index(2) == 0 { 0 } else { rng.next() as u8 };
             }
             (format!("bytes {from}..{to} overwritten"), b, Expect::FailOrOriginal)
         }
         9 => {
             // Swap two frames of different sizes, index unchanged: every boundary between them moves.
             let (k, j) = loop {
-                let (k, j) = (rng.below(n), rng.below(n));
+                let (k, j) = (rng.index(n), rng.index(n));
                 let (a, c) = (frame(k), frame(j));
                 if a.1 - a.0 != c.1 - c.0 {
                     break (k.min(j), k.max(j));
@@ -185,7 +168,7 @@ fn mutate(rng: &mut Rng, o: &Original) -> (String, Vec<u8>, Expect) {
         _ => {
             // Swap two frames and their index entries consistently: a valid shard with the
             // same chunks in another order (nothing fabricated).
-            let (k, j) = (rng.below(n), rng.below(n));
+            let (k, j) = (rng.index(n), rng.index(n));
             let (k, j) = (k.min(j), k.max(j));
             let mut frames: Vec<Vec<u8>> = (0..n).map(|i| o.bytes[frame(i).0..frame(i).1].to_vec()).collect();
             frames.swap(k, j);
@@ -221,7 +204,7 @@ fn run_mutations(params: ShardParams, n: usize, seed: u64) -> (u64, u64) {
     let dir = scratch_dir();
     let o = original(dir.path(), params, n);
     let path: PathBuf = dir.path().join("train-00000000.shard");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let (mut failed, mut accepted) = (0, 0);
     for case in 0..MUTATIONS {
         let (what, bytes, expect) = mutate(&mut rng, &o);

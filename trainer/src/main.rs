@@ -33,7 +33,7 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Sample text from a checkpoint with the recurrent O(1)-per-token state.
     Generate(generate::GenerateArgs),
-    /// Validation loss and perplexity of a checkpoint on shards (a split) or parquet text.
+    /// Validation loss and perplexity of a checkpoint on shards (a split, or one shard file).
     Eval(eval_cmd::EvalArgs),
     /// Time the training step (forward + backward + optimizer) on random tokens.
     Bench(bench::BenchArgs),

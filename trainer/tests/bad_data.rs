@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use mamba_shards::format::Split;
+use mamba_shards::testing::{hostile_shards, HostileShard};
 use mamba_trainer::config::TrainConfig;
 
 const SEQ: usize = 16;
@@ -168,21 +169,7 @@ fn eval_reports_hostile_shards_by_name_without_panicking() {
     mamba_trainer::train::run(&TrainConfig { steps: 1, ..tiny_config(dir.path(), out.path(), "micro") }, &no_stop()).unwrap();
     let val = dir.path().join("val-00000000.shard");
     let good = std::fs::read(&val).unwrap();
-    let index_offset = u64::from_le_bytes(good[32..40].try_into().unwrap()) as usize;
-    let frame0 = u64::from_le_bytes(good[index_offset..index_offset + 8].try_into().unwrap()) as usize;
-    let set = |at: usize, v: &[u8]| {
-        let mut b = good.clone();
-        b[at..at + v.len()].copy_from_slice(v);
-        b
-    };
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("index_offset near 2^64", set(32, &(u64::MAX - 7).to_le_bytes()), "index_offset"),
-        ("chunk_tokens 50,000,001", set(16, &50_000_001u32.to_le_bytes()), "chunk_tokens"),
-        ("n_chunks 2^32 - 1", set(20, &u32::MAX.to_le_bytes()), "n_chunks"),
-        ("corrupt frame", set(frame0 + 8, &[0xff, 0xff, 0xff]), "chunk 0"),
-        ("3000-byte file", good[..3000].to_vec(), "truncated"),
-    ];
-    for (what, bytes, word) in cases {
+    for HostileShard { what, bytes, word } in hostile_shards(&good) {
         std::fs::write(&val, &bytes).unwrap();
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer")).args(["eval", "--checkpoint"]).arg(out.path()).arg("--data").arg(dir.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);

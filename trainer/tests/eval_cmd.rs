@@ -1,15 +1,14 @@
 //! `trainer eval` end to end (the binary): it reproduces the val loss a training run logged, gives
-//! the same loss on parquet text as on shards cut from that text, and fails on bad input with an
-//! error naming the file.
+//! one loss for the same chunks however their shards are named, and fails on bad input with an
+//! error naming the file (parquet text: a hint to make shards of it with the pipeline, whose
+//! `--val-tokens` recipe is tested in `pipeline/tests/local.rs`).
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use common::*;
 use mamba_shards::format::Split;
 use serde_json::Value;
@@ -64,22 +63,6 @@ fn init_checkpoint(dir: &Path) {
     let cfg = mamba_trainer::model::MambaConfig::preset("tiny").unwrap();
     let params = mamba_trainer::model::Params::init(&cfg, 1, &candle_core::Device::Cpu).unwrap();
     mamba_trainer::checkpoint::save_model(dir, &cfg, &params).unwrap();
-}
-
-/// A FineWeb-like parquet file (`id`, `text`; `None` = a null text) in row groups of `group_rows`.
-fn write_parquet(path: &Path, texts: &[Option<&str>], group_rows: usize) {
-    let ids: Vec<String> = (0..texts.len()).map(|i| format!("<urn:doc:{i}>")).collect();
-    let id: ArrayRef = Arc::new(StringArray::from(ids.iter().map(String::as_str).collect::<Vec<_>>()));
-    let text: ArrayRef = Arc::new(StringArray::from(texts.to_vec()));
-    write_columns(path, vec![("id", id), ("text", text)], group_rows);
-}
-
-fn write_columns(path: &Path, columns: Vec<(&str, ArrayRef)>, group_rows: usize) {
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(group_rows)).build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
 }
 
 fn rel_diff(a: f64, b: f64) -> f64 {
@@ -155,65 +138,31 @@ fn reproduces_the_val_loss_of_a_bf16_run() {
     assert!(f32_loss != loss && rel_diff(f32_loss, loss) < 0.02, "f32 {f32_loss} vs bf16 {loss}: close, not equal");
 }
 
+/// Val shards of text (as `pipeline --input TEXT --val-tokens 1000000000000` writes them) give
+/// one loss whether named as a directory or shard by shard, and whatever the micro-batch.
 #[test]
-fn parquet_text_gives_the_loss_of_shards_cut_from_the_same_text() {
+fn the_same_chunks_give_the_same_loss_from_a_dir_or_a_shard_file() {
     let train_data = tempfile::tempdir().unwrap();
     shakespeare_shards(train_data.path(), SEQ, 20, 1000);
     let run = tempfile::tempdir().unwrap();
     train_tiny(train_data.path(), run.path(), 2, 2);
 
-    // 12 documents (and a null text, which is no document) as one parquet file in row groups of
-    // 5 rows, and as a folder of two files.
-    let docs: Vec<String> = shakespeare_documents()[..12].to_vec();
-    let mut rows: Vec<Option<&str>> = docs.iter().map(|d| Some(d.as_str())).collect();
-    rows.insert(6, None);
-    let text = tempfile::tempdir().unwrap();
-    let file = text.path().join("one.parquet");
-    write_parquet(&file, &rows, 5);
-    let folder = text.path().join("folder");
-    std::fs::create_dir_all(folder.join("sub")).unwrap();
-    write_parquet(&folder.join("a.parquet"), &rows[..4], 3);
-    write_parquet(&folder.join("sub/b.parquet"), &rows[4..], 100);
-    std::fs::write(folder.join("README.txt"), "not parquet, ignored").unwrap();
-
-    // The same text tokenized by the library function the pipeline's GPT-2 ids are tested
-    // against, cut as the pipeline cuts it, written as val shards.
-    let tokens = tokenize(&docs);
-    let cut = chunks(&tokens, SEQ);
+    let cut = chunks(&tokenize(&shakespeare_documents()[..12]), SEQ);
     let shards = tempfile::tempdir().unwrap();
-    write_shards(shards.path(), Split::Val, &cut, GPT2_VOCAB, 16);
-    let n = cut.len() as u64;
-    let tail = tokens.len() as u64 - (n * SEQ as u64 + 1);
+    let paths = write_shards(shards.path(), Split::Val, &cut, GPT2_VOCAB, 16);
+    assert!(paths.len() >= 2 && cut.len() > 16, "{} chunks", cut.len());
 
-    let (from_shards, _) = eval_json(run.path(), shards.path(), &[]);
-    let (from_file, log) = eval_json(run.path(), &file, &["--seq-len", "64"]);
-    let (from_folder, _) = eval_json(run.path(), &folder, &["--seq-len", "64"]);
-    for r in [&from_shards, &from_file, &from_folder] {
-        assert_eq!(r["chunks"], n, "{r}");
-        assert_eq!(r["tokens"], n * SEQ as u64);
-        assert_eq!(r["loss"], from_shards["loss"], "same chunks, same batches: the same loss to the bit ({r})");
-        assert!(r["loss"].as_f64().unwrap().is_finite());
-    }
-    assert_eq!(from_file["dropped_tokens"], tail);
-    assert_eq!(from_file["split"], Value::Null);
-    assert!(log.contains("12 documents") && log.contains(&format!("dropped the last {tail} tokens")), "{log}");
-
-    // The real corpus file, default chunk length (1024 + 1, as the pipeline), first chunk only.
-    let corpus = shared_dir().join("corpus/tinyshakespeare.parquet");
-    let (r, _) = eval_json(run.path(), &corpus, &["--max-chunks", "1"]);
-    assert_eq!(r["seq_len"], 1024);
-    assert_eq!(r["tokens"], 1024);
-    assert!(r["loss"].as_f64().unwrap().is_finite(), "{r}");
-    assert_eq!(r["dropped_tokens"], Value::Null, "stopped early: the tail is unknown");
-    // ... and at seq 64, equal to shards of the first chunks of the same documents.
-    let all = shakespeare_documents();
-    let first = chunks(&tokenize(&all[..4]), SEQ)[..5].to_vec();
-    let shards5 = tempfile::tempdir().unwrap();
-    write_shards(shards5.path(), Split::Val, &first, GPT2_VOCAB, 2);
-    let (a, _) = eval_json(run.path(), &corpus, &["--max-chunks", "5", "--seq-len", "64"]);
-    let (b, _) = eval_json(run.path(), shards5.path(), &[]);
-    assert_eq!(a["loss"], b["loss"]);
-    assert_eq!(a["chunks"], 5);
+    let (all, _) = eval_json(run.path(), shards.path(), &[]);
+    assert_eq!(all["chunks"], cut.len() as u64);
+    assert_eq!(all["tokens"], (cut.len() * SEQ) as u64);
+    assert!(all["loss"].as_f64().unwrap().is_finite());
+    let (first16, _) = eval_json(run.path(), shards.path(), &["--max-chunks", "16"]);
+    let (file, _) = eval_json(run.path(), &paths[0], &["--seq-len", "64"]);
+    assert_eq!(file["chunks"], 16);
+    assert_eq!(file["split"], Value::Null);
+    assert_eq!(file["loss"], first16["loss"], "same chunks, same batches: the same loss to the bit");
+    let (batched, _) = eval_json(run.path(), shards.path(), &["--micro-batch", "5"]);
+    assert!(rel_diff(batched["loss"].as_f64().unwrap(), all["loss"].as_f64().unwrap()) < 1e-5, "{batched}");
 }
 
 #[test]
@@ -230,23 +179,12 @@ fn bad_inputs_fail_with_errors_naming_the_file() {
     let e = eval_fails(&at("no-such-run"), &missing, &[]);
     assert!(e.contains("no-such-run"), "{e}");
 
-    // Parquet without a `text` column, and a file that is not parquet.
-    let body: ArrayRef = Arc::new(StringArray::from(vec!["some text"]));
-    write_columns(&at("bodies.parquet"), vec![("body", body)], 10);
-    let e = eval_fails(ckpt.path(), &at("bodies.parquet"), &[]);
-    assert!(e.contains("bodies.parquet") && e.contains("no `text` column") && e.contains("body"), "{e}");
-    std::fs::write(at("garbage.parquet"), b"this is not a parquet file at all").unwrap();
-    let e = eval_fails(ckpt.path(), &at("garbage.parquet"), &[]);
-    assert!(e.contains("garbage.parquet") && e.contains("not a readable parquet file"), "{e}");
-    // Text too short for one chunk.
-    write_parquet(&at("short.parquet"), &[Some("Hello world")], 10);
-    let e = eval_fails(ckpt.path(), &at("short.parquet"), &[]);
-    assert!(e.contains("short.parquet") && e.contains("no whole chunk of 1025 tokens"), "{e}");
-    // --split does not apply to parquet text.
-    let e = eval_fails(ckpt.path(), &at("short.parquet"), &["--split", "val"]);
-    assert!(e.contains("--split applies to a shard directory"), "{e}");
+    // Parquet text (and a folder of it): not read here; the error says how to make shards of it.
+    std::fs::write(at("text.parquet"), b"PAR1 not read").unwrap();
+    let e = eval_fails(ckpt.path(), &at("text.parquet"), &[]);
+    assert!(e.contains("text.parquet") && e.contains("pipeline --input") && e.contains("--val-tokens"), "{e}");
 
-    // A folder with neither shards nor parquet files.
+    // A folder without shards.
     std::fs::create_dir_all(at("empty")).unwrap();
     let e = eval_fails(ckpt.path(), &at("empty"), &[]);
     assert!(e.contains("empty") && e.contains("neither a shard directory"), "{e}");

@@ -2,10 +2,10 @@
 //! (`val_loss_vs_tokens.png`), and the same zoomed to the last 50% of the tokens
 //! (`val_loss_vs_tokens_zoom.png`) where the curves are close and the differences matter.
 //!
-//! Same setup as `loss.png` (`metrics::plot`): plotters' bitmap backend, the bundled DejaVu Sans
-//! Mono font, drawn to a temporary file and renamed. Each run gets its own color (dashed lines
-//! once the 12 colors are used up); baseline runs are drawn thicker, and the target loss is a
-//! grey horizontal line.
+//! Same setup as `loss.png` (`metrics::png`): plotters' bitmap backend, the bundled DejaVu Sans
+//! font, the same legend box, drawn to a temporary file and renamed. Each run gets its own color
+//! (dashed lines once the 12 colors are used up); baseline runs are drawn thicker, and the target
+//! loss is a grey horizontal line.
 
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use plotters::prelude::*;
 
 use super::target::Target;
 use super::CompareError;
-use crate::metrics::{ensure_font, PLOT_HEIGHT, PLOT_WIDTH};
+use crate::metrics::{draw_legend, legend_line, write_png as write_png_file, MetricsError, PngError, AXIS_DESC_FONT, LABEL_FONT, PLOT_HEIGHT, PLOT_WIDTH};
 
 pub const FULL_PNG: &str = "val_loss_vs_tokens.png";
 pub const ZOOM_PNG: &str = "val_loss_vs_tokens_zoom.png";
@@ -66,15 +66,10 @@ fn clip_from(points: &[(f64, f64)], x_lo: f64) -> Vec<(f64, f64)> {
 }
 
 fn write_png(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_lo: f64) -> Result<(), CompareError> {
-    let plot_err = |what: String| CompareError::Plot { path: path.into(), what };
-    ensure_font().map_err(plot_err)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.png"));
-    draw(&tmp, title, series, target, x_lo).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        plot_err(e)
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| CompareError::io(path, e))
+    write_png_file(path, |tmp| draw(tmp, title, series, target, x_lo)).map_err(|e| match e {
+        PngError::Draw(what) => CompareError::from(MetricsError::Plot { path: path.into(), what }),
+        PngError::Io(e) => CompareError::io(path, e),
+    })
 }
 
 /// Tick labels in tokens: 0, 512K, 1.5M, 2.25B.
@@ -132,8 +127,8 @@ fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_
         .y_desc("validation loss")
         .x_label_formatter(&|x| token_label(*x))
         .y_label_formatter(&|y| format!("{y:.decimals$}"))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
+        .label_style(LABEL_FONT)
+        .axis_desc_style(AXIS_DESC_FONT)
         .draw()
         .map_err(|x| e(&x))?;
 
@@ -143,13 +138,13 @@ fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_
             .draw_series(DashedLineSeries::new(vec![(x_lo, t.loss), (x_max, t.loss)], 8, 6, grey.stroke_width(1)))
             .map_err(|x| e(&x))?
             .label(format!("target {:.4} ({})", t.loss, t.baseline))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1)));
+            .legend(legend_line(grey.stroke_width(1)));
     }
     for (i, s, pts) in &curves {
         let color = PALETTE[i % PALETTE.len()];
         let style = color.stroke_width(if s.baseline { 3 } else { 2 });
         let label = format!("{} ({:.4})", s.label, s.points.last().map_or(f64::NAN, |p| p.1));
-        let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], style);
+        let legend = legend_line(style);
         if *i < PALETTE.len() {
             chart.draw_series(LineSeries::new(pts.clone(), style)).map_err(|x| e(&x))?.label(label).legend(legend);
         } else {
@@ -159,14 +154,7 @@ fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_
         let evals = s.points.iter().filter(|p| p.0 >= x_lo && p.1.is_finite()).map(|&p| Circle::new(p, 3, color.filled()));
         chart.draw_series(evals).map_err(|x| e(&x))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
+    draw_legend(&mut chart, 14)?;
     root.present().map_err(|x| e(&x))
 }
 

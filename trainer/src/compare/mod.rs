@@ -27,6 +27,8 @@ pub mod target;
 
 use std::path::{Path, PathBuf};
 
+use crate::metrics::MetricsError;
+
 pub use runs::{read_run, Run};
 pub use table::Summary;
 pub use target::{pick_target, tokens_to_reach, Target};
@@ -38,29 +40,23 @@ pub const SUMMARY_JSON: &str = "summary.json";
 pub enum CompareError {
     #[error("{path}: no such run directory")]
     MissingDir { path: PathBuf },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: line {line}: {what}")]
-    Json { path: PathBuf, line: usize, what: String },
+    /// Reading a run's files (I/O, a bad `metrics.jsonl` line) or drawing a chart: the errors of
+    /// the metrics module, which writes those files.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("{path}: {what}")]
     Config { path: PathBuf, what: String },
     #[error("{path}: no eval records (\"kind\":\"eval\"): the run has not evaluated yet")]
     NoEvals { path: PathBuf },
     #[error("writing {path}: {what}")]
     Write { path: PathBuf, what: String },
-    #[error("{path}: cannot draw the chart: {what}")]
-    Plot { path: PathBuf, what: String },
     #[error("no run to compare{0}")]
     NoRuns(String),
 }
 
 impl CompareError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        CompareError::Io { path: path.into(), source }
+        MetricsError::io(path, source).into()
     }
 }
 

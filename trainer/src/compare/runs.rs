@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::CompareError;
-use crate::metrics::METRICS_FILE;
+use crate::metrics::{MetricsError, METRICS_FILE};
 
 pub const CONFIG_FILE: &str = "config.resolved.toml";
 
@@ -146,14 +146,14 @@ pub fn read_config(path: &Path) -> Result<RunConfig, CompareError> {
 /// Eval points, last step and tokens of a `metrics.jsonl`.
 fn read_metrics(path: &Path) -> Result<(Vec<EvalPoint>, u64, u64), CompareError> {
     let bytes = std::fs::read(path).map_err(|e| CompareError::io(path, e))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| CompareError::Json { path: path.into(), line: 0, what: format!("not UTF-8: {e}") })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| CompareError::from(MetricsError::Json { path: path.into(), line: 0, what: format!("not UTF-8: {e}") }))?;
     let (mut evals, mut last_step, mut tokens) = (Vec::new(), 0, 0);
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |what: String| CompareError::Json { path: path.into(), line: line_no, what };
+        let bad = |what: String| CompareError::from(MetricsError::Json { path: path.into(), line: line_no, what });
         let record: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
         let uint = |key: &str| record.get(key).and_then(Value::as_u64).ok_or_else(|| bad(format!("{} record without an integer \"{key}\"", kind_of(&record))));
         match record.get("kind").and_then(Value::as_str) {

@@ -1,24 +1,23 @@
-//! `trainer eval`: the validation loss and perplexity of a checkpoint on any shards or parquet
-//! text, so that others can reproduce a run's numbers.
+//! `trainer eval`: the validation loss and perplexity of a checkpoint on shard files, so that
+//! others can reproduce a run's numbers.
 //!
 //! ```text
 //! trainer eval --checkpoint runs/tiny --data data/mini                  # the val shards
 //! trainer eval --checkpoint runs/tiny/ckpt-000400 --data data/mini --split train --max-chunks 64
-//! trainer eval --checkpoint runs/tiny --data corpus/tinyshakespeare.parquet --json
+//! # Parquet text: the pipeline cuts all of it into val shards, then eval reads those.
+//! pipeline --input corpus/tinyshakespeare.parquet --data-dir data/shakespeare --val-tokens 1000000000000
+//! trainer eval --checkpoint runs/tiny --data data/shakespeare --json
 //! ```
 //!
 //! The loss is the one the training loop logs (`train/eval.rs`): mean next-token cross-entropy
 //! over chunks, inputs `chunk[..n-1]`, targets `chunk[1..]`. On a run's own data dir with
 //! `--max-chunks` = its `--eval-chunks` (and the same `--micro-batch` and `--dtype`) it
-//! reproduces the logged val loss. Files: [`data_source`] (what `--data` is), [`shard_chunks`], [`text_chunks`] (parquet
-//! → GPT-2 tokens → [`chunk_cutter`]), [`parquet_docs`], [`report`].
+//! reproduces the logged val loss. Files: [`data_source`] (what `--data` is), [`shard_chunks`],
+//! [`report`].
 
-pub mod chunk_cutter;
 pub mod data_source;
-pub mod parquet_docs;
 pub mod report;
 pub mod shard_chunks;
-pub mod text_chunks;
 
 use std::path::{Path, PathBuf};
 
@@ -33,16 +32,13 @@ use crate::model::MambaLM;
 use crate::train::eval::eval_loss;
 pub use report::EvalReport;
 
-/// The pipeline's default `--seq-len`: parquet text is cut into chunks of this + 1 tokens.
-pub const DEFAULT_SEQ_LEN: usize = 1024;
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// Checkpoint directory (model.safetensors + config.json), or a run directory (its newest checkpoint).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// A shard directory, a shard file, a parquet file (FineWeb schema: a `text` column) or a folder of parquet files.
-    #[arg(long, value_name = "DIR_OR_PARQUET")]
+    /// A shard directory or a shard file (parquet text: make val shards of it with `pipeline --input TEXT --val-tokens 1000000000000`).
+    #[arg(long, value_name = "DIR_OR_SHARD")]
     pub data: PathBuf,
     /// Which shards of a shard directory to evaluate on [default: val].
     #[arg(long, value_enum)]
@@ -53,7 +49,7 @@ pub struct EvalArgs {
     /// Chunks per forward pass (memory vs speed; the loss does not depend on it beyond rounding). Allowed: 1..=65536.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=crate::size_limits::MAX_MICRO_BATCH as u64))]
     pub micro_batch: u64,
-    /// Tokens per sequence for parquet text (chunks of seq_len + 1, as the pipeline cuts them) [default: 1024]; shards: must match their chunks. Allowed: 1..=1048576.
+    /// Tokens per sequence: a check that the shards' chunks hold seq_len + 1 tokens [default: the shards']. Allowed: 1..=1048576.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub seq_len: Option<u64>,
     /// cpu or cuda:N.
@@ -62,7 +58,7 @@ pub struct EvalArgs {
     /// Compute dtype: f32, or bf16 (mixed precision, as `train --dtype bf16`; use the run's to reproduce its logged loss).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Print one JSON object (loss, perplexity, tokens, chunks, seq_len, dtype, step, checkpoint, data, split, dropped_tokens) instead of the human line.
+    /// Print one JSON object (loss, perplexity, tokens, chunks, seq_len, dtype, step, checkpoint, data, split) instead of the human line.
     #[arg(long)]
     pub json: bool,
 }
@@ -93,13 +89,13 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let model = MambaLM::new(&cfg, params.var_builder(&device))?.with_compute_dtype(dtype)?;
     tracing::info!("checkpoint {} (step {}): d_model {} n_layer {} vocab {}", dir.display(), step.map_or("?".into(), |s| s.to_string()), cfg.d_model, cfg.n_layer, cfg.padded_vocab());
 
-    // ---- the data: shards of one split, or parquet text tokenized like the pipeline -------------
+    // ---- the data: the shards of one split, or one shard file -----------------------------------
     let split = args.split.map(Split::from);
     let seq_len = args.seq_len.map(|s| s as usize);
-    let mut source = data_source::open(&args.data, split, seq_len, DEFAULT_SEQ_LEN, cfg.padded_vocab())?;
+    let mut source = data_source::open(&args.data, split, seq_len, cfg.padded_vocab())?;
     tracing::info!("data {}: {}", args.data.display(), source.describe());
     let limit = args.max_chunks.unwrap_or(u64::MAX);
-    let bar = progress_bar(source.total_chunks().map_or(args.max_chunks, |t| Some(t.min(limit))))?;
+    let bar = progress_bar(source.total_chunks().min(limit))?;
 
     // ---- the loop: micro-batches of chunks → the mean loss of every target token ---------------
     let micro_batch = args.micro_batch as usize;
@@ -124,9 +120,6 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         batch.clear();
     }
     bar.finish_and_clear();
-    if let Some(s) = source.summary() {
-        tracing::info!("data {}: {s}", args.data.display());
-    }
     anyhow::ensure!(chunks > 0, "{}: no whole chunk of {} tokens to evaluate on", args.data.display(), source.chunk_tokens());
 
     // ---- the report -----------------------------------------------------------------------------
@@ -143,7 +136,6 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         checkpoint: dir,
         data: args.data.clone(),
         split: source.split().map(|s| s.to_string()),
-        dropped_tokens: source.dropped_tokens(),
     })
 }
 
@@ -159,19 +151,9 @@ fn checkpoint_step(dir: &Path) -> Option<u64> {
     step
 }
 
-/// A bar over chunks on stderr (hidden when stderr is not a terminal); a counter when the total
-/// is not known before reading (parquet text).
-fn progress_bar(total: Option<u64>) -> Result<ProgressBar> {
-    Ok(match total {
-        Some(n) => {
-            let bar = ProgressBar::new(n);
-            bar.set_style(ProgressStyle::with_template("eval {elapsed_precise} [{bar:30}] {pos}/{len} chunks  {per_sec}  eta {eta}")?.progress_chars("=> "));
-            bar
-        }
-        None => {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("eval {elapsed_precise} {spinner} {pos} chunks  {per_sec}")?);
-            bar
-        }
-    })
+/// A bar over chunks on stderr (hidden when stderr is not a terminal).
+fn progress_bar(total: u64) -> Result<ProgressBar> {
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template("eval {elapsed_precise} [{bar:30}] {pos}/{len} chunks  {per_sec}  eta {eta}")?.progress_chars("=> "));
+    Ok(bar)
 }

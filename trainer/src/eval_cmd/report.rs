@@ -23,10 +23,8 @@ pub struct EvalReport {
     pub checkpoint: PathBuf,
     /// `--data` as given.
     pub data: PathBuf,
-    /// The split of a shard directory (`val` or `train`); null for a shard file or parquet text.
+    /// The split of a shard directory (`val` or `train`); null for a shard file.
     pub split: Option<String>,
-    /// Parquet text read to its end: tokens after the last whole chunk, not evaluated.
-    pub dropped_tokens: Option<u64>,
 }
 
 impl EvalReport {
@@ -82,7 +80,6 @@ mod tests {
             checkpoint: "runs/x/ckpt-000007".into(),
             data: "data/mini".into(),
             split: Some("val".into()),
-            dropped_tokens: None,
         };
         assert_eq!(r.human_line(), "eval: loss 4.1234  ppl 61.8  over 123 chunks (125,952 tokens) of data/mini");
         let v: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();

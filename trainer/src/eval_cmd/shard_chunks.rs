@@ -11,8 +11,6 @@ use mamba_shards::format::Split;
 use mamba_shards::ring::list_shards;
 use mamba_shards::ShardReader;
 
-use super::data_source::ChunkSource;
-
 pub struct ShardChunks {
     shards: Vec<ShardReader>,
     /// The split of a shard directory; `None` for shard files given one by one.
@@ -65,16 +63,19 @@ impl ShardChunks {
     }
 }
 
-impl ChunkSource for ShardChunks {
-    fn chunk_tokens(&self) -> usize {
+impl ShardChunks {
+    /// Tokens per chunk (seq_len + 1); inputs are `chunk[..n-1]`, targets `chunk[1..]`.
+    pub fn chunk_tokens(&self) -> usize {
         self.chunk_tokens
     }
 
-    fn total_chunks(&self) -> Option<u64> {
-        Some(self.total)
+    /// Chunks in all.
+    pub fn total_chunks(&self) -> u64 {
+        self.total
     }
 
-    fn next_chunk(&mut self) -> Result<Option<Vec<u32>>> {
+    /// The next chunk, in shard order, or `None` after the last.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u32>>> {
         loop {
             let (s, k) = self.at;
             let Some(shard) = self.shards.get(s) else { return Ok(None) };
@@ -87,11 +88,13 @@ impl ChunkSource for ShardChunks {
         }
     }
 
-    fn split(&self) -> Option<Split> {
+    /// The split, for the shards of a shard directory.
+    pub fn split(&self) -> Option<Split> {
         self.split
     }
 
-    fn describe(&self) -> String {
+    /// A line for the log about the input, before reading.
+    pub fn describe(&self) -> String {
         format!("{} shard file(s), {} chunks of {} tokens", self.shards.len(), self.total, self.chunk_tokens)
     }
 }

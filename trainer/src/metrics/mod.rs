@@ -24,6 +24,7 @@
 mod event_proto;
 mod jsonl;
 mod plot;
+mod png;
 pub mod progress;
 mod tensorboard;
 mod tfrecord;
@@ -39,8 +40,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use jsonl::read_jsonl;
-pub use plot::{write_loss_png, Curves, LOSS_PLOT_HEIGHT, PLOT_HEIGHT, PLOT_WIDTH};
-pub(crate) use plot::ensure_font;
+pub use plot::{write_loss_png, Curves, LOSS_PLOT_HEIGHT};
+pub(crate) use png::{draw_legend, legend_line, write_png, PngError, AXIS_DESC_FONT, LABEL_FONT};
+pub use png::{PLOT_HEIGHT, PLOT_WIDTH};
 pub use tensorboard::{read_tensorboard_scalars, TbScalar};
 
 use jsonl::JsonlLog;
@@ -65,7 +67,8 @@ pub enum MetricsError {
     Json { path: PathBuf, line: usize, what: String },
     #[error("{path}: bad TensorBoard event file: {what}")]
     EventFile { path: PathBuf, what: String },
-    #[error("{path}: cannot draw the loss plot: {what}")]
+    /// `loss.png` or a chart of `trainer compare`.
+    #[error("{path}: cannot draw the chart: {what}")]
     Plot { path: PathBuf, what: String },
     #[error("{what}")]
     Shared { what: String },

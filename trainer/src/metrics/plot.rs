@@ -3,12 +3,8 @@
 //! - bottom: the two learning rates (Muon, AdamW; left axis) and the gradient norm before
 //!   clipping (right axis) against the step.
 //!
-//! Text needs a font and the machine may have none, so DejaVu Sans (free to redistribute,
-//! license in `trainer/assets/DejaVuSans-LICENSE.txt`) is compiled into the binary and
-//! registered with plotters' `ab_glyph` renderer. A proportional font: plotters places each glyph
-//! by its ink, not its advance box, which in a monospace font opened gaps after narrow glyphs
-//! ("2. 50e- 03"). Axis labels get as many decimals as the tick
-//! spacing needs (a loss range of 4.501–4.503 is not labelled 4.50, 4.50, 4.50), steps are
+//! The font, legend and temporary-file writing are those of every chart ([`super::png`]).
+//! Axis labels get as many decimals as the tick spacing needs (a loss range of 4.501–4.503 is not labelled 4.50, 4.50, 4.50), steps are
 //! integers, learning rates are written 3.0e-03.
 //!
 //! Smoothing: a bias-corrected exponential moving average whose window grows with the run
@@ -16,20 +12,14 @@
 //! Log scale plots log10(loss) on a linear axis whose labels show the loss itself.
 //! The image is drawn to a temporary file and renamed, so a reader never sees half a PNG.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::register_font;
 
+use super::png::{draw_legend, legend_line, write_png, PngError, AXIS_DESC_FONT, LABEL_FONT, PLOT_WIDTH};
 use super::MetricsError;
 
-static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-
-/// Size of the charts of `trainer compare`.
-pub const PLOT_WIDTH: u32 = 1200;
-pub const PLOT_HEIGHT: u32 = 700;
 /// Size of `loss.png` (loss panel + learning-rate / gradient-norm panel).
 pub const LOSS_PLOT_HEIGHT: u32 = 1050;
 
@@ -41,14 +31,6 @@ pub struct Curves {
     pub lr_muon: Vec<(u64, f64)>,
     pub lr_adamw: Vec<(u64, f64)>,
     pub grad_norm: Vec<(u64, f64)>,
-}
-
-/// Registers the bundled font as "sans-serif", once per process.
-pub(crate) fn ensure_font() -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS).map_err(|_| "the bundled DejaVu Sans font does not parse".to_string()))
-        .clone()
 }
 
 /// Bias-corrected EMA of `points` with a window of max(1, n / 50) points.
@@ -76,15 +58,10 @@ pub(crate) fn label_decimals(span: f64) -> usize {
 
 /// Draws `curves` to `path`. Non-finite values are left out.
 pub fn write_loss_png(path: &Path, curves: &Curves, log_scale: bool) -> Result<(), MetricsError> {
-    let plot_err = |what: String| MetricsError::Plot { path: path.into(), what };
-    ensure_font().map_err(plot_err)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp.png"));
-    draw(&tmp, curves, log_scale).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        plot_err(e)
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| MetricsError::io(path, e))
+    write_png(path, |tmp| draw(tmp, curves, log_scale)).map_err(|e| match e {
+        PngError::Draw(what) => MetricsError::Plot { path: path.into(), what },
+        PngError::Io(e) => MetricsError::io(path, e),
+    })
 }
 
 fn finite(pts: &[(u64, f64)], positive: bool) -> Vec<(u64, f64)> {
@@ -119,8 +96,11 @@ fn draw(path: &Path, c: &Curves, log_scale: bool) -> Result<(), String> {
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
-fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
-    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+/// A panel of `loss.png`: its caption and the label areas both panels share.
+fn panel<'a, 'b>(area: &'a Area<'b>, title: String, caption_size: u32) -> ChartBuilder<'a, 'static, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder.caption(title, ("sans-serif", caption_size)).margin(15).x_label_area_size(45).y_label_area_size(95).right_y_label_area_size(80);
+    builder
 }
 
 fn draw_loss(area: &Area, train: &[(u64, f64)], val: &[(u64, f64)], x_range: std::ops::Range<u64>, log_scale: bool) -> Result<(), String> {
@@ -134,14 +114,7 @@ fn draw_loss(area: &Area, train: &[(u64, f64)], val: &[(u64, f64)], x_range: std
         (None, Some(v)) => format!("loss  (val {:.4} @ {})", v.1, v.0),
         (None, None) => "loss (no data yet)".to_string(),
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(95)
-        .right_y_label_area_size(80)
-        .build_cartesian_2d(x_range, y_min..y_max)
-        .map_err(|x| e(&x))?;
+    let mut chart = panel(area, title, 24).build_cartesian_2d(x_range, y_min..y_max).map_err(|x| e(&x))?;
     let decimals = label_decimals(if log_scale { 10f64.powf(y_max) - 10f64.powf(y_min) } else { y_max - y_min });
     let y_label = |y: &f64| if log_scale { format!("{:.*}", decimals + 1, 10f64.powf(*y)) } else { format!("{y:.decimals$}") };
     chart
@@ -149,29 +122,22 @@ fn draw_loss(area: &Area, train: &[(u64, f64)], val: &[(u64, f64)], x_range: std
         .x_desc("step")
         .y_desc(if log_scale { "loss (log scale)" } else { "loss" })
         .y_label_formatter(&y_label)
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
+        .label_style(LABEL_FONT)
+        .axis_desc_style(AXIS_DESC_FONT)
         .draw()
         .map_err(|x| e(&x))?;
 
     let raw_color = RGBColor(160, 190, 230);
     let pts = |v: &[(u64, f64)]| v.iter().map(|&(s, l)| (s, y_of(l))).collect::<Vec<_>>();
     if !train.is_empty() {
-        chart.draw_series(LineSeries::new(pts(train), raw_color.stroke_width(1))).map_err(|x| e(&x))?.label("train").legend(legend_line(raw_color));
-        chart.draw_series(LineSeries::new(pts(&smoothed), BLUE.stroke_width(2))).map_err(|x| e(&x))?.label("train (smoothed)").legend(legend_line(BLUE));
+        chart.draw_series(LineSeries::new(pts(train), raw_color.stroke_width(1))).map_err(|x| e(&x))?.label("train").legend(legend_line(raw_color.stroke_width(2)));
+        chart.draw_series(LineSeries::new(pts(&smoothed), BLUE.stroke_width(2))).map_err(|x| e(&x))?.label("train (smoothed)").legend(legend_line(BLUE.stroke_width(2)));
     }
     if !val.is_empty() {
-        chart.draw_series(LineSeries::new(pts(val), RED.stroke_width(2))).map_err(|x| e(&x))?.label("val").legend(legend_line(RED));
+        chart.draw_series(LineSeries::new(pts(val), RED.stroke_width(2))).map_err(|x| e(&x))?.label("val").legend(legend_line(RED.stroke_width(2)));
         chart.draw_series(pts(val).into_iter().map(|p| Circle::new(p, 4, RED.filled()))).map_err(|x| e(&x))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))
+    draw_legend(&mut chart, 16)
 }
 
 fn draw_lr_and_grad_norm(area: &Area, lr_muon: &[(u64, f64)], lr_adamw: &[(u64, f64)], gnorm: &[(u64, f64)], x_range: std::ops::Range<u64>) -> Result<(), String> {
@@ -184,12 +150,7 @@ fn draw_lr_and_grad_norm(area: &Area, lr_muon: &[(u64, f64)], lr_adamw: &[(u64, 
         Some(g) => format!("learning rates (left) and gradient norm (right; {:.3} @ {})", g.1, g.0),
         None => "learning rates (left) and gradient norm (right)".to_string(),
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(95)
-        .right_y_label_area_size(80)
+    let mut chart = panel(area, title, 20)
         .build_cartesian_2d(x_range.clone(), 0.0..lr_top)
         .map_err(|x| e(&x))?
         .set_secondary_coord(x_range, 0.0..g_top);
@@ -198,8 +159,8 @@ fn draw_lr_and_grad_norm(area: &Area, lr_muon: &[(u64, f64)], lr_adamw: &[(u64, 
         .x_desc("step")
         .y_desc("learning rate")
         .y_label_formatter(&|y: &f64| super::sci(*y))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
+        .label_style(LABEL_FONT)
+        .axis_desc_style(AXIS_DESC_FONT)
         .draw()
         .map_err(|x| e(&x))?;
     let g_decimals = label_decimals(g_top);
@@ -207,30 +168,23 @@ fn draw_lr_and_grad_norm(area: &Area, lr_muon: &[(u64, f64)], lr_adamw: &[(u64, 
         .configure_secondary_axes()
         .y_desc("gradient norm (before clipping)")
         .y_label_formatter(&|y: &f64| format!("{y:.g_decimals$}"))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
+        .label_style(LABEL_FONT)
+        .axis_desc_style(AXIS_DESC_FONT)
         .draw()
         .map_err(|x| e(&x))?;
     let (muon_color, adamw_color, g_color) = (RGBColor(200, 80, 0), RGBColor(0, 140, 70), RGBColor(90, 90, 90));
     if !lr_muon.is_empty() {
-        chart.draw_series(LineSeries::new(lr_muon.to_vec(), muon_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr Muon").legend(legend_line(muon_color));
+        chart.draw_series(LineSeries::new(lr_muon.to_vec(), muon_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr Muon").legend(legend_line(muon_color.stroke_width(2)));
     }
     if !lr_adamw.is_empty() {
-        chart.draw_series(LineSeries::new(lr_adamw.to_vec(), adamw_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr AdamW").legend(legend_line(adamw_color));
+        chart.draw_series(LineSeries::new(lr_adamw.to_vec(), adamw_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr AdamW").legend(legend_line(adamw_color.stroke_width(2)));
     }
     if !gnorm.is_empty() {
         chart
             .draw_secondary_series(LineSeries::new(gnorm.to_vec(), g_color.stroke_width(1)))
             .map_err(|x| e(&x))?
             .label("grad norm (right)")
-            .legend(legend_line(g_color));
+            .legend(legend_line(g_color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))
+    draw_legend(&mut chart, 16)
 }
