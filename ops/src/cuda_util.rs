@@ -9,8 +9,6 @@ use candle_core::{bail, Layout, Result, Shape, Storage, Tensor};
 
 /// The PTX of `ops/kernels/*.cu`, compiled by `build.rs` for `CUDA_COMPUTE_CAP`.
 pub(crate) mod ptx {
-    pub const SELECTIVE_SCAN: &str = include_str!(concat!(env!("OUT_DIR"), "/selective_scan.ptx"));
-    pub const CAUSAL_CONV1D: &str = include_str!(concat!(env!("OUT_DIR"), "/causal_conv1d.ptx"));
     pub const RMS_NORM: &str = include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx"));
     pub const CROSS_ENTROPY: &str = include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx"));
     pub const MIXER_CONV: &str = include_str!(concat!(env!("OUT_DIR"), "/mixer_conv.ptx"));

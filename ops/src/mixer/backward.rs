@@ -1,6 +1,6 @@
 //! The mixer ops' backward as plain functions, for a model that runs its own backward pass
 //! (`crate::backward`). The scan reads its input u from the conv's output (as the forward
-//! `crate::mixer_scan_rows_u` does) instead of recomputing the conv. The backward is split at the
+//! `crate::mixer_scan_saving` does) instead of recomputing the conv. The backward is split at the
 //! conv: [`scan`] leaves the conv's part of its gradient (dL/du) in a [`ConvShare`], and [`conv`] then runs the conv's backward once for both uses of the conv's
 //! output (x_proj's input, through `grad`, and the scan's `u`, through the share) and writes the
 //! whole `dxz`. Under candle's autograd the conv's backward kernels run twice (once inside the
@@ -8,6 +8,7 @@
 
 #[cfg(feature = "cuda")]
 use super::cuda;
+use super::tensors::ScanTensors;
 use super::{conv as conv_op, scan as scan_op, MixerDims};
 use crate::shape_check::expect_shape;
 use candle_core::{bail, DType, Result, Tensor, D};
@@ -21,12 +22,12 @@ pub struct ScanGrads {
     pub a_log: Tensor,
     pub d_skip: Tensor,
     pub delta_bias: Tensor,
-    /// Hand it to [`crate::backward::mixer_conv_rows`].
+    /// Hand it to [`crate::backward::mixer_conv`].
     pub conv: ConvShare,
 }
 
-/// What the scan's forward ([`crate::mixer_scan_rows_u`]) keeps for its backward
-/// ([`crate::backward::mixer_scan_rows`]), on the GPU: the states at every 16-step segment start
+/// What the scan's forward ([`crate::mixer_scan_saving`]) keeps for its backward
+/// ([`crate::backward::mixer_scan`]), on the GPU: the states at every 16-step segment start
 /// of the backward (f32; 100 MB per layer for the 130m model at micro-batch 16), so that the
 /// backward need not re-run the recurrence over the whole sequence first, and the packed B, C and
 /// per-channel parameters the forward read, so that the backward does not pack them again (about
@@ -52,44 +53,32 @@ enum Share {
     Cuda(Box<cuda::ScanShare>),
 }
 
-/// See [`crate::backward::mixer_scan_rows`]. `saved` serves the GPU only: its states, and its
-/// packed small tensor in place of packing `b`, `c` and the parameters again.
-#[allow(clippy::too_many_arguments)]
+/// See [`crate::backward::mixer_scan`]. `saved` serves the GPU only: its states, and its packed
+/// small tensor in place of packing `b`, `c` and the parameters again.
 #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
-pub(crate) fn scan(
-    xz: &Tensor,
-    u: &Tensor,
-    seq_len: usize,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-    grad: &Tensor,
-    saved: &ScanSaved,
-) -> Result<ScanGrads> {
+pub(crate) fn scan(t: &ScanTensors, u: &Tensor, grad: &Tensor, saved: &ScanSaved) -> Result<ScanGrads> {
     const NAME: &str = "mixer_scan backward";
+    let xz = &t.xz;
     // On the GPU the forward's packing of B, C and the parameters (the same tensors) is reused.
     #[cfg(feature = "cuda")]
     let packed = saved.small.as_ref().filter(|_| xz.device().is_cuda());
     #[cfg(not(feature = "cuda"))]
     let packed = None;
-    let (op, [xzc, deltac, small]) = scan_op::prepare(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, packed)?;
+    let (op, [xzc, deltac, small]) = scan_op::prepare(t, packed)?;
     let dims = op.dims;
     expect_shape(NAME, "grad", grad, dims.act_shape(dims.d).dims())?;
     let u = op.check_u(u, &xzc)?;
     let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
+    let p = &t.params;
+    let inputs = [&t.b, &t.c, &p.a_log, &p.d_skip, &p.delta_bias];
     #[cfg(feature = "cuda")]
     if xz.device().is_cuda() {
         let Some(states) = &saved.states else {
-            bail!("{NAME}: no saved states: pass what mixer_scan_rows_u returned for this xz on this device")
+            bail!("{NAME}: no saved states: pass what mixer_scan_saving returned for this xz on this device")
         };
         let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &u, states, &deltac, &small, &g)?;
         let dbc = dbc.reshape(dims.act_shape(2 * dims.n))?;
-        return split_grads(&dims, [b, c, a_log, d_skip, delta_bias], ddelta, dbc, dp, Share::Cuda(Box::new(share)));
+        return split_grads(&dims, inputs, ddelta, dbc, dp, Share::Cuda(Box::new(share)));
     }
     let [du, dz, ddelta, dsmall] = match small.dtype() {
         DType::F64 => op.cpu_bwd_deferred::<f64>(&xzc, &u, &deltac, &small, &g)?,
@@ -98,7 +87,7 @@ pub(crate) fn scan(
     let [o_bc, o_p, o_w, _, _] = dims.small_offsets();
     let dbc = dsmall.narrow(0, o_bc, o_p - o_bc)?.reshape(dims.act_shape(2 * dims.n))?;
     let dp = dsmall.narrow(0, o_p, o_w - o_p)?.reshape((dims.d, dims.n + 2))?;
-    split_grads(&dims, [b, c, a_log, d_skip, delta_bias], ddelta, dbc, dp, Share::Cpu { du, dz })
+    split_grads(&dims, inputs, ddelta, dbc, dp, Share::Cpu { du, dz })
 }
 
 /// Unpacks `dbc: (.., 2n)` and `dp = [dA_log | dD | ddelta_bias]: (d, n + 2)` into the inputs'
@@ -148,10 +137,10 @@ fn columns(t: &Tensor, start: usize, len: usize, like: &Tensor) -> Result<Tensor
     t.narrow(D::Minus1, start, len)?.contiguous()?.reshape(like.shape())?.to_dtype(like.dtype())
 }
 
-/// See [`crate::backward::mixer_conv_rows`]: `(dxz, dweight, dbias)`.
-pub(crate) fn conv(xz: &Tensor, seq_len: usize, weight: &Tensor, bias: &Tensor, grad: &Tensor, share: ConvShare) -> Result<[Tensor; 3]> {
+/// See [`crate::backward::mixer_conv`]: `(dxz, dweight, dbias)`.
+pub(crate) fn conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor, grad: &Tensor, share: ConvShare) -> Result<[Tensor; 3]> {
     const NAME: &str = "mixer_conv backward";
-    let (op, [xzc, w, cb]) = conv_op::prepare(xz, Some(seq_len), weight, bias)?;
+    let (op, [xzc, w, cb]) = conv_op::prepare(xz, seq_len, weight, bias)?;
     expect_shape(NAME, "grad", grad, op.dims.act_shape(op.dims.d).dims())?;
     let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
     let [dxz, dw, db] = match share.0 {

@@ -3,7 +3,7 @@
 //! xz's dtype; see the module docs of `mixer` for the dtype rules.
 
 use super::{dtypes, join_xz, load, split_xz, store, xz_dims, MixerDims};
-use crate::causal_conv1d::cpu as conv_cpu;
+use super::cpu::conv as conv_cpu;
 use crate::cpu_storage::as_cpu;
 use crate::real::Real;
 use candle_core::backend::BackendStorage;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 const NAME: &str = "mixer_conv";
 
-/// See [`crate::mixer_conv`] (`seq_len` None) and [`crate::mixer_conv_rows`].
+/// See [`crate::mixer_conv`].
 pub(crate) fn mixer_conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (op, [xz, weight, bias]) = prepare(xz, seq_len, weight, bias)?;
     let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(op));

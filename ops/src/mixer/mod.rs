@@ -8,9 +8,10 @@
 //!   inputs, and recomputing four multiply-adds per element is cheaper than storing and packing a
 //!   `(b, l, d)` tensor).
 //!
-//! They compute exactly what `causal_conv1d_silu` and `selective_scan` compute from the narrowed
-//! halves (tests/mixer.rs checks the identities in f64, forward and gradients). The CPU paths are
-//! those two ops' CPU code applied to the unpacked halves; `cuda.rs` + `kernels/mixer_conv.cu`,
+//! They compute exactly what the plain `reference::causal_conv1d_silu` and
+//! `reference::selective_scan` compute from the narrowed halves (tests/mixer.rs checks the
+//! identities in f64, forward and gradients). The CPU paths are the loops of `cpu/` (which those
+//! two plain ops wrap too) applied to the unpacked halves; `cuda.rs` + `kernels/mixer_conv.cu`,
 //! `kernels/mixer_scan.cu` (four or two states per thread, `scan_layout.rs`) fuse the conv into
 //! the scan kernels and read and write bf16 or f32 directly.
 //!
@@ -22,11 +23,13 @@
 
 pub(crate) mod backward;
 pub(crate) mod conv;
+pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub(crate) mod scan;
 #[cfg(feature = "cuda")]
 pub(crate) mod scan_layout;
+pub(crate) mod tensors;
 
 use crate::real::Real;
 use candle_core::backend::BackendStorage;
@@ -55,12 +58,12 @@ impl MixerDims {
         }
     }
 
-    fn conv(&self) -> crate::causal_conv1d::cpu::ConvDims {
-        crate::causal_conv1d::cpu::ConvDims { b: self.b, l: self.l, d: self.d, k: self.k }
+    fn conv(&self) -> cpu::conv::ConvDims {
+        cpu::conv::ConvDims { b: self.b, l: self.l, d: self.d, k: self.k }
     }
 
-    fn scan(&self) -> crate::selective_scan::ScanDims {
-        crate::selective_scan::ScanDims { b: self.b, l: self.l, d: self.d, n: self.n }
+    fn scan(&self) -> cpu::scan::ScanDims {
+        cpu::scan::ScanDims { b: self.b, l: self.l, d: self.d, n: self.n }
     }
 
     /// Offsets into the packed small tensor: `[bc, p, conv_w, conv_b, end]`.

@@ -5,12 +5,13 @@
 //! dtype, `small` in the compute dtype.
 
 use super::backward::ScanSaved;
+use super::tensors::{ChannelParams, ScanTensors};
 use super::{dtypes, join_xz, load, split_xz, store, xz_dims, MixerDims};
-use crate::causal_conv1d::cpu as conv_cpu;
+use super::cpu::conv as conv_cpu;
 use crate::cpu_storage::as_cpu;
 use crate::shape_check::{expect_shape, state_size};
 use crate::real::Real;
-use crate::selective_scan::cpu as scan_cpu;
+use super::cpu::scan as scan_cpu;
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
@@ -18,21 +19,9 @@ use std::sync::Arc;
 
 const NAME: &str = "mixer_scan";
 
-/// See [`crate::mixer_scan`] (`seq_len` None) and [`crate::mixer_scan_rows`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn mixer_scan(
-    xz: &Tensor,
-    seq_len: Option<usize>,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-) -> Result<Tensor> {
-    let (op, [xz, delta, small]) = prepare(xz, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, None)?;
+/// See [`crate::mixer_scan`].
+pub(crate) fn mixer_scan(t: &ScanTensors) -> Result<Tensor> {
+    let (op, [xz, delta, small]) = prepare(t, None)?;
     let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(op));
     xz.apply_op3_arc(&delta, &small, op) // (b, l, d)
 }
@@ -41,21 +30,10 @@ pub(crate) fn mixer_scan(
 /// contiguous, the third packed (layout in the `mixer` module docs), or `packed` when given (the
 /// small tensor an earlier `prepare` of the same tensors returned; only its length and dtype are
 /// checked) instead of packing `b`, `c` and the parameters again.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn prepare(
-    xz: &Tensor,
-    seq_len: Option<usize>,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-    packed: Option<&Tensor>,
-) -> Result<(MixerScan, [Tensor; 3])> {
-    let mut dims = xz_dims(NAME, xz, seq_len, conv_w)?;
+pub(crate) fn prepare(t: &ScanTensors, packed: Option<&Tensor>) -> Result<(MixerScan, [Tensor; 3])> {
+    let ScanTensors { xz, seq_len, delta, b, c, params } = t;
+    let ChannelParams { conv_w, conv_b, a_log, d_skip, delta_bias } = params;
+    let mut dims = xz_dims(NAME, xz, *seq_len, conv_w)?;
     let d = dims.d;
     let n = state_size(NAME, a_log, d)?;
     dims.n = n;
@@ -80,8 +58,8 @@ pub(crate) fn prepare(
     // Without autograd history (the hand-written backward's forward) one launch on the GPU; the
     // candle ops below keep the graph to b, c and the parameters for autograd.
     #[cfg(feature = "cuda")]
-    if xz.device().is_cuda() && compute == DType::F32 && ![b, c, conv_w, conv_b, a_log, d_skip, delta_bias].iter().any(|t| t.track_op()) {
-        return Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, pack_small(&dims, [b, c, a_log, d_skip, delta_bias, conv_w, conv_b])?]));
+    if xz.device().is_cuda() && compute == DType::F32 && !t.small_parts().iter().any(|t| t.track_op()) {
+        return Ok((MixerScan { dims }, [xz.contiguous()?, delta.contiguous()?, pack_small(&dims, t.small_parts())?]));
     }
     let flat = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.flatten_all() };
     let bc = Tensor::cat(&[b.to_dtype(compute)?, c.to_dtype(compute)?], D::Minus1)?; // (b, l, 2n)
@@ -119,23 +97,10 @@ fn pack_small(dims: &MixerDims, [b, c, a_log, d_skip, delta_bias, conv_w, conv_b
     crate::pack::pack(NAME, &parts, end, DType::F32)
 }
 
-/// See [`crate::mixer_scan_rows_u`]: the scan reading u from `u` (the conv's output), no autograd;
-/// also what its backward keeps (the GPU's segment states).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn mixer_scan_u(
-    xz: &Tensor,
-    u: &Tensor,
-    seq_len: usize,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-) -> Result<(Tensor, ScanSaved)> {
-    let (op, [xz, delta, small]) = prepare(&xz.detach(), Some(seq_len), &delta.detach(), &b.detach(), &c.detach(), &conv_w.detach(), &conv_b.detach(), &a_log.detach(), &d_skip.detach(), &delta_bias.detach(), None)?;
+/// See [`crate::mixer_scan_saving`]: the scan reading u from `u` (the conv's output), no
+/// autograd; also what its backward keeps (the GPU's segment states).
+pub(crate) fn mixer_scan_saving(t: &ScanTensors, u: &Tensor) -> Result<(Tensor, ScanSaved)> {
+    let (op, [xz, delta, small]) = prepare(&t.detach(), None)?;
     let u = op.check_u(u, &xz)?;
     let shape = op.dims.act_shape(op.dims.d);
     let ((xs, xl), (us, ul), (ds, dl), (ss, sl)) = (xz.storage_and_layout(), u.storage_and_layout(), delta.storage_and_layout(), small.storage_and_layout());

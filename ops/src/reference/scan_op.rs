@@ -1,5 +1,7 @@
-//! The selective scan as a candle custom op: argument checks, packing of the eight inputs into the
-//! three tensors a `CustomOp3` takes, and device dispatch. The CPU arithmetic is in `cpu.rs`.
+//! The plain selective scan as a candle custom op, CPU only: argument checks and the packing of
+//! the eight inputs into the three tensors a `CustomOp3` takes, around the CPU loops the fused
+//! mixer op runs on the CPU (`crate::mixer::cpu::scan`). The reference the fused op is tested
+//! against (tests/mixer.rs), itself tested against the f64 loops and finite differences.
 //!
 //! Packing (all contiguous, compute dtype):
 //! - `x:  (b, l, 3d)` = `cat([u, delta, z], dim 2)`, so `x[i, t, k*d + c]` is `u`, `delta`, `z`
@@ -10,30 +12,28 @@
 //! The op's backward returns gradients for the three packed tensors; candle's own `cat` backward
 //! narrows them back to the eight inputs.
 
-pub(crate) mod cpu;
-#[cfg(feature = "cuda")]
-mod cuda;
-
-use crate::shape_check::{expect_shape, state_size};
 use crate::cpu_storage::{as_cpu, contiguous_slice};
+use crate::mixer::cpu::scan::{self as cpu, ScanDims};
+use crate::shape_check::{expect_shape, state_size};
 use crate::real::{compute_dtype, Real};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
 const NAME: &str = "selective_scan";
 
-/// Problem sizes: batch `b`, sequence length `l`, channels `d`, state size `n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ScanDims {
-    pub b: usize,
-    pub l: usize,
-    pub d: usize,
-    pub n: usize,
-}
-
-/// See [`crate::selective_scan`] for the public contract.
+/// Selective scan with D skip and silu(z) gating, on the CPU (`selective_scan_fn` in
+/// state-spaces/mamba; Mamba paper, Algorithm 2).
+///
+/// Shapes: `u, delta, z: (b, l, d)`, `a_log: (d, n)`, `b, c: (b, l, n)`, `d_skip, delta_bias: (d,)`.
+/// Returns `(b, l, d)`. `delta` gets `softplus(delta + delta_bias)` applied inside.
+///
+/// Per batch `i`, channel `c`, state `s`, with `h_{-1} = 0`:
+/// `A = -exp(A_log)`, `dt_t = softplus(delta_t + delta_bias)`,
+/// `h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t`, `y_t = C_t · h_t + D u_t`, `out = y_t silu(z_t)`.
+/// Computed in f64 when every input is f64, else in f32 (the result in u's dtype). The backward
+/// recomputes the states instead of storing them.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn selective_scan(
+pub fn selective_scan(
     u: &Tensor,
     delta: &Tensor,
     a_log: &Tensor,
@@ -163,20 +163,6 @@ impl CustomOp3 for SelectiveScan {
         }
     }
 
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        self.check_layouts([l1, l2, l3])?;
-        cuda::forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))
-    }
-
     fn bwd(
         &self,
         x: &Tensor,
@@ -189,14 +175,6 @@ impl CustomOp3 for SelectiveScan {
         let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (b, l, d)
         if grad_y.dims() != [b, l, d] {
             bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad_y.dims(), [b, l, d])
-        }
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            if x.dtype() != DType::F32 {
-                bail!("{NAME}: the CUDA kernels compute in f32, got {:?}", x.dtype())
-            }
-            let [dx, dbc, dp] = cuda::backward(NAME, &self.dims, x, bc, p, &grad_y)?;
-            return Ok((Some(dx), Some(dbc), Some(dp)));
         }
         let (xs, xl) = x.storage_and_layout();
         let (bcs, bcl) = bc.storage_and_layout();

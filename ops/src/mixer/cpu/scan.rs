@@ -1,4 +1,8 @@
-//! CPU selective scan, forward and backward, over the packed layout described in `mod.rs`.
+//! CPU selective scan, forward and backward, over a packed layout (all contiguous, compute dtype):
+//! - `x:  (b, l, 3d)` = `cat([u, delta, z], dim 2)`, so `x[i, t, k*d + c]` is `u`, `delta`, `z`
+//!   for `k = 0, 1, 2`;
+//! - `bc: (b, l, 2n)` = `cat([B, C], dim 2)`;
+//! - `p:  (d, n + 2)` = `cat([A_log, D[:, None], delta_bias[:, None]], dim 1)`.
 //!
 //! Math per batch `i`, channel `c`, state `s` (Mamba paper, Algorithm 2; `selective_scan_ref` in
 //! state-spaces/mamba `mamba_ssm/ops/selective_scan_interface.py`, here channel-last):
@@ -17,10 +21,18 @@
 //! `exp(dt_t A)` for the whole sequence into a local `(l, n)` buffer pair and runs the adjoint
 //! recurrence backwards in time.
 
-use super::ScanDims;
 use crate::real::{sigmoid, silu_and_grad, softplus, Real};
 use rayon::prelude::*;
 use std::ops::Range;
+
+/// Problem sizes: batch `b`, sequence length `l`, channels `d`, state size `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScanDims {
+    pub b: usize,
+    pub l: usize,
+    pub d: usize,
+    pub n: usize,
+}
 
 /// Channels per task. A constant (not derived from the thread count) so that the order of the
 /// floating-point reductions, and hence the result, never depends on the machine.

@@ -1,20 +1,21 @@
-//! Depthwise causal conv1d + bias + SiLU as a candle `CustomOp3` over `(x, weight, bias)`:
-//! argument checks and device dispatch. The CPU arithmetic is in `cpu.rs`.
-
-pub(crate) mod cpu;
-#[cfg(feature = "cuda")]
-mod cuda;
+//! The plain depthwise causal conv1d + bias + SiLU as a candle `CustomOp3` over `(x, weight,
+//! bias)`, CPU only: argument checks around the CPU loops the fused mixer ops run on the CPU
+//! (`crate::mixer::cpu::conv`). The reference the fused ops are tested against (tests/mixer.rs),
+//! itself tested against the f64 loops and finite differences.
 
 use crate::cpu_storage::{as_cpu, contiguous_slice};
 use crate::real::{compute_dtype, Real};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
-use cpu::ConvDims;
+use crate::mixer::cpu::conv::{self as cpu, ConvDims};
 use std::sync::Arc;
 
 const NAME: &str = "causal_conv1d_silu";
 
-/// See [`crate::causal_conv1d_silu`] for the public contract.
-pub(crate) fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// Depthwise causal conv1d + bias + SiLU on the CPU. `x: (b, l, d)`, `weight: (d, k)`, `bias: (d,)`
+/// → `(b, l, d)`: `out[i,t,c] = silu(bias[c] + sum_{j<k} weight[c,j] x[i, t-(k-1)+j, c])`,
+/// zero-padded on the left (PyTorch's `Conv1d(d, d, k, groups=d, padding=k-1)` truncated to the
+/// first `l` outputs). Dtype rules as [`super::selective_scan`]'s.
+pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (b, l, d) = match x.dims() {
         &[b, l, d] => (b, l, d),
         other => bail!("{NAME}: `x` must be (batch, len, channels), got shape {other:?}"),
@@ -102,20 +103,6 @@ impl CustomOp3 for CausalConv1dSilu {
         }
     }
 
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        self.check_layouts([l1, l2, l3])?;
-        cuda::forward(NAME, &self.dims, (s1, l1), (s2, l2), (s3, l3))
-    }
-
     fn bwd(
         &self,
         x: &Tensor,
@@ -127,14 +114,6 @@ impl CustomOp3 for CausalConv1dSilu {
         let grad_y = grad_y.to_dtype(x.dtype())?.contiguous()?; // (b, l, d)
         if grad_y.shape() != &self.shapes()[0] {
             bail!("{NAME}: gradient has shape {:?}, expected {:?}", grad_y.dims(), self.shapes()[0])
-        }
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            if x.dtype() != DType::F32 {
-                bail!("{NAME}: the CUDA kernels compute in f32, got {:?}", x.dtype())
-            }
-            let [dx, dw, db] = cuda::backward(NAME, &self.dims, x, w, bias, &grad_y)?;
-            return Ok((Some(dx), Some(dw), Some(db)));
         }
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
