@@ -13,6 +13,7 @@
 
 mod causal_conv1d;
 mod conv_op;
+mod cpu_op;
 mod rms_norm;
 mod scan_op;
 mod selective_scan;
