@@ -9,8 +9,7 @@
 #[cfg(feature = "cuda")]
 use super::cuda;
 use super::tensors::ScanTensors;
-use super::{conv as conv_op, scan as scan_op, MixerDims};
-use crate::util::shape_check::expect_shape;
+use super::{conv as conv_op, output_grad, scan as scan_op, MixerDims};
 use candle_core::{bail, DType, Result, Tensor, D};
 
 /// The scan's gradients, each in its input's dtype and shape (`b` and `c` possibly column views
@@ -66,9 +65,8 @@ pub(crate) fn scan(t: &ScanTensors, u: &Tensor, grad: &Tensor, saved: &ScanSaved
     let packed = None;
     let (op, [xzc, deltac, small]) = scan_op::prepare(t, packed)?;
     let dims = op.dims;
-    expect_shape(NAME, "grad", grad, dims.act_shape(dims.d).dims())?;
     let u = op.check_u(u, &xzc)?;
-    let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
+    let g = output_grad(NAME, &dims, grad, xz.dtype())?; // (b·l, d)
     let p = &t.params;
     let inputs = [&t.b, &t.c, &p.a_log, &p.d_skip, &p.delta_bias];
     #[cfg(feature = "cuda")]
@@ -141,8 +139,7 @@ fn columns(t: &Tensor, start: usize, len: usize, like: &Tensor) -> Result<Tensor
 pub(crate) fn conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor, grad: &Tensor, share: ConvShare) -> Result<[Tensor; 3]> {
     const NAME: &str = "mixer_conv backward";
     let (op, [xzc, w, cb]) = conv_op::prepare(xz, seq_len, weight, bias)?;
-    expect_shape(NAME, "grad", grad, op.dims.act_shape(op.dims.d).dims())?;
-    let g = grad.to_dtype(xz.dtype())?.contiguous()?; // (b·l, d)
+    let g = output_grad(NAME, &op.dims, grad, xz.dtype())?; // (b·l, d)
     let [dxz, dw, db] = match share.0 {
         #[cfg(feature = "cuda")]
         Share::Cuda(s) => {

@@ -92,6 +92,13 @@ fn xz_dims(op: &str, xz: &Tensor, seq_len: Option<usize>, conv_w: &Tensor) -> Re
     }
 }
 
+/// The gradient of the ops' output, `grad: (b, l, d)` or `(b·l, d)`, checked and made contiguous
+/// in xz's dtype `io`.
+pub(crate) fn output_grad(op: &str, dims: &MixerDims, grad: &Tensor, io: DType) -> Result<Tensor> {
+    crate::util::shape_check::expect_shape(op, "grad", grad, dims.act_shape(dims.d).dims())?;
+    grad.to_dtype(io)?.contiguous()
+}
+
 /// The IO dtype (of `xz`) and the compute dtype of the small tensors: f64 for f64, else f32.
 fn dtypes(op: &str, xz: &Tensor) -> Result<(DType, DType)> {
     match xz.dtype() {

@@ -6,7 +6,7 @@
 
 use super::backward::ScanSaved;
 use super::tensors::{ChannelParams, ScanTensors};
-use super::{dtypes, join_xz, load, split_xz, store, xz_dims, MixerDims};
+use super::{dtypes, join_xz, load, output_grad, split_xz, store, xz_dims, MixerDims};
 use super::cpu::conv as conv_cpu;
 use crate::util::cpu_storage::as_cpu;
 use crate::util::shape_check::{expect_shape, state_size};
@@ -288,11 +288,7 @@ impl CustomOp3 for MixerScan {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = grad_y.to_dtype(xz.dtype())?.contiguous()?; // (b, l, d) or (b·l, d)
-        let want = self.dims.act_shape(self.dims.d);
-        if g.shape() != &want {
-            bail!("{NAME}: gradient has shape {:?}, expected {want:?}", g.dims())
-        }
+        let g = output_grad(NAME, &self.dims, grad_y, xz.dtype())?; // (b, l, d) or (b·l, d)
         #[cfg(feature = "cuda")]
         if xz.device().is_cuda() {
             let [dxz, ddelta, dsmall] = super::cuda::scan_backward(NAME, &self.dims, xz, delta, small, &g)?;
