@@ -74,7 +74,7 @@ pub(crate) fn scan(t: &ScanTensors, u: &Tensor, grad: &Tensor, saved: &ScanSaved
         let Some(states) = &saved.states else {
             bail!("{NAME}: no saved states: pass what mixer_scan_saving returned for this xz on this device")
         };
-        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, &u, states, &deltac, &small, &g)?;
+        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, (&u, states), &deltac, &small, &g)?;
         let dbc = dbc.reshape(dims.act_shape(2 * dims.n))?;
         return split_grads(&dims, inputs, ddelta, dbc, dp, Share::Cuda(Box::new(share)));
     }

@@ -243,17 +243,15 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
 
 /// The scan's backward reading u from `u` (the conv's output) and without its conv part:
 /// `(share, ddelta, dbc (b, l, 2n), dp (d, n + 2))`, the share holding dL/du; the conv's input
-/// and weight gradients are left to [`conv_backward_with`]. `states`: what [`scan_forward`]
-/// returned with the same u.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, states: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+/// and weight gradients are left to [`conv_backward_with`]. `(u, states)`: the conv's output and
+/// what [`scan_forward`] returned with it.
+pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, saved: (&Tensor, &Tensor), delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
     check_k(op, dims)?;
-    dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, u, states, delta, small, g))
+    dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, saved, delta, small, g))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: &Tensor, states: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
-    let (o, dev) = scan_backward_core::<T>(op, dims, xz, Some((u, states)), delta, small, g)?;
+fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, saved: (&Tensor, &Tensor), delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+    let (o, dev) = scan_backward_core::<T>(op, dims, xz, Some(saved), delta, small, g)?;
     let share = ScanShare { du: CudaStorage::wrap_cuda_slice(o.dpre, dev.clone()), dxz: CudaStorage::wrap_cuda_slice(o.dxz, dev.clone()) };
     Ok((share, [tensor(o.ddelta, &dev, dims.act_shape(dims.d)), o.dbc, o.dp]))
 }
