@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 14] = [
-    "selective_scan",
-    "causal_conv1d",
+const KERNELS: [&str; 12] = [
     "cross_entropy",
     "rms_norm",
     "mixer_conv",

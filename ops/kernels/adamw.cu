@@ -1,4 +1,4 @@
-// AdamW updates (ops/src/adamw.rs), in f32, as the trainer's former chain of candle ops computed
+// AdamW updates (ops/src/optim/adamw.rs), in f32, as the trainer's former chain of candle ops computed
 // them element by element (c1 = 1 − β1, c2 = 1 − β2 rounded from f64, as candle's affine rounds
 // its factor):
 //   m' = β1 m + c1 g,  v' = β2 v + c2 g²,

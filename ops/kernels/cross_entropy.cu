@@ -1,5 +1,5 @@
 // Fused softmax cross-entropy over the vocabulary on the GPU, for f32 and bf16 logits; all math in
-// f32. The math is the CPU op's (ops/src/cross_entropy/cpu.rs), which these kernels are tested
+// f32. The math is the CPU op's (ops/src/model/cross_entropy/cpu.rs), which these kernels are tested
 // against (ops/tests/cuda_vs_cpu.rs).
 //
 //   x: (n, V) logits      targets: (n,) u32

@@ -1,4 +1,4 @@
-// The tied embedding's weight gradient (ops/src/embedding/rows.rs, `backward::embedding_rows`):
+// The tied embedding's weight gradient (ops/src/model/embedding/rows.rs, `backward::embedding_rows`):
 // dw[v, c] = head[v, c] + Σ_{p in positions of v} g[p, c], in f32, with the head's gradient (or 0)
 // first and then the rows of g in increasing position order: the CPU path's order, so the two
 // agree bit for bit. The positions come from a CSR built on the host (TokenIndex): row v's are
@@ -24,7 +24,7 @@
 
 #include "mixer_common.cuh"
 
-#define EMB_COLS 4  // columns per thread per pass; ops/src/embedding/cuda.rs sizes blocks by it
+#define EMB_COLS 4  // columns per thread per pass; ops/src/model/embedding/cuda.rs sizes blocks by it
 #define EMB_BATCH 8 // positions whose loads are issued before their adds (divides 32)
 
 template <typename G, typename H, bool HEAD>

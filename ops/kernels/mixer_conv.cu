@@ -1,6 +1,6 @@
-// The mixer's causal conv1d + SiLU over the x half of xz = [x | z]: (b, l, 2d) (ops/src/mixer,
+// The mixer's causal conv1d + SiLU over the x half of xz = [x | z]: (b, l, 2d) (ops/src/model/mixer,
 // `mixer_conv`), in the IO type T (bf16 or f32), f32 arithmetic; conv weight w (d, k), bias cb (d)
-// in f32. The math is causal_conv1d.cu's on the x half. The backward kernels are shared with
+// in f32. The math is ops/src/model/mixer/cpu/conv.rs's on the x half. The backward kernels are shared with
 // mixer_scan, whose backward produces dpre = dL/d(pre-activation) for them.
 
 #include "mixer_common.cuh"

@@ -1,8 +1,8 @@
-// The mixer's selective scan on the GPU (ops/src/mixer, `mixer_scan`). It reads the in_proj
+// The mixer's selective scan on the GPU (ops/src/model/mixer, `mixer_scan`). It reads the in_proj
 // output xz = [x | z]: (b, l, 2d) and delta: (b, l, d) in the IO type T (bf16 or f32) and writes
 // the output and their gradients in T; all arithmetic is f32. The small inputs are f32: bc
 // (b, l, 2n) = B | C, p (d, n + 2) = A_log | D | delta_bias, conv weight w (d, k) and bias cb (d).
-// The math is the CPU op's (causal_conv1d/cpu.rs + selective_scan/cpu.rs on the halves of xz),
+// The math is the CPU op's (ops/src/model/mixer/cpu/{conv,scan}.rs on the halves of xz),
 // which these kernels are tested against (tests/cuda_vs_cpu.rs).
 //
 // Layout (`Layout` below): a channel's NP states are spread over LN = NP / 4 consecutive lanes
@@ -40,7 +40,7 @@
 // values are one 16- or 8-byte shared-memory load), CH = 16·S channels per block and THREADS =
 // CH·LN = 16·NP threads per block (256 for NP = 16). S = 4 normally; S = 2 (`_s2` kernels) doubles
 // the threads per channel for batches too small to fill the GPU with S = 4 (the host chooses,
-// `ops/src/mixer/scan_layout.rs`). At most 768 threads per SM are asked for, which leaves 85
+// `ops/src/model/mixer/scan_layout.rs`). At most 768 threads per SM are asked for, which leaves 85
 // registers per thread.
 template <int NP, int S>
 struct Layout {

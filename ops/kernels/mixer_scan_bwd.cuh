@@ -34,7 +34,7 @@
 #define BWD_P0 32
 
 // The backward's dynamic shared memory, offsets in floats (the host computes the same size,
-// `bwd_shared_bytes` in ops/src/mixer/scan_layout.rs; the kernel traps if it gets less).
+// `bwd_shared_bytes` in ops/src/model/mixer/scan_layout.rs; the kernel traps if it gets less).
 template <int NP, int S>
 struct BwdSmem {
     static constexpr int CH = Layout<NP, S>::CH, THREADS = Layout<NP, S>::THREADS, WARPS = THREADS / 32;

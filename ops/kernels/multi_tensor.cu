@@ -1,4 +1,4 @@
-// Updates of many tensors in one launch each (ops/src/multi_tensor.rs; the table's
+// Updates of many tensors in one launch each (ops/src/optim/multi_tensor.rs; the table's
 // layout in multi_tensor.cuh). Each element's arithmetic is the per-tensor candle op's.
 
 #include <cuda_bf16.h>

@@ -1,4 +1,4 @@
-// Multi-tensor launches (ops/src/multi_tensor.rs), as PyTorch's multi-tensor apply: the host
+// Multi-tensor launches (ops/src/optim/multi_tensor.rs), as PyTorch's multi-tensor apply: the host
 // cuts every tensor into chunks of at most `multi_tensor::CHUNK` elements and gives each block
 // one chunk through a table of entries: K pointers (already offset to the chunk's first element)
 // and a meta word (low 32 bits: the chunk's length; bit 32: a flag). Blocks never share

@@ -1,4 +1,4 @@
-// Muon's elementwise work on stacked (k, r, c) f32 matrices (ops/src/muon), fused so that each
+// Muon's elementwise work on stacked (k, r, c) f32 matrices (ops/src/optim/muon), fused so that each
 // big tensor is read once or twice instead of once per candle op (candle's affine, add, cast,
 // broadcast division and the norm's square/sum each made a full pass; ~10 ms of a 16 ms Muon
 // step for the 130m model on an H200).

@@ -1,6 +1,6 @@
 // Packs up to PACK_MAX_PARTS 2-D regions (f32 or bf16, rows of `cols` elements `src_stride`
 // apart) into one new tensor (f32 or bf16) in one pass: part q's element (row, col) goes to
-// dst_off + row·dst_stride + col (ops/src/pack.rs). It replaces the chains of narrow copies,
+// dst_off + row·dst_stride + col (ops/src/util/pack.rs). It replaces the chains of narrow copies,
 // casts and concatenations with which the mixer assembled its small inputs (B | C and the
 // per-channel parameters, `mamba_ops::mixer_scan_rows_u`) and x_proj's gradient [dΔ_low | dB | dC]
 // (`mamba_ops::concat_columns`), and split [dA_log | dD | ddelta_bias]: about fifteen launches of

@@ -1,4 +1,4 @@
-// The residual stream's update out = residual + x (ops/src/residual.rs): the f32 stream plus a
+// The residual stream's update out = residual + x (ops/src/model/residual.rs): the f32 stream plus a
 // block's output in T (bf16 under mixed precision), converted in the same pass (as candle ops, a
 // cast kernel and an add: three passes over the stream instead of one).
 

@@ -1,7 +1,7 @@
 // RMSNorm on the GPU: y = w · x / √(mean(x²) + eps) over rows of d values; x and w are f32, the
 // output y and its gradient g are f32 or bf16 (the `_bf16` kernels: the model's f32 residual
 // stream normalized straight into its bf16 matmul input). The arithmetic is f32. The math is the
-// CPU op's (ops/src/rms_norm/cpu.rs), which these kernels are tested against.
+// CPU op's (ops/src/model/rms_norm/cpu.rs), which these kernels are tested against.
 //
 // One warp per row (consecutive lanes read consecutive columns: coalesced), warp-shuffle sums.
 // Backward: dx and 1/rms per row in one kernel; dw as per-strip partial sums over rows (one

@@ -1,4 +1,4 @@
-// Σx² of many f32 tensors in one launch (ops/src/sum_squares.rs): the gradients' global norm for
+// Σx² of many f32 tensors in one launch (ops/src/optim/sum_squares.rs): the gradients' global norm for
 // clipping. Block (p, t) sums a grid-stride share of tensor t into part[t·P + p]; the host adds
 // the partials in a fixed order (deterministic). One launch instead of five candle ops per
 // tensor (~1,300 launches per step for the 130m model's 218 gradients).

@@ -5,33 +5,33 @@
 //! gradient of its output; `tests/backward.rs` checks each against candle's autograd.
 //!
 //! The mixer's two ops are the exception: their backward is split at the conv so that it runs
-//! once for both uses of the conv's output ([`mixer_scan_rows`] then [`mixer_conv_rows`]).
+//! once for both uses of the conv's output ([`mixer_scan`] then [`mixer_conv`]).
 
 use candle_core::{DType, Result, Tensor};
 
-pub use crate::mixer::backward::{ConvShare, ScanGrads, ScanSaved};
+pub use crate::model::mixer::backward::{ConvShare, ScanGrads, ScanSaved};
 
-use crate::TokenIndex;
+use crate::{ScanTensors, TokenIndex};
 
 /// [`crate::rms_norm`] (`out` None) or [`crate::rms_norm_to`] (`out` Some): `(dx, dweight)` in
 /// the dtypes of `x` and `weight`, for the gradient `grad` of the output. `add` (x's shape and
 /// dtype), when given, is added to dx in the same kernel: a pre-norm residual block's backward
 /// adds the norm's input gradient to the stream's.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-    crate::rms_norm::rms_norm_backward(x, weight, eps, out, grad, add)
+    crate::model::rms_norm::rms_norm_backward(x, weight, eps, out, grad, add)
 }
 
 /// [`rms_norm`] that also returns dx in `out`'s dtype (x's when None): the next block's bf16
 /// matmuls read the residual stream's gradient in the compute dtype. On the GPU with a bf16
 /// `out` the same kernel writes both (no separate cast pass).
 pub fn rms_norm_and_copy(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
-    crate::rms_norm::rms_norm_backward_and_copy(x, weight, eps, out, grad, add)
+    crate::model::rms_norm::rms_norm_backward_and_copy(x, weight, eps, out, grad, add)
 }
 
 /// [`crate::embedding`]: the weight's gradient for the output's gradient `grad: (n, d)` (builds
 /// a [`TokenIndex`], reading the ids back to the host, and runs [`embedding_rows`]).
 pub fn embedding(weight: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor> {
-    crate::embedding::embedding_backward(weight, ids, grad)
+    crate::model::embedding::embedding_backward(weight, ids, grad)
 }
 
 /// The gradient of an embedding `(V, d)` whose lookup at the ids of `index` got the gradient
@@ -44,42 +44,27 @@ pub fn embedding(weight: &Tensor, ids: &Tensor, grad: &Tensor) -> Result<Tensor>
 /// between CPU and GPU for an f32 result. `grad` and `head_grad` may be any float dtype (the GPU
 /// kernel reads f32 and bf16 directly) and must be on the index's device.
 pub fn embedding_rows(index: &TokenIndex, grad: &Tensor, head_grad: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
-    crate::embedding::embedding_rows(index, grad, head_grad, dtype)
+    crate::model::embedding::embedding_rows(index, grad, head_grad, dtype)
 }
 
 /// The gradient of the logits for the loss `scale · mean_i loss_i`, from the rows of
 /// [`crate::cross_entropy_rows`] (their lse): `scale/n · (softmax − onehot)` in the logits'
 /// dtype, one pass.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor, rows: &Tensor, scale: f64) -> Result<Tensor> {
-    crate::cross_entropy::cross_entropy_backward(logits, targets, rows, scale)
+    crate::model::cross_entropy::cross_entropy_backward(logits, targets, rows, scale)
 }
 
-/// [`crate::mixer_scan_rows_u`]'s gradients for the output's gradient `grad: (b·l, d)`, except
-/// the conv's (xz and the conv weights): those come from [`mixer_conv_rows`] given `conv` of the
-/// result, which adds the scan's share (dL/du) to the conv's own. `u` is the conv's output the
-/// forward read, `saved` what the forward returned with its output.
-#[allow(clippy::too_many_arguments)]
-pub fn mixer_scan_rows(
-    xz: &Tensor,
-    u: &Tensor,
-    seq_len: usize,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-    grad: &Tensor,
-    saved: &ScanSaved,
-) -> Result<ScanGrads> {
-    crate::mixer::backward::scan(xz, u, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias, grad, saved)
+/// [`crate::mixer_scan_saving`]'s gradients for the output's gradient `grad` (the output's
+/// shape), except the conv's (xz and the conv weights): those come from [`mixer_conv`] given
+/// `conv` of the result, which adds the scan's share (dL/du) to the conv's own. `u` is the conv's
+/// output the forward read, `saved` what the forward returned with its output.
+pub fn mixer_scan(t: &ScanTensors, u: &Tensor, grad: &Tensor, saved: &ScanSaved) -> Result<ScanGrads> {
+    crate::model::mixer::backward::scan(t, u, grad, saved)
 }
 
-/// `(dxz, dweight, dbias)` of the mixer's conv for both uses of its output: [`crate::mixer_conv_rows`]
-/// (whose output's gradient is `grad: (b·l, d)`) and the scan that read the same `xz` (`scan`, from
-/// [`mixer_scan_rows`]). `dxz` is whole: the conv's x half and the scan's z half.
-pub fn mixer_conv_rows(xz: &Tensor, seq_len: usize, weight: &Tensor, bias: &Tensor, grad: &Tensor, scan: ConvShare) -> Result<[Tensor; 3]> {
-    crate::mixer::backward::conv(xz, seq_len, weight, bias, grad, scan)
+/// `(dxz, dweight, dbias)` of the mixer's conv for both uses of its output: [`crate::mixer_conv`]
+/// (whose output's gradient is `grad`) and the scan that read the same `xz` (`scan`, from
+/// [`mixer_scan`]). `dxz` is whole: the conv's x half and the scan's z half.
+pub fn mixer_conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor, grad: &Tensor, scan: ConvShare) -> Result<[Tensor; 3]> {
+    crate::model::mixer::backward::conv(xz, seq_len, weight, bias, grad, scan)
 }

@@ -2,13 +2,14 @@
 //! against. Layout is channel-last everywhere: `(batch, seq_len, channels)`, as candle's linear
 //! layers produce it.
 //!
-//! - [`selective_scan`]: `y = scan(u, softplus(delta + delta_bias), A = -exp(A_log), B, C) + D·u`,
-//!   gated by `silu(z)` (Mamba paper, Algorithm 2; `selective_scan_fn` in state-spaces/mamba).
-//! - [`causal_conv1d_silu`]: depthwise causal conv1d (kernel 4) + bias + SiLU.
-//! - [`mixer_conv`], [`mixer_scan`]: the same two computations as the model runs them, reading
-//!   in_proj's output `xz = [x | z]` in place and in its own dtype (bf16 in and out under mixed
-//!   precision); the scan recomputes the conv inside. They are what the trainer uses; the two
-//!   above are their plain, separately tested building blocks.
+//! - [`mixer_conv`]: depthwise causal conv1d (kernel 4) + bias + SiLU over the x half of in_proj's
+//!   output `xz = [x | z]`, read in place and in its own dtype (bf16 in and out under mixed
+//!   precision).
+//! - [`mixer_scan`]: `y = scan(u, softplus(delta + delta_bias), A = -exp(A_log), B, C) + D·u`,
+//!   gated by `silu(z)` (Mamba paper, Algorithm 2; `selective_scan_fn` in state-spaces/mamba),
+//!   reading its inputs ([`ScanTensors`]) where the matmuls left them; it recomputes the conv
+//!   inside. [`mixer_scan_saving`] is its forward for the hand-written backward
+//!   ([`backward::mixer_scan`], [`backward::mixer_conv`]).
 //! - [`embedding`]: the token embedding (index_select) with a deterministic, parallel backward.
 //! - [`rms_norm`], [`rms_norm_to`]: RMSNorm, optionally writing bf16 from f32 statistics;
 //!   [`residual_add`]: the residual stream's update with the block output's conversion.
@@ -23,9 +24,8 @@
 //!   write bf16 directly (still computing in f32); their docs give their rules.
 //! - layouts: any strides are accepted (inputs are made contiguous before the op).
 //! - devices: CPU (rayon over batch × channel blocks) and, with the `cuda` feature, CUDA
-//!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute; `selective_scan` runs one
-//!   thread per (batch, channel) with the channel's states in registers, `mixer_scan` four states
-//!   of one channel per thread). The CPU path is the reference the CUDA kernels are compared
+//!   (`kernels/*.cu`, compiled to PTX by `build.rs`; f32 compute; `mixer_scan` runs four (or
+//!   two) states of one channel per thread). The CPU path is the reference the CUDA kernels are compared
 //!   with (`tests/cuda_vs_cpu.rs`).
 //! - determinism: outputs and gradients are bit-identical from run to run, and on the CPU for
 //!   any number of threads: partial sums are combined in a fixed order, no atomics (the CUDA
@@ -34,59 +34,28 @@
 //!
 //! [`backward`] has each op's backward as a function, for a model that runs its own backward pass.
 //!
-//! [`reference`] holds plain `f64` loops defining both ops, forward and backward, for tests.
+//! [`reference`] holds the oracles for tests: plain `f64` loops defining the ops, forward and
+//! backward, and the plain (unfused, CPU-only) `selective_scan` and `causal_conv1d_silu` ops the
+//! fused mixer ops are compared with.
 
-mod adamw;
 pub mod backward;
-mod causal_conv1d;
-mod cpu_storage;
-mod cross_entropy;
-#[cfg(feature = "cuda")]
-mod cuda_util;
-mod embedding;
-mod mixer;
-mod muon;
-mod multi_tensor;
-mod pack;
-mod real;
-mod residual;
+mod model;
+mod optim;
 pub mod reference;
-mod rms_norm;
-mod selective_scan;
-mod shape_check;
-mod sum_squares;
+mod util;
 
 use candle_core::{DType, Result, Tensor};
+use model::{cross_entropy, embedding, mixer, residual, rms_norm};
 
-pub use adamw::{AdamWParam, AdamWStep};
 pub use embedding::TokenIndex;
+pub use mixer::tensors::{ChannelParams, ScanTensors};
 #[cfg(feature = "cuda")]
 pub use mixer::scan_layout::set_scan_states_per_thread;
-pub use multi_tensor::{add_in_place, cast_many, scale_in_place};
-pub use pack::concat_columns;
-
-/// Selective scan with D skip and silu(z) gating.
-///
-/// Shapes: `u, delta, z: (b, l, d)`, `a_log: (d, n)`, `b, c: (b, l, n)`, `d_skip, delta_bias: (d,)`.
-/// Returns `(b, l, d)`. `delta` gets `softplus(delta + delta_bias)` applied inside.
-///
-/// Per batch `i`, channel `c`, state `s`, with `h_{-1} = 0`:
-/// `A = -exp(A_log)`, `dt_t = softplus(delta_t + delta_bias)`,
-/// `h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t`, `y_t = C_t · h_t + D u_t`, `out = y_t silu(z_t)`.
-/// The backward recomputes the states instead of storing them (memory O(b·l·d) per call).
-#[allow(clippy::too_many_arguments)]
-pub fn selective_scan(
-    u: &Tensor,
-    delta: &Tensor,
-    a_log: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    d_skip: &Tensor,
-    z: &Tensor,
-    delta_bias: &Tensor,
-) -> Result<Tensor> {
-    selective_scan::selective_scan(u, delta, a_log, b, c, d_skip, z, delta_bias)
-}
+pub use optim::{
+    adamw_step, adamw_step_in_place, add_in_place, axpby, cast_many, muon_apply, muon_apply_in_place, muon_apply_many, muon_gram_normalize,
+    muon_gram_scales, muon_momentum, muon_ns_poly, scale_in_place, sum_squares, AdamWParam, AdamWStep,
+};
+pub use util::pack::concat_columns;
 
 /// The token embedding: rows of `weight: (V, d)` at `ids: (n,)` (u32) → `(n, d)` in the weight's
 /// dtype; the same as `weight.index_select(ids, 0)`, as one op whose backward
@@ -98,93 +67,12 @@ pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
     embedding::embedding(weight, ids)
 }
 
-/// Muon's weight update for a stack: `w·decay − scale·o` in f32, with `w: (k, r, c)` f32 and the
-/// orthogonalized update `o` (same shape, f32 or bf16). One pass in place of a cast, two affines
-/// and a subtraction. No backward.
-pub fn muon_apply(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<Tensor> {
-    muon::muon_apply(w, o, decay, scale)
-}
-
-/// One AdamW update of a stack of same-shaped f32 parameters `w` with gradients `g` and moments
-/// `mv = [m | v]: (2, ..shape)`, in one pass: returns `[w' | m' | v']: (3, ..shape)` (f32), as
-/// `torch.optim.AdamW` computes it (see [`AdamWStep`]). No backward.
-pub fn adamw_step(w: &Tensor, g: &Tensor, mv: &Tensor, step: AdamWStep) -> Result<Tensor> {
-    adamw::adamw_step(w, g, mv, step)
-}
-
-/// [`adamw_step`] on every parameter at once, each in its own storage: `w`, `m` and `v` of each
-/// [`AdamWParam`] are overwritten with `w'`, `m'` and `v'` (`step.decay` for the parameters that
-/// decay, 1 for the others). All tensors contiguous f32 on one device, none sharing memory. On
-/// the GPU one launch for all parameters. No backward.
-pub fn adamw_step_in_place(params: &[AdamWParam], step: AdamWStep) -> Result<()> {
-    adamw::adamw_step_in_place(params, step)
-}
-
-/// Σx² of each tensor (all f32, on one device), in f64: the gradients' global norm. One kernel
-/// for all of them on the GPU, partial sums added on the host in a fixed order (deterministic).
-pub fn sum_squares(tensors: &[Tensor]) -> Result<Vec<f64>> {
-    sum_squares::sum_squares(tensors)
-}
-
-/// `a·x + b·y` for `x`, `y` of one shape and dtype (f32 or bf16; f64 on the CPU), in one pass
-/// with f32 arithmetic (f64 for f64) (candle's bf16 `affine` rounds its scalars to bf16): Muon's
-/// momentum. No backward.
-pub fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
-    muon::axpby(x, y, a, b)
-}
-
-/// Newton–Schulz's polynomial in the Gram matrix, `aI + b·gram + c·gram_sq` for stacks
-/// `gram`, `gram_sq = gram²` of square matrices (k, r, r) of one dtype (f32 or bf16; f64 on the
-/// CPU), in one pass with f32 arithmetic (f64 for f64), rounded once; with `scales` (f32 `(k,)`)
-/// matrix j is multiplied by `scales[j]`. With it an iteration is `X ← X·(aI + bA + cA²)` (or
-/// `(aI + bA + cA²)·X`): one matmul, and no elementwise pass over X-sized matrices. No backward.
-pub fn muon_ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64, scales: Option<&Tensor>) -> Result<Tensor> {
-    muon::ns_poly(gram, gram_sq, a, b, c, scales)
-}
-
-/// `1 / (sqrt(tr G_j) + 1e-7)` for each matrix of a stack `gram` (k, r, r) (f32 or bf16), as f32
-/// `(k,)`: for G_j = X_jᵀX_j (or X_j X_jᵀ), `1 / (‖X_j‖_F + eps)`, Newton–Schulz's normalization
-/// without a pass over X. The diagonal is summed in f32 in a fixed order on the GPU (f64 on the
-/// CPU). No backward.
-pub fn muon_gram_scales(gram: &Tensor) -> Result<Tensor> {
-    muon::gram_scales(gram)
-}
-
-/// `scales[j]² · gram[j]` for a stack `gram` (k, r, r) (f32 or bf16) and its
-/// [`muon_gram_scales`]: the normalized input's Gram matrix. No backward.
-pub fn muon_gram_normalize(gram: &Tensor, scales: &Tensor) -> Result<Tensor> {
-    muon::gram_normalize(gram, scales)
-}
-
 /// The residual stream's update `residual + x`: `residual` f32 (or f64), `x` of its shape in the
 /// compute dtype (f32 or bf16; f64 with an f64 stream), the result f32 (f64), as one op (one pass
 /// instead of a cast and an add). Gradients: the output's to `residual`, converted to x's dtype
 /// for `x`.
 pub fn residual_add(residual: &Tensor, x: &Tensor) -> Result<Tensor> {
     residual::residual_add(residual, x)
-}
-
-/// [`muon_apply`] on one parameter in its own storage: `w ← w·decay − scale·o` for `w` a
-/// contiguous f32 tensor (a `Var`'s) and `o` f32 or bf16 with as many elements (one matrix of
-/// the orthogonalized stack). No stacked copy of the weights and no copy back. No backward.
-pub fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64) -> Result<()> {
-    muon::muon_apply_in_place(w, o, decay, scale)
-}
-
-/// Muon's momentum for a shape group, in place: `m[j] ← beta·m[j] + grads[j]` and the
-/// look-ahead `v[j] = grads[j] + beta·m[j]` (Nesterov) or `m[j]`, for the stacks `m`: `(k, ..)`
-/// f32 and `v` of m's shape in f32 or bf16 (Newton–Schulz's input dtype), and the k gradients
-/// (contiguous f32), read where they are. On the GPU one launch, and no stacked copy of the
-/// gradients. No backward.
-pub fn muon_momentum(m: &Tensor, v: &Tensor, grads: &[Tensor], beta: f64, nesterov: bool) -> Result<()> {
-    muon::muon_momentum(m, v, grads, beta, nesterov)
-}
-
-/// [`muon_apply_in_place`] on every matrix of a shape group at once: `ws[j] ← ws[j]·decay −
-/// scale·o[j]` for the contiguous f32 weights `ws` and the stack `o: (k, ..)` (f32 or bf16, as
-/// many elements per matrix). On the GPU one launch for the group. No backward.
-pub fn muon_apply_many(ws: &[Tensor], o: &Tensor, decay: f64, scale: f64) -> Result<()> {
-    muon::muon_apply_many(ws, o, decay, scale)
 }
 
 /// RMSNorm over the last dim: `x: (.., d)`, `weight: (d,)` → `w · x / √(mean(x²) + eps)`, as one
@@ -202,95 +90,40 @@ pub fn rms_norm_to(x: &Tensor, weight: &Tensor, eps: f64, out: DType) -> Result<
     rms_norm::rms_norm(x, weight, eps, Some(out))
 }
 
-/// Depthwise causal conv1d + bias + SiLU. `x: (b, l, d)`, `weight: (d, k)`, `bias: (d,)` → `(b, l, d)`.
+/// Depthwise causal conv1d + bias + SiLU over the `x` half of in_proj's output `xz = [x | z]`:
+/// `xz: (b, l, 2d)` with `seq_len` None, or rows `(b·l, 2d)` of `b` sequences of `seq_len` steps
+/// (see [`ScanTensors`]); `weight: (d, k)`, `bias: (d,)` → `(b, l, d)` or `(b·l, d)` in xz's dtype.
 ///
 /// `out[i,t,c] = silu(bias[c] + sum_{j<k} weight[c,j] x[i, t-(k-1)+j, c])`, zero-padded on the
 /// left: PyTorch's `Conv1d(d, d, k, groups=d, padding=k-1)` truncated to the first `l` outputs.
-pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    causal_conv1d::causal_conv1d_silu(x, weight, bias)
+/// Equal to `reference::causal_conv1d_silu(xz.narrow(2, 0, d), weight, bias)` without the narrow
+/// copy and, for bf16 `xz`, without casts: it reads bf16 and writes bf16 (f32 arithmetic). xz's
+/// gradient is zero in its `z` half. `xz` is bf16, f32 or f64; see the `mixer` module for the
+/// dtype rules.
+pub fn mixer_conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    mixer::conv::mixer_conv(xz, seq_len, weight, bias)
 }
 
-/// Depthwise causal conv1d + bias + SiLU over the `x` half of the in_proj output
-/// `xz = [x | z]: (b, l, 2d)`: `weight: (d, k)`, `bias: (d,)` → `(b, l, d)` in xz's dtype.
+/// The mixer's selective scan with D skip and silu(z) gate, reading its inputs where in_proj,
+/// x_proj and dt_proj left them ([`ScanTensors`]). Returns `(b, l, d)` (or `(b·l, d)` rows) in
+/// xz's dtype.
 ///
-/// Equal to `causal_conv1d_silu(xz.narrow(2, 0, d), weight, bias)` without the narrow copy and,
-/// for bf16 `xz`, without casts: it reads bf16 and writes bf16 (f32 arithmetic). xz's gradient is
-/// zero in its `z` half. `xz` is bf16, f32 or f64; see the `mixer` module for the dtype rules.
-pub fn mixer_conv(xz: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    mixer::conv::mixer_conv(xz, None, weight, bias)
+/// Equal to `reference::selective_scan(u, delta, a_log, b, c, d_skip, z, delta_bias)` with
+/// `u = mixer_conv(xz, ..)` and `z` the second half of `xz`, but as one op that recomputes `u`
+/// inside (forward and backward), so neither `u` nor a packed copy of the big inputs is stored
+/// for the backward. Gradients reach all nine input tensors (`xz` through both the conv and the
+/// gate).
+pub fn mixer_scan(t: &ScanTensors) -> Result<Tensor> {
+    mixer::scan::mixer_scan(t)
 }
 
-/// [`mixer_conv`] on activations stored as rows: `xz: (b·l, 2d)` holds `b` sequences of
-/// `seq_len` steps, one after the other (the same memory as `(b, l, 2d)`); returns `(b·l, d)`.
-/// A model that keeps its activations 2-D (so its matmuls need no reshapes, each of which is an
-/// autograd node with a gradient add of its own) calls this form.
-pub fn mixer_conv_rows(xz: &Tensor, seq_len: usize, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    mixer::conv::mixer_conv(xz, Some(seq_len), weight, bias)
-}
-
-/// The mixer's selective scan reading its inputs where in_proj, x_proj and dt_proj left them:
-/// `xz = [x | z]: (b, l, 2d)` and `delta: (b, l, d)` (both bf16, f32 or f64), `b, c: (b, l, n)`,
-/// the conv's `conv_w: (d, k)`, `conv_b: (d,)`, and `a_log: (d, n)`, `d_skip, delta_bias: (d,)`.
-/// Returns `(b, l, d)` in xz's dtype.
-///
-/// Equal to `selective_scan(u, delta, a_log, b, c, d_skip, z, delta_bias)` with
-/// `u = mixer_conv(xz, conv_w, conv_b)` and `z` the second half of `xz`, but as one op that
-/// recomputes `u` inside (forward and backward), so neither `u` nor a packed copy of the big
-/// inputs is stored for the backward. Gradients reach all nine inputs (`xz` through both the
-/// conv and the gate).
-#[allow(clippy::too_many_arguments)]
-pub fn mixer_scan(
-    xz: &Tensor,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-) -> Result<Tensor> {
-    mixer::scan::mixer_scan(xz, None, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
-}
-
-/// [`mixer_scan`] on activations stored as rows of `b` sequences of `seq_len` steps (see
-/// [`mixer_conv_rows`]): `xz: (b·l, 2d)`, `delta: (b·l, d)`, `b, c: (b·l, n)`; returns `(b·l, d)`.
-#[allow(clippy::too_many_arguments)]
-pub fn mixer_scan_rows(
-    xz: &Tensor,
-    seq_len: usize,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-) -> Result<Tensor> {
-    mixer::scan::mixer_scan(xz, Some(seq_len), delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
-}
-
-/// [`mixer_scan_rows`] reading its input `u` from `u: (b·l, d)`, the conv's output
-/// (`mixer_conv_rows` of the same xz and conv weights, in xz's dtype), instead of recomputing the
-/// conv: for a model that runs its own backward ([`backward::mixer_scan_rows`], which takes the
-/// returned [`backward::ScanSaved`]: on the GPU the states at every 16-step segment start). No
-/// autograd. Under bf16 the scan then reads u as rounded to bf16, as PyTorch's reference does.
-#[allow(clippy::too_many_arguments)]
-pub fn mixer_scan_rows_u(
-    xz: &Tensor,
-    u: &Tensor,
-    seq_len: usize,
-    delta: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    conv_w: &Tensor,
-    conv_b: &Tensor,
-    a_log: &Tensor,
-    d_skip: &Tensor,
-    delta_bias: &Tensor,
-) -> Result<(Tensor, backward::ScanSaved)> {
-    mixer::scan::mixer_scan_u(xz, u, seq_len, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias)
+/// [`mixer_scan`] reading its input `u` from `u`, the conv's output ([`mixer_conv`] of the same
+/// xz and conv weights, in xz's dtype, in the activations' form), instead of recomputing the conv:
+/// for a model that runs its own backward ([`backward::mixer_scan`], which takes the returned
+/// [`backward::ScanSaved`]: on the GPU the states at every 16-step segment start). No autograd.
+/// Under bf16 the scan then reads u as rounded to bf16, as PyTorch's reference does.
+pub fn mixer_scan_saving(t: &ScanTensors, u: &Tensor) -> Result<(Tensor, backward::ScanSaved)> {
+    mixer::scan::mixer_scan_saving(t, u)
 }
 
 /// Mean softmax cross-entropy of `logits: (n, v)` against `targets: (n,)` u32 → scalar, as one

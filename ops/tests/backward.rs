@@ -8,7 +8,7 @@
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use common::{assert_close, flat, rng, uniform, weighted_sum};
+use common::{assert_close, flat, rng, scan_tensors, uniform, weighted_sum};
 use mamba_ops::backward;
 
 fn var(r: &mut rand_chacha::ChaCha8Rng, shape: &[usize], lo: f64, hi: f64, dtype: DType) -> Result<Var> {
@@ -81,9 +81,10 @@ fn cross_entropy_backward_is_autograds() -> Result<()> {
     Ok(())
 }
 
-/// The scan reading u from the conv's output, as autograd sees it: `xs = mixer_conv_rows(xz)`
-/// (weighted by `gx`) and `selective_scan(u = xs, z = xz's second half, ..)` (by `gy`), against
-/// `mixer_scan_rows_u` forward and `backward::mixer_scan_rows` then `backward::mixer_conv_rows`.
+/// The scan reading u from the conv's output, as autograd sees it: `xs = mixer_conv(xz)`
+/// (weighted by `gx`) and `reference::selective_scan(u = xs, z = xz's second half, ..)` (by
+/// `gy`), against `mixer_scan_saving` forward and `backward::mixer_scan` then
+/// `backward::mixer_conv`.
 #[test]
 fn mixer_split_backward_is_autograds() -> Result<()> {
     let mut r = rng(4);
@@ -102,17 +103,18 @@ fn mixer_split_backward_is_autograds() -> Result<()> {
             var(&mut r, &[d], -4.0, -1.0, small)?,          // delta_bias
         ];
         let t: Vec<&Tensor> = v.iter().map(|x| x.as_tensor()).collect();
-        let xs = mamba_ops::mixer_conv_rows(t[0], l, t[4], t[5])?;
+        let xs = mamba_ops::mixer_conv(t[0], Some(l), t[4], t[5])?;
         let seq = |x: &Tensor| x.reshape((b, l, ())); // (b, l, ·)
         let z = t[0].narrow(1, d, d)?;
-        let y = mamba_ops::selective_scan(&seq(&xs)?, &seq(t[1])?, t[6], &seq(t[2])?, &seq(t[3])?, t[7], &seq(&z)?, t[8])?.reshape((b * l, d))?;
+        let y = mamba_ops::reference::selective_scan(&seq(&xs)?, &seq(t[1])?, t[6], &seq(t[2])?, &seq(t[3])?, t[7], &seq(&z)?, t[8])?.reshape((b * l, d))?;
         let ((gx, gxt), (gy, gyt)) = (probe(&mut r, xs.dims(), io)?, probe(&mut r, y.dims(), io)?);
         let want = (weighted_sum(&xs, &gx)? + weighted_sum(&y, &gy)?)?.backward()?;
 
-        let (y_u, saved) = mamba_ops::mixer_scan_rows_u(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8])?;
-        assert_close(&format!("mixer_scan_rows_u {io:?} forward"), &flat(&y_u)?, &flat(&y)?, bound);
-        let s = backward::mixer_scan_rows(t[0], &xs, l, t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], &gyt, &saved)?;
-        let [dxz, dw, db] = backward::mixer_conv_rows(t[0], l, t[4], t[5], &gxt, s.conv)?;
+        let st = scan_tensors(&v.iter().map(|x| x.as_tensor().clone()).collect::<Vec<_>>(), Some(l));
+        let (y_u, saved) = mamba_ops::mixer_scan_saving(&st, &xs)?;
+        assert_close(&format!("mixer_scan_saving {io:?} forward"), &flat(&y_u)?, &flat(&y)?, bound);
+        let s = backward::mixer_scan(&st, &xs, &gyt, &saved)?;
+        let [dxz, dw, db] = backward::mixer_conv(t[0], Some(l), t[4], t[5], &gxt, s.conv)?;
         let got = [dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias];
         for (k, (g, x)) in got.iter().zip(&v).enumerate() {
             assert_eq!((g.dims(), g.dtype()), (x.dims(), x.dtype()), "input {k}: shape and dtype");

@@ -117,7 +117,7 @@ fn non_contiguous_inputs_give_identical_results() -> Result<()> {
     let (xs, ws) = (xv.transpose(1, 2)?, wv.t()?);
     assert!(!xs.is_contiguous() && !ws.is_contiguous());
     let bv = Var::from_tensor(&f32t(&x.bias, &[x.d])?)?;
-    let out = mamba_ops::causal_conv1d_silu(&xs, &ws, bv.as_tensor())?;
+    let out = mamba_ops::reference::causal_conv1d_silu(&xs, &ws, bv.as_tensor())?;
     assert_eq!(bits(&flat(&out)?), bits(&want_out), "forward differs");
     let grads = weighted_sum(&out, &g)?.backward()?;
     let dx = grads.get(xv.as_tensor()).ok_or_else(|| candle_core::Error::Msg("no dx".into()))?;
@@ -135,13 +135,13 @@ fn dtypes_and_bad_arguments() -> Result<()> {
     let (out, _) = run_op(&x, &g, DType::BF16)?;
     assert_close("bf16 forward", &out, &causal_conv1d_silu_forward(&x), 0.05);
     let t = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &Device::Cpu);
-    let y = mamba_ops::causal_conv1d_silu(&t(&[1, 3, 2], DType::BF16)?, &t(&[2, 4], DType::F32)?, &t(&[2], DType::F32)?)?;
+    let y = mamba_ops::reference::causal_conv1d_silu(&t(&[1, 3, 2], DType::BF16)?, &t(&[2, 4], DType::F32)?, &t(&[2], DType::F32)?)?;
     assert_eq!(y.dtype(), DType::BF16);
-    let err = mamba_ops::causal_conv1d_silu(&t(&[1, 3, 2], DType::F32)?, &t(&[3, 4], DType::F32)?, &t(&[2], DType::F32)?)
+    let err = mamba_ops::reference::causal_conv1d_silu(&t(&[1, 3, 2], DType::F32)?, &t(&[3, 4], DType::F32)?, &t(&[2], DType::F32)?)
         .expect_err("weight with wrong channel count must fail")
         .to_string();
     assert!(err.contains("`weight`"), "{err}");
-    let err = mamba_ops::causal_conv1d_silu(&t(&[1, 3, 2], DType::F32)?, &t(&[2, 4], DType::F32)?, &t(&[3], DType::F32)?)
+    let err = mamba_ops::reference::causal_conv1d_silu(&t(&[1, 3, 2], DType::F32)?, &t(&[2, 4], DType::F32)?, &t(&[3], DType::F32)?)
         .expect_err("bias with wrong length must fail")
         .to_string();
     assert!(err.contains("`bias`"), "{err}");

@@ -5,12 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 use candle_core::{DType, Device, Tensor, Var};
-use mamba_ops::{causal_conv1d_silu, mixer_conv, mixer_scan, selective_scan};
+use mamba_ops::{mixer_conv, mixer_scan};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
 use common::gpu::{rand_t, rel_err};
+use common::scan_tensors;
 
 /// Runs `f` on CPU and GPU copies of `inputs` (as Vars), returns outputs and gradients of
 /// `sum(out * w)` for a random weight `w`.
@@ -43,48 +44,6 @@ fn run_both(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor, rng: &mut ChaCha
     }
 }
 
-#[test]
-fn selective_scan_cuda_matches_cpu() {
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for &(b, l, d, n) in &[(1, 1, 1, 1), (2, 37, 5, 3), (2, 50, 70, 7), (2, 100, 64, 16), (3, 257, 130, 16), (1, 1024, 96, 32), (2, 333, 40, 20)] {
-        let inputs = vec![
-            rand_t(&mut rng, &[b, l, d], -1.0, 1.0),  // u
-            rand_t(&mut rng, &[b, l, d], -3.0, 1.0),  // delta
-            rand_t(&mut rng, &[d, n], -1.0, 2.5),     // A_log
-            rand_t(&mut rng, &[b, l, n], -1.0, 1.0),  // B
-            rand_t(&mut rng, &[b, l, n], -1.0, 1.0),  // C
-            rand_t(&mut rng, &[d], -1.0, 1.0),        // D
-            rand_t(&mut rng, &[b, l, d], -2.0, 2.0),  // z
-            rand_t(&mut rng, &[d], -4.0, -1.0),       // delta_bias
-        ];
-        let f = |t: &[Tensor]| selective_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7]).unwrap();
-        run_both(&inputs, f, &mut rng, 1e-5, &format!("scan b{b} l{l} d{d} n{n}"));
-    }
-}
-
-#[test]
-fn selective_scan_cuda_bf16_inputs_close_to_cpu_f32() {
-    let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let (b, l, d, n) = (2, 300, 64, 16);
-    let inputs = [
-        rand_t(&mut rng, &[b, l, d], -1.0, 1.0),
-        rand_t(&mut rng, &[b, l, d], -3.0, 1.0),
-        rand_t(&mut rng, &[d, n], -1.0, 2.5),
-        rand_t(&mut rng, &[b, l, n], -1.0, 1.0),
-        rand_t(&mut rng, &[b, l, n], -1.0, 1.0),
-        rand_t(&mut rng, &[d], -1.0, 1.0),
-        rand_t(&mut rng, &[b, l, d], -2.0, 2.0),
-        rand_t(&mut rng, &[d], -4.0, -1.0),
-    ];
-    let cpu = selective_scan(&inputs[0], &inputs[1], &inputs[2], &inputs[3], &inputs[4], &inputs[5], &inputs[6], &inputs[7]).unwrap();
-    let gpu = Device::new_cuda(0).unwrap();
-    let bf: Vec<Tensor> = inputs.iter().map(|t| t.to_device(&gpu).unwrap().to_dtype(DType::BF16).unwrap()).collect();
-    let out = selective_scan(&bf[0], &bf[1], &bf[2], &bf[3], &bf[4], &bf[5], &bf[6], &bf[7]).unwrap();
-    let e = rel_err(&out, &cpu);
-    println!("scan bf16 inputs: rel err {e:.2e}");
-    assert!(e < 1e-2, "bf16 rel err {e:e}");
-}
-
 /// The mixer ops' inputs: xz, delta (in `io`), B, C, conv_w, conv_b, A_log, D, delta_bias (f32).
 fn mixer_inputs(rng: &mut ChaCha8Rng, (b, l, d, n, k): (usize, usize, usize, usize, usize), io: DType) -> Vec<Tensor> {
     vec![
@@ -109,26 +68,12 @@ fn mixer_ops_cuda_match_cpu() {
     for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
         for &dims in &shapes {
             let inputs = mixer_inputs(&mut rng, dims, io);
-            let f = |t: &[Tensor]| mixer_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+            let f = |t: &[Tensor]| mixer_scan(&scan_tensors(t, None)).unwrap();
             run_both(&inputs, f, &mut rng, tol, &format!("mixer_scan {io:?} {dims:?}"));
             let conv_in = vec![inputs[0].clone(), inputs[4].clone(), inputs[5].clone()];
-            let f = |t: &[Tensor]| mixer_conv(&t[0], &t[1], &t[2]).unwrap();
+            let f = |t: &[Tensor]| mixer_conv(&t[0], None, &t[1], &t[2]).unwrap();
             run_both(&conv_in, f, &mut rng, tol, &format!("mixer_conv {io:?} {dims:?}"));
         }
-    }
-}
-
-#[test]
-fn causal_conv1d_cuda_matches_cpu() {
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    for &(b, l, d, k) in &[(1, 1, 1, 4), (2, 3, 7, 4), (2, 513, 300, 4), (3, 64, 33, 2)] {
-        let inputs = vec![
-            rand_t(&mut rng, &[b, l, d], -2.0, 2.0),
-            rand_t(&mut rng, &[d, k], -1.0, 1.0),
-            rand_t(&mut rng, &[d], -1.0, 1.0),
-        ];
-        let f = |t: &[Tensor]| causal_conv1d_silu(&t[0], &t[1], &t[2]).unwrap();
-        run_both(&inputs, f, &mut rng, 1e-5, &format!("conv b{b} l{l} d{d} k{k}"));
     }
 }
 
@@ -298,7 +243,7 @@ fn mixer_backward_functions_cuda_match_cpu() {
         for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
             for dims @ (b, l, d, n, _) in [(2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4), (1, 90, 40, 32, 4)] {
                 let mut t = mixer_inputs(&mut rng, dims, io);
-                let f = |t: &[Tensor]| mixer_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+                let f = |t: &[Tensor]| mixer_scan(&scan_tensors(t, None)).unwrap();
                 run_both(&t, f, &mut rng, tol, &format!("mixer_scan, {spt} states per thread, {io:?} {dims:?}"));
                 for (i, w) in [(0, 2 * d), (1, d), (2, n), (3, n)] {
                     t[i] = t[i].reshape((b * l, w)).unwrap(); // rows, as the model keeps them
@@ -309,13 +254,14 @@ fn mixer_backward_functions_cuda_match_cpu() {
                     let t: Vec<Tensor> = t.iter().map(|x| x.to_device(dev).unwrap()).collect();
                     let (gy, gxs) = (gy.to_device(dev).unwrap(), gxs.to_device(dev).unwrap());
                     // The conv's output on this device, which the scan reads as u.
-                    let xs = mamba_ops::mixer_conv_rows(&t[0], l, &t[4], &t[5]).unwrap();
-                    let (y, saved) = mamba_ops::mixer_scan_rows_u(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]).unwrap();
+                    let xs = mamba_ops::mixer_conv(&t[0], Some(l), &t[4], &t[5]).unwrap();
+                    let st = scan_tensors(&t, Some(l));
+                    let (y, saved) = mamba_ops::mixer_scan_saving(&st, &xs).unwrap();
                     // The backward follows the forward's layout (its states say which), whatever is set now.
                     mamba_ops::set_scan_states_per_thread(Some(6 - spt)).unwrap();
-                    let s = backward::mixer_scan_rows(&t[0], &xs, l, &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &gy, &saved).unwrap();
+                    let s = backward::mixer_scan(&st, &xs, &gy, &saved).unwrap();
                     mamba_ops::set_scan_states_per_thread(Some(spt)).unwrap();
-                    let [dxz, dw, db] = backward::mixer_conv_rows(&t[0], l, &t[4], &t[5], &gxs, s.conv).unwrap();
+                    let [dxz, dw, db] = backward::mixer_conv(&t[0], Some(l), &t[4], &t[5], &gxs, s.conv).unwrap();
                     vec![y, dxz, s.delta, s.b, s.c, dw, db, s.a_log, s.d_skip, s.delta_bias]
                 };
                 let (cpu, gpu) = (run(&Device::Cpu), run(&Device::new_cuda(0).unwrap()));

@@ -1,13 +1,14 @@
-//! `mixer_conv` and `mixer_scan` against the ops they fuse: `causal_conv1d_silu` and
-//! `selective_scan` applied to the narrowed halves of `xz` (both tested against f64 references
+//! `mixer_conv` and `mixer_scan` against the ops they fuse: the plain `reference::causal_conv1d_silu`
+//! and `reference::selective_scan` applied to the narrowed halves of `xz` (both tested against f64 references
 //! and finite differences in their own test files). Forward and every gradient, through real
 //! autograd, in f64 (exact up to summation order), f32, and bf16 IO against f32.
 
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use common::{assert_close, flat, rng, uniform, weighted_sum};
-use mamba_ops::{causal_conv1d_silu, mixer_conv, mixer_conv_rows, mixer_scan, mixer_scan_rows, selective_scan};
+use common::{assert_close, flat, rng, scan_tensors, uniform, weighted_sum};
+use mamba_ops::reference::{causal_conv1d_silu, selective_scan};
+use mamba_ops::{mixer_conv, mixer_scan, ScanTensors};
 
 /// Inputs in the order of `mixer_scan`: xz, delta, b, c, conv_w, conv_b, a_log, d_skip, delta_bias.
 fn inputs(seed: u64, (b, l, d, n, k): (usize, usize, usize, usize, usize)) -> Vec<(Vec<f64>, Vec<usize>)> {
@@ -32,7 +33,7 @@ fn vars(inp: &[(Vec<f64>, Vec<usize>)], dtypes: &[DType]) -> Result<Vec<Var>> {
 
 /// The fused op or the composition it replaces, on `t` (the inputs as tensors).
 fn scan_fused(t: &[Tensor]) -> Result<Tensor> {
-    mixer_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8])
+    mixer_scan(&scan_tensors(t, None))
 }
 
 fn scan_composed(t: &[Tensor]) -> Result<Tensor> {
@@ -72,7 +73,7 @@ fn mixer_scan_equals_conv_then_scan() -> Result<()> {
 }
 
 fn conv_fused(t: &[Tensor]) -> Result<Tensor> {
-    mixer_conv(&t[0], &t[4], &t[5])
+    mixer_conv(&t[0], None, &t[4], &t[5])
 }
 
 fn conv_composed(t: &[Tensor]) -> Result<Tensor> {
@@ -114,7 +115,7 @@ fn bf16_io_close_to_f32() -> Result<()> {
     let vs = vars(&inp, &dtypes)?;
     let ts: Vec<Tensor> = vs.iter().map(|v| v.as_tensor().clone()).collect();
     assert_eq!(scan_fused(&ts)?.dtype(), DType::BF16);
-    assert_eq!(mixer_conv(&ts[0], &ts[4], &ts[5])?.dtype(), DType::BF16);
+    assert_eq!(mixer_conv(&ts[0], None, &ts[4], &ts[5])?.dtype(), DType::BF16);
     let (got, got_g) = run(scan_fused, &vs, 10)?;
     assert_close("bf16 output", &got, &want, 1e-2);
     for ((name, g), w) in NAMES.iter().zip(&got_g).zip(&want_g) {
@@ -128,12 +129,14 @@ fn bf16_io_close_to_f32() -> Result<()> {
 fn scan_rows(t: &[Tensor]) -> Result<Tensor> {
     let (b, l, _) = t[0].dims3()?;
     let rows = |x: &Tensor| x.reshape((b * l, ()));
-    mixer_scan_rows(&rows(&t[0])?, l, &rows(&t[1])?, &rows(&t[2])?, &rows(&t[3])?, &t[4], &t[5], &t[6], &t[7], &t[8])
+    let mut t = scan_tensors(t, Some(l));
+    (t.xz, t.delta, t.b, t.c) = (rows(&t.xz)?, rows(&t.delta)?, rows(&t.b)?, rows(&t.c)?);
+    mixer_scan(&t)
 }
 
 fn conv_rows(t: &[Tensor]) -> Result<Tensor> {
     let (b, l, _) = t[0].dims3()?;
-    mixer_conv_rows(&t[0].reshape((b * l, ()))?, l, &t[4], &t[5])
+    mixer_conv(&t[0].reshape((b * l, ()))?, Some(l), &t[4], &t[5])
 }
 
 #[test]
@@ -156,7 +159,7 @@ fn rows_forms_equal_the_3d_ops() -> Result<()> {
     }
     // The rows must split into whole sequences, and the error says so.
     let ts: Vec<Tensor> = vars(&inputs(14, (2, 6, 3, 2, 4)), &[DType::F32; 9])?.iter().map(|v| v.as_tensor().clone()).collect();
-    let e = mixer_conv_rows(&ts[0].reshape((12, 6))?, 5, &ts[4], &ts[5]).expect_err("12 rows are not sequences of 5").to_string();
+    let e = mixer_conv(&ts[0].reshape((12, 6))?, Some(5), &ts[4], &ts[5]).expect_err("12 rows are not sequences of 5").to_string();
     assert!(e.contains("mixer_conv") && e.contains("len = 5"), "{e}");
     Ok(())
 }
@@ -167,14 +170,13 @@ fn bad_shapes_and_dtypes_are_named() -> Result<()> {
     let ts: Vec<Tensor> = vars(&inp, &[DType::F32; 9])?.iter().map(|v| v.as_tensor().clone()).collect();
     let err = |r: Result<Tensor>| r.expect_err("must fail").to_string();
     let odd = Tensor::zeros((1, 8, 7), DType::F32, &Device::Cpu)?;
-    assert!(err(mixer_conv(&odd, &ts[4], &ts[5])).contains("`xz` must be"));
-    let bad_delta = Tensor::zeros((1, 8, 5), DType::F32, &Device::Cpu)?;
-    let e = err(mixer_scan(&ts[0], &bad_delta, &ts[2], &ts[3], &ts[4], &ts[5], &ts[6], &ts[7], &ts[8]));
+    assert!(err(mixer_conv(&odd, None, &ts[4], &ts[5])).contains("`xz` must be"));
+    let with_delta = |delta: Tensor| ScanTensors { delta, ..scan_tensors(&ts, None) };
+    let e = err(mixer_scan(&with_delta(Tensor::zeros((1, 8, 5), DType::F32, &Device::Cpu)?)));
     assert!(e.contains("mixer_scan") && e.contains("`delta`"), "{e}");
-    let delta_bf16 = ts[1].to_dtype(DType::BF16)?;
-    let e = err(mixer_scan(&ts[0], &delta_bf16, &ts[2], &ts[3], &ts[4], &ts[5], &ts[6], &ts[7], &ts[8]));
+    let e = err(mixer_scan(&with_delta(ts[1].to_dtype(DType::BF16)?)));
     assert!(e.contains("xz's dtype"), "{e}");
     let xz_int = ts[0].to_dtype(DType::U32)?;
-    assert!(err(mixer_conv(&xz_int, &ts[4], &ts[5])).contains("bf16, f32 or f64"));
+    assert!(err(mixer_conv(&xz_int, None, &ts[4], &ts[5])).contains("bf16, f32 or f64"));
     Ok(())
 }

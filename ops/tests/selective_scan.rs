@@ -145,7 +145,7 @@ fn non_contiguous_inputs_give_identical_results() -> Result<()> {
     assert!(!d_skip.is_contiguous());
     let bias_var = Var::from_tensor(&Tensor::from_slice(&x.delta_bias, d, &Device::Cpu)?.to_dtype(DType::F32)?)?;
 
-    let out = mamba_ops::selective_scan(&u, &delta, &a_log, &bm, &cm, &d_skip, &z, bias_var.as_tensor())?;
+    let out = mamba_ops::reference::selective_scan(&u, &delta, &a_log, &bm, &cm, &d_skip, &z, bias_var.as_tensor())?;
     assert_eq!(bits(&common::flat(&out)?), bits(&want_out), "forward differs");
 
     let grads = weighted_sum(&out, &g)?.backward()?;
@@ -183,7 +183,7 @@ fn half_precision_inputs_compute_in_f32_and_return_their_dtype() -> Result<()> {
         assert!(grads.u.iter().all(|v| v.is_finite()));
     }
     let t = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &Device::Cpu);
-    let out = mamba_ops::selective_scan(
+    let out = mamba_ops::reference::selective_scan(
         &t(&[1, 2, 3], DType::BF16)?,
         &t(&[1, 2, 3], DType::F32)?,
         &t(&[3, 4], DType::F32)?,
@@ -202,7 +202,7 @@ fn bad_arguments_give_errors_naming_them() -> Result<()> {
     let t = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &Device::Cpu);
     let f = DType::F32;
     let call = |b_shape: &[usize], a_dtype| -> Result<Tensor> {
-        mamba_ops::selective_scan(
+        mamba_ops::reference::selective_scan(
             &t(&[1, 2, 3], f)?,
             &t(&[1, 2, 3], f)?,
             &t(&[3, 4], a_dtype)?,

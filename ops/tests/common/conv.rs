@@ -39,13 +39,13 @@ pub fn grad_field(g: &ConvGrads, f: usize) -> &Vec<f64> {
     }
 }
 
-/// Runs `mamba_ops::causal_conv1d_silu` in `dtype` on variables holding `x`, then
+/// Runs `mamba_ops::reference::causal_conv1d_silu` in `dtype` on variables holding `x`, then
 /// `sum(out * g).backward()`; returns the output and every input gradient as `f64`.
 pub fn run_op(x: &ConvInputs, g: &[f64], dtype: DType) -> Result<(Vec<f64>, ConvGrads)> {
     let xv = var(&x.x, &[x.b, x.l, x.d], dtype)?;
     let wv = var(&x.weight, &[x.d, x.k], dtype)?;
     let bv = var(&x.bias, &[x.d], dtype)?;
-    let out = mamba_ops::causal_conv1d_silu(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?;
+    let out = mamba_ops::reference::causal_conv1d_silu(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?;
     let grads = weighted_sum(&out, g)?.backward()?;
     Ok((
         flat(&out)?,
@@ -61,7 +61,7 @@ pub fn run_op(x: &ConvInputs, g: &[f64], dtype: DType) -> Result<(Vec<f64>, Conv
 pub fn op_loss(x: &ConvInputs, g: &[f64]) -> f64 {
     let run = || -> Result<f64> {
         let dev = candle_core::Device::Cpu;
-        let out = mamba_ops::causal_conv1d_silu(
+        let out = mamba_ops::reference::causal_conv1d_silu(
             &Tensor::from_slice(&x.x, (x.b, x.l, x.d), &dev)?,
             &Tensor::from_slice(&x.weight, (x.d, x.k), &dev)?,
             &Tensor::from_slice(&x.bias, x.d, &dev)?,

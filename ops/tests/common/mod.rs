@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod scan;
 
 use candle_core::{backprop::GradStore, Context, DType, Result, Tensor, Var};
+use mamba_ops::{ChannelParams, ScanTensors};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -88,4 +89,11 @@ pub fn finite_diff<P: Clone>(
 /// The `f64` values bit-for-bit, for determinism checks.
 pub fn bits(v: &[f64]) -> Vec<u64> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The mixer ops' inputs given in the order `xz, delta, b, c, conv_w, conv_b, a_log, d_skip,
+/// delta_bias` (as the tests keep them) as the scan's [`ScanTensors`]; `seq_len` as there.
+pub fn scan_tensors(t: &[Tensor], seq_len: Option<usize>) -> ScanTensors {
+    let params = ChannelParams { conv_w: t[4].clone(), conv_b: t[5].clone(), a_log: t[6].clone(), d_skip: t[7].clone(), delta_bias: t[8].clone() };
+    ScanTensors { xz: t[0].clone(), seq_len, delta: t[1].clone(), b: t[2].clone(), c: t[3].clone(), params }
 }

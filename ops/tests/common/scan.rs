@@ -65,14 +65,14 @@ pub fn shapes(x: &ScanInputs) -> [Vec<usize>; 8] {
     [vec![b, l, d], vec![b, l, d], vec![d, n], vec![b, l, n], vec![b, l, n], vec![d], vec![b, l, d], vec![d]]
 }
 
-/// Runs `mamba_ops::selective_scan` in `dtype` on variables holding `x`, then
+/// Runs `mamba_ops::reference::selective_scan` in `dtype` on variables holding `x`, then
 /// `sum(out * g).backward()`; returns the output and every input gradient as `f64`.
 pub fn run_op(x: &ScanInputs, g: &[f64], dtype: DType) -> Result<(Vec<f64>, ScanGrads)> {
     let sh = shapes(x);
     let mut xc = x.clone();
     let vars = (0..8).map(|f| var(field_mut(&mut xc, f), &sh[f], dtype)).collect::<Result<Vec<_>>>()?;
     let t: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
-    let out = mamba_ops::selective_scan(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])?;
+    let out = mamba_ops::reference::selective_scan(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])?;
     let grads = weighted_sum(&out, g)?.backward()?;
     let gv = |f: usize| grad(&grads, t[f], FIELDS[f]);
     Ok((
@@ -98,7 +98,7 @@ pub fn op_loss(x: &ScanInputs, g: &[f64]) -> f64 {
         let t = (0..8)
             .map(|f| Tensor::from_slice(field_mut(&mut xc, f), sh[f].as_slice(), &candle_core::Device::Cpu))
             .collect::<Result<Vec<_>>>()?;
-        let out = mamba_ops::selective_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7])?;
+        let out = mamba_ops::reference::selective_scan(&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7])?;
         weighted_sum(&out, g)?.to_scalar::<f64>()
     };
     match run() {

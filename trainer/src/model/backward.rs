@@ -18,13 +18,11 @@ use candle_core::{DType, Result, Tensor};
 use mamba_ops::TokenIndex;
 
 use super::mamba::{BlockActs, MambaLM};
-use super::mixer::{Mixer, MixerActs};
 
 /// What [`MambaLM::backward`] needs of the forward.
 pub struct Saved {
     index: TokenIndex,           // the positions of each id in the flattened (b·l,) ids
     targets: Tensor,             // (b·l,) u32
-    seq_len: usize,
     blocks: Vec<BlockActs>,
     last_residual: Tensor,       // (b·l, d), norm_f's input (f32)
     hidden: Tensor,              // (b·l, d), norm_f's output (compute dtype)
@@ -55,8 +53,7 @@ impl MambaLM {
     /// [`MambaLM::compute_weights`] since its last update) and the ids' `index` for the
     /// embedding's gradient (built from the ids, read back from the device, when not given).
     pub fn forward_saved(&self, ids: &Tensor, targets: &Tensor, weights: &ComputeWeights, index: Option<TokenIndex>) -> Result<(Tensor, Saved)> {
-        let (_, seq_len) = ids.dims2()?;
-        if weights.layers.len() != self.layers.len() {
+                if weights.layers.len() != self.layers.len() {
             candle_core::bail!("forward_saved: weights for {} layers, the model has {}", weights.layers.len(), self.layers.len())
         }
         let vocab = self.embeddings.dim(0)?;
@@ -71,13 +68,13 @@ impl MambaLM {
         let targets = targets.flatten_all()?; // (b·l,)
         let rows = mamba_ops::cross_entropy_rows(&logits, &targets)?; // (b·l, 2)
         let loss = rows.narrow(1, 0, 1)?.mean_all()?; // ()
-        Ok((loss, Saved { index, targets, seq_len, blocks, last_residual, hidden, head, logits, rows }))
+        Ok((loss, Saved { index, targets, blocks, last_residual, hidden, head, logits, rows }))
     }
 
     /// The gradient of `scale · loss` for every parameter, filed under the parameter's tensor
     /// (what `loss.affine(scale, 0)?.backward()` returns for the parameters).
     pub fn backward(&self, saved: Saved, scale: f64) -> Result<GradStore> {
-        let Saved { index, targets, seq_len, blocks, last_residual, hidden, head, logits, rows } = saved;
+        let Saved { index, targets, blocks, last_residual, hidden, head, logits, rows } = saved;
         let (cd, eps) = (self.compute, self.cfg.norm_eps);
         let mut grads = GradStore::default();
         // Gradients in another dtype than their parameter's (the bf16 matmul weights') wait for
@@ -101,7 +98,7 @@ impl MambaLM {
         put(&self.norm_f, d_norm_f)?;
         // The blocks in reverse: residual_out = residual + mixer(norm(residual)).
         for (block, acts) in self.layers.iter().zip(blocks).rev() {
-            let dx = block.mixer.backward(&acts.mixer, seq_len, &dres_cd, &mut put)?; // (b·l, d)
+            let dx = block.mixer.backward(&acts.mixer, &dres_cd, &mut put)?; // (b·l, d)
             // The stream's gradient: what passed through the add plus the norm's (one kernel).
             let (dres_in, d_norm, dres_in_cd) = rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx, Some(&dres))?; // (b·l, d)
             put(&block.norm, d_norm)?;
@@ -123,58 +120,9 @@ impl MambaLM {
     }
 }
 
-impl Mixer {
-    /// The backward of [`Mixer::forward`] for its output's gradient `dout: (b·l, d_model)`:
-    /// files each parameter's gradient with `put` and returns the input's gradient.
-    fn backward(&self, a: &MixerActs, seq_len: usize, dout: &Tensor, put: &mut impl FnMut(&Tensor, Tensor) -> Result<()>) -> Result<Tensor> {
-        let n = self.d_state;
-        let [w_in, w_x, w_dt, w_out] = &a.w;
-        let conv_w = self.conv_weight.detach().squeeze(1)?; // (di, k)
-        // out = y W_outᵀ
-        let (dy, d_out_proj) = linear_backward(&a.y, w_out, dout)?; // (b·l, di)
-        put(&self.out_proj, d_out_proj)?;
-        // The scan; the conv's part of it waits for x_proj's gradient below.
-        let r = self.dt_rank;
-        let (b, c) = (a.x_dbl.narrow(1, r, n)?, a.x_dbl.narrow(1, r + n, n)?); // (b·l, n) each
-        let sg = mamba_ops::backward::mixer_scan_rows(
-            &a.xz,
-            &a.xs,
-            seq_len,
-            &a.dt,
-            &b,
-            &c,
-            &conv_w,
-            &self.conv_bias.detach(),
-            &self.a_log.detach(),
-            &self.d_skip.detach(),
-            &self.dt_proj_b.detach(),
-            &dy,
-            &a.scan,
-        )?;
-        put(&self.a_log, sg.a_log)?;
-        put(&self.d_skip, sg.d_skip)?;
-        put(&self.dt_proj_b, sg.delta_bias)?;
-        // dt = dt_low W_dtᵀ
-        let (d_dt_low, d_dt_proj) = linear_backward(&a.dt_low, w_dt, &sg.delta)?; // (b·l, r)
-        put(&self.dt_proj_w, d_dt_proj)?;
-        // x_dbl = xs W_xᵀ = [dt_low | B | C]
-        let dx_dbl = mamba_ops::concat_columns(&[&d_dt_low, &sg.b, &sg.c], a.x_dbl.dtype())?; // (b·l, r + 2n), one pass
-        let (dxs, d_x_proj) = linear_backward(&a.xs, w_x, &dx_dbl)?; // (b·l, di)
-        put(&self.x_proj, d_x_proj)?;
-        // The conv, for x_proj's input and the scan's u at once: dxz whole.
-        let [dxz, d_conv_w, d_conv_b] = mamba_ops::backward::mixer_conv_rows(&a.xz, seq_len, &conv_w, &self.conv_bias.detach(), &dxs, sg.conv)?;
-        put(&self.conv_weight, d_conv_w)?;
-        put(&self.conv_bias, d_conv_b)?;
-        // xz = x W_inᵀ
-        let (dx, d_in_proj) = linear_backward(&a.x, w_in, &dxz)?; // (b·l, d_model)
-        put(&self.in_proj, d_in_proj)?;
-        Ok(dx)
-    }
-}
-
 /// The backward of `y = x wᵀ` (`layers::linear` on 2-D input) for `dy: (rows, out)`:
 /// `(dx = dy w: (rows, in), dw = dyᵀ x: (out, in))`.
-fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+pub(super) fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((dy.matmul(w)?, dy.t()?.matmul(x)?))
 }
 

@@ -1,5 +1,5 @@
 //! The LM head's loss: mean next-token cross-entropy, computed by the fused op of `mamba-ops`
-//! (`ops/src/cross_entropy/`: one pass over the logits forward, one backward, CPU and CUDA).
+//! (`ops/src/model/cross_entropy/`: one pass over the logits forward, one backward, CPU and CUDA).
 //! candle_nn's composite (log_softmax + gather) builds several (tokens × 50264) temporaries and
 //! took ~118 ms per step on an H200 for 16384 × 50264 f32 logits.
 

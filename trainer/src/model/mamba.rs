@@ -14,7 +14,8 @@ use candle_nn::VarBuilder;
 use super::backward::ComputeWeights;
 use super::config::MambaConfig;
 use super::layers::{acc_dtype, rms_norm, rms_norm_into};
-use super::mixer::{Mixer, MixerActs, MixerState};
+use super::mixer::{Mixer, MixerState};
+use super::mixer_train::MixerActs;
 
 pub(super) struct Block {
     pub norm: Tensor, // (d_model,)
@@ -98,10 +99,14 @@ impl MambaLM {
         let mut acts = Vec::new();
         for (i, block) in self.layers.iter().enumerate() {
             let x = rms_norm_into(&residual, &p(&block.norm), self.cfg.norm_eps, self.compute)?; // (b·l, d)
-            let (x, mixer) = block.mixer.forward_acts(&x, l, weights.map(|w| &w.layers[i]))?; // (b·l, d)
-            if detached {
-                acts.push(BlockActs { residual: residual.clone(), mixer });
-            }
+            let x = match weights {
+                Some(w) => {
+                    let (x, mixer) = block.mixer.forward_saved(&x, l, &w.layers[i])?; // (b·l, d)
+                    acts.push(BlockActs { residual: residual.clone(), mixer });
+                    x
+                }
+                None => block.mixer.forward(&x, l)?, // (b·l, d)
+            };
             residual = mamba_ops::residual_add(&residual, &x)?; // (b·l, d): + x in acc's dtype
         }
         let h = rms_norm_into(&residual, &p(&self.norm_f), self.cfg.norm_eps, self.compute)?; // (b·l, d)

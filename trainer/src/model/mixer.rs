@@ -4,12 +4,12 @@
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
-use mamba_ops::backward::ScanSaved;
+use mamba_ops::{ChannelParams, ScanTensors};
 
 use super::config::MambaConfig;
 use super::layers::{linear, softplus};
 
-/// The parameters are the `Var`s' own tensors (the hand-written backward in `backward.rs` files
+/// The parameters are the `Var`s' own tensors (the hand-written backward in `mixer_train.rs` files
 /// their gradients under them).
 pub struct Mixer {
     pub(super) d_inner: usize,
@@ -24,24 +24,6 @@ pub struct Mixer {
     pub(super) a_log: Tensor,       // (d_inner, d_state)
     pub(super) d_skip: Tensor,      // (d_inner,)
     pub(super) out_proj: Tensor,    // (d_model, d_inner)
-}
-
-/// What the hand-written backward needs of one mixer's forward: its input, the activations the
-/// matmuls and the mixer ops read, and the matmul weights in the compute dtype (the same tensors
-/// candle's autograd graph would hold).
-pub(super) struct MixerActs {
-    pub x: Tensor,      // (b·l, d_model), the compute dtype
-    pub xz: Tensor,     // (b·l, 2·di)
-    pub xs: Tensor,     // (b·l, di), the conv's output
-    pub x_dbl: Tensor,  // (b·l, r + 2n)
-    pub dt_low: Tensor, // (b·l, r)
-    pub dt: Tensor,     // (b·l, di), Δ before bias and softplus
-    pub y: Tensor,      // (b·l, di), the scan's output
-    /// What the scan's forward keeps for its backward (on the GPU its segment-start states;
-    /// empty under autograd, which does not need it).
-    pub scan: ScanSaved,
-    /// in_proj, x_proj, dt_proj and out_proj's weights as the matmuls read them.
-    pub w: [Tensor; 4],
 }
 
 /// Recurrent state of one mixer for generation: O(1) per token.
@@ -74,55 +56,47 @@ impl Mixer {
 
     /// Parallel forward over whole sequences, given as rows: `x: (b·l, d_model)` holds `b`
     /// sequences of `seq_len` steps one after the other; returns `(b·l, d_model)` in the dtype of
-    /// `x` (matmul weights are cast to it). The activations stay 2-D (no reshape nodes around the
-    /// matmuls). The conv and the scan are the fused mixer ops, which read `xz` and `dt` where
-    /// the matmuls left them, in that dtype (no narrow copies, no casts, no packing; see
-    /// `mamba_ops::mixer_scan`).
+    /// `x` (matmul weights are cast to it), under autograd. The activations stay 2-D (no reshape
+    /// nodes around the matmuls). The conv and the scan are the fused mixer ops, which read `xz`
+    /// and `dt` where the matmuls left them, in that dtype (no narrow copies, no casts, no
+    /// packing; see `mamba_ops::mixer_scan`). The trainer's forward is
+    /// [`Mixer::forward_saved`] (`mixer_train.rs`).
     pub fn forward(&self, x: &Tensor, seq_len: usize) -> Result<Tensor> {
-        Ok(self.forward_acts(x, seq_len, None)?.0)
+        let w = |t: &Tensor| t.to_dtype(x.dtype());
+        let [w_in, w_x, w_dt, w_out] = [w(&self.in_proj)?, w(&self.x_proj)?, w(&self.dt_proj_w)?, w(&self.out_proj)?];
+        let (_, _, _, scan) = self.scan_inputs(x, seq_len, [&w_in, &w_x, &w_dt], self.channel_params()?)?;
+        // The scan reads z from xz, and recomputes u = silu(conv(x)) from xz too (its custom op
+        // takes three inputs, no room for xs).
+        let y = mamba_ops::mixer_scan(&scan)?; // (b·l, di)
+        linear(&y, &w_out) // (b·l, d_model)
     }
 
-    /// in_proj, x_proj, dt_proj and out_proj's weights in `dtype`, without autograd history (the
-    /// hand-written path casts them once per optimizer step: `MambaLM::compute_weights`).
-    pub(super) fn matmul_weights(&self, dtype: candle_core::DType) -> Result<[Tensor; 4]> {
-        let w = |t: &Tensor| t.detach().to_dtype(dtype);
-        Ok([w(&self.in_proj)?, w(&self.x_proj)?, w(&self.dt_proj_w)?, w(&self.out_proj)?])
+    /// The per-channel tensors as the mixer ops read them: the conv's weight `(di, k)`, its bias,
+    /// A_log, D and dt_proj's bias.
+    pub(super) fn channel_params(&self) -> Result<ChannelParams> {
+        Ok(ChannelParams {
+            conv_w: self.conv_weight.squeeze(1)?, // (di, k)
+            conv_b: self.conv_bias.clone(),
+            a_log: self.a_log.clone(),
+            d_skip: self.d_skip.clone(),
+            delta_bias: self.dt_proj_b.clone(),
+        })
     }
 
-    /// [`Mixer::forward`] with its activations. Given `weights` (its [`Mixer::matmul_weights`] in
-    /// x's dtype) the parameters are read without autograd history, so no graph is recorded (the
-    /// hand-written backward's forward); else the weights are cast here, under autograd.
-    pub(super) fn forward_acts(&self, x: &Tensor, seq_len: usize, weights: Option<&[Tensor; 4]>) -> Result<(Tensor, MixerActs)> {
+    /// in_proj, the conv, x_proj and dt_proj on `x: (b·l, d_model)` with the matmul weights
+    /// `[in_proj, x_proj, dt_proj]` in x's dtype: `(xs, x_dbl, dt_low, the scan's inputs)`.
+    pub(super) fn scan_inputs(&self, x: &Tensor, seq_len: usize, [w_in, w_x, w_dt]: [&Tensor; 3], params: ChannelParams) -> Result<(Tensor, Tensor, Tensor, ScanTensors)> {
         let (n, r) = (self.d_state, self.dt_rank);
-        let detached = weights.is_some();
-        let p = |t: &Tensor| if detached { t.detach() } else { t.clone() };
-        let [w_in, w_x, w_dt, w_out] = match weights {
-            Some(w) => w.clone(),
-            None => {
-                let w = |t: &Tensor| t.to_dtype(x.dtype());
-                [w(&self.in_proj)?, w(&self.x_proj)?, w(&self.dt_proj_w)?, w(&self.out_proj)?]
-            }
-        };
-        let conv_w = p(&self.conv_weight).squeeze(1)?; // (di, k)
-        let xz = linear(x, &w_in)?; // (b·l, 2·di) = [x | z]
-        let xs = mamba_ops::mixer_conv_rows(&xz, seq_len, &conv_w, &p(&self.conv_bias))?; // (b·l, di)
-        let x_dbl = linear(&xs, &w_x)?; // (b·l, r + 2n)
+        let xz = linear(x, w_in)?; // (b·l, 2·di) = [x | z]
+        let xs = mamba_ops::mixer_conv(&xz, Some(seq_len), &params.conv_w, &params.conv_b)?; // (b·l, di)
+        let x_dbl = linear(&xs, w_x)?; // (b·l, r + 2n)
         let dt_low = x_dbl.narrow(D::Minus1, 0, r)?.contiguous()?; // (b·l, r)
         let b = x_dbl.narrow(D::Minus1, r, n)?; // (b·l, n)
         let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b·l, n)
         // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
-        let dt = linear(&dt_low, &w_dt)?; // (b·l, di)
-        // The scan reads z from xz. Under autograd it recomputes u = silu(conv(x)) from xz too (its
-        // custom op takes three inputs, no room for xs); for the hand-written backward it reads
-        // u = xs, as the reference kernel does.
-        let (cb, a_log, d_skip, dt_b) = (p(&self.conv_bias), p(&self.a_log), p(&self.d_skip), p(&self.dt_proj_b));
-        let (y, scan) = if detached {
-            mamba_ops::mixer_scan_rows_u(&xz, &xs, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?
-        } else {
-            (mamba_ops::mixer_scan_rows(&xz, seq_len, &dt, &b, &c, &conv_w, &cb, &a_log, &d_skip, &dt_b)?, ScanSaved::default())
-        }; // (b·l, di)
-        let out = linear(&y, &w_out)?; // (b·l, d_model)
-        Ok((out, MixerActs { x: x.clone(), xz, xs, x_dbl, dt_low, dt, y, scan, w: [w_in, w_x, w_dt, w_out] }))
+        let delta = linear(&dt_low, w_dt)?; // (b·l, di)
+        let scan = ScanTensors { xz, seq_len: Some(seq_len), delta, b, c, params };
+        Ok((xs, x_dbl, dt_low, scan))
     }
 
     pub fn zero_state(&self, batch: usize) -> Result<MixerState> {

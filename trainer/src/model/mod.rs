@@ -9,6 +9,7 @@ pub mod init;
 pub mod layers;
 pub mod mamba;
 pub mod mixer;
+mod mixer_train;
 pub mod params;
 
 pub use config::MambaConfig;
