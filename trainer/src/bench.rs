@@ -19,9 +19,10 @@ use candle_core::Device;
 use crate::config::TrainConfig;
 use crate::data::{train_seq_len, Batch, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
-use crate::dist::{parse_devices, Placement, RankGroup};
 use crate::model::Params;
 use crate::optim::OptimizerKind;
+use crate::parallel::{parse_devices, Placement};
+use crate::train::rank_group::RankGroup;
 use crate::train::replica::ReplicaInit;
 
 #[derive(Debug, Clone, clap::Args)]

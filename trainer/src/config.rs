@@ -284,7 +284,7 @@ impl TrainConfig {
     pub fn world(&self) -> Result<usize> {
         match &self.devices {
             None => Ok(1),
-            Some(d) => Ok(crate::dist::parse_devices(d)?.world()),
+            Some(d) => Ok(crate::parallel::parse_devices(d)?.world()),
         }
     }
 

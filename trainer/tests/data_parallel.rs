@@ -13,7 +13,7 @@ use candle_core::Device;
 use common::*;
 use mamba_trainer::checkpoint::{latest_checkpoint, load_model};
 use mamba_trainer::config::TrainConfig;
-use mamba_trainer::dist::{Comm, LocalComm};
+use mamba_trainer::parallel::{Comm, LocalComm};
 use mamba_trainer::model::{MambaConfig, Params};
 use mamba_trainer::optim::{HybridOptimizer, OptimConfig};
 use mamba_trainer::train::{run, StopReason};

@@ -2,8 +2,10 @@
 //! config → device → data → model → optimizer → loop { data, forward/backward, update, log, eval,
 //! checkpoint } → final eval and checkpoint.
 
+pub mod batch_share;
 pub mod eval;
 mod phase_clock;
+pub mod rank_group;
 pub mod replica;
 pub mod resume;
 pub mod step;
@@ -18,8 +20,9 @@ use crate::checkpoint::{load_model, params_from_loaded, resolve_init_from, save_
 use crate::config::TrainConfig;
 use crate::data::{train_seq_len, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
-use crate::dist::{parse_devices, Placement, RankGroup};
+use crate::parallel::{parse_devices, Placement};
 use crate::model::{MambaConfig, MambaLM, Params};
+use rank_group::RankGroup;
 use replica::{Replica, ReplicaInit};
 use step::NonFinite;
 
@@ -161,7 +164,7 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     }
     let mut data = TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
     // One loader for all ranks: a step is grad_accum × world micro-batches in stream order, dealt
-    // round robin (dist::batch_share). Follow mode: look a whole optimizer step ahead, so a step
+    // round robin (train::batch_share). Follow mode: look a whole optimizer step ahead, so a step
     // never starves half-way on a full ring (the loop can only checkpoint, and so release
     // shards, between steps).
     let batches_per_step = cfg.grad_accum * world;

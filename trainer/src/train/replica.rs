@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::step::{train_step_on_rank, Shard, StepResult};
 use crate::data::Batch;
-use crate::dist::Comm;
+use crate::parallel::Comm;
 use crate::model::{MambaConfig, MambaLM, Params};
 use crate::optim::{HybridOptimizer, OptimConfig};
 

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
 use crate::data::Batch;
-use crate::dist::Comm;
+use crate::parallel::Comm;
 use crate::model::MambaLM;
 use crate::optim::{clip_grad_norm, HybridOptimizer, StepStats};
 
@@ -122,7 +122,7 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
     let mut sync_ms = 0.0;
     if let Some(comm) = shard.comm.filter(|c| c.world_size() > 1) {
         // Sum the ranks' losses and gradients: every rank now holds the global batch's.
-        crate::dist::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
+        crate::parallel::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
         let loss = comm.all_reduce_sum(&Tensor::new(&[loss_sum], device)?).context("all-reducing the loss")?;
         loss_sum = loss.to_vec1::<f64>()?[0]; // waits for both all-reduces
         sync_ms = phase_clock::elapsed_ms(&m2, &phase_clock::mark(device)?)?;
