@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mamba_shards::dir_lock::{DirLock, PIPELINE_LOCK};
-use mamba_shards::format::token_bytes_for_vocab;
 use mamba_shards::manifest::{SourceFingerprint, ValSet, MANIFEST_VERSION};
-use mamba_shards::{DocPos, Manifest, ShardParams, Split, SplitManifest};
+use mamba_shards::{DocPos, Manifest, ShardParams, Split};
 use rayon::prelude::*;
 
 use crate::backpressure::Ring;
@@ -35,12 +34,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?);
     let tokenizer = Tokenizer::load(&args.tokenizer, &args.eot_token, args.endpoint.as_deref(), &stop)?;
     let vocab_size = tokenizer.vocab_size();
-    let params = ShardParams {
-        token_bytes: token_bytes_for_vocab(vocab_size),
-        chunk_tokens: args.seq_len + 1,
-        vocab_size,
-        eot_id: tokenizer.eot_id(),
-    };
+    let params = ShardParams::new(args.seq_len, vocab_size, tokenizer.eot_id());
 
     // ---- 2. the source: local parquet or a Hub dataset folder, this worker's share -------------
     let (files, http) = if !args.input.is_empty() {
@@ -62,7 +56,6 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let fingerprint = SourceFingerprint {
         files: files.iter().map(|f| f.name()).collect(),
         tokenizer: args.tokenizer.clone(),
-        seq_len: args.seq_len,
         chunks_per_shard: args.chunks_per_shard,
         val_fraction: args.val_fraction,
         val_tokens: args.val_tokens,
@@ -105,7 +98,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     manifest.write(&dir).with_context(|| format!("writing the manifest in {}", dir.display()))?;
 
     // ---- 4. resume state: per-split streams, val rule, where to start reading ------------------
-    let seq_len = args.seq_len;
+    let seq_len = params.seq_len();
     let mut streams = [SplitStream::resume(seq_len, &manifest.train), SplitStream::resume(seq_len, &manifest.val)];
     // The fixed val set: its K chunks come from the first documents and are published (in shards
     // of at most --chunks-per-shard, the last one possibly shorter) before any train shard.
@@ -232,8 +225,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
             );
             manifest.val_set = Some(ValSet { chunks: manifest.val.chunks, shards: manifest.val.next_seq });
         }
-        manifest.finished = true;
-        manifest.finish_reason = reason.to_string();
+        manifest.finish(reason);
         manifest.val_bootstrap_through = val.bootstrap_through();
         publisher.writer.manifest(&manifest)?;
         publisher.writer.finish()
@@ -254,7 +246,7 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
 
     // ---- 7. summary ------------------------------------------------------------------------------
     if manifest.val.chunks == 0 {
-        tracing::warn!("the source holds fewer than {} tokens: no val shard could be written", params.chunk_tokens);
+        tracing::warn!("the source holds fewer than {} tokens: no val shard could be written", params.chunk_tokens());
     } else if manifest.train.chunks == 0 {
         tracing::warn!("no train shard: the whole source went into the fixed val set; lower --val-tokens ({})", args.val_tokens);
     }
@@ -326,24 +318,10 @@ impl Publisher<'_> {
 }
 
 fn new_manifest(args: &RunArgs, params: &ShardParams, fingerprint: SourceFingerprint) -> Manifest {
-    Manifest {
-        version: MANIFEST_VERSION,
-        finished: false,
-        finish_reason: String::new(),
-        max_tokens: args.max_tokens,
-        seq_len: args.seq_len,
-        params: *params,
-        tokenizer: args.tokenizer.clone(),
-        chunks_per_shard: args.chunks_per_shard,
-        fingerprint,
-        val_bootstrap_through: None,
-        val_set: None,
-        train: SplitManifest::default(),
-        val: SplitManifest::default(),
-        skipped_files: Vec::new(),
-        ring_slots: Some(args.ring_slots),
-        written_by: crate::version_string(),
-    }
+    let mut m = Manifest::new(*params, fingerprint, crate::version_string());
+    m.max_tokens = args.max_tokens;
+    m.ring_slots = Some(args.ring_slots);
+    m
 }
 
 /// A data dir is only resumed with the options that made it; anything else is a clear error.
@@ -376,13 +354,13 @@ fn check_same_options(dir: &Path, m: &Manifest, now: &SourceFingerprint, params:
         }
     };
     cmp("--tokenizer", was.tokenizer.clone(), now.tokenizer.clone());
-    cmp("--seq-len", was.seq_len.to_string(), now.seq_len.to_string());
+    cmp("--seq-len", m.params.seq_len().to_string(), params.seq_len().to_string());
     cmp("--chunks-per-shard", was.chunks_per_shard.to_string(), now.chunks_per_shard.to_string());
     cmp("--val-fraction", was.val_fraction.to_string(), now.val_fraction.to_string());
     cmp("--val-tokens", was.val_tokens.to_string(), now.val_tokens.to_string());
     cmp("--workers", was.workers.to_string(), now.workers.to_string());
     cmp("--worker-index", was.worker_index.to_string(), now.worker_index.to_string());
-    let shape = |p: &ShardParams| format!("token_bytes {} chunk_tokens {} vocab {} eot {}", p.token_bytes, p.chunk_tokens, p.vocab_size, p.eot_id);
+    let shape = |p: &ShardParams| format!("token_bytes {} chunk_tokens {} vocab {} eot {}", p.token_bytes, p.chunk_tokens(), p.vocab_size, p.eot_id);
     cmp("shard params", shape(&m.params), shape(params));
     if diffs.is_empty() {
         return Ok(());

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use mamba_shards::ShardParams;
 
 use crate::checkpoint::{load_model, params_from_loaded, resolve_init_from, save_checkpoint, CheckpointContents, TrainerState};
 use crate::config::TrainConfig;
-use crate::data::{train_seq_len, DataPosition, DataSpec, TrainData};
+use crate::data::{train_shard_params, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
 use crate::parallel::{parse_devices, Placement};
 use crate::model::{MambaConfig, MambaLM, Params};
@@ -74,10 +75,11 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?).context("writing config.resolved.toml")?;
 
     // ---- model shape and data shape ---------------------------------------------------------
-    let Some(seq_len) = discover_seq_len(cfg, stop)? else {
+    let Some(shard) = discover_shard_params(cfg, stop)? else {
         tracing::info!("stopped before the pipeline published a train shard: nothing to train or save");
         return Ok(TrainOutcome { stop: StopReason::Signal, step: 0, losses: Vec::new(), last_val_loss: None, skipped_chunks: 0 });
     };
+    let seq_len = shard.seq_len();
     // --init-from: a local checkpoint, or a Hub repo downloaded first (a signal abandons that wait).
     let init = match (&cfg.init_from, cfg.resume) {
         (Some(spec), false) => {
@@ -126,7 +128,6 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         optimizer_state,
         optim: cfg.optim_config(),
         dtype,
-        seq_len,
         clip: cfg.clip,
     };
     drop(params);
@@ -413,9 +414,10 @@ fn check_step_fits_ring(cfg: &TrainConfig, world: usize) -> Result<()> {
     Ok(())
 }
 
-/// The data's sequence length, from the first train shard's header. Follow mode waits (saying
-/// so) for the pipeline to create the directory and publish a shard; `None`: `stop` came first.
-fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<usize>> {
+/// The data's shard parameters (its sequence length), from the first train shard's header. Follow
+/// mode waits (saying so) for the pipeline to create the directory and publish a shard; `None`:
+/// `stop` came first.
+fn discover_shard_params(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<ShardParams>> {
     let mut announced = None;
     loop {
         let found = if cfg.follow && !cfg.data.is_dir() {
@@ -426,7 +428,7 @@ fn discover_seq_len(cfg: &TrainConfig, stop: &AtomicBool) -> Result<Option<usize
                 cfg.data.display()
             );
         } else {
-            train_seq_len(&cfg.data).with_context(|| format!("--data {}", cfg.data.display()))?
+            train_shard_params(&cfg.data).with_context(|| format!("--data {}", cfg.data.display()))?
         };
         if found.is_some() {
             return Ok(found);
