@@ -59,8 +59,9 @@ pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch],
     train_step_on_rank(model, opt, batches, clip, step, device, Shard { comm: None, global_rows: rows })
 }
 
-/// One rank's part of a data-parallel step (see `dist`): `comm` is the rank's group (`None` on a
-/// single device) and `global_rows` the number of sequences in the whole step over all ranks.
+/// One rank's part of a data-parallel step (see `train::rank_group` and `parallel`): `comm` is
+/// the rank's group (`None` on a single device) and `global_rows` the number of sequences in the
+/// whole step over all ranks.
 #[derive(Clone, Copy)]
 pub struct Shard<'a> {
     pub comm: Option<&'a dyn Comm>,
