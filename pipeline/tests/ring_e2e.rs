@@ -81,6 +81,10 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
             c.args(["--seed", "1", "--device", "cpu"]);
             if has_checkpoint(&r) {
                 c.arg("--resume");
+            } else if r.exists() {
+                // SIGKILLed before its first checkpoint (a busy machine): nothing to resume, and
+                // nothing was released to the pipeline, so the run starts afresh.
+                c.arg("--overwrite");
             }
             c
         }),
