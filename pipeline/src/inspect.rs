@@ -56,7 +56,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
             m.finished,
             if m.finish_reason.is_empty() { "running" } else { &m.finish_reason },
             m.tokenizer,
-            m.seq_len,
+            m.params.seq_len(),
             m.params.vocab_size,
             m.params.eot_id,
             m.train.next_seq,

@@ -23,7 +23,7 @@ pub struct ShardJob<'a> {
 
 /// Compresses and publishes `job` into `dir`; returns the published path and its size in bytes.
 pub fn write_shard(dir: &Path, params: &ShardParams, level: i32, job: &ShardJob, stop: &AtomicBool) -> Result<(PathBuf, u64)> {
-    let seq_len = params.chunk_tokens as usize - 1;
+    let seq_len = params.seq_len();
     let name = shard_file_name(job.split, job.seq);
     let final_path = dir.join(&name);
     // One zstd context per worker, not per chunk (creating one costs as much as a chunk).

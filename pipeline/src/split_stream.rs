@@ -31,7 +31,7 @@ pub struct SplitStream {
 
 impl SplitStream {
     /// Continues a split from its manifest entry (all zero for a new corpus).
-    pub fn resume(seq_len: u32, m: &SplitManifest) -> SplitStream {
+    pub fn resume(seq_len: usize, m: &SplitManifest) -> SplitStream {
         SplitStream { seq_len: seq_len as u64, buf: Vec::new(), buf_start: m.tokens, marks: VecDeque::new(), resume: m.resume }
     }
 
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn chunks_overlap_and_resume_is_exact() {
         let docs: Vec<Vec<u32>> = (0..20).map(|d| (0..(d * 7 % 11) as u32).map(|t| 100 * d as u32 + t).collect()).collect();
-        let seq_len = 4u32;
+        let seq_len = 4usize;
         let run = |stop_after: Option<usize>| -> Vec<Vec<u32>> {
             let mut chunks = Vec::new();
             let mut m = SplitManifest::default();

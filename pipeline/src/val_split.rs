@@ -20,8 +20,8 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// K, the chunks of the fixed val set: `val_tokens / seq_len` rounded up, at least 1.
-pub fn val_set_chunks(val_tokens: u64, seq_len: u32) -> u64 {
-    val_tokens.div_ceil(u64::from(seq_len.max(1))).max(1)
+pub fn val_set_chunks(val_tokens: u64, seq_len: usize) -> u64 {
+    val_tokens.div_ceil(seq_len.max(1) as u64).max(1)
 }
 
 pub struct ValSplit {
@@ -38,10 +38,10 @@ impl ValSplit {
     /// A val set of `set_chunks` chunks of `seq_len` (+1) tokens. `bootstrap_through` comes from
     /// the manifest; when it is `None` reading starts at the beginning of the source, so the
     /// bootstrap is recomputed from zero.
-    pub fn new(val_fraction: f64, set_chunks: u64, seq_len: u32, bootstrap_through: Option<DocPos>) -> ValSplit {
+    pub fn new(val_fraction: f64, set_chunks: u64, seq_len: usize, bootstrap_through: Option<DocPos>) -> ValSplit {
         // f64 → u64 saturates; fraction 0 → threshold 0 → no document is hash-selected.
         let threshold = (val_fraction * 2f64.powi(64)) as u64;
-        let bootstrap_target = set_chunks.saturating_mul(u64::from(seq_len)).saturating_add(1);
+        let bootstrap_target = set_chunks.saturating_mul(seq_len as u64).saturating_add(1);
         ValSplit { threshold, bootstrap_target, bootstrap_through, bootstrap_tokens: 0 }
     }
 

@@ -9,12 +9,12 @@ use mamba_shards::format::Split;
 use mamba_shards::testing::{hostile_shards, HostileShard};
 use mamba_shards::{ShardParams, ShardWriter};
 
-const PARAMS: ShardParams = ShardParams { token_bytes: 2, chunk_tokens: 17, vocab_size: 50257, eot_id: 50256 };
+const PARAMS: ShardParams = ShardParams::new(16, 50257, 50256);
 
 fn good_shard(dir: &Path) -> PathBuf {
     let mut w = ShardWriter::create(dir, Split::Train, 0, 0, PARAMS, 3).unwrap();
     for k in 0..4u32 {
-        let chunk: Vec<u32> = (0..PARAMS.chunk_tokens).map(|i| (k * 131 + i * 7) % 50000).collect();
+        let chunk: Vec<u32> = (0..PARAMS.chunk_tokens() as u32).map(|i| (k * 131 + i * 7) % 50000).collect();
         w.push_chunk(&chunk).unwrap();
     }
     w.finish().unwrap()

@@ -60,7 +60,7 @@ fn local_corpus_matches_the_documented_stream_rules() {
 
     let m = manifest(&data);
     assert!(m.finished && m.finish_reason == "end of source");
-    assert_eq!((m.seq_len, m.params.vocab_size, m.params.eot_id, m.params.token_bytes), (64, 50257, 50256, 2));
+    assert_eq!((m.params.seq_len(), m.params.vocab_size, m.params.eot_id, m.params.token_bytes), (64, 50257, 50256, 2));
     let train_chunks = (train.len() as u64 - 1) / 64;
     assert_eq!(m.train.chunks, train_chunks);
     assert_eq!(m.train.tokens, train_chunks * 64);
@@ -161,7 +161,7 @@ fn config_file_values_apply_and_flags_override_them() {
     std::fs::write(&cfg, format!("seq-len = 32\nchunks-per-shard = 4\nval-tokens = 32\nquiet = true\ninput = [{:?}]\nmax-tokens = 1000\n", tiny())).unwrap();
     run_ok(&["--config", p(&cfg), "--data-dir", p(&data), "--chunks-per-shard", "5"]);
     let m = manifest(&data);
-    assert_eq!((m.seq_len, m.chunks_per_shard), (32, 5));
+    assert_eq!((m.params.seq_len(), m.chunks_per_shard), (32, 5));
     let r = mamba_shards::ShardReader::open(&data.join("train-00000000.shard")).unwrap();
     assert_eq!((r.header().chunk_tokens, r.n_chunks()), (33, 5));
 }

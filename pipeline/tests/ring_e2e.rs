@@ -25,23 +25,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod ring_harness;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::hub_server::HubServer;
 use common::{p, tinyshakespeare};
+use ring_harness::{eval_sets, has_checkpoint, interrupted, trainer_binary, DiskSampler, Proc};
 use mamba_shards::testing::SplitMix64;
-
-/// The exit status of a process stopped by SIGINT or SIGTERM: 128 + the signal's number.
-fn interrupted(signal: &str) -> i32 {
-    128 + if signal == "INT" { 2 } else { 15 }
-}
 
 const SLOTS: usize = 3;
 const CHUNKS_PER_SHARD: u64 = 8;
@@ -49,162 +42,6 @@ const MAX_TOKENS: &str = "24000";
 const SEED: u64 = 5;
 /// The fixed val set: 16 chunks of 64 tokens (2 val shards of 8).
 const VAL_TOKENS: &str = "1024";
-
-/// Builds the trainer (a no-op when it is fresh) into this test's target dir and profile.
-fn trainer_binary() -> PathBuf {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_pipeline")).parent().unwrap().to_path_buf();
-    let profile = bin_dir.file_name().unwrap().to_string_lossy().into_owned();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(["build", "-p", "mamba-trainer", "--bin", "trainer"]);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd.status().expect("running cargo build -p mamba-trainer");
-    assert!(status.success(), "cargo build -p mamba-trainer failed");
-    let bin = bin_dir.join(format!("trainer{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} not found after cargo build", bin.display());
-    bin
-}
-
-/// One program under test: how to start it, its current process, and its log files.
-struct Proc {
-    name: &'static str,
-    cmd: Box<dyn Fn(&Path) -> Command>,
-    child: Option<Child>,
-    logs: Vec<PathBuf>,
-    log_dir: PathBuf,
-}
-
-impl Proc {
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "{} already running", self.name);
-        let log = self.log_dir.join(format!("{}-{}.log", self.name, self.logs.len()));
-        let out = File::create(&log).unwrap();
-        let mut cmd = (self.cmd)(&self.log_dir);
-        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
-        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.name)));
-        self.logs.push(log);
-    }
-
-    fn log(&self) -> String {
-        self.logs.last().map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default()
-    }
-
-    fn all_logs(&self) -> String {
-        self.logs.iter().map(|l| format!("==== {}\n{}", l.display(), std::fs::read_to_string(l).unwrap_or_default())).collect()
-    }
-
-    fn running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => c.try_wait().unwrap().is_none(),
-            None => false,
-        }
-    }
-
-    /// Sends `signal` (INT, TERM or KILL) and waits for the exit; returns its status and how long it took.
-    fn kill(&mut self, signal: &str) -> (ExitStatus, Duration) {
-        let child = self.child.as_mut().unwrap();
-        let t0 = Instant::now();
-        let ok = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
-        assert!(ok.success() || child.try_wait().unwrap().is_some(), "kill -{signal} {}", self.name);
-        let status = self.wait(Duration::from_secs(60));
-        (status, t0.elapsed())
-    }
-
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                self.child = None;
-                return s;
-            }
-            if t0.elapsed() > limit {
-                let _ = child.kill();
-                panic!("{} did not exit within {limit:?}; log:\n{}", self.name, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until the current log contains `text` after its first `from` bytes.
-    fn wait_for_log_from(&mut self, from: usize, text: &str, limit: Duration) {
-        let t0 = Instant::now();
-        while !self.log().get(from..).unwrap_or_default().contains(text) {
-            assert!(t0.elapsed() < limit, "{} never logged {text:?}; log:\n{}", self.name, self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_for_log(&mut self, text: &str, limit: Duration) {
-        self.wait_for_log_from(0, text, limit);
-    }
-}
-
-/// Samples the data dir every few ms: the most train shards and temporaries seen at once.
-struct DiskSampler {
-    stop: Arc<AtomicBool>,
-    max_train: Arc<AtomicUsize>,
-    max_tmp: Arc<AtomicUsize>,
-    samples: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DiskSampler {
-    fn start(dir: PathBuf) -> Self {
-        let (stop, max_train, max_tmp, samples) = Default::default();
-        let s = DiskSampler { stop, max_train, max_tmp, samples, thread: None };
-        let (stop, max_train, max_tmp, samples) = (s.stop.clone(), s.max_train.clone(), s.max_tmp.clone(), s.samples.clone());
-        let thread = std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok(entries) = std::fs::read_dir(&dir) {
-                    let names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-                    let train = names.iter().filter(|n| n.starts_with("train-") && n.ends_with(".shard")).count();
-                    let tmp = names.iter().filter(|n| (n.starts_with(".train-") || n.starts_with(".val-")) && n.ends_with(".tmp")).count();
-                    max_train.fetch_max(train, Ordering::SeqCst);
-                    max_tmp.fetch_max(tmp, Ordering::SeqCst);
-                    samples.fetch_add(1, Ordering::SeqCst);
-                }
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        });
-        DiskSampler { thread: Some(thread), ..s }
-    }
-
-    fn finish(mut self) -> (usize, usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().unwrap().join().unwrap();
-        (self.max_train.load(Ordering::SeqCst), self.max_tmp.load(Ordering::SeqCst), self.samples.load(Ordering::SeqCst))
-    }
-}
-
-/// The val set digests of the `eval step … (set DIGEST)` lines, per trainer log.
-fn eval_sets(logs: &[PathBuf]) -> Vec<Vec<String>> {
-    logs.iter()
-        .map(|l| {
-            let text = std::fs::read_to_string(l).unwrap_or_default();
-            text.lines()
-                .filter(|line| line.contains("eval step"))
-                .filter_map(|line| line.split("(set ").nth(1).and_then(|rest| rest.split(')').next()).map(str::to_string))
-                .collect()
-        })
-        .collect()
-}
-
-fn has_checkpoint(run: &Path) -> bool {
-    std::fs::read_dir(run).is_ok_and(|d| {
-        d.filter_map(|e| e.ok()).any(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("ckpt-") && !n.ends_with(".tmp")
-        })
-    })
-}
 
 #[test]
 fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
@@ -245,6 +82,10 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
             c.args(["--seed", "1", "--device", "cpu"]);
             if has_checkpoint(&r) {
                 c.arg("--resume");
+            } else if r.exists() {
+                // SIGKILLed before its first checkpoint (a busy machine): nothing to resume, and
+                // nothing was released to the pipeline, so the run starts afresh.
+                c.arg("--overwrite");
             }
             c
         }),

@@ -84,7 +84,7 @@ pub fn parse_shard_file_name(name: &str) -> Option<(Split, u64)> {
 }
 
 /// The bytes per token a vocabulary needs.
-pub fn token_bytes_for_vocab(vocab_size: u32) -> u32 {
+pub const fn token_bytes_for_vocab(vocab_size: u32) -> u32 {
     if vocab_size <= 65536 {
         2
     } else {

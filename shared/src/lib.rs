@@ -1,4 +1,5 @@
-//! Shared by `pipeline` and `trainer`: shard format v1 ([`format`]), writing ([`writer`]) and
+//! Shared by `pipeline` and `trainer`: shard format v1 ([`format`]) and the parameters every shard
+//! of a corpus shares ([`shard_params`]), writing ([`writer`]) and
 //! reading ([`reader`]) shards, crash-safe file updates ([`fsutil`]) and the ring protocol
 //! ([`ring`]), and what both binaries do as processes: one writer per directory ([`dir_lock`])
 //! and SIGINT/SIGTERM as a stop request ([`stop_signal`]); with the `hub` feature, the Hugging
@@ -14,6 +15,7 @@ pub mod hub;
 pub mod manifest;
 pub mod reader;
 pub mod ring;
+pub mod shard_params;
 pub mod stop_signal;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -23,4 +25,5 @@ pub use error::{Result, ShardError};
 pub use format::{shard_file_name, Header, Split};
 pub use manifest::{DocPos, Manifest, SplitManifest, StreamPos};
 pub use reader::ShardReader;
-pub use writer::{compress_chunk, ChunkCompressor, ShardParams, ShardWriter};
+pub use shard_params::ShardParams;
+pub use writer::{compress_chunk, ChunkCompressor, ShardWriter};

@@ -9,16 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, ShardError};
 use crate::format::{shard_file_name, Header, Split, HEADER_BYTES};
 use crate::fsutil::fsync_dir;
-
-/// What every shard of a corpus shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ShardParams {
-    pub token_bytes: u32,
-    /// seq_len + 1
-    pub chunk_tokens: u32,
-    pub vocab_size: u32,
-    pub eot_id: u32,
-}
+use crate::shard_params::ShardParams;
 
 /// Compresses one chunk into a zstd frame with its content size and checksum set.
 /// Pure and thread-safe, so callers may compress chunks in parallel and `push_frame` them in order.
@@ -44,11 +35,11 @@ impl ChunkCompressor {
 
     /// One chunk of exactly `chunk_tokens` tokens as a zstd frame (`path` names the shard in errors).
     pub fn compress(&mut self, params: &ShardParams, tokens: &[u32], path: &Path) -> Result<Vec<u8>> {
-        if tokens.len() != params.chunk_tokens as usize {
+        if tokens.len() != params.chunk_tokens() {
             return Err(ShardError::WrongChunkLength {
                 path: path.into(),
                 got: tokens.len(),
-                expected: params.chunk_tokens as usize,
+                expected: params.chunk_tokens(),
             });
         }
         let raw = &mut self.raw;
@@ -133,7 +124,7 @@ impl ShardWriter {
         }
         let header = Header {
             token_bytes: self.params.token_bytes,
-            chunk_tokens: self.params.chunk_tokens,
+            chunk_tokens: self.params.header_chunk_tokens(),
             n_chunks: u32::try_from(self.n_chunks()).map_err(|_| io(std::io::Error::other("more than 2^32 chunks")))?,
             vocab_size: self.params.vocab_size,
             eot_id: self.params.eot_id,
@@ -171,7 +162,7 @@ mod tests {
     /// A reused compressor makes the same frames as a fresh one per chunk, and checks the same.
     #[test]
     fn chunk_compressor_frames_equal_compress_chunk() {
-        let params = ShardParams { token_bytes: 2, chunk_tokens: 65, vocab_size: 50257, eot_id: 50256 };
+        let params = ShardParams::new(64, 50257, 50256);
         let path = Path::new("test.shard");
         let mut reused = ChunkCompressor::new(3, path).unwrap();
         for k in 0..20u32 {

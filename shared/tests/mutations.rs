@@ -26,7 +26,7 @@ struct Original {
 }
 
 fn original(dir: &Path, params: ShardParams, n: usize) -> Original {
-    let seq_len = params.chunk_tokens as usize - 1;
+    let seq_len = params.seq_len();
     let mut stream = vec![params.eot_id];
     let mut x = 7u64;
     while stream.len() < n * seq_len + 1 {
@@ -232,19 +232,19 @@ fn run_mutations(params: ShardParams, n: usize, seed: u64) -> (u64, u64) {
 
 #[test]
 fn mutated_shards_fail_cleanly_or_read_the_original_chunks() {
-    let u16_tokens = ShardParams { token_bytes: 2, chunk_tokens: 33, vocab_size: 1000, eot_id: 999 };
+    let u16_tokens = ShardParams::new(32, 1000, 999);
     let (failed, accepted) = run_mutations(u16_tokens, 6, 19);
     eprintln!("u16 tokens: {failed} mutations failed, {accepted} were accepted and read the original chunks");
     // Most mutations break the file; the accepted ones are benign (seq, first_token, padding).
     assert!(failed > MUTATIONS * 3 / 4, "{failed} of {MUTATIONS} mutations failed, {accepted} accepted");
-    let u32_tokens = ShardParams { token_bytes: 4, chunk_tokens: 17, vocab_size: 70_000, eot_id: 0 };
+    let u32_tokens = ShardParams::new(16, 70_000, 0);
     let (failed, accepted) = run_mutations(u32_tokens, 5, 20);
     assert!(failed > MUTATIONS * 3 / 4, "{failed} of {MUTATIONS} mutations failed, {accepted} accepted");
 }
 
 // ---- the specific cases of issue 19 ---------------------------------------------------------
 
-const PARAMS: ShardParams = ShardParams { token_bytes: 2, chunk_tokens: 9, vocab_size: 50257, eot_id: 50256 };
+const PARAMS: ShardParams = ShardParams::new(8, 50257, 50256);
 
 fn shard_bytes(dir: &Path) -> (PathBuf, Vec<u8>) {
     let o = original(dir, PARAMS, 3);
@@ -334,7 +334,7 @@ fn chunk_err(path: &Path) -> String {
 #[test]
 fn frames_must_be_single_checksummed_frames_of_one_chunk() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens: Vec<u32> = (0..PARAMS.chunk_tokens).collect();
+    let tokens: Vec<u32> = (0..PARAMS.chunk_tokens() as u32).collect();
     let raw: Vec<u8> = tokens.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect();
     // No checksum flag: a flipped bit in the data would go unnoticed.
     let mut c = zstd::bulk::Compressor::new(3).unwrap();
@@ -350,8 +350,8 @@ fn frames_must_be_single_checksummed_frames_of_one_chunk() {
     let path = shard_of_frames(dir.path(), &[two]);
     assert!(chunk_err(&path).contains("zstd frame is"), "{}", chunk_err(&path));
     // A frame that declares more content than a chunk holds.
-    let big = vec![0u32; PARAMS.chunk_tokens as usize * 4];
-    let big_params = ShardParams { chunk_tokens: PARAMS.chunk_tokens * 4, ..PARAMS };
+    let big = vec![0u32; PARAMS.chunk_tokens() * 4];
+    let big_params = ShardParams::new(PARAMS.chunk_tokens() as u32 * 4 - 1, PARAMS.vocab_size, PARAMS.eot_id);
     let path = shard_of_frames(dir.path(), &[compress_chunk(&big_params, &big, 3, &path).unwrap()]);
     assert!(chunk_err(&path).contains("frame holds 72 bytes, expected 18"));
     // The good frame alone reads back.

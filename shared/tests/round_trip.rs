@@ -7,10 +7,10 @@ use mamba_shards::format::{Split, HEADER_BYTES};
 use mamba_shards::ring::{list_shards, read_release, write_release, Release};
 use mamba_shards::{ShardError, ShardParams, ShardReader, ShardWriter};
 
-const PARAMS: ShardParams = ShardParams { token_bytes: 2, chunk_tokens: 9, vocab_size: 50257, eot_id: 50256 };
+const PARAMS: ShardParams = ShardParams::new(8, 50257, 50256);
 
 fn chunk(k: u32) -> Vec<u32> {
-    (0..PARAMS.chunk_tokens).map(|i| (k * 1000 + i * 37) % PARAMS.vocab_size).collect()
+    (0..PARAMS.chunk_tokens() as u32).map(|i| (k * 1000 + i * 37) % PARAMS.vocab_size).collect()
 }
 
 fn write_shard(dir: &Path, n: u32) -> std::path::PathBuf {
@@ -43,7 +43,7 @@ fn round_trip() {
 #[test]
 fn four_byte_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let params = ShardParams { token_bytes: 4, chunk_tokens: 4, vocab_size: 100_000, eot_id: 0 };
+    let params = ShardParams::new(3, 100_000, 0);
     let mut w = ShardWriter::create(dir.path(), Split::Val, 0, 0, params, 1).unwrap();
     w.push_chunk(&[99_999, 1, 70_000, 0]).unwrap();
     let path = w.finish().unwrap();

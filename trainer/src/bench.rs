@@ -17,11 +17,12 @@ use rand_chacha::ChaCha8Rng;
 use candle_core::Device;
 
 use crate::config::TrainConfig;
-use crate::data::{train_seq_len, Batch, DataPosition, DataSpec, TrainData};
+use crate::data::{train_shard_params, Batch, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
-use crate::dist::{parse_devices, Placement, RankGroup};
 use crate::model::Params;
 use crate::optim::OptimizerKind;
+use crate::parallel::{parse_devices, Placement};
+use crate::train::rank_group::RankGroup;
 use crate::train::replica::ReplicaInit;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -92,7 +93,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // The replicas and optimizers, as `trainer train` builds them (bf16: Newton–Schulz in bf16).
     let params = Params::init(&cfg, 0, &Device::Cpu)?;
     let n_params = params.n_params();
-    let init = ReplicaInit { model: cfg.clone(), weights: params.tensors().into_iter().collect(), optimizer_state: None, optim: tc.optim_config(), dtype, seq_len, clip: 1.0 };
+    let init = ReplicaInit { model: cfg.clone(), weights: params.tensors().into_iter().collect(), optimizer_state: None, optim: tc.optim_config(), dtype, clip: 1.0 };
     drop(params);
     let mut ranks = match &placement {
         None => RankGroup::single(init, device)?,
@@ -210,6 +211,7 @@ impl BatchSource {
             BatchSource::Random { rng, vocab, seq_len, micro_batch } => Ok(Batch {
                 tokens: (0..*micro_batch * (*seq_len + 1)).map(|_| rng.gen_range(0..*vocab)).collect(),
                 micro_batch: *micro_batch,
+                seq_len: *seq_len,
                 position_after: DataPosition::start_static(0, 1, 1),
                 chunks: Vec::new(),
                 wait: Duration::ZERO,
@@ -221,9 +223,10 @@ impl BatchSource {
 
 /// The training data loader over the train shards of `dir`, and their sequence length.
 fn open_shards(dir: &Path, micro_batch: usize, vocab_size: usize) -> Result<(TrainData, usize)> {
-    let Some(seq_len) = train_seq_len(dir).with_context(|| format!("--data {}", dir.display()))? else {
+    let Some(shard) = train_shard_params(dir).with_context(|| format!("--data {}", dir.display()))? else {
         bail!("--data {}: no train shards (train-*.shard)", dir.display())
     };
+    let seq_len = shard.seq_len();
     let spec = DataSpec { dir: dir.to_path_buf(), seq_len, vocab_size, seed: 0, follow: false, micro_batch, prefetch: 4, on_bad_chunk: Default::default() };
     let data = TrainData::open(spec, None).with_context(|| format!("opening data in {}", dir.display()))?;
     Ok((data, seq_len))

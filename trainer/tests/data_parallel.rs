@@ -13,7 +13,7 @@ use candle_core::Device;
 use common::*;
 use mamba_trainer::checkpoint::{latest_checkpoint, load_model};
 use mamba_trainer::config::TrainConfig;
-use mamba_trainer::dist::{Comm, LocalComm};
+use mamba_trainer::parallel::{Comm, LocalComm};
 use mamba_trainer::model::{MambaConfig, Params};
 use mamba_trainer::optim::{HybridOptimizer, OptimConfig};
 use mamba_trainer::train::{run, StopReason};
@@ -164,31 +164,10 @@ fn the_binary_trains_on_cpu_ranks_and_rejects_bad_devices() {
 
 /// A finished pipeline's manifest for the synthetic shards (vocab 64, 8 chunks per shard).
 fn write_finished_manifest(dir: &Path) {
-    use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
     let h = *mamba_shards::ShardReader::open(&dir.join("train-00000000.shard")).unwrap().header();
-    let params = mamba_shards::ShardParams { token_bytes: h.token_bytes, chunk_tokens: h.chunk_tokens, vocab_size: h.vocab_size, eot_id: h.eot_id };
-    let seq_len = params.chunk_tokens - 1;
-    let fingerprint = SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len, chunks_per_shard: 8, val_fraction: 0.0, val_tokens: 0, workers: 1, worker_index: 0 };
-    mamba_shards::Manifest {
-        version: MANIFEST_VERSION,
-        finished: true,
-        finish_reason: "end of source".into(),
-        max_tokens: None,
-        seq_len,
-        params,
-        tokenizer: "test".into(),
-        chunks_per_shard: 8,
-        fingerprint,
-        val_bootstrap_through: None,
-        val_set: None,
-        train: Default::default(),
-        val: Default::default(),
-        skipped_files: vec![],
-        ring_slots: None,
-        written_by: "trainer data-parallel test".into(),
-    }
-    .write(dir)
-    .unwrap();
+    let mut m = mamba_shards::Manifest::for_hand_written_shards(mamba_shards::ShardParams::from_header(&h), 8, "trainer data-parallel test");
+    m.finish("end of source");
+    m.write(dir).unwrap();
 }
 
 /// The files under `dir`, relative to it (the TensorBoard event file's time stamp masked).

@@ -12,14 +12,14 @@ use common::*;
 use mamba_trainer::checkpoint::{latest_checkpoint, load_model};
 use mamba_trainer::config::TrainConfig;
 use mamba_trainer::device::cuda_rank_device;
-use mamba_trainer::dist::nccl::{NcclComm, NcclId};
-use mamba_trainer::dist::Comm;
+use mamba_trainer::parallel::nccl::{NcclComm, NcclId};
+use mamba_trainer::parallel::Comm;
 use mamba_trainer::train::run;
 
 #[test]
 #[ignore = "needs 2 GPUs and a build with --features nccl"]
 fn nccl_all_reduce_and_all_gather_on_two_gpus() {
-    mamba_trainer::dist::devices::nvls_default();
+    mamba_trainer::parallel::devices::nvls_default();
     let id = NcclId::new().unwrap();
     let handles: Vec<_> = (0..2usize)
         .map(|rank| {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use mamba_shards::format::Split;
-use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
 use mamba_shards::{ShardParams, ShardReader};
 use candle_core::Device;
 use mamba_trainer::config::TrainConfig;
@@ -18,24 +17,10 @@ use mamba_trainer::train::{run, StopReason};
 const SEQ: usize = 16;
 
 fn write_manifest(dir: &std::path::Path, finished: bool, params: ShardParams) {
-    let m = mamba_shards::Manifest {
-        version: MANIFEST_VERSION,
-        finished,
-        finish_reason: if finished { "end of source".into() } else { String::new() },
-        max_tokens: None,
-        seq_len: params.chunk_tokens - 1,
-        params,
-        tokenizer: "test".into(),
-        chunks_per_shard: 8,
-        fingerprint: SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len: params.chunk_tokens - 1, chunks_per_shard: 8, val_fraction: 0.0, val_tokens: 0, workers: 1, worker_index: 0 },
-        val_bootstrap_through: None,
-        val_set: None,
-        train: Default::default(),
-        val: Default::default(),
-        skipped_files: vec![],
-        ring_slots: None,
-        written_by: "trainer follow test".into(),
-    };
+    let mut m = mamba_shards::Manifest::for_hand_written_shards(params, 8, "trainer follow test");
+    if finished {
+        m.finish("end of source");
+    }
     m.write(dir).unwrap();
 }
 
@@ -51,7 +36,7 @@ fn follow_mode_trains_on_every_published_chunk_then_stops() {
     synthetic_shards(staging.path(), 64, SEQ, 24, 4, 8);
     let data = tempfile::tempdir().unwrap();
     let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
-    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    let params = ShardParams::from_header(&params);
     write_manifest(data.path(), false, params);
     let out = tempfile::tempdir().unwrap();
     let (src, dst, plot) = (staging.path().to_path_buf(), data.path().to_path_buf(), out.path().join("loss.png"));
@@ -128,7 +113,7 @@ fn init_from_a_checkpoint_starts_from_its_weights() {
     let model = mamba_trainer::model::MambaLM::new(&cfg_m, params.var_builder(&Device::Cpu)).unwrap();
     let spec = DataSpec { dir: data.path().into(), seq_len: SEQ, vocab_size: 64, seed: 0, follow: false, micro_batch: 2, prefetch: 1, on_bad_chunk: Default::default() };
     let batch = TrainData::open(spec, None).unwrap().next_batch().unwrap().unwrap();
-    let (x, y) = mamba_trainer::train::step::batch_tensors(&batch, SEQ, &Device::Cpu).unwrap();
+    let (x, y) = mamba_trainer::train::step::batch_tensors(&batch, &Device::Cpu).unwrap();
     let want = model.loss(&x, &y).unwrap().to_scalar::<f32>().unwrap() as f64;
     assert!((b.losses[0] - want).abs() <= 1e-6 * want, "init-from first loss {} vs checkpoint model {want}", b.losses[0]);
     assert!((a.losses[0] - want).abs() > 1e-4, "the checkpoint differs from a fresh init");

@@ -17,7 +17,6 @@ use common::child::{trainer, Running};
 use common::*;
 use mamba_shards::dir_lock::{DirLock, PIPELINE_LOCK};
 use mamba_shards::format::Split;
-use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
 use mamba_shards::{ShardParams, ShardReader};
 use mamba_trainer::config::TrainConfig;
 use mamba_trainer::train::{run, StopReason};
@@ -25,24 +24,11 @@ use mamba_trainer::train::{run, StopReason};
 const SEQ: usize = 16;
 
 fn write_manifest(dir: &Path, finished: bool, params: ShardParams) {
-    let m = mamba_shards::Manifest {
-        version: MANIFEST_VERSION,
-        finished,
-        finish_reason: if finished { "end of source".into() } else { String::new() },
-        max_tokens: None,
-        seq_len: params.chunk_tokens - 1,
-        params,
-        tokenizer: "test".into(),
-        chunks_per_shard: 6,
-        fingerprint: SourceFingerprint { files: vec![], tokenizer: "test".into(), seq_len: params.chunk_tokens - 1, chunks_per_shard: 6, val_fraction: 0.0, val_tokens: 0, workers: 1, worker_index: 0 },
-        val_bootstrap_through: None,
-        val_set: None,
-        train: Default::default(),
-        val: Default::default(),
-        skipped_files: vec![],
-        ring_slots: Some(3),
-        written_by: "trainer signal test".into(),
-    };
+    let mut m = mamba_shards::Manifest::for_hand_written_shards(params, 6, "trainer signal test");
+    if finished {
+        m.finish("end of source");
+    }
+    m.ring_slots = Some(3);
     m.write(dir).unwrap();
 }
 
@@ -81,7 +67,7 @@ fn a_trainer_waiting_mid_step_stops_at_once_and_resumes_without_losing_or_repeat
     let staging = tempfile::tempdir().unwrap();
     synthetic_shards(staging.path(), 64, SEQ, 12, 4, 6); // train shards 0 and 1, 6 chunks each
     let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
-    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    let params = ShardParams::from_header(&params);
     let data = tempfile::tempdir().unwrap();
     publish(staging.path(), data.path(), Split::Val, 0);
     publish(staging.path(), data.path(), Split::Train, 0);
@@ -135,7 +121,7 @@ fn a_step_larger_than_the_ring_is_refused() {
     let staging = tempfile::tempdir().unwrap();
     synthetic_shards(staging.path(), 64, SEQ, 12, 4, 6);
     let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
-    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    let params = ShardParams::from_header(&params);
     let data = tempfile::tempdir().unwrap();
     publish(staging.path(), data.path(), Split::Train, 0);
     write_manifest(data.path(), false, params); // ring of 3 shards × 6 chunks
@@ -158,7 +144,7 @@ fn the_binary_waiting_for_shards_stops_on_sigint_within_2s_with_status_130_after
     let staging = tempfile::tempdir().unwrap();
     synthetic_shards(staging.path(), 64, SEQ, 12, 4, 6);
     let params = *ShardReader::open(&staging.path().join("train-00000000.shard")).unwrap().header();
-    let params = ShardParams { token_bytes: params.token_bytes, chunk_tokens: params.chunk_tokens, vocab_size: params.vocab_size, eot_id: params.eot_id };
+    let params = ShardParams::from_header(&params);
     let data = tempfile::tempdir().unwrap();
     publish(staging.path(), data.path(), Split::Val, 0);
     publish(staging.path(), data.path(), Split::Train, 0);

@@ -22,8 +22,8 @@ pub(crate) fn pipeline_finished(dir: &Path) -> Result<bool, DataError> {
 pub(crate) fn check_manifest_fits_model(dir: &Path, seq_len: usize, vocab_size: usize) -> Result<(), DataError> {
     let Some(m) = Manifest::read(dir)? else { return Ok(()) };
     let path = dir.join(MANIFEST_FILE);
-    if m.params.chunk_tokens as usize != seq_len + 1 {
-        return Err(DataError::WrongChunkTokens { path, found: m.params.chunk_tokens as usize, expected: seq_len + 1, seq_len });
+    if m.params.seq_len() != seq_len {
+        return Err(DataError::WrongChunkTokens { path, found: m.params.chunk_tokens(), expected: seq_len + 1, seq_len });
     }
     if m.params.vocab_size as usize > vocab_size {
         return Err(DataError::VocabTooLarge { path, shard_vocab: m.params.vocab_size as usize, model_vocab: vocab_size });

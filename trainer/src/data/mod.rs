@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use mamba_shards::format::Split;
 use mamba_shards::ring::{list_shards, read_release, write_release, Release};
+use mamba_shards::ShardParams;
 
 pub use bad_chunk::{OnBadChunk, SkippedChunk};
 pub use error::DataError;
@@ -80,11 +81,11 @@ use prefetch::{ChunkSource, Prefetcher, Staged};
 use ring_watch::RingWatch;
 use static_order::StaticOrder;
 
-/// The sequence length of the train shards in `dir`, read from the first one's header (chunks
-/// hold seq_len + 1 tokens); `None` while there is no train shard.
-pub fn train_seq_len(dir: &Path) -> Result<Option<usize>, DataError> {
+/// The shard parameters (sequence length, vocabulary) of the train shards in `dir`, read from the
+/// first one's header; `None` while there is no train shard.
+pub fn train_shard_params(dir: &Path) -> Result<Option<ShardParams>, DataError> {
     match list_shards(dir, Split::Train)?.first() {
-        Some((_, path)) => Ok(Some(mamba_shards::ShardReader::open(path)?.header().seq_len())),
+        Some((_, path)) => Ok(Some(ShardParams::from_header(mamba_shards::ShardReader::open(path)?.header()))),
         None => Ok(None),
     }
 }
@@ -110,13 +111,15 @@ pub struct DataSpec {
     pub on_bad_chunk: OnBadChunk,
 }
 
-/// `micro_batch` sequences of `seq_len + 1` tokens.
+/// `micro_batch` sequences of `seq_len + 1` tokens: the batch carries its own shape.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// micro_batch × (seq_len + 1) token ids, row-major.
     pub tokens: Vec<u32>,
     /// Rows in `tokens`: `spec.micro_batch`, except possibly for follow mode's last batch.
     pub micro_batch: usize,
+    /// Tokens per training sequence (each row holds `seq_len + 1`: inputs, then one more target).
+    pub seq_len: usize,
     /// The position right after this batch: what a checkpoint taken after it must store.
     pub position_after: DataPosition,
     /// Follow mode: (train shard seq, chunk index inside that shard) of each row, in row order,
@@ -169,7 +172,7 @@ impl TrainData {
             let position = source.position();
             (Box::new(source), position, 0, None)
         };
-        let prefetch = Prefetcher::spawn(source, spec.micro_batch, spec.seq_len + 1, spec.prefetch)?;
+        let prefetch = Prefetcher::spawn(source, spec.micro_batch, spec.seq_len, spec.prefetch)?;
         let batches_per_step = spec.prefetch.max(1);
         Ok(TrainData { spec, prefetch, position, released_below, ring, batches_per_step, ended: false, skipped: Vec::new() })
     }

@@ -60,13 +60,13 @@ pub(crate) struct Prefetcher {
 
 impl Prefetcher {
     /// Starts the thread; it stages up to `depth` batches (plus the one it is building).
-    pub(crate) fn spawn(source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize, depth: usize) -> Result<Self, DataError> {
+    pub(crate) fn spawn(source: Box<dyn ChunkSource>, micro_batch: usize, seq_len: usize, depth: usize) -> Result<Self, DataError> {
         let (tx, rx) = sync_channel(depth);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let handle = std::thread::Builder::new()
             .name("data-prefetch".into())
-            .spawn(move || run(source, micro_batch, chunk_tokens, tx, &thread_stop))
+            .spawn(move || run(source, micro_batch, seq_len, tx, &thread_stop))
             .map_err(|e| DataError::LoaderStopped { what: format!("cannot start the prefetch thread: {e}") })?;
         Ok(Prefetcher { rx: Some(rx), stop, handle: Some(handle) })
     }
@@ -119,7 +119,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The thread's loop: build a batch, send it, until the data ends, an error occurs, or nobody listens.
-fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize, tx: SyncSender<Staged>, stop: &AtomicBool) {
+fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, seq_len: usize, tx: SyncSender<Staged>, stop: &AtomicBool) {
+    let chunk_tokens = seq_len + 1;
     let mut chunk = Vec::with_capacity(chunk_tokens);
     loop {
         let mut tokens = Vec::with_capacity(micro_batch * chunk_tokens);
@@ -151,7 +152,7 @@ fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, chunk_tokens: usize
             return;
         }
         if let Some(position_after) = position_after {
-            let batch = Batch { tokens, micro_batch: rows, position_after, chunks, wait: Duration::ZERO };
+            let batch = Batch { tokens, micro_batch: rows, seq_len, position_after, chunks, wait: Duration::ZERO };
             if tx.send(Staged::Batch(batch)).is_err() {
                 return;
             }

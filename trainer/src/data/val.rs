@@ -58,7 +58,7 @@ pub fn load_val_set(dir: &Path, seq_len: usize, vocab_size: usize, max_chunks: u
             let chunks = load_val_chunks(dir, seq_len, vocab_size, max_chunks)?;
             return Ok(ValSetState::Ready(ValChunks { digest: digest(&chunks), chunks, set_chunks: None }));
         }
-        let target = m.fingerprint.val_tokens.div_ceil(u64::from(m.seq_len.max(1))).max(1);
+        let target = m.fingerprint.val_tokens.div_ceil(m.params.seq_len().max(1) as u64).max(1);
         return Ok(ValSetState::Pending(format!("its manifest: {} of the {target} val set chunks published", m.val.chunks)));
     };
     let chunks = read_set(dir, set, seq_len, vocab_size, max_chunks)?;

@@ -7,7 +7,7 @@ use super::error::{OptimError, Result};
 use super::muon::Muon;
 use super::routing::{route, Group, OptimizerKind};
 use super::schedule::lr_multiplier;
-use crate::dist::Comm;
+use crate::parallel::Comm;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::{HashMap, HashSet};

@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod hybrid;
 pub mod muon;
+pub mod muon_shard;
 pub mod newton_schulz;
 pub mod routing;
 pub mod schedule;

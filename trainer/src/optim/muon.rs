@@ -21,8 +21,8 @@
 
 use super::error::{OptimError, Result};
 use super::newton_schulz::newton_schulz_batched;
-use crate::dist::muon_shard::orthogonalize_sharded;
-use crate::dist::{Comm, CommError};
+use super::muon_shard::orthogonalize_sharded;
+use crate::parallel::{Comm, CommError};
 use candle_core::{DType, Tensor, Var};
 use std::collections::HashMap;
 
@@ -140,7 +140,7 @@ impl Muon {
     /// [`Muon::step`] on one rank of a data-parallel group (`comm` with more than one rank):
     /// every rank keeps the momentum of every matrix, but orthogonalizes only its share of each
     /// shape group and all-gathers the rest, as modded-nanogpt does
-    /// (`dist::muon_shard`). The gradients must already be identical on all ranks.
+    /// (`optim::muon_shard`). The gradients must already be identical on all ranks.
     pub fn step_with(&mut self, grads: &[Tensor], lr: f64, weight_decay: f64, comm: Option<&dyn Comm>) -> Result<()> {
         if grads.len() != self.params.len() {
             return Err(OptimError::GradCountMismatch { expected: self.params.len(), got: grads.len() });
@@ -156,7 +156,7 @@ impl Muon {
             // each look-ahead by its Frobenius norm.
             let u = &group.lookahead; // (k, r, c)
             let ortho = match comm.filter(|c| c.world_size() > 1) {
-                // Each rank its share of the matrices, then all-gathered (see dist::muon_shard).
+                // Each rank its share of the matrices, then all-gathered (see optim::muon_shard).
                 Some(comm) => orthogonalize_sharded(u, self.ns_steps, comm).map_err(comm_error)?,
                 None => newton_schulz_batched(u, self.ns_steps)?,
             }; // (k, r, c), in the NS dtype

@@ -10,9 +10,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::step::{train_step_on_rank, Shard, StepResult};
 use crate::data::Batch;
-use crate::dist::Comm;
 use crate::model::{MambaConfig, MambaLM, Params};
 use crate::optim::{HybridOptimizer, OptimConfig};
+use crate::parallel::Comm;
 
 /// What every replica starts from, held as CPU tensors shared by the rank threads: each replica
 /// copies the same values to its device, so all ranks start identical. Dropped once every replica
@@ -26,7 +26,6 @@ pub struct ReplicaInit {
     pub optim: OptimConfig,
     /// Compute dtype (bf16 = mixed precision with f32 master weights).
     pub dtype: DType,
-    pub seq_len: usize,
     pub clip: f64,
 }
 
@@ -37,7 +36,6 @@ pub struct Replica {
     pub opt: HybridOptimizer,
     /// The rank's group; `None` on a single device.
     pub comm: Option<Box<dyn Comm>>,
-    seq_len: usize,
     clip: f64,
 }
 
@@ -54,14 +52,14 @@ impl Replica {
         if let Some((dir, state)) = &init.optimizer_state {
             opt.load_state_tensors(state).with_context(|| format!("{}: optimizer.safetensors", dir.display()))?;
         }
-        Ok(Replica { device, params, model, opt, comm, seq_len: init.seq_len, clip: init.clip })
+        Ok(Replica { device, params, model, opt, comm, clip: init.clip })
     }
 
     /// This rank's part of optimizer step `step` (0-based) on `batches`, of `global_rows`
     /// sequences over all ranks.
     pub fn step(&mut self, batches: &[Batch], global_rows: usize, step: usize) -> Result<StepResult> {
         let shard = Shard { comm: self.comm.as_deref(), global_rows };
-        train_step_on_rank(&self.model, &mut self.opt, batches, self.seq_len, self.clip, step, &self.device, shard)
+        train_step_on_rank(&self.model, &mut self.opt, batches, self.clip, step, &self.device, shard)
     }
 
     /// Tells the other ranks this one failed, so none waits for it in a collective.

@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
 use crate::data::Batch;
-use crate::dist::Comm;
 use crate::model::MambaLM;
 use crate::optim::{clip_grad_norm, HybridOptimizer, StepStats};
+use crate::parallel::Comm;
 
 use super::phase_clock;
 
@@ -34,14 +34,15 @@ pub struct StepResult {
 }
 
 /// Inputs `(rows, seq_len)` and targets `(rows, seq_len)` of a batch of `seq_len + 1`-token chunks.
-pub fn batch_tensors(batch: &Batch, seq_len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-    let (inputs, targets) = batch_rows(batch, seq_len)?;
-    let shape = (batch.micro_batch, seq_len);
+pub fn batch_tensors(batch: &Batch, device: &Device) -> Result<(Tensor, Tensor)> {
+    let (inputs, targets) = batch_rows(batch)?;
+    let shape = (batch.micro_batch, batch.seq_len);
     Ok((Tensor::from_vec(inputs, shape, device)?, Tensor::from_vec(targets, shape, device)?))
 }
 
 /// [`batch_tensors`] on the host: the rows' first and last `seq_len` tokens, flattened.
-fn batch_rows(batch: &Batch, seq_len: usize) -> Result<(Vec<u32>, Vec<u32>)> {
+fn batch_rows(batch: &Batch) -> Result<(Vec<u32>, Vec<u32>)> {
+    let seq_len = batch.seq_len;
     let chunk = seq_len + 1;
     if batch.tokens.len() != batch.micro_batch * chunk {
         bail!("batch holds {} tokens, expected {} rows of {chunk}", batch.tokens.len(), batch.micro_batch);
@@ -53,13 +54,14 @@ fn batch_rows(batch: &Batch, seq_len: usize) -> Result<(Vec<u32>, Vec<u32>)> {
 /// Runs forward/backward over `batches` (one optimizer step's micro-batches) and applies the
 /// update for 0-based step `step`. A non-finite loss or gradient norm stops before the update,
 /// so the parameters stay at their last good values.
-pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], seq_len: usize, clip: f64, step: usize, device: &Device) -> Result<StepResult> {
+pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], clip: f64, step: usize, device: &Device) -> Result<StepResult> {
     let rows = batches.iter().map(|b| b.micro_batch).sum();
-    train_step_on_rank(model, opt, batches, seq_len, clip, step, device, Shard { comm: None, global_rows: rows })
+    train_step_on_rank(model, opt, batches, clip, step, device, Shard { comm: None, global_rows: rows })
 }
 
-/// One rank's part of a data-parallel step (see `dist`): `comm` is the rank's group (`None` on a
-/// single device) and `global_rows` the number of sequences in the whole step over all ranks.
+/// One rank's part of a data-parallel step (see `train::rank_group` and `parallel`): `comm` is
+/// the rank's group (`None` on a single device) and `global_rows` the number of sequences in the
+/// whole step over all ranks.
 #[derive(Clone, Copy)]
 pub struct Shard<'a> {
     pub comm: Option<&'a dyn Comm>,
@@ -71,7 +73,7 @@ pub struct Shard<'a> {
 /// batch's; every rank then clips by the same global norm and takes the same optimizer step.
 /// A rank may get no micro-batch (follow mode's short last step): it contributes zeros.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], seq_len: usize, clip: f64, step: usize, device: &Device, shard: Shard) -> Result<StepResult> {
+pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], clip: f64, step: usize, device: &Device, shard: Shard) -> Result<StepResult> {
     let rows = shard.global_rows;
     if rows == 0 {
         bail!("train_step got no sequences");
@@ -86,9 +88,9 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
     let weights = model.compute_weights()?;
     for batch in batches {
         // Inputs, targets and the embedding's token index, built on the host and uploaded.
-        let (ids, targets) = batch_rows(batch, seq_len)?;
+        let (ids, targets) = batch_rows(batch)?;
         let index = mamba_ops::TokenIndex::from_host(&ids, model.config().padded_vocab(), device)?;
-        let shape = (batch.micro_batch, seq_len);
+        let shape = (batch.micro_batch, batch.seq_len);
         let (inputs, targets) = (index.ids().reshape(shape)?, Tensor::from_vec(targets, shape, device)?);
         let weight = batch.micro_batch as f64 / rows as f64;
         let m0 = phase_clock::mark(device)?;
@@ -122,7 +124,7 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
     let mut sync_ms = 0.0;
     if let Some(comm) = shard.comm.filter(|c| c.world_size() > 1) {
         // Sum the ranks' losses and gradients: every rank now holds the global batch's.
-        crate::dist::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
+        crate::parallel::all_reduce_grads(&mut grads, comm).context("all-reducing the gradients")?;
         let loss = comm.all_reduce_sum(&Tensor::new(&[loss_sum], device)?).context("all-reducing the loss")?;
         loss_sum = loss.to_vec1::<f64>()?[0]; // waits for both all-reduces
         sync_ms = phase_clock::elapsed_ms(&m2, &phase_clock::mark(device)?)?;

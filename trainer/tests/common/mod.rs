@@ -7,7 +7,7 @@ pub mod child;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use mamba_shards::format::{token_bytes_for_vocab, Split};
+use mamba_shards::format::Split;
 use mamba_shards::{ShardParams, ShardWriter};
 use mamba_trainer::config::TrainConfig;
 
@@ -63,7 +63,7 @@ pub fn chunks(tokens: &[u32], seq_len: usize) -> Vec<Vec<u32>> {
 /// Writes `chunks` as shards of at most `per_shard` chunks; returns the paths.
 pub fn write_shards(dir: &Path, split: Split, chunks: &[Vec<u32>], vocab: u32, per_shard: usize) -> Vec<PathBuf> {
     let chunk_tokens = chunks[0].len() as u32;
-    let params = ShardParams { token_bytes: token_bytes_for_vocab(vocab), chunk_tokens, vocab_size: vocab, eot_id: vocab - 1 };
+    let params = ShardParams::new(chunk_tokens - 1, vocab, vocab - 1);
     let mut paths = Vec::new();
     let mut first_token = 0u64;
     for (seq, group) in chunks.chunks(per_shard).enumerate() {

@@ -167,7 +167,7 @@ fn follow_starts_at_the_release_cursor_and_refuses_a_resume_into_recycled_shards
 fn follow_stops_on_a_shard_that_does_not_fit_the_model() {
     let dir = tempfile::tempdir().unwrap();
     write_shard(dir.path(), Split::Train, 0, 2);
-    let wrong = write_shard_with(dir.path(), Split::Train, 1, 2, mamba_shards::ShardParams { chunk_tokens: 10, ..params() });
+    let wrong = write_shard_with(dir.path(), Split::Train, 1, 2, mamba_shards::ShardParams::new(9, VOCAB, VOCAB - 1));
     let mut data = TrainData::open(spec(dir.path(), true, 1, 0), None).unwrap();
     take(&mut data, 2);
     let e = data.next_batch().err().unwrap();
@@ -177,7 +177,7 @@ fn follow_stops_on_a_shard_that_does_not_fit_the_model() {
 
     // A pipeline whose manifest announces other chunks is refused at open, before any waiting.
     let dir = tempfile::tempdir().unwrap();
-    write_manifest(dir.path(), false, mamba_shards::ShardParams { chunk_tokens: 10, ..params() });
+    write_manifest(dir.path(), false, mamba_shards::ShardParams::new(9, VOCAB, VOCAB - 1));
     let e = TrainData::open(spec(dir.path(), true, 1, 0), None).err().unwrap();
     assert!(matches!(e, DataError::WrongChunkTokens { found: 10, .. }) && e.to_string().contains("manifest.json"), "{e}");
 }

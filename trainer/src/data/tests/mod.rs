@@ -20,7 +20,7 @@ pub(super) const CHUNK: usize = SEQ_LEN + 1;
 pub(crate) const VOCAB: u32 = 1000;
 
 pub(crate) fn params() -> ShardParams {
-    ShardParams { token_bytes: 2, chunk_tokens: CHUNK as u32, vocab_size: VOCAB, eot_id: VOCAB - 1 }
+    ShardParams::new(SEQ_LEN as u32, VOCAB, VOCAB - 1)
 }
 
 /// The tokens of chunk `k` of shard `seq` (of either split; val chunks are offset by 500).
@@ -39,7 +39,7 @@ pub(super) fn write_shard_with(dir: &Path, split: Split, seq: u64, n: usize, p: 
     let mut w = ShardWriter::create(dir, split, seq, 0, p, 3).unwrap();
     for k in 0..n {
         let mut c = chunk(seq, k);
-        c.resize(p.chunk_tokens as usize, 1);
+        c.resize(p.chunk_tokens(), 1);
         w.push_chunk(&c).unwrap();
     }
     w.finish().unwrap()
@@ -63,34 +63,10 @@ pub(super) fn corrupt_frame(path: &Path, k: usize) {
 
 /// Writes the pipeline's manifest as the pipeline would (`finished` and the shard params matter).
 pub(crate) fn write_manifest(dir: &Path, finished: bool, params: ShardParams) {
-    use mamba_shards::manifest::{SourceFingerprint, MANIFEST_VERSION};
-    let m = mamba_shards::Manifest {
-        version: MANIFEST_VERSION,
-        finished,
-        finish_reason: if finished { "end of source".into() } else { String::new() },
-        max_tokens: None,
-        seq_len: params.chunk_tokens - 1,
-        params,
-        tokenizer: "test".into(),
-        chunks_per_shard: 4,
-        fingerprint: SourceFingerprint {
-            files: vec![],
-            tokenizer: "test".into(),
-            seq_len: params.chunk_tokens - 1,
-            chunks_per_shard: 4,
-            val_fraction: 0.0,
-            val_tokens: 0,
-            workers: 1,
-            worker_index: 0,
-        },
-        val_bootstrap_through: None,
-        val_set: None,
-        train: Default::default(),
-        val: Default::default(),
-        skipped_files: vec![],
-        ring_slots: None,
-        written_by: "trainer data tests".into(),
-    };
+    let mut m = mamba_shards::Manifest::for_hand_written_shards(params, 4, "trainer data tests");
+    if finished {
+        m.finish("end of source");
+    }
     m.write(dir).unwrap();
 }
 

@@ -4,6 +4,13 @@
 //! shards exist, whether the pipeline has finished) and by `pipeline` itself to resume after a
 //! crash: it records, per split, the exact source position of the first stream token that is not
 //! yet in a published chunk. See `docs/shard-format.md` for every field.
+//!
+//! In memory the shard parameters, the sequence length among them, are held once
+//! ([`Manifest::params`]); the JSON keeps its three copies of the sequence length (`seq_len`,
+//! `chunk_tokens`, `fingerprint.seq_len`) so that older builds still read what this one writes.
+//! `on_disk.rs` converts between the two and refuses a file whose copies disagree.
+
+mod on_disk;
 
 use std::path::Path;
 
@@ -11,7 +18,7 @@ use crate::error::{Result, ShardError};
 use crate::format::Split;
 use crate::fsutil::atomic_write;
 use crate::ring::MANIFEST_FILE;
-use crate::writer::ShardParams;
+use crate::shard_params::ShardParams;
 
 /// Version 2 added the fixed val set (`val_set`, `fingerprint.val_tokens`): the first documents of
 /// the source fill a `--val-tokens` budget and are published before any train shard.
@@ -52,16 +59,15 @@ pub struct SplitManifest {
 }
 
 /// The options that change the token stream. A data directory is only resumed with identical ones.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// (`--seq-len`, also one of them, is [`Manifest::params`]' sequence length.)
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceFingerprint {
     /// The worker's source files in order (paths or Hub paths), as `DocPos::file` indexes them.
     pub files: Vec<String>,
     pub tokenizer: String,
-    pub seq_len: u32,
     pub chunks_per_shard: u32,
     pub val_fraction: f64,
     /// `--val-tokens`: the budget of the fixed val set (0 in version 1 manifests, which had none).
-    #[serde(default)]
     pub val_tokens: u64,
     pub workers: u32,
     pub worker_index: u32,
@@ -87,6 +93,7 @@ pub struct SkippedFile {
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "on_disk::ManifestJson", into = "on_disk::ManifestJson")]
 pub struct Manifest {
     pub version: u32,
     /// True once the source (or `--max-tokens`) is exhausted and the last shards are published.
@@ -95,8 +102,7 @@ pub struct Manifest {
     pub finish_reason: String,
     /// The `--max-tokens` limit in force (`None`: the whole source).
     pub max_tokens: Option<u64>,
-    pub seq_len: u32,
-    #[serde(flatten)]
+    /// The shard parameters, the sequence length among them (stored three times in the JSON).
     pub params: ShardParams,
     /// `gpt2` for the built-in tokenizer, else the `--tokenizer` argument.
     pub tokenizer: String,
@@ -107,7 +113,6 @@ pub struct Manifest {
     pub val_bootstrap_through: Option<DocPos>,
     /// The fixed val set, once complete (`None` while the pipeline is still filling it, and in
     /// version 1 manifests, whose readers take the val shards on disk). See [`ValSet`].
-    #[serde(default)]
     pub val_set: Option<ValSet>,
     pub train: SplitManifest,
     pub val: SplitManifest,
@@ -115,13 +120,55 @@ pub struct Manifest {
     /// The pipeline's `--ring-slots` N of its latest run (0: no ring, nothing is recycled). The
     /// trainer reads it to know when the pipeline is blocked on a full ring. `None` in manifests
     /// written before this field existed: the ring size is unknown.
-    #[serde(default)]
     pub ring_slots: Option<u32>,
     /// `mamba-pipeline` version and git commit that last wrote the manifest.
     pub written_by: String,
 }
 
 impl Manifest {
+    /// A new data directory's manifest: nothing published, not finished, no `--max-tokens`, the
+    /// ring size unknown. The tokenizer and shard size are the fingerprint's.
+    pub fn new(params: ShardParams, fingerprint: SourceFingerprint, written_by: String) -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            finished: false,
+            finish_reason: String::new(),
+            max_tokens: None,
+            params,
+            tokenizer: fingerprint.tokenizer.clone(),
+            chunks_per_shard: fingerprint.chunks_per_shard,
+            fingerprint,
+            val_bootstrap_through: None,
+            val_set: None,
+            train: SplitManifest::default(),
+            val: SplitManifest::default(),
+            skipped_files: Vec::new(),
+            ring_slots: None,
+            written_by,
+        }
+    }
+
+    /// The manifest of shards written by hand (tests, tools): one worker, no source files, no
+    /// val rule, tokenizer `test`.
+    pub fn for_hand_written_shards(params: ShardParams, chunks_per_shard: u32, written_by: &str) -> Manifest {
+        let fingerprint = SourceFingerprint {
+            files: Vec::new(),
+            tokenizer: "test".into(),
+            chunks_per_shard,
+            val_fraction: 0.0,
+            val_tokens: 0,
+            workers: 1,
+            worker_index: 0,
+        };
+        Manifest::new(params, fingerprint, written_by.into())
+    }
+
+    /// Records that everything was published (`reason`: `"end of source"` or `"max tokens"`).
+    pub fn finish(&mut self, reason: &str) {
+        self.finished = true;
+        self.finish_reason = reason.into();
+    }
+
     pub fn split(&self, split: Split) -> &SplitManifest {
         match split {
             Split::Train => &self.train,
@@ -179,36 +226,27 @@ mod tests {
     fn manifest_round_trips_with_flat_params() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Manifest::read(dir.path()).unwrap().is_none());
-        let m = Manifest {
-            version: MANIFEST_VERSION,
-            finished: false,
-            finish_reason: String::new(),
-            max_tokens: Some(10),
-            seq_len: 1024,
-            params: ShardParams { token_bytes: 2, chunk_tokens: 1025, vocab_size: 50257, eot_id: 50256 },
+        let fingerprint = SourceFingerprint {
+            files: vec!["a.parquet".into()],
             tokenizer: "gpt2".into(),
             chunks_per_shard: 4,
-            fingerprint: SourceFingerprint {
-                files: vec!["a.parquet".into()],
-                tokenizer: "gpt2".into(),
-                seq_len: 1024,
-                chunks_per_shard: 4,
-                val_fraction: 0.0005,
-                val_tokens: 8192,
-                workers: 1,
-                worker_index: 0,
-            },
-            val_bootstrap_through: Some(DocPos { file: 0, row: 2 }),
-            val_set: Some(ValSet { chunks: 8, shards: 2 }),
-            train: SplitManifest { next_seq: 1, chunks: 4, tokens: 4096, resume: StreamPos { doc: DocPos { file: 0, row: 9 }, offset: 3 } },
-            val: SplitManifest::default(),
-            skipped_files: vec![],
-            ring_slots: Some(3),
-            written_by: "test".into(),
+            val_fraction: 0.0005,
+            val_tokens: 8192,
+            workers: 1,
+            worker_index: 0,
         };
+        let mut m = Manifest::new(ShardParams::new(1024, 50257, 50256), fingerprint, "test".into());
+        m.max_tokens = Some(10);
+        m.val_bootstrap_through = Some(DocPos { file: 0, row: 2 });
+        m.val_set = Some(ValSet { chunks: 8, shards: 2 });
+        m.train = SplitManifest { next_seq: 1, chunks: 4, tokens: 4096, resume: StreamPos { doc: DocPos { file: 0, row: 9 }, offset: 3 } };
+        m.ring_slots = Some(3);
         m.write(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
         assert!(text.contains("\"vocab_size\": 50257") && text.contains("\"finished\": false"), "{text}");
+        // The sequence length is written as before (three times) for older readers.
+        assert!(text.contains("\"seq_len\": 1024,\n  \"token_bytes\": 2,\n  \"chunk_tokens\": 1025,"), "{text}");
+        assert!(text.contains("\"tokenizer\": \"gpt2\",\n    \"seq_len\": 1024,"), "{text}");
         assert_eq!(Manifest::read(dir.path()).unwrap().unwrap(), m);
         assert!(DocPos { file: 0, row: 9 } < DocPos { file: 1, row: 0 });
         // A manifest written before `ring_slots` existed still reads, with the ring size unknown.
@@ -236,6 +274,13 @@ mod tests {
         let m = Manifest::read(dir.path()).unwrap().unwrap();
         assert_eq!((m.version, m.val_set, m.fingerprint.val_tokens), (1, None, 0));
         assert_eq!((m.val.chunks, m.val.next_seq), (5, 2));
+        assert_eq!((m.params.seq_len(), m.params.chunk_tokens()), (16, 17));
+        // The three copies of the sequence length must agree.
+        for (from, to) in [(r#""chunk_tokens": 17"#, r#""chunk_tokens": 18"#), (r#""seq_len": 16, "chunks"#, r#""seq_len": 15, "chunks"#)] {
+            std::fs::write(dir.path().join(MANIFEST_FILE), v1.replace(from, to)).unwrap();
+            let e = Manifest::read(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("manifest.json") && e.contains("disagree"), "{e}");
+        }
         std::fs::write(dir.path().join(MANIFEST_FILE), v1.replace(r#""version": 1"#, r#""version": 3"#)).unwrap();
         let e = Manifest::read(dir.path()).unwrap_err().to_string();
         assert!(e.contains("manifest.json") && e.contains("manifest version 3"), "{e}");

@@ -8,8 +8,8 @@
 
 use candle_core::Tensor;
 
-use super::comm::{Comm, CommError};
-use crate::optim::newton_schulz_batched;
+use super::newton_schulz::newton_schulz_batched;
+use crate::parallel::{Comm, CommError};
 
 /// The members `[start, start + len)` of a group of `k` that `rank` of `world` orthogonalizes,
 /// and the padded share size every rank contributes to the all-gather (`ceil(k / world)`).
@@ -47,7 +47,7 @@ pub fn orthogonalize_sharded(u: &Tensor, ns_steps: usize, comm: &dyn Comm) -> Re
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::local::LocalComm;
+    use crate::parallel::LocalComm;
     use super::*;
     use candle_core::Device;
 

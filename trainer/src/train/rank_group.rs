@@ -14,18 +14,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 
 use super::batch_share::share_batches;
-use super::comm::Comm;
-use super::devices::Placement;
-use super::local::LocalComm;
+use super::replica::{Replica, ReplicaInit};
+use super::step::StepResult;
 use crate::data::Batch;
-use crate::train::replica::{Replica, ReplicaInit};
-use crate::train::step::StepResult;
+use crate::parallel::{Comm, LocalComm, Placement};
 
 /// How one rank opens its device and joins the group (moved into the rank's thread).
 enum RankSetup {
     Local(LocalComm),
     #[cfg(feature = "nccl")]
-    Nccl { ordinal: usize, rank: usize, world: usize, id: super::nccl::NcclId },
+    Nccl { ordinal: usize, rank: usize, world: usize, id: crate::parallel::nccl::NcclId },
 }
 
 impl RankSetup {
@@ -41,7 +39,7 @@ impl RankSetup {
         match self {
             RankSetup::Local(comm) => Ok(Box::new(comm)),
             #[cfg(feature = "nccl")]
-            RankSetup::Nccl { rank, world, id, .. } => Ok(Box::new(super::nccl::NcclComm::connect(rank, world, id, _device)?)),
+            RankSetup::Nccl { rank, world, id, .. } => Ok(Box::new(crate::parallel::nccl::NcclComm::connect(rank, world, id, _device)?)),
         }
     }
 }
@@ -195,9 +193,9 @@ fn rank_setups(placement: &Placement) -> Result<Vec<RankSetup>> {
         Placement::Cpu { world } => Ok(LocalComm::group(*world).into_iter().map(RankSetup::Local).collect()),
         #[cfg(feature = "nccl")]
         Placement::Cuda { ordinals } => {
-            let (nvls, user) = super::devices::nvls_default();
+            let (nvls, user) = crate::parallel::devices::nvls_default();
             tracing::info!("NCCL_NVLS_ENABLE={nvls} ({})", if user { "set by the user" } else { "set by the trainer: NVLink multicast off" });
-            let id = super::nccl::NcclId::new()?;
+            let id = crate::parallel::nccl::NcclId::new()?;
             let world = ordinals.len();
             Ok(ordinals.iter().enumerate().map(|(rank, &ordinal)| RankSetup::Nccl { ordinal, rank, world, id }).collect())
         }

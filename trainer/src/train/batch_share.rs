@@ -27,7 +27,7 @@ mod tests {
     use std::time::Duration;
 
     fn batch(id: u32) -> Batch {
-        Batch { tokens: vec![id], micro_batch: 1, position_after: DataPosition::start_static(0, 1, 1), chunks: Vec::new(), wait: Duration::ZERO }
+        Batch { tokens: vec![id], micro_batch: 1, seq_len: 0, position_after: DataPosition::start_static(0, 1, 1), chunks: Vec::new(), wait: Duration::ZERO }
     }
 
     #[test]
