@@ -19,7 +19,8 @@ const KERNELS: [&str; 12] = [
     "pack",
 ];
 /// Headers the kernels include (a change to one rebuilds them all).
-const HEADERS: [&str; 5] = ["mixer_common.cuh", "lane_sums.cuh", "block_sum.cuh", "mixer_scan_bwd.cuh", "multi_tensor.cuh"];
+const HEADERS: [&str; 5] =
+    ["mixer_common.cuh", "lane_sums.cuh", "block_sum.cuh", "mixer_scan_bwd.cuh", "multi_tensor.cuh"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -45,7 +46,9 @@ fn main() {
             .arg(&out)
             .arg(format!("kernels/{k}.cu"))
             .status()
-            .unwrap_or_else(|e| fail(&format!("could not run `{nvcc}` ({e}); source ../shared/cuda/setup-toolchain.sh or set NVCC")));
+            .unwrap_or_else(|e| {
+                fail(&format!("could not run `{nvcc}` ({e}); source ../shared/cuda/setup-toolchain.sh or set NVCC"))
+            });
         if !status.success() {
             fail(&format!("`{nvcc}` failed on kernels/{k}.cu ({status})"));
         }

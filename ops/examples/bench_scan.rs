@@ -51,7 +51,10 @@ fn main() -> Result<()> {
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let dev = device()?;
     let b: usize = std::env::var("BENCH_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    println!("{dev:?}, {} rayon threads, b={b} l={L} d={D} n={N} k={K}, median of {iters}", rayon::current_num_threads());
+    println!(
+        "{dev:?}, {} rayon threads, b={b} l={L} d={D} n={N} k={K}, median of {iters}",
+        rayon::current_num_threads()
+    );
 
     let xz = randn(&dev, &[b, L, 2 * D], 0.0, 1.0)?;
     let delta = randn(&dev, &[b, L, D], -2.0, 1.0)?;

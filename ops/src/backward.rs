@@ -17,14 +17,28 @@ use crate::{ScanTensors, TokenIndex};
 /// the dtypes of `x` and `weight`, for the gradient `grad` of the output. `add` (x's shape and
 /// dtype), when given, is added to dx in the same kernel: a pre-norm residual block's backward
 /// adds the norm's input gradient to the stream's.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+pub fn rms_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    eps: f64,
+    out: Option<DType>,
+    grad: &Tensor,
+    add: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
     crate::model::rms_norm::rms_norm_backward(x, weight, eps, out, grad, add)
 }
 
 /// [`rms_norm`] that also returns dx in `out`'s dtype (x's when None): the next block's bf16
 /// matmuls read the residual stream's gradient in the compute dtype. On the GPU with a bf16
 /// `out` the same kernel writes both (no separate cast pass).
-pub fn rms_norm_and_copy(x: &Tensor, weight: &Tensor, eps: f64, out: Option<DType>, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn rms_norm_and_copy(
+    x: &Tensor,
+    weight: &Tensor,
+    eps: f64,
+    out: Option<DType>,
+    grad: &Tensor,
+    add: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     crate::model::rms_norm::rms_norm_backward_and_copy(x, weight, eps, out, grad, add)
 }
 
@@ -65,6 +79,13 @@ pub fn mixer_scan(t: &ScanTensors, u: &Tensor, grad: &Tensor, saved: &ScanSaved)
 /// `(dxz, dweight, dbias)` of the mixer's conv for both uses of its output: [`crate::mixer_conv`]
 /// (whose output's gradient is `grad`) and the scan that read the same `xz` (`scan`, from
 /// [`mixer_scan`]). `dxz` is whole: the conv's x half and the scan's z half.
-pub fn mixer_conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor, grad: &Tensor, scan: ConvShare) -> Result<[Tensor; 3]> {
+pub fn mixer_conv(
+    xz: &Tensor,
+    seq_len: Option<usize>,
+    weight: &Tensor,
+    bias: &Tensor,
+    grad: &Tensor,
+    scan: ConvShare,
+) -> Result<[Tensor; 3]> {
     crate::model::mixer::backward::conv(xz, seq_len, weight, bias, grad, scan)
 }

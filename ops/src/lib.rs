@@ -48,12 +48,13 @@ use candle_core::{DType, Result, Tensor};
 use model::{cross_entropy, embedding, mixer, residual, rms_norm};
 
 pub use embedding::TokenIndex;
-pub use mixer::tensors::{ChannelParams, ScanTensors};
 #[cfg(feature = "cuda")]
 pub use mixer::scan_layout::set_scan_states_per_thread;
+pub use mixer::tensors::{ChannelParams, ScanTensors};
 pub use optim::{
-    adamw_step, adamw_step_in_place, add_in_place, axpby, cast_many, muon_apply, muon_apply_in_place, muon_apply_many, muon_gram_normalize,
-    muon_gram_scales, muon_momentum, muon_ns_poly, scale_in_place, sum_squares, AdamWParam, AdamWStep,
+    adamw_step, adamw_step_in_place, add_in_place, axpby, cast_many, muon_apply, muon_apply_in_place, muon_apply_many,
+    muon_gram_normalize, muon_gram_scales, muon_momentum, muon_ns_poly, scale_in_place, sum_squares, AdamWParam,
+    AdamWStep,
 };
 pub use util::pack::concat_columns;
 

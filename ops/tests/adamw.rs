@@ -10,13 +10,18 @@ use mamba_ops::{adamw_step, adamw_step_in_place, AdamWParam, AdamWStep};
 
 fn t(seed: u64, dims: &[usize], lo: f64, hi: f64) -> Result<Tensor> {
     let n = dims.iter().product();
-    Tensor::from_vec(uniform(&mut rng(seed), n, lo, hi).iter().map(|&x| x as f32).collect::<Vec<_>>(), dims, &Device::Cpu)
+    Tensor::from_vec(
+        uniform(&mut rng(seed), n, lo, hi).iter().map(|&x| x as f32).collect::<Vec<_>>(),
+        dims,
+        &Device::Cpu,
+    )
 }
 
 #[test]
 fn equals_the_candle_chain() -> Result<()> {
     let dims = [3, 5, 4];
-    let (w, g, m, v) = (t(1, &dims, -1.0, 1.0)?, t(2, &dims, -1.0, 1.0)?, t(3, &dims, -0.1, 0.1)?, t(4, &dims, 0.0, 0.01)?);
+    let (w, g, m, v) =
+        (t(1, &dims, -1.0, 1.0)?, t(2, &dims, -1.0, 1.0)?, t(3, &dims, -0.1, 0.1)?, t(4, &dims, 0.0, 0.01)?);
     let (lr, b1, b2, eps, wd) = (3e-3, 0.9, 0.95, 1e-8, 0.1);
     for (t_step, decay) in [(1, true), (7, false)] {
         let (bias1, bias2) = (1.0 - f64::powi(b1, t_step), 1.0 - f64::powi(b2, t_step));
@@ -28,14 +33,19 @@ fn equals_the_candle_chain() -> Result<()> {
         let w1 = if decay { w.affine(1.0 - lr * wd, 0.0)? } else { w.clone() };
         let w2 = (w1 - update.affine(lr, 0.0)?)?;
 
-        let step = AdamWStep { lr, beta1: b1, beta2: b2, eps, bias1, bias2, decay: if decay { 1.0 - lr * wd } else { 1.0 } };
+        let step =
+            AdamWStep { lr, beta1: b1, beta2: b2, eps, bias1, bias2, decay: if decay { 1.0 - lr * wd } else { 1.0 } };
         let out = adamw_step(&w, &g, &Tensor::stack(&[&m, &v], 0)?, step)?;
         assert_eq!(out.dims(), &[3, 3, 5, 4]);
         assert_eq!(flat(&out.get(0)?)?, flat(&w2)?, "w, step {t_step}");
         assert_eq!(flat(&out.get(1)?)?, flat(&m2)?, "m, step {t_step}");
         assert_eq!(flat(&out.get(2)?)?, flat(&v2)?, "v, step {t_step}");
     }
-    assert!(adamw_step(&w, &g, &m, AdamWStep { lr, beta1: b1, beta2: b2, eps, bias1: 1.0, bias2: 1.0, decay: 1.0 }).is_err(), "mv must be (2, ..)");
+    assert!(
+        adamw_step(&w, &g, &m, AdamWStep { lr, beta1: b1, beta2: b2, eps, bias1: 1.0, bias2: 1.0, decay: 1.0 })
+            .is_err(),
+        "mv must be (2, ..)"
+    );
     Ok(())
 }
 
@@ -49,13 +59,19 @@ fn in_place_equals_the_stacked_op() -> Result<()> {
     let mut params = Vec::new();
     for (i, dims) in shapes.iter().enumerate() {
         let s = 10 * i as u64;
-        let (w, g, m, v) = (t(s + 1, dims, -1.0, 1.0)?, t(s + 2, dims, -1.0, 1.0)?, t(s + 3, dims, -0.1, 0.1)?, t(s + 4, dims, 0.0, 0.01)?);
+        let (w, g, m, v) = (
+            t(s + 1, dims, -1.0, 1.0)?,
+            t(s + 2, dims, -1.0, 1.0)?,
+            t(s + 3, dims, -0.1, 0.1)?,
+            t(s + 4, dims, 0.0, 0.01)?,
+        );
         let decay = i != 1;
         let h = AdamWStep { decay: if decay { step.decay } else { 1.0 }, ..step };
         want.push(adamw_step(&w, &g, &Tensor::stack(&[&m, &v], 0)?, h)?);
         params.push((w, g, m, v, decay));
     }
-    let items: Vec<AdamWParam> = params.iter().map(|(w, g, m, v, decay)| AdamWParam { w, g, m, v, decay: *decay }).collect();
+    let items: Vec<AdamWParam> =
+        params.iter().map(|(w, g, m, v, decay)| AdamWParam { w, g, m, v, decay: *decay }).collect();
     adamw_step_in_place(&items, step)?;
     for (i, ((w, _, m, v, _), out)) in params.iter().zip(&want).enumerate() {
         assert_eq!(flat(w)?, flat(&out.get(0)?)?, "w of parameter {i}");
@@ -64,10 +80,17 @@ fn in_place_equals_the_stacked_op() -> Result<()> {
     }
     // Checked: one shape per parameter, f32 only.
     let (w, g) = (t(1, &[3], -1.0, 1.0)?, t(2, &[4], -1.0, 1.0)?);
-    let e = adamw_step_in_place(&[AdamWParam { w: &w, g: &g, m: &w.zeros_like()?, v: &w.zeros_like()?, decay: true }], step).expect_err("must be refused").to_string();
+    let e = adamw_step_in_place(
+        &[AdamWParam { w: &w, g: &g, m: &w.zeros_like()?, v: &w.zeros_like()?, decay: true }],
+        step,
+    )
+    .expect_err("must be refused")
+    .to_string();
     assert!(e.contains("`g` tensor 0 has shape [4], expected [3]"), "{e}");
     let wb = w.to_dtype(candle_core::DType::BF16)?;
-    let e = adamw_step_in_place(&[AdamWParam { w: &wb, g: &w, m: &w, v: &w, decay: true }], step).expect_err("must be refused").to_string();
+    let e = adamw_step_in_place(&[AdamWParam { w: &wb, g: &w, m: &w, v: &w, decay: true }], step)
+        .expect_err("must be refused")
+        .to_string();
     assert!(e.contains("`w` tensor 0 must be contiguous f32"), "{e}");
     Ok(())
 }

@@ -25,7 +25,9 @@ fn probe(r: &mut rand_chacha::ChaCha8Rng, shape: &[usize], dtype: DType) -> Resu
 #[test]
 fn rms_norm_backward_is_autograds() -> Result<()> {
     let mut r = rng(1);
-    for (x_dtype, out, bound) in [(DType::F64, None, 1e-13), (DType::F32, None, 1e-6), (DType::F32, Some(DType::BF16), 1e-6)] {
+    for (x_dtype, out, bound) in
+        [(DType::F64, None, 1e-13), (DType::F32, None, 1e-6), (DType::F32, Some(DType::BF16), 1e-6)]
+    {
         let x = var(&mut r, &[37, 24], -2.0, 2.0, x_dtype)?;
         let w = var(&mut r, &[24], 0.5, 1.5, x_dtype)?;
         let y = match out {
@@ -45,9 +47,13 @@ fn rms_norm_backward_is_autograds() -> Result<()> {
         let want_sum: Vec<f64> = want_dx.iter().zip(flat(add.as_tensor())?).map(|(a, b)| a + b).collect();
         assert_close("rms_norm dx + add", &flat(&dx_add)?, &want_sum, bound);
         // The variant with dx's copy in the output's dtype.
-        let (dx2, _, lo) = backward::rms_norm_and_copy(x.as_tensor(), w.as_tensor(), 1e-5, out, &gt, Some(add.as_tensor()))?;
+        let (dx2, _, lo) =
+            backward::rms_norm_and_copy(x.as_tensor(), w.as_tensor(), 1e-5, out, &gt, Some(add.as_tensor()))?;
         assert_eq!(flat(&dx2)?, flat(&dx_add)?);
-        assert_eq!((lo.dtype(), flat(&lo)?), (out.unwrap_or(x_dtype), flat(&dx_add.to_dtype(out.unwrap_or(x_dtype))?)?));
+        assert_eq!(
+            (lo.dtype(), flat(&lo)?),
+            (out.unwrap_or(x_dtype), flat(&dx_add.to_dtype(out.unwrap_or(x_dtype))?)?)
+        );
     }
     Ok(())
 }
@@ -92,21 +98,31 @@ fn mixer_split_backward_is_autograds() -> Result<()> {
         let small = if io == DType::F64 { DType::F64 } else { DType::F32 };
         let (b, l, d, n, k) = (2, 19, 6, 5, 4);
         let v = [
-            var(&mut r, &[b * l, 2 * d], -2.0, 2.0, io)?,   // xz
-            var(&mut r, &[b * l, d], -3.0, 1.0, io)?,       // delta
-            var(&mut r, &[b * l, n], -1.0, 1.0, io)?,       // B (bf16 like x_proj's output)
-            var(&mut r, &[b * l, n], -1.0, 1.0, io)?,       // C
-            var(&mut r, &[d, k], -1.0, 1.0, small)?,        // conv_w
-            var(&mut r, &[d], -1.0, 1.0, small)?,           // conv_b
-            var(&mut r, &[d, n], -1.0, 2.5, small)?,        // A_log
-            var(&mut r, &[d], -1.0, 1.0, small)?,           // D
-            var(&mut r, &[d], -4.0, -1.0, small)?,          // delta_bias
+            var(&mut r, &[b * l, 2 * d], -2.0, 2.0, io)?, // xz
+            var(&mut r, &[b * l, d], -3.0, 1.0, io)?,     // delta
+            var(&mut r, &[b * l, n], -1.0, 1.0, io)?,     // B (bf16 like x_proj's output)
+            var(&mut r, &[b * l, n], -1.0, 1.0, io)?,     // C
+            var(&mut r, &[d, k], -1.0, 1.0, small)?,      // conv_w
+            var(&mut r, &[d], -1.0, 1.0, small)?,         // conv_b
+            var(&mut r, &[d, n], -1.0, 2.5, small)?,      // A_log
+            var(&mut r, &[d], -1.0, 1.0, small)?,         // D
+            var(&mut r, &[d], -4.0, -1.0, small)?,        // delta_bias
         ];
         let t: Vec<&Tensor> = v.iter().map(|x| x.as_tensor()).collect();
         let xs = mamba_ops::mixer_conv(t[0], Some(l), t[4], t[5])?;
         let seq = |x: &Tensor| x.reshape((b, l, ())); // (b, l, ·)
         let z = t[0].narrow(1, d, d)?;
-        let y = mamba_ops::reference::selective_scan(&seq(&xs)?, &seq(t[1])?, t[6], &seq(t[2])?, &seq(t[3])?, t[7], &seq(&z)?, t[8])?.reshape((b * l, d))?;
+        let y = mamba_ops::reference::selective_scan(
+            &seq(&xs)?,
+            &seq(t[1])?,
+            t[6],
+            &seq(t[2])?,
+            &seq(t[3])?,
+            t[7],
+            &seq(&z)?,
+            t[8],
+        )?
+        .reshape((b * l, d))?;
         let ((gx, gxt), (gy, gyt)) = (probe(&mut r, xs.dims(), io)?, probe(&mut r, y.dims(), io)?);
         let want = (weighted_sum(&xs, &gx)? + weighted_sum(&y, &gy)?)?.backward()?;
 
@@ -143,6 +159,13 @@ fn residual_add_is_cast_and_add() -> Result<()> {
         let want_gx = Tensor::from_slice(&g, out.dims(), &Device::Cpu)?.to_dtype(x_dtype)?;
         assert_eq!(flat(gx)?, flat(&want_gx)?);
     }
-    assert!(mamba_ops::residual_add(&Tensor::zeros(3, DType::BF16, &Device::Cpu)?, &Tensor::zeros(3, DType::BF16, &Device::Cpu)?).is_err(), "bf16 stream");
+    assert!(
+        mamba_ops::residual_add(
+            &Tensor::zeros(3, DType::BF16, &Device::Cpu)?,
+            &Tensor::zeros(3, DType::BF16, &Device::Cpu)?
+        )
+        .is_err(),
+        "bf16 stream"
+    );
     Ok(())
 }

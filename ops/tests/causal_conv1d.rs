@@ -11,14 +11,8 @@ use mamba_ops::reference::{causal_conv1d_silu_backward, causal_conv1d_silu_forwa
 
 /// (b, l, d, k, seed): Mamba's k = 4, kernels longer than the sequence, k = 1, channel counts
 /// that are not multiples of the 64-channel gradient blocks.
-const SHAPES: [(usize, usize, usize, usize, u64); 6] = [
-    (1, 1, 1, 1, 1),
-    (1, 1, 3, 4, 2),
-    (2, 3, 5, 4, 3),
-    (3, 17, 70, 4, 4),
-    (2, 50, 129, 3, 5),
-    (1, 9, 2, 6, 6),
-];
+const SHAPES: [(usize, usize, usize, usize, u64); 6] =
+    [(1, 1, 1, 1, 1), (1, 1, 3, 4, 2), (2, 3, 5, 4, 3), (3, 17, 70, 4, 4), (2, 50, 129, 3, 5), (1, 9, 2, 6, 6)];
 
 #[test]
 fn forward_and_gradients_match_reference() -> Result<()> {
@@ -96,10 +90,7 @@ fn results_are_bit_identical_across_runs_and_thread_counts() -> Result<()> {
     let first = f32_bits(&x, &g)?;
     assert_eq!(first, f32_bits(&x, &g)?, "two runs differ");
     for threads in [1, 3, 7] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(candle_core::Error::wrap)?;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
         assert_eq!(first, pool.install(|| f32_bits(&x, &g))?, "result differs with {threads} threads");
     }
     Ok(())
@@ -135,15 +126,27 @@ fn dtypes_and_bad_arguments() -> Result<()> {
     let (out, _) = run_op(&x, &g, DType::BF16)?;
     assert_close("bf16 forward", &out, &causal_conv1d_silu_forward(&x), 0.05);
     let t = |shape: &[usize], dtype| Tensor::zeros(shape, dtype, &Device::Cpu);
-    let y = mamba_ops::reference::causal_conv1d_silu(&t(&[1, 3, 2], DType::BF16)?, &t(&[2, 4], DType::F32)?, &t(&[2], DType::F32)?)?;
+    let y = mamba_ops::reference::causal_conv1d_silu(
+        &t(&[1, 3, 2], DType::BF16)?,
+        &t(&[2, 4], DType::F32)?,
+        &t(&[2], DType::F32)?,
+    )?;
     assert_eq!(y.dtype(), DType::BF16);
-    let err = mamba_ops::reference::causal_conv1d_silu(&t(&[1, 3, 2], DType::F32)?, &t(&[3, 4], DType::F32)?, &t(&[2], DType::F32)?)
-        .expect_err("weight with wrong channel count must fail")
-        .to_string();
+    let err = mamba_ops::reference::causal_conv1d_silu(
+        &t(&[1, 3, 2], DType::F32)?,
+        &t(&[3, 4], DType::F32)?,
+        &t(&[2], DType::F32)?,
+    )
+    .expect_err("weight with wrong channel count must fail")
+    .to_string();
     assert!(err.contains("`weight`"), "{err}");
-    let err = mamba_ops::reference::causal_conv1d_silu(&t(&[1, 3, 2], DType::F32)?, &t(&[2, 4], DType::F32)?, &t(&[3], DType::F32)?)
-        .expect_err("bias with wrong length must fail")
-        .to_string();
+    let err = mamba_ops::reference::causal_conv1d_silu(
+        &t(&[1, 3, 2], DType::F32)?,
+        &t(&[2, 4], DType::F32)?,
+        &t(&[3], DType::F32)?,
+    )
+    .expect_err("bias with wrong length must fail")
+    .to_string();
     assert!(err.contains("`bias`"), "{err}");
     Ok(())
 }

@@ -140,7 +140,12 @@ fn rejects_bad_shapes_and_dtypes() -> Result<()> {
     ];
     for (logits, targets, want) in cases {
         let err = cross_entropy(&logits, &targets).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains(want), "logits {:?} targets {:?}: expected {want:?}, got {err:?}", logits.dims(), targets.dims());
+        assert!(
+            err.contains(want),
+            "logits {:?} targets {:?}: expected {want:?}, got {err:?}",
+            logits.dims(),
+            targets.dims()
+        );
     }
     Ok(())
 }

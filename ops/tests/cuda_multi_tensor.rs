@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use candle_core::{DType, Device, Tensor};
-use mamba_ops::{add_in_place, adamw_step_in_place, scale_in_place, AdamWParam, AdamWStep};
+use mamba_ops::{adamw_step_in_place, add_in_place, scale_in_place, AdamWParam, AdamWStep};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -14,11 +14,21 @@ const SIZES: [usize; 5] = [1, 768, 32 * 1024, 3072 * 768 + 5, 50264 * 768];
 
 /// A tensor of `shape` with values uniform in [-1, 1).
 fn rand(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
-    Tensor::from_vec((0..shape.iter().product()).map(|_| rng.gen_range(-1f32..1.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        (0..shape.iter().product()).map(|_| rng.gen_range(-1f32..1.0)).collect::<Vec<_>>(),
+        shape,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn rand_ts(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> Vec<Tensor> {
-    SIZES.iter().map(|&n| Tensor::from_vec((0..n).map(|_| rng.gen_range(lo..hi)).collect::<Vec<f32>>(), n, &Device::Cpu).unwrap()).collect()
+    SIZES
+        .iter()
+        .map(|&n| {
+            Tensor::from_vec((0..n).map(|_| rng.gen_range(lo..hi)).collect::<Vec<f32>>(), n, &Device::Cpu).unwrap()
+        })
+        .collect()
 }
 
 /// The GPU, one handle for the whole test binary: candle's `Device::new_cuda` makes a new device
@@ -63,7 +73,8 @@ fn cast_many_equals_the_cpu() {
     // bf16 gradients into f32: one launch, the results views of one buffer; exact either way.
     let mut rng = ChaCha8Rng::seed_from_u64(65);
     let xs: Vec<Tensor> = rand_ts(&mut rng, -3.0, 3.0).iter().map(|t| t.to_dtype(DType::BF16).unwrap()).collect();
-    let (cpu, gpu) = (mamba_ops::cast_many(&xs, DType::F32).unwrap(), mamba_ops::cast_many(&on_gpu(&xs), DType::F32).unwrap());
+    let (cpu, gpu) =
+        (mamba_ops::cast_many(&xs, DType::F32).unwrap(), mamba_ops::cast_many(&on_gpu(&xs), DType::F32).unwrap());
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
         assert_eq!((g.dtype(), g.dims()), (DType::F32, c.dims()), "tensor {i}");
         assert_eq!(values(c), values(g), "tensor {i} ({} elements)", SIZES[i]);
@@ -78,14 +89,19 @@ fn adamw_in_place_matches_the_cpu() {
     let v = rand_ts(&mut rng, 0.0, 0.01);
     let (wg, gg, mg, vg) = (on_gpu(&w), on_gpu(&g), on_gpu(&m), on_gpu(&v));
     let step = AdamWStep { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, bias1: 0.19, bias2: 0.0975, decay: 0.9997 };
-    let items = |w: &'_ [Tensor], g: &'_ [Tensor], m: &'_ [Tensor], v: &'_ [Tensor]| -> Vec<(Tensor, Tensor, Tensor, Tensor, bool)> {
+    let items = |w: &'_ [Tensor],
+                 g: &'_ [Tensor],
+                 m: &'_ [Tensor],
+                 v: &'_ [Tensor]|
+     -> Vec<(Tensor, Tensor, Tensor, Tensor, bool)> {
         (0..w.len()).map(|i| (w[i].clone(), g[i].clone(), m[i].clone(), v[i].clone(), i % 2 == 0)).collect()
     };
     for set in [items(&w, &g, &m, &v), items(&wg, &gg, &mg, &vg)] {
         let params: Vec<AdamWParam> = set.iter().map(|(w, g, m, v, d)| AdamWParam { w, g, m, v, decay: *d }).collect();
         adamw_step_in_place(&params, step).unwrap();
     }
-    for (i, (c, gpu)) in [(&w, &wg), (&m, &mg), (&v, &vg)].iter().flat_map(|(c, g)| c.iter().zip(g.iter())).enumerate() {
+    for (i, (c, gpu)) in [(&w, &wg), (&m, &mg), (&v, &vg)].iter().flat_map(|(c, g)| c.iter().zip(g.iter())).enumerate()
+    {
         let e = rel_err(&values(gpu), &values(c));
         println!("adamw_step_in_place, tensor {i}: rel err {e:.2e}");
         assert!(e < 1e-6, "adamw_step_in_place tensor {i}: {e}");
@@ -150,7 +166,10 @@ fn muon_momentum_matches_the_cpu() {
             let f = |t: &Tensor| values(&t.flatten_all().unwrap().to_dtype(DType::F32).unwrap());
             let e = rel_err(&f(g), &f(c));
             println!("muon_momentum nesterov={nesterov} v {vd:?} {what}: rel err {e:.2e}");
-            assert!(e < if what == "v" && vd == DType::BF16 { 1e-2 } else { 1e-6 }, "muon_momentum nesterov={nesterov} {what}: {e}");
+            assert!(
+                e < if what == "v" && vd == DType::BF16 { 1e-2 } else { 1e-6 },
+                "muon_momentum nesterov={nesterov} {what}: {e}"
+            );
         }
     }
 }

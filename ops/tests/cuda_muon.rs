@@ -19,7 +19,11 @@ fn muon_ops_cuda_match_cpu() {
     // 130m's in_proj stack, an odd small one, a single element.
     for &dims in &[(24usize, 3072usize, 768usize), (3, 17, 9), (1, 1, 1)] {
         let shape = [dims.0, dims.1, dims.2];
-        let (g, m, w) = (rand_t(&mut rng, &shape, -1.0, 1.0), rand_t(&mut rng, &shape, -1.0, 1.0), rand_t(&mut rng, &shape, -1.0, 1.0));
+        let (g, m, w) = (
+            rand_t(&mut rng, &shape, -1.0, 1.0),
+            rand_t(&mut rng, &shape, -1.0, 1.0),
+            rand_t(&mut rng, &shape, -1.0, 1.0),
+        );
         let on = |t: &Tensor| t.to_device(&dev).unwrap();
         for dtype in [DType::BF16, DType::F32] {
             // The orthogonalized update, in the NS dtype.
@@ -37,30 +41,50 @@ fn muon_ops_cuda_match_cpu() {
                 mamba_ops::muon_apply_in_place(&wg.get(j).unwrap(), &o_gpu.get(j).unwrap(), 0.99, 0.02).unwrap();
             }
             let (e_in, e_same) = (rel_err(&wg, &wc), rel_err(&wg, &a_gpu));
-            println!("muon_apply_in_place {dims:?} {dtype:?}: rel err {e_in:.2e} (vs muon_apply on the GPU {e_same:.2e})");
+            println!(
+                "muon_apply_in_place {dims:?} {dtype:?}: rel err {e_in:.2e} (vs muon_apply on the GPU {e_same:.2e})"
+            );
             assert!(e_in < 1e-5 && e_same == 0.0, "muon_apply_in_place {dims:?}: {e_in} {e_same}");
             let x = g.to_dtype(dtype).unwrap();
             let y = w.to_dtype(dtype).unwrap();
-            let (c, gg) = (mamba_ops::axpby(&x, &y, 3.4445, -4.775).unwrap(), mamba_ops::axpby(&on(&x), &on(&y), 3.4445, -4.775).unwrap());
+            let (c, gg) = (
+                mamba_ops::axpby(&x, &y, 3.4445, -4.775).unwrap(),
+                mamba_ops::axpby(&on(&x), &on(&y), 3.4445, -4.775).unwrap(),
+            );
             // Both compute in f32 from the same inputs; the GPU contracts a·x + b·y into an FMA, so
             // a few results round to the neighbouring value (one bf16 ulp: 8.9e-6 norm-wise).
             let e = rel_err(&gg, &c);
             println!("axpby {dims:?} {dtype:?}: rel err {e:.2e}");
             assert!(e < if dtype == DType::BF16 { 1e-4 } else { 1e-6 }, "axpby {dims:?} {dtype:?}: {e}");
             // Newton–Schulz's polynomial on square stacks (k, c, c), the identity on each matrix.
-            let sq = |t: &Tensor| t.narrow(1, 0, dims.2.min(dims.1)).unwrap().narrow(2, 0, dims.2.min(dims.1)).unwrap().contiguous().unwrap();
+            let sq = |t: &Tensor| {
+                t.narrow(1, 0, dims.2.min(dims.1))
+                    .unwrap()
+                    .narrow(2, 0, dims.2.min(dims.1))
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
             let (p, q) = (sq(&x), sq(&y));
             // Newton–Schulz's first iteration on Gram matrices (p p^T: positive traces), scaled.
             let gram = p.matmul(&p.t().unwrap()).unwrap();
-            let (s, sg) = (mamba_ops::muon_gram_scales(&gram).unwrap(), mamba_ops::muon_gram_scales(&on(&gram)).unwrap());
+            let (s, sg) =
+                (mamba_ops::muon_gram_scales(&gram).unwrap(), mamba_ops::muon_gram_scales(&on(&gram)).unwrap());
             let e_s = rel_err(&sg, &s);
-            let (n, ng) = (mamba_ops::muon_gram_normalize(&gram, &s).unwrap(), mamba_ops::muon_gram_normalize(&on(&gram), &sg).unwrap());
+            let (n, ng) = (
+                mamba_ops::muon_gram_normalize(&gram, &s).unwrap(),
+                mamba_ops::muon_gram_normalize(&on(&gram), &sg).unwrap(),
+            );
             let e_n = rel_err(&ng, &n);
             println!("muon_gram_scales, _normalize {:?} {dtype:?}: rel err {e_s:.2e}, {e_n:.2e}", p.dims());
-            assert!(e_s < 1e-6 && e_n < if dtype == DType::BF16 { 1e-2 } else { 1e-6 }, "muon_gram_* {dims:?} {dtype:?}: {e_s} {e_n}");
+            assert!(
+                e_s < 1e-6 && e_n < if dtype == DType::BF16 { 1e-2 } else { 1e-6 },
+                "muon_gram_* {dims:?} {dtype:?}: {e_s} {e_n}"
+            );
             for scales in [None, Some(&s)] {
                 let c = mamba_ops::muon_ns_poly(&p, &q, 3.4445, -4.775, 2.0315, scales).unwrap();
-                let gg = mamba_ops::muon_ns_poly(&on(&p), &on(&q), 3.4445, -4.775, 2.0315, scales.map(on).as_ref()).unwrap();
+                let gg =
+                    mamba_ops::muon_ns_poly(&on(&p), &on(&q), 3.4445, -4.775, 2.0315, scales.map(on).as_ref()).unwrap();
                 let e = rel_err(&gg, &c);
                 println!("muon_ns_poly {:?} {dtype:?} scaled {}: rel err {e:.2e}", p.dims(), scales.is_some());
                 assert!(e < if dtype == DType::BF16 { 1e-4 } else { 1e-6 }, "muon_ns_poly {dims:?} {dtype:?}: {e}");

@@ -64,7 +64,14 @@ fn mixer_inputs(rng: &mut ChaCha8Rng, (b, l, d, n, k): (usize, usize, usize, usi
 #[test]
 fn mixer_ops_cuda_match_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let shapes = [(1, 1, 1, 1, 4), (2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4), (1, 300, 96, 32, 4), (2, 50, 40, 8, 2)];
+    let shapes = [
+        (1, 1, 1, 1, 4),
+        (2, 37, 5, 3, 4),
+        (2, 100, 64, 16, 4),
+        (3, 257, 130, 16, 4),
+        (1, 300, 96, 32, 4),
+        (2, 50, 40, 8, 2),
+    ];
     for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
         for &dims in &shapes {
             let inputs = mixer_inputs(&mut rng, dims, io);
@@ -120,9 +127,16 @@ fn embedding_cuda_matches_cpu() {
             let rows = |dev: &Device| {
                 let index = mamba_ops::TokenIndex::new(&ids.to_device(dev).unwrap(), v).unwrap();
                 let (g, h) = (probe.to_dtype(gd).unwrap().to_device(dev).unwrap(), head.to_device(dev).unwrap());
-                mamba_ops::backward::embedding_rows(&index, &g, Some(&h), DType::F32).unwrap().to_device(&Device::Cpu).unwrap()
+                mamba_ops::backward::embedding_rows(&index, &g, Some(&h), DType::F32)
+                    .unwrap()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
             };
-            assert_eq!(flat(&rows(&dev)), flat(&rows(&Device::Cpu)), "embedding_rows {v}x{d} n={n} grad {gd:?}, bf16 head");
+            assert_eq!(
+                flat(&rows(&dev)),
+                flat(&rows(&Device::Cpu)),
+                "embedding_rows {v}x{d} n={n} grad {gd:?}, bf16 head"
+            );
         }
         println!("embedding F32 ({v}, {d}, {n}): forward and dW equal bit for bit");
     }
@@ -223,7 +237,11 @@ fn cross_entropy_cuda_out_of_range_target_gives_nan_row() {
     let rows: Vec<Vec<f32>> = g.to_vec2().unwrap();
     for (i, row) in rows.iter().enumerate() {
         let bad = i == 1 || i == 3;
-        assert!(row.iter().all(|a| a.is_nan() == bad), "row {i}: expected {} gradient", if bad { "an all-NaN" } else { "a finite" });
+        assert!(
+            row.iter().all(|a| a.is_nan() == bad),
+            "row {i}: expected {} gradient",
+            if bad { "an all-NaN" } else { "a finite" }
+        );
     }
 }
 
@@ -241,7 +259,9 @@ fn mixer_backward_functions_cuda_match_cpu() {
     for spt in [2, 4] {
         mamba_ops::set_scan_states_per_thread(Some(spt)).unwrap();
         for (io, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
-            for dims @ (b, l, d, n, _) in [(2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4), (1, 90, 40, 32, 4)] {
+            for dims @ (b, l, d, n, _) in
+                [(2, 37, 5, 3, 4), (2, 100, 64, 16, 4), (3, 257, 130, 16, 4), (1, 90, 40, 32, 4)]
+            {
                 let mut t = mixer_inputs(&mut rng, dims, io);
                 let f = |t: &[Tensor]| mixer_scan(&scan_tensors(t, None)).unwrap();
                 run_both(&t, f, &mut rng, tol, &format!("mixer_scan, {spt} states per thread, {io:?} {dims:?}"));
@@ -284,15 +304,22 @@ fn residual_ops_cuda_match_cpu() {
     let gpu = Device::new_cuda(0).unwrap();
     let on = |t: &Tensor| t.to_device(&gpu).unwrap();
     for (rows, d) in [(1, 1), (37, 24), (4096, 768)] {
-        let (res, w, add) = (rand_t(&mut rng, &[rows, d], -2.0, 2.0), rand_t(&mut rng, &[d], 0.5, 1.5), rand_t(&mut rng, &[rows, d], -1.0, 1.0));
+        let (res, w, add) = (
+            rand_t(&mut rng, &[rows, d], -2.0, 2.0),
+            rand_t(&mut rng, &[d], 0.5, 1.5),
+            rand_t(&mut rng, &[rows, d], -1.0, 1.0),
+        );
         for io in [DType::F32, DType::BF16] {
             let x = rand_t(&mut rng, &[rows, d], -2.0, 2.0).to_dtype(io).unwrap();
-            let (c, g) = (mamba_ops::residual_add(&res, &x).unwrap(), mamba_ops::residual_add(&on(&res), &on(&x)).unwrap());
+            let (c, g) =
+                (mamba_ops::residual_add(&res, &x).unwrap(), mamba_ops::residual_add(&on(&res), &on(&x)).unwrap());
             assert_eq!(rel_err(&g, &c), 0.0, "residual_add {io:?} ({rows}, {d})");
             let out = if io == DType::BF16 { Some(DType::BF16) } else { None };
             let gy = rand_t(&mut rng, &[rows, d], -1.0, 1.0).to_dtype(io).unwrap();
             let (dx_c, dw_c) = mamba_ops::backward::rms_norm(&res, &w, 1e-5, out, &gy, Some(&add)).unwrap();
-            let (dx_g, dw_g, lo_g) = mamba_ops::backward::rms_norm_and_copy(&on(&res), &on(&w), 1e-5, out, &on(&gy), Some(&on(&add))).unwrap();
+            let (dx_g, dw_g, lo_g) =
+                mamba_ops::backward::rms_norm_and_copy(&on(&res), &on(&w), 1e-5, out, &on(&gy), Some(&on(&add)))
+                    .unwrap();
             // The copy the kernel writes in the output's dtype is dx rounded once.
             assert_eq!(rel_err(&lo_g, &dx_g.to_dtype(io).unwrap()), 0.0, "rms_norm_and_copy {io:?} ({rows}, {d})");
             let (e_dx, e_dw) = (rel_err(&dx_g, &dx_c), rel_err(&dw_g, &dw_c));
@@ -308,7 +335,8 @@ fn residual_ops_cuda_match_cpu() {
 fn sum_squares_cuda_matches_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(41);
     let gpu = Device::new_cuda(0).unwrap();
-    let ts: Vec<Tensor> = [1usize, 7, 768, 50264 * 768, 3072 * 768, 33].iter().map(|&n| rand_t(&mut rng, &[n], -1.0, 1.0)).collect();
+    let ts: Vec<Tensor> =
+        [1usize, 7, 768, 50264 * 768, 3072 * 768, 33].iter().map(|&n| rand_t(&mut rng, &[n], -1.0, 1.0)).collect();
     let on: Vec<Tensor> = ts.iter().map(|t| t.to_device(&gpu).unwrap()).collect();
     let (c, g) = (mamba_ops::sum_squares(&ts).unwrap(), mamba_ops::sum_squares(&on).unwrap());
     for (i, (g, c)) in g.iter().zip(&c).enumerate() {
@@ -324,10 +352,22 @@ fn adamw_step_cuda_matches_cpu() {
     let mut rng = ChaCha8Rng::seed_from_u64(51);
     let gpu = Device::new_cuda(0).unwrap();
     for dims in [vec![1usize], vec![24, 1536, 16], vec![1, 50264, 768]] {
-        let (w, g, m) = (rand_t(&mut rng, &dims, -1.0, 1.0), rand_t(&mut rng, &dims, -1.0, 1.0), rand_t(&mut rng, &dims, -0.1, 0.1));
+        let (w, g, m) = (
+            rand_t(&mut rng, &dims, -1.0, 1.0),
+            rand_t(&mut rng, &dims, -1.0, 1.0),
+            rand_t(&mut rng, &dims, -0.1, 0.1),
+        );
         let v = rand_t(&mut rng, &dims, 0.0, 0.01);
         let mv = Tensor::stack(&[&m, &v], 0).unwrap();
-        let step = mamba_ops::AdamWStep { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, bias1: 0.19, bias2: 0.0975, decay: 0.9997 };
+        let step = mamba_ops::AdamWStep {
+            lr: 3e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            bias1: 0.19,
+            bias2: 0.0975,
+            decay: 0.9997,
+        };
         let c = mamba_ops::adamw_step(&w, &g, &mv, step).unwrap();
         let on = |t: &Tensor| t.to_device(&gpu).unwrap();
         let gg = mamba_ops::adamw_step(&on(&w), &on(&g), &on(&mv), step).unwrap();

@@ -11,7 +11,13 @@ use mamba_ops::{backward, embedding, TokenIndex};
 use rand::Rng;
 
 /// `(output, dW)` of `sum(f(w, ids) * probe)`.
-fn out_and_grad(f: fn(&Tensor, &Tensor) -> Result<Tensor>, w: &[f64], (v, d): (usize, usize), ids: &[u32], dtype: DType) -> Result<(Vec<f64>, Vec<f64>)> {
+fn out_and_grad(
+    f: fn(&Tensor, &Tensor) -> Result<Tensor>,
+    w: &[f64],
+    (v, d): (usize, usize),
+    ids: &[u32],
+    dtype: DType,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let wv = Var::from_tensor(&Tensor::from_slice(w, (v, d), &Device::Cpu)?.to_dtype(dtype)?)?;
     let ids = Tensor::from_slice(ids, ids.len(), &Device::Cpu)?;
     let out = f(wv.as_tensor(), &ids)?;
@@ -43,7 +49,12 @@ fn equals_index_select_forward_and_backward() -> Result<()> {
                 // partial sum to bf16. Compare both with the f32 sums.
                 let exact = out_and_grad(embedding, &w, (v, d), &ids, DType::F32)?.1;
                 let err = |x: &[f64]| rel_err(x, &exact);
-                assert!(err(&got.1) <= err(&want.1) && err(&got.1) < 4e-3, "dW {v}x{d} n={n} bf16: {} vs index_add {}", err(&got.1), err(&want.1));
+                assert!(
+                    err(&got.1) <= err(&want.1) && err(&got.1) < 4e-3,
+                    "dW {v}x{d} n={n} bf16: {} vs index_add {}",
+                    err(&got.1),
+                    err(&want.1)
+                );
             } else {
                 assert_eq!(got.1, want.1, "dW {v}x{d} n={n} {dtype:?}");
             }
@@ -95,7 +106,9 @@ fn embedding_rows_matches_reference() -> Result<()> {
             let gt = Tensor::from_slice(&g, (n, d), &cpu)?.to_dtype(g_dtype)?; // exact: g holds g_dtype values
             for head_dtype in [None, Some(DType::F32), Some(DType::BF16)] {
                 let head = match head_dtype {
-                    Some(hd) => Some(flat(&Tensor::from_vec(uniform(&mut r, v * d, -1.0, 1.0), (v, d), &cpu)?.to_dtype(hd)?)?),
+                    Some(hd) => {
+                        Some(flat(&Tensor::from_vec(uniform(&mut r, v * d, -1.0, 1.0), (v, d), &cpu)?.to_dtype(hd)?)?)
+                    }
                     None => None,
                 };
                 let ht = match (&head, head_dtype) {
@@ -138,7 +151,9 @@ fn token_index_groups_positions_and_names_bad_input() -> Result<()> {
     let g = Tensor::zeros((6, 4), DType::F32, &cpu)?;
     let e = backward::embedding_rows(&index, &g.narrow(0, 0, 5)?, None, DType::F32).expect_err("rows").to_string();
     assert!(e.contains("`grad` must be (positions, dim) with 6 positions"), "{e}");
-    let e = backward::embedding_rows(&index, &g, Some(&Tensor::zeros((4, 4), DType::F32, &cpu)?), DType::F32).expect_err("head").to_string();
+    let e = backward::embedding_rows(&index, &g, Some(&Tensor::zeros((4, 4), DType::F32, &cpu)?), DType::F32)
+        .expect_err("head")
+        .to_string();
     assert!(e.contains("`head_grad` must be (vocab, dim) = [5, 4]"), "{e}");
     Ok(())
 }

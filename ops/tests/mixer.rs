@@ -28,7 +28,10 @@ fn inputs(seed: u64, (b, l, d, n, k): (usize, usize, usize, usize, usize)) -> Ve
 }
 
 fn vars(inp: &[(Vec<f64>, Vec<usize>)], dtypes: &[DType]) -> Result<Vec<Var>> {
-    inp.iter().zip(dtypes).map(|((v, s), &dt)| Var::from_tensor(&Tensor::from_slice(v, s.as_slice(), &Device::Cpu)?.to_dtype(dt)?)).collect()
+    inp.iter()
+        .zip(dtypes)
+        .map(|((v, s), &dt)| Var::from_tensor(&Tensor::from_slice(v, s.as_slice(), &Device::Cpu)?.to_dtype(dt)?))
+        .collect()
 }
 
 /// The fused op or the composition it replaces, on `t` (the inputs as tensors).
@@ -148,7 +151,10 @@ fn rows_forms_equal_the_3d_ops() -> Result<()> {
         let (b, l, d) = (dims.0, dims.1, dims.2);
         assert_eq!(scan_rows(&ts)?.dims(), &[b * l, d]);
         assert_eq!(conv_rows(&ts)?.dims(), &[b * l, d]);
-        for (rows, full) in [(scan_rows as fn(&[Tensor]) -> Result<Tensor>, scan_fused as fn(&[Tensor]) -> Result<Tensor>), (conv_rows, conv_fused)] {
+        for (rows, full) in [
+            (scan_rows as fn(&[Tensor]) -> Result<Tensor>, scan_fused as fn(&[Tensor]) -> Result<Tensor>),
+            (conv_rows, conv_fused),
+        ] {
             let (want, want_g) = run(full, &vs, seed)?;
             let (got, got_g) = run(rows, &vs, seed)?;
             assert_eq!(got, want, "{dims:?} output");
@@ -158,8 +164,11 @@ fn rows_forms_equal_the_3d_ops() -> Result<()> {
         }
     }
     // The rows must split into whole sequences, and the error says so.
-    let ts: Vec<Tensor> = vars(&inputs(14, (2, 6, 3, 2, 4)), &[DType::F32; 9])?.iter().map(|v| v.as_tensor().clone()).collect();
-    let e = mixer_conv(&ts[0].reshape((12, 6))?, Some(5), &ts[4], &ts[5]).expect_err("12 rows are not sequences of 5").to_string();
+    let ts: Vec<Tensor> =
+        vars(&inputs(14, (2, 6, 3, 2, 4)), &[DType::F32; 9])?.iter().map(|v| v.as_tensor().clone()).collect();
+    let e = mixer_conv(&ts[0].reshape((12, 6))?, Some(5), &ts[4], &ts[5])
+        .expect_err("12 rows are not sequences of 5")
+        .to_string();
     assert!(e.contains("mixer_conv") && e.contains("len = 5"), "{e}");
     Ok(())
 }

@@ -7,17 +7,24 @@ mod common;
 
 use candle_core::{DType, Device, Result, Tensor};
 use common::{flat, rel_err, rng, uniform};
-use mamba_ops::{axpby, muon_apply, muon_apply_in_place, muon_gram_normalize, muon_gram_scales, muon_momentum, muon_ns_poly};
+use mamba_ops::{
+    axpby, muon_apply, muon_apply_in_place, muon_gram_normalize, muon_gram_scales, muon_momentum, muon_ns_poly,
+};
 
 fn stack(seed: u64, (k, r, c): (usize, usize, usize)) -> Result<Tensor> {
-    Tensor::from_vec(uniform(&mut rng(seed), k * r * c, -1.0, 1.0).iter().map(|&x| x as f32).collect::<Vec<_>>(), (k, r, c), &Device::Cpu)
+    Tensor::from_vec(
+        uniform(&mut rng(seed), k * r * c, -1.0, 1.0).iter().map(|&x| x as f32).collect::<Vec<_>>(),
+        (k, r, c),
+        &Device::Cpu,
+    )
 }
 
 #[test]
 fn gram_scales_are_inverse_frobenius_norms() -> Result<()> {
     for (k, r, c) in [(3, 4, 5), (1, 1, 1), (2, 17, 9)] {
         // Very different scales per matrix: the norm is per matrix.
-        let x = stack(1, (k, r, c))?.broadcast_mul(&Tensor::new(&[0.01f32, 1.0, 300.0][..k], &Device::Cpu)?.reshape((k, 1, 1))?)?;
+        let x = stack(1, (k, r, c))?
+            .broadcast_mul(&Tensor::new(&[0.01f32, 1.0, 300.0][..k], &Device::Cpu)?.reshape((k, 1, 1))?)?;
         let norm = x.sqr()?.sum_keepdim((1, 2))?.sqrt()?.affine(1.0, 1e-7)?; // (k, 1, 1)
         let want = flat(&norm.recip()?.flatten_all()?)?;
         for gram in [x.matmul(&x.t()?)?, x.t()?.matmul(&x)?] {
@@ -27,7 +34,10 @@ fn gram_scales_are_inverse_frobenius_norms() -> Result<()> {
             // s²·gram is the Gram matrix of the normalized stack.
             let xn = x.broadcast_div(&norm)?;
             let want_g = if gram.dim(1)? == r { xn.matmul(&xn.t()?)? } else { xn.t()?.matmul(&xn)? };
-            assert!(rel_err(&flat(&muon_gram_normalize(&gram, &s)?)?, &flat(&want_g)?) < 1e-5, "({k}, {r}, {c}) normalized");
+            assert!(
+                rel_err(&flat(&muon_gram_normalize(&gram, &s)?)?, &flat(&want_g)?) < 1e-5,
+                "({k}, {r}, {c}) normalized"
+            );
             // bf16: the f32 result of the bf16 input, rounded once.
             let gb = gram.to_dtype(DType::BF16)?;
             let sb = muon_gram_scales(&gb)?;
@@ -62,7 +72,9 @@ fn momentum_writes_the_look_ahead_in_its_dtype() -> Result<()> {
         let tol = if vd == DType::BF16 { 4e-3 } else { 1e-6 };
         assert!(rel_err(&flat(&v)?, &flat(&want_v)?) < tol, "v {vd:?}, nesterov {nesterov}");
     }
-    let e = muon_momentum(&m0, &Tensor::zeros(dims, DType::F64, &Device::Cpu)?, &grads, 0.9, true).expect_err("f64 v").to_string();
+    let e = muon_momentum(&m0, &Tensor::zeros(dims, DType::F64, &Device::Cpu)?, &grads, 0.9, true)
+        .expect_err("f64 v")
+        .to_string();
     assert!(e.contains("`v`"), "{e}");
     Ok(())
 }
@@ -101,7 +113,8 @@ fn axpby_is_the_affine_sum() -> Result<()> {
         assert!(rel_err(&flat(&got)?, &want) < 1e-6, "{dims:?}");
         // bf16: the f32 result of the bf16 inputs, rounded once.
         let (xb, yb) = (x.to_dtype(DType::BF16)?, y.to_dtype(DType::BF16)?);
-        let want = axpby(&xb.to_dtype(DType::F32)?, &yb.to_dtype(DType::F32)?, 3.4445, -4.775)?.to_dtype(DType::BF16)?;
+        let want =
+            axpby(&xb.to_dtype(DType::F32)?, &yb.to_dtype(DType::F32)?, 3.4445, -4.775)?.to_dtype(DType::BF16)?;
         assert_eq!(flat(&axpby(&xb, &yb, 3.4445, -4.775)?)?, flat(&want)?, "{dims:?} bf16");
         // f64 in, f64 out.
         let x64 = x.to_dtype(DType::F64)?;
@@ -123,7 +136,8 @@ fn ns_poly_is_the_gram_polynomial() -> Result<()> {
         assert!(rel_err(&flat(&got)?, &flat(&want)?) < 1e-6, "({k}, {r}, {r})");
         // bf16: the f32 result of the bf16 inputs, rounded once.
         let (gb, g2b) = (g.to_dtype(DType::BF16)?, g2.to_dtype(DType::BF16)?);
-        let want = muon_ns_poly(&gb.to_dtype(DType::F32)?, &g2b.to_dtype(DType::F32)?, a, b, c, None)?.to_dtype(DType::BF16)?;
+        let want = muon_ns_poly(&gb.to_dtype(DType::F32)?, &g2b.to_dtype(DType::F32)?, a, b, c, None)?
+            .to_dtype(DType::BF16)?;
         assert_eq!(flat(&muon_ns_poly(&gb, &g2b, a, b, c, None)?)?, flat(&want)?, "({k}, {r}, {r}) bf16");
         // Scaled per matrix.
         let s = Tensor::new(&[0.5f32, 2.0, -3.0][..k], &Device::Cpu)?;
@@ -131,7 +145,8 @@ fn ns_poly_is_the_gram_polynomial() -> Result<()> {
         let want_s = muon_ns_poly(&g, &g2, a, b, c, None)?.broadcast_mul(&s.reshape((k, 1, 1))?)?;
         assert!(rel_err(&flat(&got)?, &flat(&want_s)?) < 1e-6, "({k}, {r}, {r}) scaled");
     }
-    let e = muon_ns_poly(&stack(1, (2, 3, 4))?, &stack(1, (2, 3, 4))?, a, b, c, None).expect_err("not square").to_string();
+    let e =
+        muon_ns_poly(&stack(1, (2, 3, 4))?, &stack(1, (2, 3, 4))?, a, b, c, None).expect_err("not square").to_string();
     assert!(e.contains("square"), "{e}");
     assert!(muon_ns_poly(&stack(1, (2, 3, 3))?, &stack(1, (1, 3, 3))?, a, b, c, None).is_err(), "shape mismatch");
     Ok(())

@@ -13,8 +13,14 @@ use mamba_ops::reference::{rms_norm_backward, rms_norm_forward};
 /// (leading dims, d, eps): one row (not d = 1: there dx ∝ eps / (x² + eps) is all cancellation in
 /// f32), ragged widths (not multiples of 32), 130m's 768, many rows
 /// (several strips of the weight-gradient partial sums), eps 0.
-const SHAPES: [(&[usize], usize, f64); 6] =
-    [(&[1], 2, 1e-5), (&[3], 5, 1e-5), (&[2, 7], 33, 1e-6), (&[2, 40], 768, 1e-5), (&[300], 70, 1e-5), (&[4, 5], 16, 0.0)];
+const SHAPES: [(&[usize], usize, f64); 6] = [
+    (&[1], 2, 1e-5),
+    (&[3], 5, 1e-5),
+    (&[2, 7], 33, 1e-6),
+    (&[2, 40], 768, 1e-5),
+    (&[300], 70, 1e-5),
+    (&[4, 5], 16, 0.0),
+];
 
 #[test]
 fn forward_and_gradients_match_reference() -> Result<()> {
@@ -110,7 +116,9 @@ fn bad_arguments_are_errors() -> Result<()> {
     assert!(err.contains("rms_norm") && err.contains("weight"), "{err}");
     let err = mamba_ops::rms_norm(&x, &Tensor::zeros(3, DType::F32, &Device::Cpu)?, -1.0).unwrap_err().to_string();
     assert!(err.contains("eps"), "{err}");
-    let err = mamba_ops::rms_norm(&x.to_dtype(DType::U32)?, &Tensor::zeros(3, DType::U32, &Device::Cpu)?, 1e-5).unwrap_err().to_string();
+    let err = mamba_ops::rms_norm(&x.to_dtype(DType::U32)?, &Tensor::zeros(3, DType::U32, &Device::Cpu)?, 1e-5)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rms_norm"), "{err}");
     Ok(())
 }

@@ -106,10 +106,7 @@ fn results_are_bit_identical_across_runs_and_thread_counts() -> Result<()> {
     let first = f32_bits(&x, &g)?;
     assert_eq!(first, f32_bits(&x, &g)?, "two runs differ");
     for threads in [1, 3, 7] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(candle_core::Error::wrap)?;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
         let again = pool.install(|| f32_bits(&x, &g))?;
         assert_eq!(first, again, "result differs with {threads} threads");
     }

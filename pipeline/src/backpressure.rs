@@ -67,7 +67,12 @@ impl Ring {
             let occ = self.recycle(seq)?;
             if occ.used < self.slots as usize {
                 if last_log.is_some() {
-                    tracing::info!("ring {}/{}: trainer released shards below {}, going on", occ.used, occ.slots, occ.released_below);
+                    tracing::info!(
+                        "ring {}/{}: trainer released shards below {}, going on",
+                        occ.used,
+                        occ.slots,
+                        occ.released_below
+                    );
                 }
                 return Ok(occ);
             }

@@ -158,7 +158,12 @@ pub fn parse_args(args: Vec<String>) -> Result<Cli> {
     // Keys are the long flag names with `_` (as in the trainer's config files); `-` is accepted too.
     let known: Vec<String> = {
         use clap::CommandFactory;
-        Cli::command().get_arguments().filter_map(|a| a.get_long()).filter(|l| *l != "config").map(|l| l.replace('-', "_")).collect()
+        Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| *l != "config")
+            .map(|l| l.replace('-', "_"))
+            .collect()
     };
     let mut merged = vec![args[0].clone()];
     for (key, value) in &table {
@@ -247,8 +252,14 @@ mod tests {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/example.toml");
         let cli = parse_with(&file, &[]).unwrap();
         let r = &cli.run;
-        assert_eq!((r.data_dir.as_path(), r.ring_slots, r.seq_len, r.chunks_per_shard), (std::path::Path::new("data"), 8, 1024, 256));
-        assert_eq!((r.dataset.as_str(), r.subset.as_str(), r.tokenizer.as_str(), r.on_error), ("HuggingFaceFW/fineweb", "sample/10BT", "gpt2", OnError::Fail));
+        assert_eq!(
+            (r.data_dir.as_path(), r.ring_slots, r.seq_len, r.chunks_per_shard),
+            (std::path::Path::new("data"), 8, 1024, 256)
+        );
+        assert_eq!(
+            (r.dataset.as_str(), r.subset.as_str(), r.tokenizer.as_str(), r.on_error),
+            ("HuggingFaceFW/fineweb", "sample/10BT", "gpt2", OnError::Fail)
+        );
         r.validate().unwrap();
     }
 
@@ -261,6 +272,9 @@ mod tests {
         assert_eq!((cli.run.ring_slots, cli.run.chunks_per_shard, cli.run.quiet), (5, 7, true));
         std::fs::write(&file, "ring_slotz = 3\n").unwrap();
         let err = format!("{:#}", parse_with(&file, &[]).unwrap_err());
-        assert!(err.contains("p.toml") && err.contains("unknown key `ring_slotz`") && err.contains("ring_slots"), "{err}");
+        assert!(
+            err.contains("p.toml") && err.contains("unknown key `ring_slotz`") && err.contains("ring_slots"),
+            "{err}"
+        );
     }
 }

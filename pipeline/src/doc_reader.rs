@@ -72,7 +72,11 @@ async fn read_all(cfg: ReaderConfig, tx: SyncSender<Result<SourceEvent>>) {
         let end_row = cfg.skipped.iter().find(|s| s.file == index).map(|s| s.from_row).unwrap_or(u64::MAX);
         let mut next_row = first_row;
         // A stop request abandons the file's network waits at once (the main loop then ends).
-        let read = crate::cancel::unless_stopped(&cfg.stop, read_file(&cfg, index, file, first_row, end_row, &mut next_row, &tx)).await;
+        let read = crate::cancel::unless_stopped(
+            &cfg.stop,
+            read_file(&cfg, index, file, first_row, end_row, &mut next_row, &tx),
+        )
+        .await;
         let Ok(result) = read else { return };
         if cfg.stop.load(Ordering::Relaxed) {
             return;
@@ -84,9 +88,12 @@ async fn read_all(cfg: ReaderConfig, tx: SyncSender<Result<SourceEvent>>) {
                 let e = e.context(format!("source file {} ({})", index, file.name()));
                 match cfg.on_error {
                     OnError::Fail => Err(e),
-                    OnError::Skip => {
-                        Ok(SourceEvent::Skipped(SkippedFile { file: index, name: file.name(), from_row: next_row, error: format!("{e:#}") }))
-                    }
+                    OnError::Skip => Ok(SourceEvent::Skipped(SkippedFile {
+                        file: index,
+                        name: file.name(),
+                        from_row: next_row,
+                        error: format!("{e:#}"),
+                    })),
                 }
             }
         };
@@ -141,7 +148,8 @@ async fn read_file(
         let mut row = lo;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| anyhow!("{}: {e}", at(row)))?;
-            let texts = strings(batch.column_by_name("text").context("projected `text` column missing")?).map_err(|(i, e)| anyhow!("{}: `text` {e}", at(row + i as u64)))?;
+            let texts = strings(batch.column_by_name("text").context("projected `text` column missing")?)
+                .map_err(|(i, e)| anyhow!("{}: `text` {e}", at(row + i as u64)))?;
             let ids = match batch.column_by_name("id") {
                 Some(c) => Some(strings_as_bytes(c).map_err(|(i, e)| anyhow!("{}: `id` {e}", at(row + i as u64)))?),
                 None => None,

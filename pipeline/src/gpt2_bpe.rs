@@ -47,7 +47,10 @@ impl Gpt2 {
                 ids.extend(self.bpe.encode_ordinary(piece));
             } else {
                 for part in tiktoken_rs::byte_pair_split(bytes, &self.ranks) {
-                    let rank = self.ranks.get(part).ok_or_else(|| anyhow!("GPT-2 merge produced an unknown token {part:?}"))?;
+                    let rank = self
+                        .ranks
+                        .get(part)
+                        .ok_or_else(|| anyhow!("GPT-2 merge produced an unknown token {part:?}"))?;
                     ids.push(*rank);
                 }
             }
@@ -80,14 +83,20 @@ mod tests {
         let files = ["000_00000", "001_00000", "002_00000"].map(|f| format!("{fineweb}/{f}.parquet"));
         for file in files.iter().map(String::as_str).chain(["corpus/tinyshakespeare.parquet"]) {
             let f = std::fs::File::open(shared_dir().join(file)).unwrap();
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
             for batch in reader {
                 let batch = batch.unwrap();
                 let col = batch.column_by_name("text").unwrap().as_string::<i32>().clone();
                 let texts: Vec<&str> = (0..col.len()).map(|i| col.value(i)).collect();
                 for &t in &texts {
                     let want = fast.bpe.encode_ordinary(t);
-                    assert_eq!(fast.encode(t).unwrap(), want, "{file}: ids differ on a document starting {:?}", &t[..t.len().min(60)]);
+                    assert_eq!(
+                        fast.encode(t).unwrap(),
+                        want,
+                        "{file}: ids differ on a document starting {:?}",
+                        &t[..t.len().min(60)]
+                    );
                     n += want.len();
                 }
             }
@@ -101,9 +110,51 @@ mod tests {
     fn same_ids_as_tiktoken_on_adversarial_text() {
         let fast = Gpt2::new().unwrap();
         let atoms = [
-            " ", "  ", "\n", "\n\n", "\t", "\r\n", "\u{a0}", "\u{2028}", "\u{3000}", "'", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S",
-            "'x", "a", "Z", "é", "e\u{301}", "日本", "ß", "ǅ", "ʰ", "1", "42", "٣", "²", "Ⅻ", "½", "!", "?!", "...", "-", "—", "€", "😀", "\u{200b}",
-            "\u{0}", "<|endoftext|>", "==========", "          ",
+            " ",
+            "  ",
+            "\n",
+            "\n\n",
+            "\t",
+            "\r\n",
+            "\u{a0}",
+            "\u{2028}",
+            "\u{3000}",
+            "'",
+            "'s",
+            "'t",
+            "'re",
+            "'ve",
+            "'m",
+            "'ll",
+            "'d",
+            "'S",
+            "'x",
+            "a",
+            "Z",
+            "é",
+            "e\u{301}",
+            "日本",
+            "ß",
+            "ǅ",
+            "ʰ",
+            "1",
+            "42",
+            "٣",
+            "²",
+            "Ⅻ",
+            "½",
+            "!",
+            "?!",
+            "...",
+            "-",
+            "—",
+            "€",
+            "😀",
+            "\u{200b}",
+            "\u{0}",
+            "<|endoftext|>",
+            "==========",
+            "          ",
         ];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..20_000 {

@@ -144,7 +144,9 @@ impl Gpt2Split {
 fn unicode_ranges(class: &str) -> Result<Vec<(u32, u32)>> {
     let hir = regex_syntax::parse(class).map_err(|e| anyhow!("parsing {class}: {e}"))?;
     match hir.kind() {
-        HirKind::Class(HirClass::Unicode(c)) => Ok(c.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect()),
+        HirKind::Class(HirClass::Unicode(c)) => {
+            Ok(c.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect())
+        }
         other => bail!("{class} is not a Unicode class: {other:?}"),
     }
 }

@@ -47,6 +47,13 @@ pub fn resolve_url(endpoint: &Endpoint, repo: &RepoId, revision: &str, path: &st
 /// Downloads (or finds in the Hub cache) `file` of model repo `repo` at `main`.
 pub fn download_model_file(repo: &str, file: &str, endpoint_flag: Option<&str>) -> Result<PathBuf> {
     let agent = concat!("mamba-pipeline/", env!("CARGO_PKG_VERSION"));
-    let paths = hub::fetch_model_files(endpoint_flag, repo, "main", &[(file, MAX_TOKENIZER_BYTES)], RetryPolicy::default(), agent)?;
+    let paths = hub::fetch_model_files(
+        endpoint_flag,
+        repo,
+        "main",
+        &[(file, MAX_TOKENIZER_BYTES)],
+        RetryPolicy::default(),
+        agent,
+    )?;
     paths.into_iter().next().context("no path for the downloaded file")
 }

@@ -26,7 +26,8 @@ struct SplitSummary {
 impl SplitSummary {
     fn line(&self, name: &str) -> String {
         let seqs = self.seqs.map_or(String::new(), |(a, b)| format!(" (seq {a}..={b})"));
-        let verdict = if self.errors == 0 { "checksums ok".to_string() } else { format!("{} with ERRORS", self.errors) };
+        let verdict =
+            if self.errors == 0 { "checksums ok".to_string() } else { format!("{} with ERRORS", self.errors) };
         format!(
             "{name}: {} shards{seqs}, {} chunks, {} tokens, {} bytes ({:.2} bytes/token), {verdict}",
             self.shards,
@@ -71,7 +72,11 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     if shards.is_empty() {
         bail!("{}: no shard files", args.path.display());
     }
-    let spec = args.tokenizer.clone().or_else(|| manifest.as_ref().map(|m| m.tokenizer.clone())).unwrap_or_else(|| GPT2.into());
+    let spec = args
+        .tokenizer
+        .clone()
+        .or_else(|| manifest.as_ref().map(|m| m.tokenizer.clone()))
+        .unwrap_or_else(|| GPT2.into());
     let tokenizer = Tokenizer::load(&spec, "<|endoftext|>", None, &std::sync::atomic::AtomicBool::new(false)).ok();
     // Every shard line for a single file or with --all; otherwise only those with errors.
     let every_shard = args.all || !meta.is_dir();

@@ -52,7 +52,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -71,13 +72,14 @@ fn main() -> ExitCode {
 
     // ---- run: SIGINT/SIGTERM ask for a stop (every wait watches it); the loop abandons the
     //      current shard and the exit status is 128 + the signal; a second signal exits at once ----
-    let signals = match StopSignals::install("stopping: abandoning the shard in progress (rerun the same command to resume)") {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: installing the SIGINT/SIGTERM handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let signals =
+        match StopSignals::install("stopping: abandoning the shard in progress (rerun the same command to resume)") {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: installing the SIGINT/SIGTERM handler: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match run::run(cli.run, signals.flag()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_interrupted(&e) => {

@@ -92,7 +92,9 @@ impl Progress {
         let (secs, _, tps) = self.rates();
         match self.max_tokens {
             Some(max) if tps > 0.0 => Some(max.saturating_sub(self.tokens) as f64 / tps),
-            None if self.files_done > 0 && self.n_files > 0 => Some(secs * (self.n_files.saturating_sub(self.files_done)) as f64 / self.files_done as f64),
+            None if self.files_done > 0 && self.n_files > 0 => {
+                Some(secs * (self.n_files.saturating_sub(self.files_done)) as f64 / self.files_done as f64)
+            }
             _ => None,
         }
     }
@@ -100,7 +102,9 @@ impl Progress {
     fn line(&self) -> String {
         let (_, mbps, tps) = self.rates();
         let ring = match self.ring {
-            Some(o) if o.slots > 0 && o.used >= o.slots as usize => format!(" | ring {}/{} full, waiting for trainer", o.used, o.slots),
+            Some(o) if o.slots > 0 && o.used >= o.slots as usize => {
+                format!(" | ring {}/{} full, waiting for trainer", o.used, o.slots)
+            }
             Some(o) if o.slots > 0 => format!(" | ring {}/{}", o.used, o.slots),
             _ => String::new(),
         };
@@ -123,7 +127,12 @@ impl Progress {
             return;
         }
         let (_, _, tps) = self.rates();
-        self.bar.set_message(format!("docs {} | tokens {} | {} tokens/s", self.docs, human(self.tokens as f64), human(tps)));
+        self.bar.set_message(format!(
+            "docs {} | tokens {} | {} tokens/s",
+            self.docs,
+            human(self.tokens as f64),
+            human(tps)
+        ));
         if self.last_log.elapsed() >= self.log_every {
             self.last_log = Instant::now();
             let line = self.line();

@@ -74,7 +74,12 @@ impl RangeReader {
     pub fn local(path: &std::path::Path, bytes_read: Arc<AtomicU64>) -> std::io::Result<RangeReader> {
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
-        Ok(RangeReader { name: path.display().to_string(), size, location: Location::Local(Arc::new(file)), bytes_read })
+        Ok(RangeReader {
+            name: path.display().to_string(),
+            size,
+            location: Location::Local(Arc::new(file)),
+            bytes_read,
+        })
     }
 
     pub fn http(http: Http, url: Url, size: u64, bytes_read: Arc<AtomicU64>) -> RangeReader {
@@ -87,17 +92,21 @@ impl RangeReader {
 
     /// Bytes `range` of the file.
     pub async fn read(&self, range: Range<u64>) -> Result<Bytes, RangeError> {
-        let fail = |what: String| RangeError::Failed { name: self.name.clone(), start: range.start, end: range.end, what };
+        let fail =
+            |what: String| RangeError::Failed { name: self.name.clone(), start: range.start, end: range.end, what };
         if range.end > self.size || range.start > range.end {
             return Err(fail(format!("outside the file of {} bytes", self.size)));
         }
         let bytes = match &self.location {
             Location::Local(file) => {
                 let mut buf = vec![0u8; (range.end - range.start) as usize];
-                std::os::unix::fs::FileExt::read_exact_at(file.as_ref(), &mut buf, range.start).map_err(|e| fail(e.to_string()))?;
+                std::os::unix::fs::FileExt::read_exact_at(file.as_ref(), &mut buf, range.start)
+                    .map_err(|e| fail(e.to_string()))?;
                 Bytes::from(buf)
             }
-            Location::Http { http, url } => fetch_with_retries(http, url, range.clone(), self.size).await.map_err(fail)?,
+            Location::Http { http, url } => {
+                fetch_with_retries(http, url, range.clone(), self.size).await.map_err(fail)?
+            }
         };
         self.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
@@ -114,7 +123,8 @@ async fn fetch_with_retries(http: &Http, url: &Url, range: Range<u64>, size: u64
     while buf.len() < want {
         let start = range.start + buf.len() as u64;
         let before = buf.len();
-        let attempt = tokio::time::timeout_at(retrier.deadline(), fetch_once(http, url, start..range.end, size, &mut buf)).await;
+        let attempt =
+            tokio::time::timeout_at(retrier.deadline(), fetch_once(http, url, start..range.end, size, &mut buf)).await;
         let at = range.start + buf.len() as u64;
         let (what, delay) = match attempt {
             Ok(Ok(())) if buf.len() >= want => break,
@@ -134,14 +144,19 @@ async fn fetch_once(http: &Http, url: &Url, range: Range<u64>, size: u64, buf: &
     check_status(&response)?;
     let status = response.status();
     if status == reqwest::StatusCode::OK {
-        return Err(Attempt::Fatal("the server ignored the Range header (HTTP 200): refusing to download the whole file".into()));
+        return Err(Attempt::Fatal(
+            "the server ignored the Range header (HTTP 200): refusing to download the whole file".into(),
+        ));
     }
     if status != reqwest::StatusCode::PARTIAL_CONTENT {
         return Err(Attempt::Fatal(format!("HTTP {status}")));
     }
     let sent = check_content_range(response.headers(), &range, size).map_err(Attempt::Fatal)?;
     if response.content_length().is_some_and(|n| n != sent) {
-        return Err(Attempt::Fatal(format!("Content-Length {:?} disagrees with Content-Range ({sent} bytes)", response.content_length())));
+        return Err(Attempt::Fatal(format!(
+            "Content-Length {:?} disagrees with Content-Range ({sent} bytes)",
+            response.content_length()
+        )));
     }
     let want = (range.end - range.start) as usize;
     let start_len = buf.len();
@@ -154,7 +169,12 @@ async fn fetch_once(http: &Http, url: &Url, range: Range<u64>, size: u64, buf: &
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(()),
-            Err(e) => return Err(Attempt::Transient(format!("body broke after {} bytes: {}", buf.len() - start_len, error_chain(&e.without_url())), None)),
+            Err(e) => {
+                return Err(Attempt::Transient(
+                    format!("body broke after {} bytes: {}", buf.len() - start_len, error_chain(&e.without_url())),
+                    None,
+                ))
+            }
         }
     }
 }
@@ -189,7 +209,10 @@ fn check_footer(tail: &[u8], size: u64) -> Result<u64, String> {
         return Err(format!("a file of {size} bytes is too small to be parquet"));
     };
     if &last8[4..] != b"PAR1" {
-        return Err(format!("not a parquet file: its last 4 bytes are {:?}, not \"PAR1\"", String::from_utf8_lossy(&last8[4..])));
+        return Err(format!(
+            "not a parquet file: its last 4 bytes are {:?}, not \"PAR1\"",
+            String::from_utf8_lossy(&last8[4..])
+        ));
     }
     let len = u64::from(u32::from_le_bytes([last8[0], last8[1], last8[2], last8[3]]));
     // Leading magic + metadata + length + trailing magic.
@@ -207,7 +230,10 @@ impl AsyncFileReader for RangeReader {
         async move { self.read(range).await.map_err(|e| ParquetError::External(Box::new(e))) }.boxed()
     }
 
-    fn get_metadata<'a>(&'a mut self, options: Option<&'a ArrowReaderOptions>) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
             let size = self.size;
             let external = |e: RangeError| ParquetError::External(Box::new(e));

@@ -22,7 +22,13 @@ pub struct ShardJob<'a> {
 }
 
 /// Compresses and publishes `job` into `dir`; returns the published path and its size in bytes.
-pub fn write_shard(dir: &Path, params: &ShardParams, level: i32, job: &ShardJob, stop: &AtomicBool) -> Result<(PathBuf, u64)> {
+pub fn write_shard(
+    dir: &Path,
+    params: &ShardParams,
+    level: i32,
+    job: &ShardJob,
+    stop: &AtomicBool,
+) -> Result<(PathBuf, u64)> {
     let seq_len = params.seq_len();
     let name = shard_file_name(job.split, job.seq);
     let final_path = dir.join(&name);
@@ -32,7 +38,9 @@ pub fn write_shard(dir: &Path, params: &ShardParams, level: i32, job: &ShardJob,
         .map_init(
             || ChunkCompressor::new(level, &final_path),
             |zstd, k| match zstd {
-                Ok(zstd) => Ok(zstd.compress(params, &job.tokens[k * seq_len..k * seq_len + seq_len + 1], &final_path)?),
+                Ok(zstd) => {
+                    Ok(zstd.compress(params, &job.tokens[k * seq_len..k * seq_len + seq_len + 1], &final_path)?)
+                }
                 Err(e) => Err(anyhow!("creating a zstd compressor: {e}")),
             },
         )
@@ -61,7 +69,8 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = [".train-", ".val-", ".manifest.json.", ".pipeline.config.json."].iter().any(|p| name.starts_with(p));
+        let ours =
+            [".train-", ".val-", ".manifest.json.", ".pipeline.config.json."].iter().any(|p| name.starts_with(p));
         if ours && name.ends_with(".tmp") {
             std::fs::remove_file(entry.path()).with_context(|| format!("removing stale {}", entry.path().display()))?;
             removed += 1;

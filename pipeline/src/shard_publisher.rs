@@ -58,7 +58,13 @@ pub struct ShardPublisher {
 }
 
 impl ShardPublisher {
-    pub fn spawn(dir: PathBuf, params: ShardParams, level: i32, pool: Arc<rayon::ThreadPool>, stop: Arc<AtomicBool>) -> Result<ShardPublisher> {
+    pub fn spawn(
+        dir: PathBuf,
+        params: ShardParams,
+        level: i32,
+        pool: Arc<rayon::ThreadPool>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<ShardPublisher> {
         let (tx, rx) = sync_channel(QUEUE);
         let done = Arc::new(Done::default());
         let d = done.clone();
@@ -96,7 +102,12 @@ impl ShardPublisher {
                 drop(jobs);
                 return Err(self.thread_error());
             }
-            jobs = self.done.changed.wait_timeout(jobs, Duration::from_millis(50)).map_err(|_| anyhow!("publishing thread panicked"))?.0;
+            jobs = self
+                .done
+                .changed
+                .wait_timeout(jobs, Duration::from_millis(50))
+                .map_err(|_| anyhow!("publishing thread panicked"))?
+                .0;
         }
         Ok(())
     }
@@ -150,7 +161,13 @@ fn publish_all(
             }
             match job {
                 Job::Shard(s, manifest) => {
-                    let job = ShardJob { split: s.split, seq: s.seq, first_token: s.first_token, tokens: &s.tokens, n_chunks: s.n_chunks };
+                    let job = ShardJob {
+                        split: s.split,
+                        seq: s.seq,
+                        first_token: s.first_token,
+                        tokens: &s.tokens,
+                        n_chunks: s.n_chunks,
+                    };
                     match pool.install(|| write_shard(dir, params, level, &job, stop)) {
                         Ok((_, bytes)) => {
                             done.shards.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +185,12 @@ fn publish_all(
         }
         // Also after a failure or stop: the shards published before it are recorded.
         if let Some(m) = newest {
-            m.write(dir).with_context(|| format!("recording train shards below {} and val shards below {} in the manifest", m.train.next_seq, m.val.next_seq))?;
+            m.write(dir).with_context(|| {
+                format!(
+                    "recording train shards below {} and val shards below {} in the manifest",
+                    m.train.next_seq, m.val.next_seq
+                )
+            })?;
         }
         result?;
         let mut jobs = done.jobs.lock().map_err(|_| anyhow!("progress lock poisoned"))?;

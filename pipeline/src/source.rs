@@ -26,7 +26,9 @@ impl SourceFile {
 
     pub fn open(&self, http: Option<&Http>, bytes_read: Arc<AtomicU64>) -> Result<RangeReader> {
         match self {
-            SourceFile::Local(p) => RangeReader::local(p, bytes_read).with_context(|| format!("opening {}", p.display())),
+            SourceFile::Local(p) => {
+                RangeReader::local(p, bytes_read).with_context(|| format!("opening {}", p.display()))
+            }
             SourceFile::Remote { url, size, .. } => {
                 let http = http.context("no HTTP client for a remote file")?;
                 Ok(RangeReader::http(http.clone(), url.clone(), *size, bytes_read))
@@ -49,7 +51,10 @@ pub fn local_files(inputs: &[PathBuf]) -> Result<Vec<SourceFile>> {
     files.sort();
     files.dedup();
     if files.is_empty() {
-        bail!("--input {}: no parquet files found", inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
+        bail!(
+            "--input {}: no parquet files found",
+            inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
+        );
     }
     Ok(files.into_iter().map(SourceFile::Local).collect())
 }
@@ -68,28 +73,45 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// The Hub dataset's parquet files under `subset`, with their `resolve` URLs. A stop request
 /// abandons the listing at once (`Interrupted`).
-pub fn hub_files(rt: &tokio::runtime::Runtime, http: &Http, repo: &str, revision: &str, subset: &str, stop: &AtomicBool) -> Result<Vec<SourceFile>> {
+pub fn hub_files(
+    rt: &tokio::runtime::Runtime,
+    http: &Http,
+    repo: &str,
+    revision: &str,
+    subset: &str,
+    stop: &AtomicBool,
+) -> Result<Vec<SourceFile>> {
     let repo = mamba_shards::hub::RepoId::parse(repo).context("--dataset")?;
     // The root cause names the URL: say it once, and what to do.
-    let listed = rt.block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(http, &repo, revision, subset)))?.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot list the parquet files of dataset {repo}: {}. \
+    let listed = rt
+        .block_on(crate::cancel::unless_stopped(stop, crate::hub::list_parquet(http, &repo, revision, subset)))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list the parquet files of dataset {repo}: {}. \
              Without Hub access, read local parquet with --input DIR (e.g. --input pipeline/assets/sample-corpus, the \
              sample corpus of the repository), or use a mirror: HF_ENDPOINT=URL or --endpoint URL",
-            e.root_cause()
-        )
-    })?;
+                e.root_cause()
+            )
+        })?;
     Ok(listed
         .into_iter()
-        .map(|f| SourceFile::Remote { url: crate::hub::resolve_url(&http.hub.endpoint, &repo, revision, &f.path), path: f.path, size: f.size })
+        .map(|f| SourceFile::Remote {
+            url: crate::hub::resolve_url(&http.hub.endpoint, &repo, revision, &f.path),
+            path: f.path,
+            size: f.size,
+        })
         .collect())
 }
 
 /// File i of the full sorted list belongs to worker i % workers.
 pub fn worker_share(files: Vec<SourceFile>, workers: u32, worker_index: u32) -> Result<Vec<SourceFile>> {
     let total = files.len();
-    let mine: Vec<SourceFile> =
-        files.into_iter().enumerate().filter(|(i, _)| *i as u64 % workers as u64 == worker_index as u64).map(|(_, f)| f).collect();
+    let mine: Vec<SourceFile> = files
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 % workers as u64 == worker_index as u64)
+        .map(|(_, f)| f)
+        .collect();
     if mine.is_empty() {
         bail!("worker {worker_index} of {workers} gets none of the {total} source files");
     }

@@ -32,7 +32,13 @@ pub struct SplitStream {
 impl SplitStream {
     /// Continues a split from its manifest entry (all zero for a new corpus).
     pub fn resume(seq_len: usize, m: &SplitManifest) -> SplitStream {
-        SplitStream { seq_len: seq_len as u64, buf: Vec::new(), buf_start: m.tokens, marks: VecDeque::new(), resume: m.resume }
+        SplitStream {
+            seq_len: seq_len as u64,
+            buf: Vec::new(),
+            buf_start: m.tokens,
+            marks: VecDeque::new(),
+            resume: m.resume,
+        }
     }
 
     /// Tokens of this document still to be appended: `None` if it is all published already,
@@ -130,7 +136,8 @@ mod tests {
     /// Chunks of a stream built document by document, and of one resumed midway, are identical.
     #[test]
     fn chunks_overlap_and_resume_is_exact() {
-        let docs: Vec<Vec<u32>> = (0..20).map(|d| (0..(d * 7 % 11) as u32).map(|t| 100 * d as u32 + t).collect()).collect();
+        let docs: Vec<Vec<u32>> =
+            (0..20).map(|d| (0..(d * 7 % 11) as u32).map(|t| 100 * d as u32 + t).collect()).collect();
         let seq_len = 4usize;
         let run = |stop_after: Option<usize>| -> Vec<Vec<u32>> {
             let mut chunks = Vec::new();

@@ -15,7 +15,11 @@ pub const GPT2: &str = "gpt2";
 pub enum Tokenizer {
     /// GPT-2 BPE (tiktoken `r50k_base` with a hand-written split), eot = 50256, vocab = 50257.
     Gpt2(Box<Gpt2>),
-    HuggingFace { tokenizer: Box<tokenizers::Tokenizer>, vocab_size: u32, eot_id: u32 },
+    HuggingFace {
+        tokenizer: Box<tokenizers::Tokenizer>,
+        vocab_size: u32,
+        eot_id: u32,
+    },
 }
 
 impl Tokenizer {
@@ -30,18 +34,20 @@ impl Tokenizer {
             path.to_path_buf()
         } else if spec.split('/').count() == 2 && !spec.ends_with(".json") {
             let (repo, endpoint) = (spec.to_string(), endpoint.map(str::to_string));
-            mamba_shards::stop_signal::run_unless_stopped(stop, move || crate::hub::download_model_file(&repo, "tokenizer.json", endpoint.as_deref()))
-                .ok_or(crate::Interrupted)?
-                .with_context(|| format!("fetching tokenizer.json of Hub repo {spec}"))?
+            mamba_shards::stop_signal::run_unless_stopped(stop, move || {
+                crate::hub::download_model_file(&repo, "tokenizer.json", endpoint.as_deref())
+            })
+            .ok_or(crate::Interrupted)?
+            .with_context(|| format!("fetching tokenizer.json of Hub repo {spec}"))?
         } else {
             bail!("--tokenizer {spec}: no such file, and not a Hub repo name (owner/name)");
         };
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(&file).map_err(|e| anyhow!("loading tokenizer {}: {e}", file.display()))?;
+        let tokenizer = tokenizers::Tokenizer::from_file(&file)
+            .map_err(|e| anyhow!("loading tokenizer {}: {e}", file.display()))?;
         let vocab_size = tokenizer.get_vocab_size(true) as u32;
-        let eot_id = tokenizer
-            .token_to_id(eot_token)
-            .ok_or_else(|| anyhow!("tokenizer {}: has no end-of-text token {eot_token:?} (see --eot-token)", file.display()))?;
+        let eot_id = tokenizer.token_to_id(eot_token).ok_or_else(|| {
+            anyhow!("tokenizer {}: has no end-of-text token {eot_token:?} (see --eot-token)", file.display())
+        })?;
         Ok(Tokenizer::HuggingFace { tokenizer: Box::new(tokenizer), vocab_size, eot_id })
     }
 
@@ -63,11 +69,9 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Tokenizer::Gpt2(gpt2) => gpt2.encode(text),
-            Tokenizer::HuggingFace { tokenizer, .. } => Ok(tokenizer
-                .encode_fast(text, false)
-                .map_err(|e| anyhow!("tokenizer: {e}"))?
-                .get_ids()
-                .to_vec()),
+            Tokenizer::HuggingFace { tokenizer, .. } => {
+                Ok(tokenizer.encode_fast(text, false).map_err(|e| anyhow!("tokenizer: {e}"))?.get_ids().to_vec())
+            }
         }
     }
 
@@ -78,7 +82,9 @@ impl Tokenizer {
                 let bytes: Vec<u8> = gpt2.decode_bytes(ids)?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
-            Tokenizer::HuggingFace { tokenizer, .. } => tokenizer.decode(ids, false).map_err(|e| anyhow!("decoding: {e}")),
+            Tokenizer::HuggingFace { tokenizer, .. } => {
+                tokenizer.decode(ids, false).map_err(|e| anyhow!("decoding: {e}"))
+            }
         }
     }
 }

@@ -43,8 +43,12 @@ fn corrupt_parquet_names_the_file_and_can_be_skipped() {
 fn missing_text_column_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("notext.parquet");
-    let schema = Arc::new(Schema::new(vec![Field::new("content", DataType::Utf8, false), Field::new("id", DataType::Utf8, false)]));
-    let cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec!["a", "b"])), Arc::new(StringArray::from(vec!["1", "2"]))];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("content", DataType::Utf8, false),
+        Field::new("id", DataType::Utf8, false),
+    ]));
+    let cols: Vec<ArrayRef> =
+        vec![Arc::new(StringArray::from(vec!["a", "b"])), Arc::new(StringArray::from(vec!["1", "2"]))];
     write_batch(&path, schema, cols, 10);
     let err = run_err(&[&SMALL[..], &["--input", p(&path), "--data-dir", p(&tmp.path().join("d"))]].concat());
     assert!(err.contains("notext.parquet") && err.contains("no `text` column (columns: content, id)"), "{err}");
@@ -56,7 +60,12 @@ fn invalid_utf8_names_row_group_and_row() {
     let path = tmp.path().join("binary.parquet");
     write_binary_text_parquet(&path, 60, 37, b"ok \xff\xfe not utf-8");
     let err = run_err(&[&SMALL[..], &["--input", p(&path), "--data-dir", p(&tmp.path().join("d"))]].concat());
-    assert!(err.contains("binary.parquet") && err.contains("row group 2 (rows 32..48), row 37") && err.contains("not valid UTF-8"), "{err}");
+    assert!(
+        err.contains("binary.parquet")
+            && err.contains("row group 2 (rows 32..48), row 37")
+            && err.contains("not valid UTF-8"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -72,7 +81,12 @@ fn a_full_disk_fails_cleanly_and_the_rerun_completes_identically() {
     std::fs::create_dir_all(&data).unwrap();
     let bin = env!("CARGO_BIN_EXE_pipeline");
     let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg("trap '' XFSZ; ulimit -f 8; exec \"$@\"").arg("sh").arg(bin).args(&base).args(["--data-dir", p(&data)]);
+    cmd.arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 8; exec \"$@\"")
+        .arg("sh")
+        .arg(bin)
+        .args(&base)
+        .args(["--data-dir", p(&data)]);
     let out = cmd.env("RUST_LOG", "info").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");

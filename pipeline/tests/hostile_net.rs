@@ -18,7 +18,10 @@ const SECRET: &str = "hf_hostile_test_secret_42";
 /// Two small parquet files in the Hub layout, and the server.
 fn server_on(ip: &'static str, tmp: &Path) -> HubServer {
     let files = write_corpus(&tmp.join(format!("src-{ip}")), 2, 120, 20);
-    let served = files.iter().map(|f| (format!("sample/10BT/{}", f.file_name().unwrap().to_string_lossy()), std::fs::read(f).unwrap())).collect();
+    let served = files
+        .iter()
+        .map(|f| (format!("sample/10BT/{}", f.file_name().unwrap().to_string_lossy()), std::fs::read(f).unwrap()))
+        .collect();
     HubServer::start_on(ip, served)
 }
 
@@ -42,7 +45,10 @@ fn run_bounded(tmp: &Path, args: &[&str], limit: Duration) -> (Output, Duration)
         if start.elapsed() > limit {
             child.kill().unwrap();
             child.wait().unwrap();
-            panic!("pipeline {args:?} still running after {limit:?}:\n{}", std::fs::read_to_string(&err_path).unwrap_or_default());
+            panic!(
+                "pipeline {args:?} still running after {limit:?}:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -73,7 +79,8 @@ fn a_next_page_on_another_origin_is_refused_and_never_gets_the_token() {
     let b = server_on("127.0.0.2", tmp.path());
     a.state().page_size = 1;
     a.state().next_page_base = Some(b.endpoint());
-    let (err, _) = expect_failure(tmp.path(), &remote(&a.endpoint(), &tmp.path().join("d"), &[]), Duration::from_secs(60));
+    let (err, _) =
+        expect_failure(tmp.path(), &remote(&a.endpoint(), &tmp.path().join("d"), &[]), Duration::from_secs(60));
     assert!(err.contains("is not on the endpoint") && err.contains("127.0.0.2"), "{err}");
     assert!(b.log().is_empty(), "the other origin was asked: {:?}", b.log());
     assert!(a.log().iter().all(|r| r.auth.as_deref() == Some(&format!("Bearer {SECRET}")[..])));
@@ -87,7 +94,8 @@ fn a_redirect_to_another_origin_gets_no_token_and_the_run_succeeds() {
     let b = HubServer::start_on("127.0.0.2", a.state().files.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect());
     a.set_faults(Faults { redirect_resolve_to: Some(b.endpoint()), ..Faults::default() });
     let args = remote(&a.endpoint(), &tmp.path().join("d"), &["--max-tokens", "2000"]);
-    let (out, _) = run_bounded(tmp.path(), &args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60));
+    let (out, _) =
+        run_bounded(tmp.path(), &args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(a.log().iter().any(|r| r.status == 302) && !b.log().is_empty());
     assert!(a.log().iter().all(|r| r.auth.is_some()), "the endpoint gets the token: {:?}", a.log());
@@ -111,7 +119,8 @@ fn an_endless_listing_stops_at_the_page_cap() {
     let tmp = tempfile::tempdir().unwrap();
     let a = server_on("127.0.0.1", tmp.path());
     a.set_faults(Faults { endless_listing: true, ..Faults::default() });
-    let (err, _) = expect_failure(tmp.path(), &remote(&a.endpoint(), &tmp.path().join("d"), &[]), Duration::from_secs(60));
+    let (err, _) =
+        expect_failure(tmp.path(), &remote(&a.endpoint(), &tmp.path().join("d"), &[]), Duration::from_secs(60));
     assert!(err.contains("more than 1000 pages"), "{err}");
     assert_eq!(a.log().len(), 1000);
 }
@@ -124,7 +133,10 @@ fn a_trickling_server_fails_in_bounded_time_naming_the_file_and_byte() {
     a.set_faults(Faults { trickle: Some(10), ..Faults::default() });
     let args = remote(&a.endpoint(), &tmp.path().join("d"), &["--http-timeout", "1", "--retries", "3"]);
     let (err, took) = expect_failure(tmp.path(), &args, Duration::from_secs(40));
-    assert!(err.contains("sample/10BT/000_00000.parquet") && err.contains("time budget") && err.contains("stopped at byte"), "{err}");
+    assert!(
+        err.contains("sample/10BT/000_00000.parquet") && err.contains("time budget") && err.contains("stopped at byte"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(20), "{took:?}");
 }
 
@@ -133,8 +145,12 @@ fn a_wrong_content_range_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let a = server_on("127.0.0.1", tmp.path());
     a.set_faults(Faults { shift_content_range: true, ..Faults::default() });
-    let (err, _) = expect_failure(tmp.path(), &remote(&a.endpoint(), &tmp.path().join("d"), &[]), Duration::from_secs(60));
-    assert!(err.contains("sample/10BT/000_00000.parquet") && err.contains("does not match the range asked for"), "{err}");
+    let (err, _) =
+        expect_failure(tmp.path(), &remote(&a.endpoint(), &tmp.path().join("d"), &[]), Duration::from_secs(60));
+    assert!(
+        err.contains("sample/10BT/000_00000.parquet") && err.contains("does not match the range asked for"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -150,7 +166,11 @@ fn a_lying_footer_is_refused_before_it_is_fetched() {
     for (i, (size, tail, want)) in cases.into_iter().enumerate() {
         let a = HubServer::start(BTreeMap::new());
         a.state().virtual_files.insert("sample/10BT/000_lying.parquet".into(), (size, tail));
-        let (err, _) = expect_failure(tmp.path(), &remote(&a.endpoint(), &tmp.path().join(format!("d{i}")), &[]), Duration::from_secs(60));
+        let (err, _) = expect_failure(
+            tmp.path(),
+            &remote(&a.endpoint(), &tmp.path().join(format!("d{i}")), &[]),
+            Duration::from_secs(60),
+        );
         assert!(err.contains("sample/10BT/000_lying.parquet") && err.contains(want), "{err}");
         let reads: Vec<_> = a.log().into_iter().filter(|r| r.path.contains("/resolve/")).collect();
         assert_eq!(reads.len(), 1, "only the tail is read: {reads:?}");
@@ -167,7 +187,21 @@ fn serve_tokenizer(server: &HubServer, headers: Vec<(String, String)>) {
 
 fn tokenizer_args(endpoint: &str, data: &Path) -> Vec<String> {
     let mut args: Vec<String> = SMALL.iter().map(|s| s.to_string()).collect();
-    args.extend(["--endpoint", endpoint, "--tokenizer", "owner/tok", "--data-dir", p(data), "--max-tokens", "2000", "--input", tiny()].map(String::from));
+    args.extend(
+        [
+            "--endpoint",
+            endpoint,
+            "--tokenizer",
+            "owner/tok",
+            "--data-dir",
+            p(data),
+            "--max-tokens",
+            "2000",
+            "--input",
+            tiny(),
+        ]
+        .map(String::from),
+    );
     args
 }
 
@@ -177,8 +211,15 @@ fn hub_tokenizer_headers_never_decide_a_path() {
     let a = HubServer::start(BTreeMap::new());
     let escape = tmp.path().join("escaped");
     let etag = tmp.path().join("etag-target");
-    serve_tokenizer(&a, vec![("X-Repo-Commit".into(), "../../../../escaped".into()), ("ETag".into(), format!("\"{}\"", etag.display()))]);
-    let (err, _) = expect_failure(tmp.path(), &tokenizer_args(&a.endpoint(), &tmp.path().join("d")), Duration::from_secs(60));
+    serve_tokenizer(
+        &a,
+        vec![
+            ("X-Repo-Commit".into(), "../../../../escaped".into()),
+            ("ETag".into(), format!("\"{}\"", etag.display())),
+        ],
+    );
+    let (err, _) =
+        expect_failure(tmp.path(), &tokenizer_args(&a.endpoint(), &tmp.path().join("d")), Duration::from_secs(60));
     assert!(err.contains("X-Repo-Commit") && err.contains("not a commit id"), "{err}");
     assert!(!escape.exists() && !etag.exists(), "a server header chose a path outside the cache");
     let hub = tmp.path().join("hf-home/hub/models--owner--tok");
@@ -193,15 +234,20 @@ fn a_hub_tokenizer_is_cached_under_its_commit_and_the_token_goes_only_to_the_end
     serve_tokenizer(&a, vec![("X-Repo-Commit".into(), commit.into()), ("ETag".into(), "\"/etc/passwd\"".into())]);
     for data in ["d1", "d2"] {
         let args = tokenizer_args(&a.endpoint(), &tmp.path().join(data));
-        let (out, _) = run_bounded(tmp.path(), &args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60));
+        let (out, _) =
+            run_bounded(tmp.path(), &args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let cached = tmp.path().join(format!("hf-home/hub/models--owner--tok/snapshots/{commit}/tokenizer.json"));
-    assert_eq!(std::fs::read(&cached).unwrap(), std::fs::read(shared_dir().join("tokenizers/gpt2/tokenizer.json")).unwrap());
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        std::fs::read(shared_dir().join("tokenizers/gpt2/tokenizer.json")).unwrap()
+    );
     assert_eq!(std::fs::read_to_string(tmp.path().join("hf-home/hub/models--owner--tok/refs/main")).unwrap(), commit);
     let log = a.log();
     assert_eq!(log.len(), 2, "{log:?}");
-    assert!(log.iter().all(|r| r.path == "/owner/tok/resolve/main/tokenizer.json" && r.auth.as_deref() == Some(&format!("Bearer {SECRET}")[..])));
+    assert!(log.iter().all(|r| r.path == "/owner/tok/resolve/main/tokenizer.json"
+        && r.auth.as_deref() == Some(&format!("Bearer {SECRET}")[..])));
     // The second run used the cached copy: same shards.
     assert_eq!(shard_bytes(&tmp.path().join("d1")), shard_bytes(&tmp.path().join("d2")));
 }

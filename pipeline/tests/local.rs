@@ -16,7 +16,8 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 fn hf_gpt2() -> tokenizers::Tokenizer {
-    tokenizers::Tokenizer::from_file(shared_dir().join("tokenizers/gpt2/tokenizer.json")).expect("../shared GPT-2 tokenizer.json")
+    tokenizers::Tokenizer::from_file(shared_dir().join("tokenizers/gpt2/tokenizer.json"))
+        .expect("../shared GPT-2 tokenizer.json")
 }
 
 /// The documented rules applied to tinyshakespeare's rows: (train stream, val stream).
@@ -67,7 +68,8 @@ fn local_corpus_matches_the_documented_stream_rules() {
     assert_eq!(m.train.next_seq, train_chunks.div_ceil(8));
     assert!(m.val.next_seq >= 1);
     assert!(temporaries(&data).is_empty());
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("pipeline.config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("pipeline.config.json")).unwrap()).unwrap();
     assert!(cfg["written_by"].as_str().unwrap().starts_with("mamba-pipeline"));
     assert_eq!(cfg["args"]["seq_len"], 64);
 }
@@ -79,7 +81,11 @@ fn default_tokenizer_matches_gpt2_tokenizer_json_on_the_corpus() {
     let (mut texts, _) = corpus_rows();
     // Plus real web-like text from fineweb-mini (PEPs, Go blog, Rust book, Gutenberg).
     let f = std::fs::File::open(shared_dir().join("corpus/fineweb-mini/sample/10BT/000_00000.parquet")).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().with_batch_size(300).build().unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .with_batch_size(300)
+        .build()
+        .unwrap();
     let batch = reader.into_iter().next().unwrap().unwrap();
     use arrow::array::AsArray;
     let col = batch.column_by_name("text").unwrap().as_string::<i32>().clone();
@@ -99,7 +105,11 @@ fn python_reader_reads_what_rust_wrote() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     run_ok(&[&SMALL[..], &["--input", tiny(), "--data-dir", p(&data), "--max-tokens", "3000"]].concat());
-    let ok = std::process::Command::new("python3").args(["-c", "import numpy, zstandard"]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import numpy, zstandard"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "CI needs python3 with numpy and zstandard for tools/read_shard.py");
         eprintln!("SKIPPED: python3 with numpy + zstandard not available");
@@ -109,12 +119,14 @@ fn python_reader_reads_what_rust_wrote() {
     for split in [Split::Train, Split::Val] {
         let shard = data.join(mamba_shards::shard_file_name(split, 0));
         let raw = tmp.path().join(format!("{split}.u32"));
-        let out = std::process::Command::new("python3").args([p(&script), p(&shard), "--raw", p(&raw)]).output().unwrap();
+        let out =
+            std::process::Command::new("python3").args([p(&script), p(&shard), "--raw", p(&raw)]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let printed = String::from_utf8_lossy(&out.stdout);
         assert!(printed.contains("'chunk_tokens': 65") && printed.contains("'eot_id': 50256"), "{printed}");
         let bytes = std::fs::read(&raw).unwrap();
-        let from_python: Vec<u32> = bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let from_python: Vec<u32> =
+            bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let r = mamba_shards::ShardReader::open(&shard).unwrap();
         let from_rust: Vec<u32> = (0..r.n_chunks()).flat_map(|k| r.read_chunk(k).unwrap()).collect();
         assert_eq!(from_python, from_rust);
@@ -128,10 +140,16 @@ fn inspect_verifies_checksums_and_reports_corruption() {
     run_ok(&[&SMALL[..], &["--input", tiny(), "--data-dir", p(&data), "--max-tokens", "3000"]].concat());
     let out = run_ok(&["inspect", p(&data)]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("manifest: finished=true") && text.contains("checksums ok") && text.contains("sample ("), "{text}");
+    assert!(
+        text.contains("manifest: finished=true") && text.contains("checksums ok") && text.contains("sample ("),
+        "{text}"
+    );
     assert!(text.contains("First Citizen"), "decoded sample of the first document: {text}");
     // A directory: one summary line per split by default, every shard with --all.
-    assert!(text.contains("train: ") && text.contains(" shards (seq 0..=") && !text.contains("train-00000000.shard:"), "{text}");
+    assert!(
+        text.contains("train: ") && text.contains(" shards (seq 0..=") && !text.contains("train-00000000.shard:"),
+        "{text}"
+    );
     let all = String::from_utf8_lossy(&run_ok(&["inspect", p(&data), "--all"]).stdout).into_owned();
     assert!(all.contains("train-00000000.shard: seq=0") && all.contains("val-00000000.shard: seq=0"), "{all}");
 
@@ -158,7 +176,14 @@ fn config_file_values_apply_and_flags_override_them() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cfg = tmp.path().join("pipeline.toml");
-    std::fs::write(&cfg, format!("seq-len = 32\nchunks-per-shard = 4\nval-tokens = 32\nquiet = true\ninput = [{:?}]\nmax-tokens = 1000\n", tiny())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "seq-len = 32\nchunks-per-shard = 4\nval-tokens = 32\nquiet = true\ninput = [{:?}]\nmax-tokens = 1000\n",
+            tiny()
+        ),
+    )
+    .unwrap();
     run_ok(&["--config", p(&cfg), "--data-dir", p(&data), "--chunks-per-shard", "5"]);
     let m = manifest(&data);
     assert_eq!((m.params.seq_len(), m.chunks_per_shard), (32, 5));
@@ -173,7 +198,10 @@ fn refuses_to_resume_with_different_options() {
     let args = [&SMALL[..], &["--input", tiny(), "--data-dir", p(&data), "--max-tokens", "2000"]].concat();
     run_ok(&args);
     let err = run_err(&[&args[..], &["--seq-len", "32"]].concat());
-    assert!(err.contains("manifest.json was made with different options") && err.contains("--seq-len (64 then, 32 now)"), "{err}");
+    assert!(
+        err.contains("manifest.json was made with different options") && err.contains("--seq-len (64 then, 32 now)"),
+        "{err}"
+    );
     let err = run_err(&[&args[..], &["--val-fraction", "0.1"]].concat());
     assert!(err.contains("--val-fraction (0 then, 0.1 now)"), "{err}");
     let err = run_err(&[&args[..], &["--val-tokens", "640"]].concat());
@@ -211,12 +239,27 @@ fn workers_split_the_files_deterministically() {
     let files = write_corpus(&tmp.path().join("src"), 3, 90, 10);
     let run = |i: &str| {
         let data = tmp.path().join(format!("w{i}"));
-        run_ok(&[&SMALL[..], &["--input", p(&tmp.path().join("src")), "--data-dir", p(&data), "--workers", "2", "--worker-index", i]].concat());
+        run_ok(
+            &[
+                &SMALL[..],
+                &["--input", p(&tmp.path().join("src")), "--data-dir", p(&data), "--workers", "2", "--worker-index", i],
+            ]
+            .concat(),
+        );
         manifest(&data).fingerprint.files
     };
     assert_eq!(run("0"), vec![files[0].display().to_string(), files[2].display().to_string()]);
     assert_eq!(run("1"), vec![files[1].display().to_string()]);
-    let err = run_err(&["--input", p(&files[0]), "--data-dir", p(&tmp.path().join("w")), "--workers", "2", "--worker-index", "1"]);
+    let err = run_err(&[
+        "--input",
+        p(&files[0]),
+        "--data-dir",
+        p(&tmp.path().join("w")),
+        "--workers",
+        "2",
+        "--worker-index",
+        "1",
+    ]);
     assert!(err.contains("worker 1 of 2 gets none of the 1 source files"), "{err}");
 }
 
@@ -229,13 +272,30 @@ fn the_fixed_val_set_comes_first_and_old_dirs_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     // 10 chunks of 64: shards of 8 + 2, then the hash-selected (10%) val chunks in shards of 8.
-    let args = [&SMALL[..], &["--input", tiny(), "--data-dir", p(&data), "--max-tokens", "6000", "--val-tokens", "600", "--val-fraction", "0.1"]].concat();
+    let args = [
+        &SMALL[..],
+        &[
+            "--input",
+            tiny(),
+            "--data-dir",
+            p(&data),
+            "--max-tokens",
+            "6000",
+            "--val-tokens",
+            "600",
+            "--val-fraction",
+            "0.1",
+        ],
+    ]
+    .concat();
     run_ok(&args);
     let m = manifest(&data);
     assert_eq!(m.version, mamba_shards::manifest::MANIFEST_VERSION);
     assert_eq!(m.val_set, Some(mamba_shards::manifest::ValSet { chunks: 10, shards: 2 }), "{m:?}");
     assert_eq!(m.fingerprint.val_tokens, 600);
-    let n_chunks = |split, seq| mamba_shards::ShardReader::open(&data.join(mamba_shards::shard_file_name(split, seq))).unwrap().n_chunks();
+    let n_chunks = |split, seq| {
+        mamba_shards::ShardReader::open(&data.join(mamba_shards::shard_file_name(split, seq))).unwrap().n_chunks()
+    };
     assert_eq!((n_chunks(Split::Val, 0), n_chunks(Split::Val, 1)), (8, 2));
     assert!(m.val.next_seq > 2 && m.val.chunks > 10, "hash-selected val chunks follow the set: {m:?}");
     assert_eq!(n_chunks(Split::Val, 2), (m.val.chunks - 10).min(8) as usize);
@@ -253,7 +313,9 @@ fn the_fixed_val_set_comes_first_and_old_dirs_are_refused() {
     }
     assert_eq!(stream(&data, Split::Val)[..641], set_stream[..641]);
     // Published before any train shard (rename order = modification order).
-    let mtime = |split, seq| std::fs::metadata(data.join(mamba_shards::shard_file_name(split, seq))).unwrap().modified().unwrap();
+    let mtime = |split, seq| {
+        std::fs::metadata(data.join(mamba_shards::shard_file_name(split, seq))).unwrap().modified().unwrap()
+    };
     assert!(mtime(Split::Val, 1) <= mtime(Split::Train, 0));
 
     // A version 1 directory (before the fixed val set) is refused, naming the file and what to do.
@@ -261,8 +323,14 @@ fn the_fixed_val_set_comes_first_and_old_dirs_are_refused() {
     let v1 = text.replacen(&format!("\"version\": {}", m.version), "\"version\": 1", 1);
     std::fs::write(data.join("manifest.json"), v1).unwrap();
     let err = run_err(&args);
-    assert!(err.contains("manifest.json was written by an older pipeline (manifest version 1") && err.contains("new --data-dir"), "{err}");
-    let err = run_err(&[&SMALL[..], &["--input", tiny(), "--data-dir", p(&tmp.path().join("x")), "--val-tokens", "0"]].concat());
+    assert!(
+        err.contains("manifest.json was written by an older pipeline (manifest version 1")
+            && err.contains("new --data-dir"),
+        "{err}"
+    );
+    let err = run_err(
+        &[&SMALL[..], &["--input", tiny(), "--data-dir", p(&tmp.path().join("x")), "--val-tokens", "0"]].concat(),
+    );
     assert!(err.contains("--val-tokens must be at least 1"), "{err}");
 }
 

@@ -23,7 +23,10 @@ fn an_unreachable_hub_gives_the_cause_and_the_offline_ways() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let err = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
     assert!(err.contains("cannot list the parquet files of dataset HuggingFaceFW/fineweb"), "{err}");
-    assert!(err.contains("--input") && err.contains("pipeline/assets/sample-corpus") && err.contains("HF_ENDPOINT"), "{err}");
+    assert!(
+        err.contains("--input") && err.contains("pipeline/assets/sample-corpus") && err.contains("HF_ENDPOINT"),
+        "{err}"
+    );
     assert!(err.to_lowercase().contains("refused"), "the root cause: {err}");
     assert_eq!(err.matches(&endpoint).count(), 1, "the URL once: {err}");
     assert!(!err.contains('\u{1b}'), "no colour codes without a terminal: {err}");

@@ -107,9 +107,15 @@ fn serve(mut sock: TcpStream, stall: Stall, reached: &Sender<()>) {
         return hold();
     }
     let range = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_string));
-    let (start, end) = range.and_then(|r| r.trim().split_once('-').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))).unwrap_or((0, FILE_SIZE - 1));
+    let (start, end) = range
+        .and_then(|r| {
+            r.trim().split_once('-').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        })
+        .unwrap_or((0, FILE_SIZE - 1));
     if stall == Stall::Backoff {
-        let _ = sock.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = sock.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
         let _ = reached.send(());
         return hold();
     }
@@ -123,7 +129,18 @@ fn serve(mut sock: TcpStream, stall: Stall, reached: &Sender<()>) {
 /// A pipeline reading from `hub` into `dir`, with timeouts far longer than the test.
 fn hub_pipeline(addr: SocketAddr, dir: &Path) -> Running {
     let endpoint = format!("http://{addr}");
-    start(&["--endpoint", &endpoint, "--data-dir", p(dir), "--http-timeout", "600", "--retries", "5", "--quiet", "--threads=1"])
+    start(&[
+        "--endpoint",
+        &endpoint,
+        "--data-dir",
+        p(dir),
+        "--http-timeout",
+        "600",
+        "--retries",
+        "5",
+        "--quiet",
+        "--threads=1",
+    ])
 }
 
 fn stop_while(stall: Stall, sig: &str, code: i32) -> tempfile::TempDir {
@@ -131,7 +148,9 @@ fn stop_while(stall: Stall, sig: &str, code: i32) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let run = hub_pipeline(addr, &dir);
-    reached.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("the pipeline never reached the stall:\n{}", run.log()));
+    reached
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the pipeline never reached the stall:\n{}", run.log()));
     std::thread::sleep(Duration::from_millis(300));
     let (status, elapsed, log) = run.stop(sig);
     assert_stopped_by(status, elapsed, &log, code);
@@ -168,7 +187,9 @@ fn sigterm_stops_a_stalled_tokenizer_download_at_once_with_status_143() {
         &["--endpoint", &endpoint, "--tokenizer", "someone/tok", "--data-dir", p(&data), "--quiet", "--threads=1"],
         &[("HF_HOME", p(&tmp.path().join("hf-home")))],
     );
-    reached.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("the pipeline never asked for tokenizer.json:\n{}", run.log()));
+    reached
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the pipeline never asked for tokenizer.json:\n{}", run.log()));
     std::thread::sleep(Duration::from_millis(300));
     let (status, elapsed, log) = run.stop("TERM");
     assert_stopped_by(status, elapsed, &log, 143);

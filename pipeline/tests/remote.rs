@@ -52,10 +52,16 @@ fn remote_output_equals_local_and_only_ranges_are_read() {
     assert_eq!(shard_bytes(&remote), shard_bytes(&local), "remote shards must be byte-identical to local ones");
     let m = manifest(&remote);
     assert!(m.finished);
-    assert_eq!(m.fingerprint.files, vec!["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", "sample/10BT/002_00000.parquet"]);
+    assert_eq!(
+        m.fingerprint.files,
+        vec!["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", "sample/10BT/002_00000.parquet"]
+    );
 
     let log = server.log();
-    assert!(log.iter().filter(|r| r.path.contains("/tree/")).count() >= 2, "the paginated listing was followed: {log:?}");
+    assert!(
+        log.iter().filter(|r| r.path.contains("/tree/")).count() >= 2,
+        "the paginated listing was followed: {log:?}"
+    );
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         let size = std::fs::metadata(f).unwrap().len();
@@ -70,10 +76,16 @@ fn remote_output_equals_local_and_only_ranges_are_read() {
         // `id` column chunks: never a byte of the unused `url` column.
         assert_eq!(reqs[0].range.unwrap().1, size);
         let url_chunks = column_chunk_ranges(f, "url");
-        assert!(url_chunks.iter().map(|(a, b)| b - a).sum::<u64>() > size / 3, "the url column is a large part of the file");
+        assert!(
+            url_chunks.iter().map(|(a, b)| b - a).sum::<u64>() > size / 3,
+            "the url column is a large part of the file"
+        );
         for r in &reqs[1..] {
             let (a, b) = r.range.unwrap();
-            assert!(url_chunks.iter().all(|&(ua, ub)| b <= ua || a >= ub), "{name}: {r:?} reads the url column {url_chunks:?}");
+            assert!(
+                url_chunks.iter().all(|&(ua, ub)| b <= ua || a >= ub),
+                "{name}: {r:?} reads the url column {url_chunks:?}"
+            );
         }
     }
 }
@@ -112,7 +124,10 @@ fn a_file_that_keeps_failing_fails_the_run_or_is_skipped() {
 
     let failed = tmp.path().join("failed");
     let err = run_err(&remote_args(&endpoint, &failed, &["--retries", "3"]));
-    assert!(err.contains("sample/10BT/001_00000.parquet") && err.contains("HTTP 503") && err.contains("giving up after 3"), "{err}");
+    assert!(
+        err.contains("sample/10BT/001_00000.parquet") && err.contains("HTTP 503") && err.contains("giving up after 3"),
+        "{err}"
+    );
     assert!(temporaries(&failed).is_empty());
 
     let skipped = tmp.path().join("skipped");

@@ -54,7 +54,9 @@ fn kill_9_at_any_moment_then_rerun_is_byte_identical() {
     // Kill right at the start (before anything is published), then at growing shard counts,
     // and once a few milliseconds after a publish (mid-shard, between rename and manifest, …).
     let mut kills = 0;
-    for (target, extra_ms) in [(0, 0), (0, 40), (3, 0), (total / 5, 1), (total / 3, 3), (total / 2, 0), (total * 3 / 4, 2)] {
+    for (target, extra_ms) in
+        [(0, 0), (0, 40), (3, 0), (total / 5, 1), (total / 3, 3), (total / 2, 0), (total * 3 / 4, 2)]
+    {
         let mut child = spawn(&args);
         let reached = wait_until(&mut child, Duration::from_secs(60), || n_shards(&data) >= target);
         std::thread::sleep(Duration::from_millis(extra_ms));
@@ -118,7 +120,8 @@ fn ring_waits_for_the_trainer_to_release_shards() {
     assert!(total_train > 10);
 
     let mut child = spawn(&[&base[..], &["--data-dir", p(&ring), "--ring-slots", "3", "--log-every", "1"]].concat());
-    let train = |d: &Path| list_shards(d, Split::Train).unwrap_or_default().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    let train =
+        |d: &Path| list_shards(d, Split::Train).unwrap_or_default().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
     assert!(wait_until(&mut child, Duration::from_secs(60), || train(&ring).len() >= 3));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none(), "the pipeline must wait, not finish");

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use common::hub_server::HubServer;
 use common::{p, tinyshakespeare};
-use ring_harness::{eval_sets, has_checkpoint, interrupted, trainer_binary, DiskSampler, Proc};
 use mamba_shards::testing::SplitMix64;
+use ring_harness::{eval_sets, has_checkpoint, interrupted, trainer_binary, DiskSampler, Proc};
 
 const SLOTS: usize = 3;
 const CHUNKS_PER_SHARD: u64 = 8;
@@ -54,7 +54,10 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
 
-    let server = HubServer::start(BTreeMap::from([("sample/10BT/000_00000.parquet".to_string(), std::fs::read(tinyshakespeare()).unwrap())]));
+    let server = HubServer::start(BTreeMap::from([(
+        "sample/10BT/000_00000.parquet".to_string(),
+        std::fs::read(tinyshakespeare()).unwrap(),
+    )]));
     let endpoint = server.endpoint();
 
     let (d, e) = (data.clone(), endpoint.clone());
@@ -62,8 +65,23 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
         name: "pipeline",
         cmd: Box::new(move |_| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-            c.env("RUST_LOG", "info").env_remove("HF_TOKEN").env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"));
-            c.args(["--endpoint", &e, "--data-dir", p(&d), "--seq-len", "64", "--chunks-per-shard", "8", "--ring-slots", "3", "--val-tokens", VAL_TOKENS]);
+            c.env("RUST_LOG", "info")
+                .env_remove("HF_TOKEN")
+                .env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"));
+            c.args([
+                "--endpoint",
+                &e,
+                "--data-dir",
+                p(&d),
+                "--seq-len",
+                "64",
+                "--chunks-per-shard",
+                "8",
+                "--ring-slots",
+                "3",
+                "--val-tokens",
+                VAL_TOKENS,
+            ]);
             c.args(["--max-tokens", MAX_TOKENS, "--threads", "1", "--log-every", "1", "--retry-backoff-ms", "5"]);
             c
         }),
@@ -76,9 +94,39 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
         name: "trainer",
         cmd: Box::new(move |_| {
             let mut c = Command::new(&trainer_bin);
-            c.env("RUST_LOG", "info").arg("train").args(["--data", p(&d), "--out", p(&r), "--model", "tiny", "--follow"]);
-            c.args(["--steps", "100000", "--micro-batch", "3", "--grad-accum", "2", "--warmup", "5", "--muon-lr", "0.02"]);
-            c.args(["--adamw-lr", "0.01", "--weight-decay", "0", "--eval-every", "2", "--eval-chunks", "8", "--save-every", "6"]);
+            c.env("RUST_LOG", "info").arg("train").args([
+                "--data",
+                p(&d),
+                "--out",
+                p(&r),
+                "--model",
+                "tiny",
+                "--follow",
+            ]);
+            c.args([
+                "--steps",
+                "100000",
+                "--micro-batch",
+                "3",
+                "--grad-accum",
+                "2",
+                "--warmup",
+                "5",
+                "--muon-lr",
+                "0.02",
+            ]);
+            c.args([
+                "--adamw-lr",
+                "0.01",
+                "--weight-decay",
+                "0",
+                "--eval-every",
+                "2",
+                "--eval-chunks",
+                "8",
+                "--save-every",
+                "6",
+            ]);
             c.args(["--seed", "1", "--device", "cpu"]);
             if has_checkpoint(&r) {
                 c.arg("--resume");
@@ -103,7 +151,8 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
 
     // ---- 2. seeded kills and restarts of either program --------------------------------------
     let mut rng = SplitMix64(SEED); // the seeded randomness of the kill schedule
-    let mut schedule: Vec<(usize, &str)> = [(0, "INT"), (0, "TERM"), (0, "KILL"), (1, "INT"), (1, "TERM"), (1, "KILL")].to_vec();
+    let mut schedule: Vec<(usize, &str)> =
+        [(0, "INT"), (0, "TERM"), (0, "KILL"), (1, "INT"), (1, "TERM"), (1, "KILL")].to_vec();
     for i in (1..schedule.len()).rev() {
         schedule.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -117,15 +166,27 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
             continue;
         }
         let (status, took) = proc.kill(signal);
-        println!("{} killed with SIG{signal} at {:.1} s: {status} after {took:?}", proc.name, t_test.elapsed().as_secs_f64());
+        println!(
+            "{} killed with SIG{signal} at {:.1} s: {status} after {took:?}",
+            proc.name,
+            t_test.elapsed().as_secs_f64()
+        );
         match (proc.name, signal) {
             (_, "KILL") => assert!(!status.success()),
             // 128 + the signal (0 if it had just finished on its own).
             ("trainer", _) => {
-                assert!(matches!(status.code(), Some(0)) || status.code() == Some(interrupted(signal)), "trainer after SIG{signal}: {status}\n{}", proc.log());
+                assert!(
+                    matches!(status.code(), Some(0)) || status.code() == Some(interrupted(signal)),
+                    "trainer after SIG{signal}: {status}\n{}",
+                    proc.log()
+                );
                 stop_times.push(took);
             }
-            (_, _) => assert!(matches!(status.code(), Some(0)) || status.code() == Some(interrupted(signal)), "pipeline after SIG{signal}: {status}\n{}", proc.log()),
+            (_, _) => assert!(
+                matches!(status.code(), Some(0)) || status.code() == Some(interrupted(signal)),
+                "pipeline after SIG{signal}: {status}\n{}",
+                proc.log()
+            ),
         }
         std::thread::sleep(Duration::from_millis(rng.below(800)));
         proc.start();
@@ -196,24 +257,43 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
     let all_trainer = trainer.all_logs();
     let all_pipeline = pipeline.all_logs();
     let skips: Vec<&str> = all_trainer.lines().filter(|l| l.contains("skipping train shard")).collect();
-    assert_eq!(skips.len(), 1, "exactly the spoilt shard {corrupt_seq} must be skipped (no partial shard read):\n{}", skips.join("\n"));
+    assert_eq!(
+        skips.len(),
+        1,
+        "exactly the spoilt shard {corrupt_seq} must be skipped (no partial shard read):\n{}",
+        skips.join("\n")
+    );
     assert!(skips[0].contains(&format!("skipping train shard {corrupt_seq},")), "{}", skips[0]);
     assert!(all_trainer.contains("| ring ") && all_trainer.contains("released <"), "no ring state in the step lines");
-    assert!(all_pipeline.contains("| ring ") && all_pipeline.contains(&format!("/{SLOTS}")), "no ring state in the pipeline's lines");
-    assert!(max_train <= SLOTS && max_tmp <= 1, "disk: {max_train} train shards / {max_tmp} temporaries at once (ring {SLOTS})");
+    assert!(
+        all_pipeline.contains("| ring ") && all_pipeline.contains(&format!("/{SLOTS}")),
+        "no ring state in the pipeline's lines"
+    );
+    assert!(
+        max_train <= SLOTS && max_tmp <= 1,
+        "disk: {max_train} train shards / {max_tmp} temporaries at once (ring {SLOTS})"
+    );
     let n = losses.len().min(5);
-    let (first, last) = (losses[..n].iter().sum::<f64>() / n as f64, losses[losses.len() - n..].iter().sum::<f64>() / n as f64);
+    let (first, last) =
+        (losses[..n].iter().sum::<f64>() / n as f64, losses[losses.len() - n..].iter().sum::<f64>() / n as f64);
     assert!(last < first - 1.0, "loss did not fall: first {first:.3}, last {last:.3}");
 
     // ---- 7. evaluations: during the live run, across resumes, on the same chunks as a static run
     let live_sets = eval_sets(&trainer.logs);
     let with_evals = live_sets.iter().filter(|s| !s.is_empty()).count();
-    assert!(with_evals >= 2, "evaluations in only {with_evals} trainer processes (want: before and after a resume):\n{all_trainer}");
+    assert!(
+        with_evals >= 2,
+        "evaluations in only {with_evals} trainer processes (want: before and after a resume):\n{all_trainer}"
+    );
     assert!(live_sets.last().is_some_and(|s| !s.is_empty()), "the last trainer (a resumed one) did not evaluate");
     let digests: std::collections::BTreeSet<&String> = live_sets.iter().flatten().collect();
     assert_eq!(digests.len(), 1, "the live run evaluated on different chunks: {digests:?}");
     let live_digest = digests.into_iter().next().unwrap().clone();
-    let evals: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "eval").collect();
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
     let last_step = metrics.lines().filter(|l| l.contains("\"kind\":\"step\"")).count() as u64;
     assert!(evals.iter().any(|v| v["step"].as_u64().unwrap() < last_step), "no eval before the end: {evals:?}");
     assert!(evals.iter().all(|v| v["val_chunks"] == 8 && v["val_digest"] == live_digest.as_str()), "{evals:?}");
@@ -221,7 +301,18 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
     let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .env_remove("HF_TOKEN")
         .env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"))
-        .args(["--endpoint", &endpoint, "--data-dir", p(&static_data), "--seq-len", "64", "--chunks-per-shard", "8", "--ring-slots", "0"])
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--data-dir",
+            p(&static_data),
+            "--seq-len",
+            "64",
+            "--chunks-per-shard",
+            "8",
+            "--ring-slots",
+            "0",
+        ])
         .args(["--val-tokens", VAL_TOKENS, "--max-tokens", MAX_TOKENS, "--threads", "1", "--quiet"])
         .output()
         .unwrap();
@@ -230,13 +321,27 @@ fn pipeline_and_trainer_survive_kills_and_every_chunk_is_trained_once() {
     let out = Command::new(&trainer_path)
         .env("RUST_LOG", "info")
         .arg("train")
-        .args(["--data", p(&static_data), "--out", p(&static_run), "--model", "tiny", "--steps", "1", "--micro-batch", "2"])
+        .args([
+            "--data",
+            p(&static_data),
+            "--out",
+            p(&static_run),
+            "--model",
+            "tiny",
+            "--steps",
+            "1",
+            "--micro-batch",
+            "2",
+        ])
         .args(["--grad-accum", "1", "--eval-chunks", "8", "--seed", "1", "--device", "cpu"])
         .output()
         .unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "static trainer: {log}");
-    assert!(log.contains(&format!("(set {live_digest})")), "the static run evaluated on other chunks than the live run ({live_digest}):\n{log}");
+    assert!(
+        log.contains(&format!("(set {live_digest})")),
+        "the static run evaluated on other chunks than the live run ({live_digest}):\n{log}"
+    );
     println!(
         "ring e2e: {shards} shards / {chunks} chunks (shard {corrupt_seq} spoilt and skipped), the rest trained once in {} steps, loss {first:.2} -> {last:.2}, \
          disk max {max_train} train + {max_tmp} tmp over {samples} samples, trainer stops {stop_times:?}, {:.1} s",

@@ -48,12 +48,18 @@ impl DirLock {
         let path = dir.join(name);
         let io = |source| LockError::Io { lock: path.clone(), source };
         // Not truncated on open: the holder's pid must survive a refused writer's open.
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let (program_held, pid) = read_holder(&mut file);
-                return Err(LockError::Held { dir: dir.into(), lock: path, program: program_held.unwrap_or_else(|| program.into()), pid });
+                return Err(LockError::Held {
+                    dir: dir.into(),
+                    lock: path,
+                    program: program_held.unwrap_or_else(|| program.into()),
+                    pid,
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }

@@ -117,12 +117,18 @@ impl Header {
     /// [`MAX_SHARD_TOKENS`]), in checked arithmetic. What depends on the file size (where the
     /// index lies) is checked by `ShardReader::open`. Errors name the field and its byte offset.
     pub fn check(&self, path: &Path) -> Result<()> {
-        let bad = |field: &str, at: usize, what: String| Err(ShardError::BadHeader { path: path.into(), what: format!("field {field} (byte {at}) {what}") });
+        let bad = |field: &str, at: usize, what: String| {
+            Err(ShardError::BadHeader { path: path.into(), what: format!("field {field} (byte {at}) {what}") })
+        };
         if self.token_bytes != 2 && self.token_bytes != 4 {
             return bad("token_bytes", 12, format!("is {} (must be 2 or 4)", self.token_bytes));
         }
         if !(2..=MAX_CHUNK_TOKENS).contains(&self.chunk_tokens) {
-            return bad("chunk_tokens", 16, format!("is {} (must be 2..={MAX_CHUNK_TOKENS}, i.e. seq_len 1..={MAX_SEQ_LEN})", self.chunk_tokens));
+            return bad(
+                "chunk_tokens",
+                16,
+                format!("is {} (must be 2..={MAX_CHUNK_TOKENS}, i.e. seq_len 1..={MAX_SEQ_LEN})", self.chunk_tokens),
+            );
         }
         if !(1..=MAX_VOCAB_SIZE).contains(&self.vocab_size) {
             return bad("vocab_size", 24, format!("is {} (must be 1..={MAX_VOCAB_SIZE})", self.vocab_size));
@@ -139,14 +145,32 @@ impl Header {
         }
         // Every frame takes at least one byte, so the body holds at least n_chunks bytes.
         if self.index_offset < HEADER_BYTES + u64::from(self.n_chunks) {
-            return bad("index_offset", 32, format!("is {}: the {} frames cannot lie between the header's end ({HEADER_BYTES}) and it", self.index_offset, self.n_chunks));
+            return bad(
+                "index_offset",
+                32,
+                format!(
+                    "is {}: the {} frames cannot lie between the header's end ({HEADER_BYTES}) and it",
+                    self.index_offset, self.n_chunks
+                ),
+            );
         }
         let seq_len = u64::from(self.chunk_tokens) - 1;
         if self.first_token % seq_len != 0 {
-            return bad("first_token", 48, format!("is {}: not a multiple of seq_len {seq_len} (it must be the first chunk's index × seq_len)", self.first_token));
+            return bad(
+                "first_token",
+                48,
+                format!(
+                    "is {}: not a multiple of seq_len {seq_len} (it must be the first chunk's index × seq_len)",
+                    self.first_token
+                ),
+            );
         }
         if self.first_token.checked_add(u64::from(self.n_chunks) * seq_len).is_none() {
-            return bad("first_token", 48, format!("is {}: the shard's {} chunks would end past 2^64 tokens", self.first_token, self.n_chunks));
+            return bad(
+                "first_token",
+                48,
+                format!("is {}: the shard's {} chunks would end past 2^64 tokens", self.first_token, self.n_chunks),
+            );
         }
         Ok(())
     }
@@ -203,7 +227,11 @@ impl Header {
         if let Some(at) = b[RESERVED_START..HEADER_BYTES as usize].iter().position(|&x| x != 0) {
             return Err(ShardError::BadHeader {
                 path: path.into(),
-                what: format!("reserved byte {} is {:#04x} (bytes {RESERVED_START}..{HEADER_BYTES} must be zero)", RESERVED_START + at, b[RESERVED_START + at]),
+                what: format!(
+                    "reserved byte {} is {:#04x} (bytes {RESERVED_START}..{HEADER_BYTES} must be zero)",
+                    RESERVED_START + at,
+                    b[RESERVED_START + at]
+                ),
             });
         }
         Ok(h)

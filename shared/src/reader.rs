@@ -70,7 +70,10 @@ impl ShardReader {
             _ => out.extend(raw.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
         }
         if let Some(p) = out.iter().position(|&t| t >= self.header.vocab_size) {
-            return Err(corrupt(format!("token {} at position {p} is outside the vocabulary of {}", out[p], self.header.vocab_size)));
+            return Err(corrupt(format!(
+                "token {} at position {p} is outside the vocabulary of {}",
+                out[p], self.header.vocab_size
+            )));
         }
         Ok(())
     }
@@ -103,7 +106,9 @@ fn read_index(path: &Path, map: &[u8], header: &Header) -> Result<Vec<u64>> {
     let Some(expected_len) = index_offset.checked_add(index_bytes) else {
         return Err(ShardError::BadHeader {
             path: path.into(),
-            what: format!("field index_offset (byte 32) is {index_offset}: an index of {n}+1 entries there would end past 2^64"),
+            what: format!(
+                "field index_offset (byte 32) is {index_offset}: an index of {n}+1 entries there would end past 2^64"
+            ),
         });
     };
     if len < expected_len {
@@ -113,7 +118,11 @@ fn read_index(path: &Path, map: &[u8], header: &Header) -> Result<Vec<u64>> {
         });
     }
     if len > expected_len {
-        return Err(ShardError::BadIndex { path: path.into(), offset: index_offset, what: format!("{} trailing bytes after the index", len - expected_len) });
+        return Err(ShardError::BadIndex {
+            path: path.into(),
+            offset: index_offset,
+            what: format!("{} trailing bytes after the index", len - expected_len),
+        });
     }
     // In bounds: index_offset + index_bytes == len, which fits in usize because the map does.
     let start = index_offset as usize;
@@ -125,7 +134,13 @@ fn read_index(path: &Path, map: &[u8], header: &Header) -> Result<Vec<u64>> {
             u64::from_le_bytes(x)
         })
         .collect();
-    let bad = |entry: usize, what: String| Err(ShardError::BadIndex { path: path.into(), offset: index_offset + 8 * entry as u64, what: format!("entry {entry}: {what}") });
+    let bad = |entry: usize, what: String| {
+        Err(ShardError::BadIndex {
+            path: path.into(),
+            offset: index_offset + 8 * entry as u64,
+            what: format!("entry {entry}: {what}"),
+        })
+    };
     if offsets[0] != HEADER_BYTES {
         return bad(0, format!("first frame offset is {} (must be {HEADER_BYTES})", offsets[0]));
     }
@@ -138,7 +153,14 @@ fn read_index(path: &Path, map: &[u8], header: &Header) -> Result<Vec<u64>> {
             return bad(k + 1, format!("frame offsets are not increasing: {} then {}", w[0], w[1]));
         }
         if w[1] - w[0] > max_frame {
-            return bad(k + 1, format!("chunk {k} is {} bytes long, more than a zstd frame of {} bytes can be ({max_frame})", w[1] - w[0], header.chunk_bytes()));
+            return bad(
+                k + 1,
+                format!(
+                    "chunk {k} is {} bytes long, more than a zstd frame of {} bytes can be ({max_frame})",
+                    w[1] - w[0],
+                    header.chunk_bytes()
+                ),
+            );
         }
     }
     Ok(offsets)

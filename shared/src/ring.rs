@@ -46,7 +46,8 @@ pub fn write_release(dir: &Path, release: Release) -> Result<()> {
         }
     }
     let path = dir.join(RELEASE_FILE);
-    let bytes = serde_json::to_vec(&release).map_err(|e| ShardError::Json { path: path.clone(), what: e.to_string() })?;
+    let bytes =
+        serde_json::to_vec(&release).map_err(|e| ShardError::Json { path: path.clone(), what: e.to_string() })?;
     atomic_write(&path, &bytes)
 }
 

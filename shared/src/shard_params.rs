@@ -27,7 +27,12 @@ impl ShardParams {
 
     /// The parameters a shard was written with, from its header.
     pub fn from_header(h: &Header) -> ShardParams {
-        ShardParams { token_bytes: h.token_bytes, seq_len: h.chunk_tokens.saturating_sub(1), vocab_size: h.vocab_size, eot_id: h.eot_id }
+        ShardParams {
+            token_bytes: h.token_bytes,
+            seq_len: h.chunk_tokens.saturating_sub(1),
+            vocab_size: h.vocab_size,
+            eot_id: h.eot_id,
+        }
     }
 
     /// Tokens per training sequence.

@@ -18,7 +18,10 @@ use signal_hook::iterator::Signals;
 /// or for `stop`, whichever comes first: `None` when `stop` was raised first (the thread is left
 /// to end with the process; a download then leaves at most a temporary `.part` file in its cache).
 /// A panic of `work` is passed on.
-pub fn run_unless_stopped<T: Send + 'static>(stop: &AtomicBool, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub fn run_unless_stopped<T: Send + 'static>(
+    stop: &AtomicBool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let worker = std::thread::spawn(work);
     while !worker.is_finished() {
         if stop.load(Ordering::SeqCst) {

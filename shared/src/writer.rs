@@ -46,7 +46,12 @@ impl ChunkCompressor {
         raw.clear();
         for (position, &t) in tokens.iter().enumerate() {
             if t >= params.vocab_size || (params.token_bytes == 2 && t > u16::MAX as u32) {
-                return Err(ShardError::TokenTooLarge { path: path.into(), position, token: t, token_bytes: params.token_bytes });
+                return Err(ShardError::TokenTooLarge {
+                    path: path.into(),
+                    position,
+                    token: t,
+                    token_bytes: params.token_bytes,
+                });
             }
             match params.token_bytes {
                 2 => raw.extend_from_slice(&(t as u16).to_le_bytes()),
@@ -70,7 +75,14 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Starts `{split}-{seq:08}.shard` in `dir`, written as `.{name}.tmp` until `finish`.
-    pub fn create(dir: &Path, split: Split, seq: u64, first_token: u64, params: ShardParams, level: i32) -> Result<Self> {
+    pub fn create(
+        dir: &Path,
+        split: Split,
+        seq: u64,
+        first_token: u64,
+        params: ShardParams,
+        level: i32,
+    ) -> Result<Self> {
         let name = shard_file_name(split, seq);
         let final_path = dir.join(&name);
         let tmp_path = dir.join(format!(".{name}.tmp"));
@@ -78,7 +90,16 @@ impl ShardWriter {
         let mut file = BufWriter::with_capacity(1 << 20, file);
         // Placeholder header; the real one is written by `finish`.
         file.write_all(&[0u8; HEADER_BYTES as usize]).map_err(|e| ShardError::io(&tmp_path, e))?;
-        Ok(ShardWriter { params, seq, first_token, final_path, tmp_path, file: Some(file), offsets: vec![HEADER_BYTES], level })
+        Ok(ShardWriter {
+            params,
+            seq,
+            first_token,
+            final_path,
+            tmp_path,
+            file: Some(file),
+            offsets: vec![HEADER_BYTES],
+            level,
+        })
     }
 
     pub fn n_chunks(&self) -> usize {
@@ -97,7 +118,10 @@ impl ShardWriter {
 
     /// Appends a frame made by [`compress_chunk`] with this shard's params.
     pub fn push_frame(&mut self, frame: &[u8]) -> Result<()> {
-        let file = self.file.as_mut().ok_or_else(|| ShardError::io(&self.tmp_path, std::io::Error::other("writer already finished")))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| ShardError::io(&self.tmp_path, std::io::Error::other("writer already finished")))?;
         file.write_all(frame).map_err(|e| ShardError::io(&self.tmp_path, e))?;
         let last = self.offsets[self.offsets.len() - 1];
         self.offsets.push(last + frame.len() as u64);
@@ -166,7 +190,8 @@ mod tests {
         let path = Path::new("test.shard");
         let mut reused = ChunkCompressor::new(3, path).unwrap();
         for k in 0..20u32 {
-            let tokens: Vec<u32> = (0..65).map(|i| (i * 7919 + k * 104729) % if k % 2 == 0 { 50257 } else { 100 }).collect();
+            let tokens: Vec<u32> =
+                (0..65).map(|i| (i * 7919 + k * 104729) % if k % 2 == 0 { 50257 } else { 100 }).collect();
             let frame = reused.compress(&params, &tokens, path).unwrap();
             assert_eq!(frame, compress_chunk(&params, &tokens, 3, path).unwrap(), "chunk {k}");
         }

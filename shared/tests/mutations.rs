@@ -57,7 +57,28 @@ enum Expect {
 
 /// Values that break arithmetic: 0, 1, around 2^31, 2^32, 2^63, 2^64, the file size.
 fn hostile_u64(rng: &mut SplitMix64, file_len: u64) -> u64 {
-    let picks = [0, 1, 7, 8, 4095, 4096, 4097, file_len - 1, file_len, file_len + 1, 1 << 31, u32::MAX as u64, 1 << 32, 1 << 63, u64::MAX - 8, u64::MAX - 7, u64::MAX - 1, u64::MAX, 50_000_001, rng.next()];
+    let picks = [
+        0,
+        1,
+        7,
+        8,
+        4095,
+        4096,
+        4097,
+        file_len - 1,
+        file_len,
+        file_len + 1,
+        1 << 31,
+        u32::MAX as u64,
+        1 << 32,
+        1 << 63,
+        u64::MAX - 8,
+        u64::MAX - 7,
+        u64::MAX - 1,
+        u64::MAX,
+        50_000_001,
+        rng.next(),
+    ];
     picks[rng.index(picks.len())]
 }
 
@@ -107,7 +128,9 @@ fn mutate(rng: &mut SplitMix64, o: &Original) -> (String, Vec<u8>, Expect) {
         }
         4 => {
             // A u32 field: token_bytes, chunk_tokens, n_chunks, vocab_size, eot_id.
-            let (name, at) = [("token_bytes", 12), ("chunk_tokens", 16), ("n_chunks", 20), ("vocab_size", 24), ("eot_id", 28)][rng.index(5)];
+            let (name, at) =
+                [("token_bytes", 12), ("chunk_tokens", 16), ("n_chunks", 20), ("vocab_size", 24), ("eot_id", 28)]
+                    [rng.index(5)];
             let v = match rng.index(3) {
                 0 => hostile_u64(rng, len) as u32,
                 1 => [0, 1, 2, 3, 4, MAX_CHUNK_TOKENS, MAX_CHUNK_TOKENS + 1, 50_000_001, u32::MAX][rng.index(9)],
@@ -115,7 +138,8 @@ fn mutate(rng: &mut SplitMix64, o: &Original) -> (String, Vec<u8>, Expect) {
             };
             put_u32(&mut b, at, v);
             // token_bytes 4, a larger vocab_size or a smaller eot_id can still describe the data.
-            let expect = if ["vocab_size", "eot_id"].contains(&name) { Expect::FailOrOriginal } else { Expect::MustFail };
+            let expect =
+                if ["vocab_size", "eot_id"].contains(&name) { Expect::FailOrOriginal } else { Expect::MustFail };
             let unchanged = v.to_le_bytes() == o.bytes[at..at + 4];
             (format!("{name} = {v}"), b, if unchanged { Expect::FailOrOriginal } else { expect })
         }
@@ -214,14 +238,24 @@ fn run_mutations(params: ShardParams, n: usize, seed: u64) -> (u64, u64) {
         match result {
             Err(e) => {
                 let msg = e.to_string();
-                assert!(msg.contains("train-00000000.shard"), "seed {seed} case {case} ({what}): the error does not name the file: {msg}");
+                assert!(
+                    msg.contains("train-00000000.shard"),
+                    "seed {seed} case {case} ({what}): the error does not name the file: {msg}"
+                );
                 failed += 1;
             }
             Ok((h, chunks)) => {
                 assert_ne!(expect, Expect::MustFail, "seed {seed} case {case} ({what}): accepted");
-                assert_eq!((h.token_bytes, h.chunk_tokens, h.n_chunks), (o.header.token_bytes, o.header.chunk_tokens, o.header.n_chunks), "seed {seed} case {case} ({what})");
+                assert_eq!(
+                    (h.token_bytes, h.chunk_tokens, h.n_chunks),
+                    (o.header.token_bytes, o.header.chunk_tokens, o.header.n_chunks),
+                    "seed {seed} case {case} ({what})"
+                );
                 for (k, c) in chunks.iter().enumerate() {
-                    assert!(o.chunks.contains(c), "seed {seed} case {case} ({what}): chunk {k} decoded to tokens the shard never held: {c:?}");
+                    assert!(
+                        o.chunks.contains(c),
+                        "seed {seed} case {case} ({what}): chunk {k} decoded to tokens the shard never held: {c:?}"
+                    );
                 }
                 accepted += 1;
             }
@@ -299,8 +333,12 @@ fn huge_chunk_tokens_is_refused_before_any_allocation() {
 fn huge_chunk_and_vocab_counts_are_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let (path, good) = shard_bytes(dir.path());
-    let cases: [(usize, u32, &str); 4] =
-        [(20, u32::MAX, "n_chunks (byte 20)"), (24, u32::MAX, "vocab_size (byte 24)"), (12, 8, "token_bytes (byte 12)"), (28, 60_000, "eot_id (byte 28)")];
+    let cases: [(usize, u32, &str); 4] = [
+        (20, u32::MAX, "n_chunks (byte 20)"),
+        (24, u32::MAX, "vocab_size (byte 24)"),
+        (12, 8, "token_bytes (byte 12)"),
+        (28, 60_000, "eot_id (byte 28)"),
+    ];
     for (at, v, field) in cases {
         let mut b = good.clone();
         put_u32(&mut b, at, v);

@@ -86,14 +86,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let (data, seq_len) = open_shards(dir, args.micro_batch, cfg.padded_vocab())?;
             BatchSource::Shards { data: Box::new(data), seq_len }
         }
-        None => BatchSource::Random { rng: Box::new(ChaCha8Rng::seed_from_u64(0)), vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32, seq_len: args.seq_len, micro_batch: args.micro_batch },
+        None => BatchSource::Random {
+            rng: Box::new(ChaCha8Rng::seed_from_u64(0)),
+            vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32,
+            seq_len: args.seq_len,
+            micro_batch: args.micro_batch,
+        },
     };
     let seq_len = source.seq_len();
     crate::size_limits::check_step_memory(&tc, seq_len, cfg.padded_vocab(), world)?;
     // The replicas and optimizers, as `trainer train` builds them (bf16: Newton–Schulz in bf16).
     let params = Params::init(&cfg, 0, &Device::Cpu)?;
     let n_params = params.n_params();
-    let init = ReplicaInit { model: cfg.clone(), weights: params.tensors().into_iter().collect(), optimizer_state: None, optim: tc.optim_config(), dtype, clip: 1.0 };
+    let init = ReplicaInit {
+        model: cfg.clone(),
+        weights: params.tensors().into_iter().collect(),
+        optimizer_state: None,
+        optim: tc.optim_config(),
+        dtype,
+        clip: 1.0,
+    };
     drop(params);
     let mut ranks = match &placement {
         None => RankGroup::single(init, device)?,
@@ -157,7 +169,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// `1 device`, `2 devices`.
 fn plural(n: usize, noun: &str) -> String {
-    if n == 1 { noun.to_string() } else { format!("{noun}s") }
+    if n == 1 {
+        noun.to_string()
+    } else {
+        format!("{noun}s")
+    }
 }
 
 /// The optimizer as its flag spells it: `hybrid (Muon + AdamW)` or `adamw`.
@@ -216,7 +232,9 @@ impl BatchSource {
                 chunks: Vec::new(),
                 wait: Duration::ZERO,
             }),
-            BatchSource::Shards { data, .. } => data.next_batch()?.context("the shards ran out of data (static mode loops over epochs, so this means no train chunks)"),
+            BatchSource::Shards { data, .. } => data
+                .next_batch()?
+                .context("the shards ran out of data (static mode loops over epochs, so this means no train chunks)"),
         }
     }
 }
@@ -227,7 +245,16 @@ fn open_shards(dir: &Path, micro_batch: usize, vocab_size: usize) -> Result<(Tra
         bail!("--data {}: no train shards (train-*.shard)", dir.display())
     };
     let seq_len = shard.seq_len();
-    let spec = DataSpec { dir: dir.to_path_buf(), seq_len, vocab_size, seed: 0, follow: false, micro_batch, prefetch: 4, on_bad_chunk: Default::default() };
+    let spec = DataSpec {
+        dir: dir.to_path_buf(),
+        seq_len,
+        vocab_size,
+        seed: 0,
+        follow: false,
+        micro_batch,
+        prefetch: 4,
+        on_bad_chunk: Default::default(),
+    };
     let data = TrainData::open(spec, None).with_context(|| format!("opening data in {}", dir.display()))?;
     Ok((data, seq_len))
 }

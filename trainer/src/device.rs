@@ -9,7 +9,8 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
     if let Some(n) = s.strip_prefix("cuda:").or(if s == "cuda" { Some("0") } else { None }) {
         let ordinal: usize = n.parse().with_context(|| format!("--device {s}: bad GPU ordinal"))?;
-        let device = Device::new_cuda(ordinal).with_context(|| format!("--device {s} (this build needs `--features cuda`)"))?;
+        let device =
+            Device::new_cuda(ordinal).with_context(|| format!("--device {s} (this build needs `--features cuda`)"))?;
         #[cfg(feature = "cuda")]
         if let Device::Cuda(cuda) = &device {
             tune_cuda(cuda).with_context(|| format!("--device {s}: configuring the CUDA allocator"))?;
@@ -25,7 +26,8 @@ pub fn parse_device(s: &str) -> Result<Device> {
 pub fn cuda_rank_device(ordinal: usize) -> Result<Device> {
     #[cfg(feature = "cuda")]
     {
-        let cuda = candle_core::CudaDevice::new_with_stream(ordinal).with_context(|| format!("opening GPU {ordinal}"))?;
+        let cuda =
+            candle_core::CudaDevice::new_with_stream(ordinal).with_context(|| format!("opening GPU {ordinal}"))?;
         tune_cuda(&cuda).with_context(|| format!("GPU {ordinal}: configuring the CUDA allocator"))?;
         Ok(Device::Cuda(cuda))
     }

@@ -50,11 +50,20 @@ pub fn resolve_checkpoint_dir(path: &Path) -> Result<PathBuf> {
     if path.join(crate::checkpoint::model_files::MODEL_FILE).is_file() {
         return Ok(path.to_path_buf());
     }
-    latest_checkpoint(path)?.with_context(|| format!("{}: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path.display()))
+    latest_checkpoint(path)?.with_context(|| {
+        format!("{}: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path.display())
+    })
 }
 
 /// Continues `prompt` by up to `max_tokens` tokens; returns only the new tokens.
-pub fn generate_tokens(model: &MambaLM, prompt: &[u32], max_tokens: usize, sampling: &Sampling, seed: u64, device: &Device) -> Result<Vec<u32>> {
+pub fn generate_tokens(
+    model: &MambaLM,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampling: &Sampling,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<u32>> {
     let vocab = model.config().padded_vocab();
     if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
         bail!("prompt token {bad} is outside the model's vocabulary of {vocab}");
@@ -93,7 +102,9 @@ fn decode(bpe: &tiktoken_rs::CoreBPE, ids: &[u32]) -> Result<String> {
 pub fn run(args: &GenerateArgs) -> Result<String> {
     let device = crate::device::parse_device(&args.device)?;
     let dir = resolve_checkpoint_dir(&args.checkpoint)?;
-    let step = crate::checkpoint::TrainerState::load(&dir).ok().map_or(String::new(), |s| format!(" (step {}, {} tokens trained)", s.step, s.tokens));
+    let step = crate::checkpoint::TrainerState::load(&dir)
+        .ok()
+        .map_or(String::new(), |s| format!(" (step {}, {} tokens trained)", s.step, s.tokens));
     tracing::info!("checkpoint {}{step}", dir.display());
     let (cfg, params) = params_from_loaded(load_model(&dir)?, &device)?;
     let model = MambaLM::new(&cfg, params.var_builder(&device))?;

@@ -72,16 +72,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Parse config: defaults ← --config file ← flags.
             let cfg = args.resolve()?;
             // One trainer per run directory, for as long as this process lives.
-            std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
+            std::fs::create_dir_all(&cfg.out)
+                .with_context(|| format!("creating run directory {}", cfg.out.display()))?;
             let _lock = DirLock::acquire(&cfg.out, TRAINER_LOCK, "trainer")?;
             // SIGINT/SIGTERM: finish the current step (or stop waiting for data), save a
             // checkpoint, exit 128 + signal; a second signal exits at once.
-            let signals = StopSignals::install("finishing the current step, then saving a checkpoint").context("installing the signal handler")?;
+            let signals = StopSignals::install("finishing the current step, then saving a checkpoint")
+                .context("installing the signal handler")?;
             let outcome = train::run(&cfg, &signals.flag())?;
             if outcome.skipped_chunks > 0 {
-                println!("left out {} corrupt chunks (--on-bad-chunk skip; see skipped_chunks in metrics.jsonl)", outcome.skipped_chunks);
+                println!(
+                    "left out {} corrupt chunks (--on-bad-chunk skip; see skipped_chunks in metrics.jsonl)",
+                    outcome.skipped_chunks
+                );
             }
-            println!("finished at step {} ({}), last val loss {}", outcome.step, outcome.stop, outcome.last_val_loss.map_or("-".into(), |l| format!("{l:.4}")));
+            println!(
+                "finished at step {} ({}), last val loss {}",
+                outcome.step,
+                outcome.stop,
+                outcome.last_val_loss.map_or("-".into(), |l| format!("{l:.4}"))
+            );
             Ok(match (outcome.stop, signals.exit_status()) {
                 (StopReason::Signal, Some(status)) => ExitCode::from(status),
                 _ => ExitCode::SUCCESS,

@@ -15,12 +15,16 @@ pub struct Sampling {
 
 /// Draws one token id from `logits` (one per candidate token).
 pub fn sample(logits: &[f32], s: &Sampling, rng: &mut impl Rng) -> u32 {
-    let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32;
+    let argmax = || {
+        logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
+            as u32
+    };
     if s.temperature <= 0.0 || logits.len() <= 1 {
         return argmax();
     }
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &v)| (i, ((v as f64 - max) / s.temperature).exp())).collect();
+    let mut probs: Vec<(usize, f64)> =
+        logits.iter().enumerate().map(|(i, &v)| (i, ((v as f64 - max) / s.temperature).exp())).collect();
     probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if s.top_k > 0 {
         probs.truncate(s.top_k);

@@ -65,7 +65,11 @@ pub fn check_step_memory(cfg: &TrainConfig, seq_len: usize, vocab: usize, world:
 pub fn check_logits(micro_batch: usize, seq_len: usize, vocab: usize, on_cpu: bool) -> Result<()> {
     let (host, host_text) = host_memory();
     let logits = micro_batch as u128 * seq_len as u128 * vocab as u128 * 4;
-    let (limit, limit_text) = if on_cpu && host < MAX_LOGITS_BYTES { (host, format!("this machine's {host_text}")) } else { (MAX_LOGITS_BYTES, format!("the {} allowed", gib(MAX_LOGITS_BYTES))) };
+    let (limit, limit_text) = if on_cpu && host < MAX_LOGITS_BYTES {
+        (host, format!("this machine's {host_text}"))
+    } else {
+        (MAX_LOGITS_BYTES, format!("the {} allowed", gib(MAX_LOGITS_BYTES)))
+    };
     if logits > limit {
         bail!(
             "--micro-batch {micro_batch}: one micro-batch's logits (micro-batch × seq_len {seq_len} × vocab {vocab} × 4 bytes) take {}, more than {limit_text}; lower --micro-batch (and raise --grad-accum to keep the effective batch)",

@@ -63,7 +63,11 @@ fn mixed_sequence_lengths() {
     let (dir, _) = setup();
     let other = tempfile::tempdir().unwrap();
     synthetic_shards(other.path(), 64, SEQ * 2, 10, 2, 20);
-    std::fs::copy(other.path().join(mamba_shards::shard_file_name(Split::Train, 0)), dir.path().join("train-00000007.shard")).unwrap();
+    std::fs::copy(
+        other.path().join(mamba_shards::shard_file_name(Split::Train, 0)),
+        dir.path().join("train-00000007.shard"),
+    )
+    .unwrap();
     let e = train_err(dir.path(), "micro");
     assert!(e.contains("train-00000007.shard"), "{e}");
 }
@@ -86,7 +90,9 @@ fn corrupt_frame_names_file_and_chunk() {
     // Frame 3 starts after the header and frames 0..3; find it from the index at the end.
     let bytes = std::fs::read(&shard).unwrap();
     let index_offset = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
-    let off = |k: usize| u64::from_le_bytes(bytes[index_offset + 8 * k..index_offset + 8 * k + 8].try_into().unwrap()) as usize;
+    let off = |k: usize| {
+        u64::from_le_bytes(bytes[index_offset + 8 * k..index_offset + 8 * k + 8].try_into().unwrap()) as usize
+    };
     let (start, end) = (off(3), off(4));
     let mid = (start + end) / 2;
     patch(&shard, mid, &[bytes[mid] ^ 0xff, bytes[mid + 1] ^ 0xff]);
@@ -99,7 +105,24 @@ fn corrupt_frame_names_file_and_chunk() {
 fn trainer(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"));
     c.env("RUST_LOG", "info").args(["train", "--data"]).arg(data).arg("--out").arg(out);
-    c.args(["--model", "micro", "--steps", "30", "--micro-batch", "2", "--grad-accum", "1", "--eval-chunks", "2", "--eval-every", "0", "--save-every", "0", "--warmup", "1"]);
+    c.args([
+        "--model",
+        "micro",
+        "--steps",
+        "30",
+        "--micro-batch",
+        "2",
+        "--grad-accum",
+        "1",
+        "--eval-chunks",
+        "2",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "0",
+        "--warmup",
+        "1",
+    ]);
     c.args(extra).output().unwrap()
 }
 
@@ -109,12 +132,22 @@ fn step_records(out: &Path) -> Vec<(u64, f64, u64)> {
     records
         .iter()
         .filter(|r| r["kind"] == "step")
-        .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap(), r.get("skipped_chunks").map_or(0, |n| n.as_u64().unwrap())))
+        .map(|r| {
+            (
+                r["step"].as_u64().unwrap(),
+                r["loss"].as_f64().unwrap(),
+                r.get("skipped_chunks").map_or(0, |n| n.as_u64().unwrap()),
+            )
+        })
         .collect()
 }
 
 fn checkpoints(out: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("ckpt-")).collect();
+    let mut v: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ckpt-"))
+        .collect();
     v.sort();
     v
 }
@@ -125,7 +158,9 @@ fn a_corrupt_chunk_saves_a_checkpoint_names_shard_and_chunk_and_can_be_skipped_o
     let (dir, shard) = setup();
     let bytes = std::fs::read(&shard).unwrap();
     let index_offset = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
-    let off = |k: usize| u64::from_le_bytes(bytes[index_offset + 8 * k..index_offset + 8 * k + 8].try_into().unwrap()) as usize;
+    let off = |k: usize| {
+        u64::from_le_bytes(bytes[index_offset + 8 * k..index_offset + 8 * k + 8].try_into().unwrap()) as usize
+    };
     let mid = (off(3) + off(4)) / 2;
     patch(&shard, mid, &[bytes[mid] ^ 0xff]);
 
@@ -134,7 +169,10 @@ fn a_corrupt_chunk_saves_a_checkpoint_names_shard_and_chunk_and_can_be_skipped_o
     let o = trainer(dir.path(), out.path(), &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{stderr}");
-    assert!(stderr.contains("train-00000001.shard") && stderr.contains("chunk 3") && stderr.contains("--on-bad-chunk skip"), "{stderr}");
+    assert!(
+        stderr.contains("train-00000001.shard") && stderr.contains("chunk 3") && stderr.contains("--on-bad-chunk skip"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked at"), "{stderr}");
     let done = step_records(out.path());
     let last = done.len();
@@ -147,7 +185,10 @@ fn a_corrupt_chunk_saves_a_checkpoint_names_shard_and_chunk_and_can_be_skipped_o
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("left out 1 corrupt chunks"), "{stdout}");
-    assert!(stdout.contains("leaving out chunk 3 of") && stdout.contains("train-00000001.shard"), "the warning names it: {stdout}");
+    assert!(
+        stdout.contains("leaving out chunk 3 of") && stdout.contains("train-00000001.shard"),
+        "the warning names it: {stdout}"
+    );
     let resumed = step_records(out.path());
     assert_eq!(resumed.len(), 30);
     assert_eq!(resumed.iter().map(|r| r.2).sum::<u64>(), 1, "skipped_chunks in metrics.jsonl");
@@ -166,12 +207,19 @@ fn a_corrupt_chunk_saves_a_checkpoint_names_shard_and_chunk_and_can_be_skipped_o
 fn eval_reports_hostile_shards_by_name_without_panicking() {
     let (dir, _) = setup();
     let out = tempfile::tempdir().unwrap();
-    mamba_trainer::train::run(&TrainConfig { steps: 1, ..tiny_config(dir.path(), out.path(), "micro") }, &no_stop()).unwrap();
+    mamba_trainer::train::run(&TrainConfig { steps: 1, ..tiny_config(dir.path(), out.path(), "micro") }, &no_stop())
+        .unwrap();
     let val = dir.path().join("val-00000000.shard");
     let good = std::fs::read(&val).unwrap();
     for HostileShard { what, bytes, word } in hostile_shards(&good) {
         std::fs::write(&val, &bytes).unwrap();
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer")).args(["eval", "--checkpoint"]).arg(out.path()).arg("--data").arg(dir.path()).output().unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(["eval", "--checkpoint"])
+            .arg(out.path())
+            .arg("--data")
+            .arg(dir.path())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{what}: eval succeeded");
         assert!(stderr.contains("val-00000000.shard") && stderr.contains(word), "{what}: {stderr}");

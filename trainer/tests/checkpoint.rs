@@ -61,7 +61,12 @@ fn round_trip_is_bit_exact_and_config_json_is_hf() {
     let params = Params::init(&cfg, 3, &Device::Cpu).unwrap();
     let opt_state = vec![("adamw.m.x".to_string(), Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap())];
     let st = state(5, &cfg);
-    let ckpt = save_checkpoint(dir.path(), CheckpointContents { model: &cfg, params: &params, optimizer_state: opt_state, state: &st }, 3).unwrap();
+    let ckpt = save_checkpoint(
+        dir.path(),
+        CheckpointContents { model: &cfg, params: &params, optimizer_state: opt_state, state: &st },
+        3,
+    )
+    .unwrap();
     assert_eq!(ckpt.file_name().unwrap(), "ckpt-000005");
     for f in ["model.safetensors", "config.json", "optimizer.safetensors", "trainer_state.json"] {
         assert!(ckpt.join(f).is_file(), "{f} missing");
@@ -85,7 +90,8 @@ fn round_trip_is_bit_exact_and_config_json_is_hf() {
     assert_eq!(meta.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
 
     // config.json fields MambaForCausalLM.from_pretrained reads.
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
     let want = serde_json::json!({
         "architectures": ["MambaForCausalLM"], "model_type": "mamba", "hidden_size": 8, "state_size": 4,
         "num_hidden_layers": 2, "vocab_size": 64, "expand": 2, "conv_kernel": 4, "time_step_rank": 1,
@@ -109,7 +115,12 @@ fn keeps_the_newest_k_and_cleans_up_unfinished_saves() {
     std::fs::create_dir_all(dir.path().join("ckpt-000099.tmp")).unwrap();
     for step in [1, 2, 3, 4] {
         let st = state(step, &cfg);
-        save_checkpoint(dir.path(), CheckpointContents { model: &cfg, params: &params, optimizer_state: vec![], state: &st }, 2).unwrap();
+        save_checkpoint(
+            dir.path(),
+            CheckpointContents { model: &cfg, params: &params, optimizer_state: vec![], state: &st },
+            2,
+        )
+        .unwrap();
     }
     let steps: Vec<usize> = list_checkpoints(dir.path()).unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, vec![3, 4]);
@@ -122,7 +133,12 @@ fn loading_checks_names_and_shapes() {
     let cfg = MambaConfig::preset("micro").unwrap();
     let params = Params::init(&cfg, 3, &Device::Cpu).unwrap();
     let st = state(1, &cfg);
-    let ckpt = save_checkpoint(dir.path(), CheckpointContents { model: &cfg, params: &params, optimizer_state: vec![], state: &st }, 2).unwrap();
+    let ckpt = save_checkpoint(
+        dir.path(),
+        CheckpointContents { model: &cfg, params: &params, optimizer_state: vec![], state: &st },
+        2,
+    )
+    .unwrap();
     let mut loaded = load_model(&ckpt).unwrap();
     loaded.tensors.remove("backbone.layers.1.mixer.D");
     let err = Params::from_tensors(&loaded.config, loaded.tensors, &Device::Cpu).err().unwrap().to_string();

@@ -14,10 +14,29 @@ use mamba_shards::dir_lock::{DirLock, TRAINER_LOCK};
 fn train_args(data: &std::path::Path, out: &std::path::Path, steps: usize) -> Vec<String> {
     let s = |x: &str| x.to_string();
     vec![
-        s("train"), s("--data"), data.display().to_string(), s("--out"), out.display().to_string(),
-        s("--model"), s("tiny"), s("--steps"), steps.to_string(), s("--micro-batch"), s("2"),
-        s("--grad-accum"), s("1"), s("--eval-chunks"), s("2"), s("--eval-every"), s("0"),
-        s("--save-every"), s("0"), s("--warmup"), s("1"), s("--adamw-lr"), s("0.003"),
+        s("train"),
+        s("--data"),
+        data.display().to_string(),
+        s("--out"),
+        out.display().to_string(),
+        s("--model"),
+        s("tiny"),
+        s("--steps"),
+        steps.to_string(),
+        s("--micro-batch"),
+        s("2"),
+        s("--grad-accum"),
+        s("1"),
+        s("--eval-chunks"),
+        s("2"),
+        s("--eval-every"),
+        s("0"),
+        s("--save-every"),
+        s("0"),
+        s("--warmup"),
+        s("1"),
+        s("--adamw-lr"),
+        s("0.003"),
     ]
 }
 
@@ -30,13 +49,26 @@ fn train_then_generate() {
     let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{log}");
     assert!(log.contains("optimizer groups"), "{log}");
-    assert!(log.contains("  muon ") && log.contains("  adamw (decay) ") && log.contains("  adamw (no decay) "), "both groups are printed: {log}");
+    assert!(
+        log.contains("  muon ") && log.contains("  adamw (decay) ") && log.contains("  adamw (no decay) "),
+        "both groups are printed: {log}"
+    );
     assert!(log.contains("step     3 | loss "), "fixed-format step line: {log}");
     assert!(out.path().join("ckpt-000003/model.safetensors").is_file());
 
     let gen = |seed: &str| {
         let o = trainer()
-            .args(["generate", "--checkpoint", &out.path().display().to_string(), "--prompt", "ROMEO:", "--max-tokens", "12", "--seed", seed])
+            .args([
+                "generate",
+                "--checkpoint",
+                &out.path().display().to_string(),
+                "--prompt",
+                "ROMEO:",
+                "--max-tokens",
+                "12",
+                "--seed",
+                seed,
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -30,9 +30,24 @@ fn text(o: &Output) -> String {
 
 /// A run directory as `trainer train` leaves it: the resolved config, then a step record per
 /// step (1M tokens each) and an eval record after every step with the given losses.
-fn synthetic_run(root: &Path, label: &str, optimizer: OptimizerKind, lrs: (f64, f64), val: &[f64], steps: usize) -> PathBuf {
+fn synthetic_run(
+    root: &Path,
+    label: &str,
+    optimizer: OptimizerKind,
+    lrs: (f64, f64),
+    val: &[f64],
+    steps: usize,
+) -> PathBuf {
     let dir = root.join(label);
-    let cfg = TrainConfig { out: dir.clone(), model: "tiny".into(), optimizer, muon_lr: lrs.0, adamw_lr: lrs.1, steps, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        out: dir.clone(),
+        model: "tiny".into(),
+        optimizer,
+        muon_lr: lrs.0,
+        adamw_lr: lrs.1,
+        steps,
+        ..TrainConfig::default()
+    };
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(CONFIG_FILE), cfg.to_resolved_toml().unwrap()).unwrap();
     let mut w = MetricsWriter::open(&dir, None).unwrap();
@@ -104,10 +119,23 @@ fn tokens_to_target_ratios_and_not_reached_match_hand_computed_values() {
     let stdout = String::from_utf8(o.stdout.clone()).unwrap();
 
     // The printed table: hand-computed cells.
-    assert!(stdout.contains("| adamw-a (baseline) | adamw | - | 1e-3 | tiny | 4 | 4.00M | 3.5000 | 3.5000 | 4.00M (1.00×) |"), "{stdout}");
-    assert!(stdout.contains("| adamw-b (baseline) | adamw | - | 3e-3 | tiny | 4 | 4.00M | 3.8000 | 3.8000 | not reached |"), "{stdout}");
-    assert!(stdout.contains("| hybrid-fast | hybrid | 2e-3 | 1e-4 | tiny | 4 | 4.00M | 3.1000 | 3.1000 | 2.75M (0.69×) |"), "{stdout}");
-    assert!(stdout.contains("| hybrid-slow | hybrid | 5e-4 | 1e-4 | tiny | 4 | 4.00M | 3.6000 | 3.6000 | not reached |"), "{stdout}");
+    assert!(
+        stdout
+            .contains("| adamw-a (baseline) | adamw | - | 1e-3 | tiny | 4 | 4.00M | 3.5000 | 3.5000 | 4.00M (1.00×) |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| adamw-b (baseline) | adamw | - | 3e-3 | tiny | 4 | 4.00M | 3.8000 | 3.8000 | not reached |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| hybrid-fast | hybrid | 2e-3 | 1e-4 | tiny | 4 | 4.00M | 3.1000 | 3.1000 | 2.75M (0.69×) |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| hybrid-slow | hybrid | 5e-4 | 1e-4 | tiny | 4 | 4.00M | 3.6000 | 3.6000 | not reached |"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Target: val loss 3.5000") && stdout.contains("`adamw-a`"), "{stdout}");
 
     // summary.json: the same numbers, unrounded.
@@ -129,7 +157,12 @@ fn tokens_to_target_ratios_and_not_reached_match_hand_computed_values() {
     // summary.md carries the table, the settings and the charts.
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.starts_with("# synthetic study\n"), "{md}");
-    assert!(md.contains("2.75M (0.69×)") && md.contains("val_loss_vs_tokens.png") && md.contains("val_loss_vs_tokens_zoom.png"), "{md}");
+    assert!(
+        md.contains("2.75M (0.69×)")
+            && md.contains("val_loss_vs_tokens.png")
+            && md.contains("val_loss_vs_tokens_zoom.png"),
+        "{md}"
+    );
     // The settings a controlled comparison must hold equal, per run.
     assert!(md.contains(&format!("| hybrid-fast | `data` | 0 | 1 × 32 | {} |", mamba_trainer::GIT_HASH)), "{md}");
     let full = check_png(&out.join("val_loss_vs_tokens.png"));
@@ -163,7 +196,10 @@ fn no_baseline_leaves_the_column_empty_and_says_so() {
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8(o.stdout.clone()).unwrap();
     assert!(stdout.contains("No baseline run"), "{stdout}");
-    assert!(stdout.contains("| hybrid-fast | hybrid | 2e-3 | 1e-4 | tiny | 4 | 4.00M | 3.1000 | 3.1000 |  |"), "{stdout}");
+    assert!(
+        stdout.contains("| hybrid-fast | hybrid | 2e-3 | 1e-4 | tiny | 4 | 4.00M | 3.1000 | 3.1000 |  |"),
+        "{stdout}"
+    );
     let s = summary_json(&out);
     assert!(s["target"].is_null());
     assert!(row(&s, "hybrid-fast")["tokens_to_target"].is_null());
@@ -200,7 +236,8 @@ fn bad_runs_are_clear_errors_or_skipped_with_skip_incomplete() {
     assert!(!o.status.success() && text(&o).contains("never-ran: no such run directory"), "{}", text(&o));
 
     // An unfinished run (4 of 8 steps): reported and marked by default, skipped on request.
-    let unfinished = synthetic_run(root.path(), "unfinished", OptimizerKind::Hybrid, (1e-3, 1e-4), &[4.4, 4.0, 3.7, 3.45], 8);
+    let unfinished =
+        synthetic_run(root.path(), "unfinished", OptimizerKind::Hybrid, (1e-3, 1e-4), &[4.4, 4.0, 3.7, 3.45], 8);
     let o = compare(&[&a, &unfinished, Path::new("--out"), &out], &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("| unfinished | hybrid | 1e-3 | 1e-4 | tiny | 4/8 (unfinished) |"), "{}", text(&o));
@@ -209,7 +246,13 @@ fn bad_runs_are_clear_errors_or_skipped_with_skip_incomplete() {
     let o = compare(&[&a, &corrupt, &no_eval, &unfinished, &fast, Path::new("--out"), &out], &["--skip-incomplete"]);
     let all = text(&o);
     assert!(o.status.success(), "{all}");
-    assert!(all.contains("skipped") && all.contains("line 3") && all.contains("no eval records") && all.contains("unfinished (step 4 of 8)"), "{all}");
+    assert!(
+        all.contains("skipped")
+            && all.contains("line 3")
+            && all.contains("no eval records")
+            && all.contains("unfinished (step 4 of 8)"),
+        "{all}"
+    );
     let s = summary_json(&out);
     let labels: Vec<&str> = s["runs"].as_array().unwrap().iter().map(|r| r["label"].as_str().unwrap()).collect();
     assert_eq!(labels, ["adamw-a", "hybrid-fast"]);
@@ -232,7 +275,20 @@ fn real_tiny_runs_compare() {
             .arg(data.path())
             .arg("--out")
             .arg(&out)
-            .args(["--model", "tiny", "--steps", "4", "--micro-batch", "2", "--grad-accum", "1", "--eval-every", "1", "--eval-chunks", "2"])
+            .args([
+                "--model",
+                "tiny",
+                "--steps",
+                "4",
+                "--micro-batch",
+                "2",
+                "--grad-accum",
+                "1",
+                "--eval-every",
+                "1",
+                "--eval-chunks",
+                "2",
+            ])
             .args(["--save-every", "0", "--warmup", "1", "--optimizer", optimizer, "--adamw-lr", "3e-3"])
             .output()
             .unwrap();
@@ -246,7 +302,11 @@ fn real_tiny_runs_compare() {
 
     // Recompute from the adamw run's metrics.jsonl: 4 evals, 2 × 32 tokens per step.
     let records = mamba_trainer::metrics::read_jsonl(&dirs[0].join(METRICS_FILE)).unwrap();
-    let evals: Vec<(f64, f64)> = records.iter().filter(|r| r["kind"] == "eval").map(|r| (r["tokens"].as_f64().unwrap(), r["val_loss"].as_f64().unwrap())).collect();
+    let evals: Vec<(f64, f64)> = records
+        .iter()
+        .filter(|r| r["kind"] == "eval")
+        .map(|r| (r["tokens"].as_f64().unwrap(), r["val_loss"].as_f64().unwrap()))
+        .collect();
     assert_eq!(evals.len(), 4);
     assert_eq!(evals[3].0, 4.0 * 64.0);
     let target = evals[3].1;

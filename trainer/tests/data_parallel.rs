@@ -13,14 +13,20 @@ use candle_core::Device;
 use common::*;
 use mamba_trainer::checkpoint::{latest_checkpoint, load_model};
 use mamba_trainer::config::TrainConfig;
-use mamba_trainer::parallel::{Comm, LocalComm};
 use mamba_trainer::model::{MambaConfig, Params};
 use mamba_trainer::optim::{HybridOptimizer, OptimConfig};
+use mamba_trainer::parallel::{Comm, LocalComm};
 use mamba_trainer::train::{run, StopReason};
 
 /// `micro` model, micro-batch 2, `accum` micro-batches per rank, on `devices` (None = one CPU).
 fn config(data: &Path, out: &Path, accum: usize, devices: Option<&str>, steps: usize) -> TrainConfig {
-    TrainConfig { grad_accum: accum, steps, decay_steps: Some(6), devices: devices.map(String::from), ..tiny_config(data, out, "micro") }
+    TrainConfig {
+        grad_accum: accum,
+        steps,
+        decay_steps: Some(6),
+        devices: devices.map(String::from),
+        ..tiny_config(data, out, "micro")
+    }
 }
 
 fn assert_close(a: &[f64], b: &[f64], what: &str) {
@@ -32,7 +38,10 @@ fn assert_close(a: &[f64], b: &[f64], what: &str) {
 
 /// The largest |Δ| between the final checkpoints' weights of two runs, relative to the largest |w|.
 fn weight_gap(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (load_model(&latest_checkpoint(a).unwrap().unwrap()).unwrap(), load_model(&latest_checkpoint(b).unwrap().unwrap()).unwrap());
+    let (a, b) = (
+        load_model(&latest_checkpoint(a).unwrap().unwrap()).unwrap(),
+        load_model(&latest_checkpoint(b).unwrap().unwrap()).unwrap(),
+    );
     assert_eq!(a.tensors.len(), b.tensors.len());
     let mut gap = 0f32;
     for (name, x) in &a.tensors {
@@ -71,7 +80,8 @@ fn checkpoints_resume_on_another_number_of_ranks() {
     for (first, then) in [((1, Some("cpu,cpu")), (2, None)), ((2, None), (1, Some("cpu,cpu")))] {
         let out = tempfile::tempdir().unwrap();
         let a = run(&config(data.path(), out.path(), first.0, first.1, 3), &no_stop()).unwrap();
-        let b = run(&TrainConfig { resume: true, ..config(data.path(), out.path(), then.0, then.1, 6) }, &no_stop()).unwrap();
+        let b = run(&TrainConfig { resume: true, ..config(data.path(), out.path(), then.0, then.1, 6) }, &no_stop())
+            .unwrap();
         assert_eq!((a.step, b.step), (3, 6));
         assert_close(&full.losses, &[a.losses, b.losses].concat(), &format!("{first:?} then {then:?}"));
         assert!(weight_gap(straight.path(), out.path()) < 1e-5);
@@ -79,7 +89,10 @@ fn checkpoints_resume_on_another_number_of_ranks() {
     // A different number of micro-batches per step is refused, naming both layouts.
     let out = tempfile::tempdir().unwrap();
     run(&config(data.path(), out.path(), 1, Some("cpu,cpu"), 1), &no_stop()).unwrap();
-    let err = format!("{:#}", run(&TrainConfig { resume: true, ..config(data.path(), out.path(), 1, None, 2) }, &no_stop()).unwrap_err());
+    let err = format!(
+        "{:#}",
+        run(&TrainConfig { resume: true, ..config(data.path(), out.path(), 1, None, 2) }, &no_stop()).unwrap_err()
+    );
     assert!(err.contains("grad_accum differs") && err.contains("1 × 2 = 2, now 1 × 1 = 1"), "{err}");
 }
 
@@ -99,7 +112,10 @@ fn optimizer_run(comm: Option<&dyn Comm>) -> Vec<Vec<f32>> {
 fn distributed_muon_equals_muon_on_the_same_gradients() {
     let want = optimizer_run(None);
     for world in [2, 3, 4] {
-        let handles: Vec<_> = LocalComm::group(world).into_iter().map(|comm| std::thread::spawn(move || optimizer_run(Some(&comm)))).collect();
+        let handles: Vec<_> = LocalComm::group(world)
+            .into_iter()
+            .map(|comm| std::thread::spawn(move || optimizer_run(Some(&comm))))
+            .collect();
         for h in handles {
             let got = h.join().unwrap();
             let gap = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -138,7 +154,10 @@ fn follow_mode_short_last_step_leaves_some_ranks_without_data() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let one = follow(a.path(), 3, None);
     let three = follow(b.path(), 1, Some("cpu,cpu,cpu"));
-    assert_eq!((one.stop, one.step, three.stop, three.step), (StopReason::DataExhausted, 4, StopReason::DataExhausted, 4));
+    assert_eq!(
+        (one.stop, one.step, three.stop, three.step),
+        (StopReason::DataExhausted, 4, StopReason::DataExhausted, 4)
+    );
     assert_close(&one.losses, &three.losses, "follow mode, 3 ranks");
     assert!(weight_gap(a.path(), b.path()) < 1e-5);
 }
@@ -148,13 +167,38 @@ fn the_binary_trains_on_cpu_ranks_and_rejects_bad_devices() {
     let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
     let trainer = |devices: &str| {
-        let args = ["train", "--data", data.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--model", "micro", "--steps", "2", "--micro-batch", "2", "--grad-accum", "1", "--eval-chunks", "2", "--devices", devices];
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer")).args(args).env("RUST_LOG", "info").output().unwrap();
+        let args = [
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--model",
+            "micro",
+            "--steps",
+            "2",
+            "--micro-batch",
+            "2",
+            "--grad-accum",
+            "1",
+            "--eval-chunks",
+            "2",
+            "--devices",
+            devices,
+        ];
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
         (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
     };
     let (ok, log) = trainer("cpu,cpu");
     assert!(ok, "{log}");
-    assert!(log.contains("data parallel: 2 ranks on cpu, cpu") && log.contains("× 1 × 2 ranks = 64 tokens/step"), "{log}");
+    assert!(
+        log.contains("data parallel: 2 ranks on cpu, cpu") && log.contains("× 1 × 2 ranks = 64 tokens/step"),
+        "{log}"
+    );
     assert!(log.contains("step     2 | loss "), "fixed-format step line: {log}");
     let resolved = std::fs::read_to_string(out.path().join("config.resolved.toml")).unwrap();
     assert!(resolved.contains("devices = \"cpu,cpu\""), "{resolved}");
@@ -165,7 +209,11 @@ fn the_binary_trains_on_cpu_ranks_and_rejects_bad_devices() {
 /// A finished pipeline's manifest for the synthetic shards (vocab 64, 8 chunks per shard).
 fn write_finished_manifest(dir: &Path) {
     let h = *mamba_shards::ShardReader::open(&dir.join("train-00000000.shard")).unwrap().header();
-    let mut m = mamba_shards::Manifest::for_hand_written_shards(mamba_shards::ShardParams::from_header(&h), 8, "trainer data-parallel test");
+    let mut m = mamba_shards::Manifest::for_hand_written_shards(
+        mamba_shards::ShardParams::from_header(&h),
+        8,
+        "trainer data-parallel test",
+    );
     m.finish("end of source");
     m.write(dir).unwrap();
 }
@@ -182,7 +230,11 @@ fn files(dir: &Path) -> BTreeSet<String> {
             } else {
                 let name = p.strip_prefix(dir).unwrap().display().to_string();
                 // TensorBoard names its event file after the wall-clock second it was opened.
-                let name = if name.starts_with("tb/events.out.tfevents.") { "tb/events.out.tfevents.*".to_string() } else { name };
+                let name = if name.starts_with("tb/events.out.tfevents.") {
+                    "tb/events.out.tfevents.*".to_string()
+                } else {
+                    name
+                };
                 out.insert(name);
             }
         }

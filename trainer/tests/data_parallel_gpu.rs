@@ -59,7 +59,10 @@ fn two_gpus_train_like_one_gpu_with_the_same_effective_batch() {
     for (x, y) in a.losses.iter().zip(&b.losses) {
         assert!((x - y).abs() <= 1e-4 * x.abs(), "{:?} vs {:?}", a.losses, b.losses);
     }
-    let (x, y) = (load_model(&latest_checkpoint(one.path()).unwrap().unwrap()).unwrap(), load_model(&latest_checkpoint(two.path()).unwrap().unwrap()).unwrap());
+    let (x, y) = (
+        load_model(&latest_checkpoint(one.path()).unwrap().unwrap()).unwrap(),
+        load_model(&latest_checkpoint(two.path()).unwrap().unwrap()).unwrap(),
+    );
     for (name, t) in &x.tensors {
         let gap = (t - &y.tensors[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(gap < 1e-4, "{name}: {gap}");

@@ -54,7 +54,14 @@ fn train_tiny(data: &Path, out: &Path, steps: usize, eval_chunks: usize) {
 }
 
 fn train_tiny_dtype(data: &Path, out: &Path, steps: usize, eval_chunks: usize, dtype: &str) {
-    let cfg = mamba_trainer::config::TrainConfig { steps, eval_every: 2, eval_chunks, save_every: 2, dtype: dtype.into(), ..tiny_config(data, out, "tiny") };
+    let cfg = mamba_trainer::config::TrainConfig {
+        steps,
+        eval_every: 2,
+        eval_chunks,
+        save_every: 2,
+        dtype: dtype.into(),
+        ..tiny_config(data, out, "tiny")
+    };
     mamba_trainer::train::run(&cfg, &no_stop()).unwrap();
 }
 
@@ -72,7 +79,11 @@ fn rel_diff(a: f64, b: f64) -> f64 {
 /// The val loss logged for `step` in the run's metrics.jsonl.
 fn logged_val_loss(run: &Path, step: u64) -> f64 {
     let records = mamba_trainer::metrics::read_jsonl(&run.join("metrics.jsonl")).unwrap();
-    let r = records.iter().rev().find(|r| r["kind"] == "eval" && r["step"] == step).unwrap_or_else(|| panic!("no eval record for step {step}"));
+    let r = records
+        .iter()
+        .rev()
+        .find(|r| r["kind"] == "eval" && r["step"] == step)
+        .unwrap_or_else(|| panic!("no eval record for step {step}"));
     r["val_loss"].as_f64().unwrap()
 }
 
@@ -110,7 +121,12 @@ fn reproduces_the_val_loss_logged_by_training() {
     let o = eval(run.path(), data.path(), &["--max-chunks", &n, "--micro-batch", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line = String::from_utf8(o.stdout.clone()).unwrap();
-    let want = format!("eval: loss {loss:.4}  ppl {:.1}  over {eval_chunks} chunks ({} tokens) of {}\n", loss.exp(), eval_chunks * SEQ, data.path().display());
+    let want = format!(
+        "eval: loss {loss:.4}  ppl {:.1}  over {eval_chunks} chunks ({} tokens) of {}\n",
+        loss.exp(),
+        eval_chunks * SEQ,
+        data.path().display()
+    );
     assert_eq!(line, want);
     assert!(stderr(&o).contains("step 4"), "{}", stderr(&o));
 

@@ -21,7 +21,10 @@ fn resolve(args: &[&str]) -> anyhow::Result<TrainConfig> {
 fn the_example_trainer_config_resolves_to_what_it_says() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/example.toml");
     let c = resolve(&["--config", file.to_str().unwrap()]).unwrap();
-    assert_eq!((c.data.as_path(), c.model.as_str(), c.out.as_path(), c.steps), (Path::new("data/sample"), "tiny", Path::new("runs/example"), 300));
+    assert_eq!(
+        (c.data.as_path(), c.model.as_str(), c.out.as_path(), c.steps),
+        (Path::new("data/sample"), "tiny", Path::new("runs/example"), 300)
+    );
     assert_eq!((c.micro_batch, c.grad_accum, c.warmup, c.muon_lr, c.adamw_lr), (8, 1, 30, 3e-3, 3e-3));
     assert_eq!((c.sample_every, c.sample_prompt.as_str()), (100, "The meaning of life is"));
     assert!(!c.resume && !c.follow && !c.overwrite);

@@ -55,7 +55,9 @@ fn trained_chunks(out: &Path) -> Vec<(u64, u64)> {
     let mut got = Vec::new();
     for r in mamba_trainer::metrics::read_jsonl(&out.join("metrics.jsonl")).unwrap() {
         if r["kind"] == "step" {
-            got.extend(r["chunks"].as_array().unwrap().iter().map(|c| (c[0].as_u64().unwrap(), c[1].as_u64().unwrap())));
+            got.extend(
+                r["chunks"].as_array().unwrap().iter().map(|c| (c[0].as_u64().unwrap(), c[1].as_u64().unwrap())),
+            );
         }
     }
     got
@@ -76,14 +78,24 @@ fn a_trainer_waiting_mid_step_stops_at_once_and_resumes_without_losing_or_repeat
     // 4 chunks per step: step 1 takes chunks 0..4 of shard 0, step 2 gets one batch (2 chunks)
     // and then waits for shard 1, which the "pipeline" does not publish yet.
     let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { follow: true, steps: 1000, micro_batch: 2, grad_accum: 2, ..tiny_config(data.path(), out.path(), "micro") };
+    let cfg = TrainConfig {
+        follow: true,
+        steps: 1000,
+        micro_batch: 2,
+        grad_accum: 2,
+        ..tiny_config(data.path(), out.path(), "micro")
+    };
     let (stop, raised) = stop_after(Duration::from_millis(2500));
     let outcome = run(&cfg, &stop).unwrap();
     let raised = raised.join().unwrap();
     assert!(raised.elapsed() < Duration::from_secs(2), "stopped {:?} after the signal", raised.elapsed());
     assert_eq!((outcome.stop, outcome.step), (StopReason::Signal, 1));
     let state = mamba_trainer::checkpoint::TrainerState::load(&out.path().join("ckpt-000001")).unwrap();
-    assert_eq!(state.data_position["cursor"], serde_json::json!({"mode": "follow", "shard": 0, "chunk": 4}), "the half-gathered step is not counted");
+    assert_eq!(
+        state.data_position["cursor"],
+        serde_json::json!({"mode": "follow", "shard": 0, "chunk": 4}),
+        "the half-gathered step is not counted"
+    );
     assert_eq!(mamba_shards::ring::read_release(data.path()).unwrap(), None, "shard 0 is still needed");
     assert_eq!(trained_chunks(out.path()).len(), 4);
 
@@ -126,7 +138,13 @@ fn a_step_larger_than_the_ring_is_refused() {
     publish(staging.path(), data.path(), Split::Train, 0);
     write_manifest(data.path(), false, params); // ring of 3 shards × 6 chunks
     let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { follow: true, steps: 10, micro_batch: 2, grad_accum: 10, ..tiny_config(data.path(), out.path(), "micro") };
+    let cfg = TrainConfig {
+        follow: true,
+        steps: 10,
+        micro_batch: 2,
+        grad_accum: 10,
+        ..tiny_config(data.path(), out.path(), "micro")
+    };
     let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
     assert!(err.contains("20 chunks") && err.contains("--ring-slots"), "{err}");
 }
@@ -135,7 +153,10 @@ fn a_step_larger_than_the_ring_is_refused() {
 fn follow_binary(data: &Path, out: &Path) -> Running {
     let mut c = trainer();
     c.args(["train", "--follow", "--model", "micro", "--steps", "1000", "--micro-batch", "2", "--grad-accum", "2"]);
-    c.args(["--eval-chunks", "4", "--eval-every", "0", "--save-every", "0", "--warmup", "2", "--data"]).arg(data).arg("--out").arg(out);
+    c.args(["--eval-chunks", "4", "--eval-every", "0", "--save-every", "0", "--warmup", "2", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out);
     Running::start(c)
 }
 

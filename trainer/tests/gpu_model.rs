@@ -17,7 +17,14 @@ fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Loss and gradients (by parameter name) of `params` on `(x, y)` on `device` in `dtype`.
-fn loss_and_grads(cfg: &MambaConfig, params: &Params, x: &Tensor, y: &Tensor, device: &Device, dtype: DType) -> (f64, Vec<(String, Tensor)>) {
+fn loss_and_grads(
+    cfg: &MambaConfig,
+    params: &Params,
+    x: &Tensor,
+    y: &Tensor,
+    device: &Device,
+    dtype: DType,
+) -> (f64, Vec<(String, Tensor)>) {
     let tensors = params.tensors().into_iter().map(|(n, t)| (n, t.to_device(device).unwrap())).collect();
     let p = Params::from_tensors(cfg, tensors, device).unwrap();
     let model = MambaLM::new(cfg, p.var_builder(device)).unwrap().with_compute_dtype(dtype).unwrap();
@@ -35,7 +42,8 @@ fn cpu_and_gpu_give_the_same_loss_and_gradients() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let toks: Vec<u32> = (0..2 * 257).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
     let all = Tensor::from_vec(toks, (2, 257), &Device::Cpu).unwrap();
-    let (x, y) = (all.narrow(1, 0, 256).unwrap().contiguous().unwrap(), all.narrow(1, 1, 256).unwrap().contiguous().unwrap());
+    let (x, y) =
+        (all.narrow(1, 0, 256).unwrap().contiguous().unwrap(), all.narrow(1, 1, 256).unwrap().contiguous().unwrap());
     let gpu = Device::new_cuda(0).unwrap();
 
     let (cpu_loss, cpu_grads) = loss_and_grads(&cfg, &params, &x, &y, &Device::Cpu, DType::F32);
@@ -67,13 +75,16 @@ fn hand_written_backward_matches_autograd_on_the_gpu() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
     let toks: Vec<u32> = (0..2 * 257).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
     let all = Tensor::from_vec(toks, (2, 257), &gpu).unwrap();
-    let (x, y) = (all.narrow(1, 0, 256).unwrap().contiguous().unwrap(), all.narrow(1, 1, 256).unwrap().contiguous().unwrap());
+    let (x, y) =
+        (all.narrow(1, 0, 256).unwrap().contiguous().unwrap(), all.narrow(1, 1, 256).unwrap().contiguous().unwrap());
     let grads = |dtype: DType| {
         let model = MambaLM::new(&cfg, params.var_builder(&gpu)).unwrap().with_compute_dtype(dtype).unwrap();
         let reference = model.loss(&x, &y).unwrap().affine(0.5, 0.0).unwrap().backward().unwrap();
         let (_, saved) = model.forward_saved(&x, &y, &model.compute_weights().unwrap(), None).unwrap();
         let ours = model.backward(saved, 0.5).unwrap();
-        let pick = |store: &candle_core::backprop::GradStore| -> Vec<Tensor> { params.named_vars().iter().map(|(_, v)| store.get(v.as_tensor()).unwrap().clone()).collect() };
+        let pick = |store: &candle_core::backprop::GradStore| -> Vec<Tensor> {
+            params.named_vars().iter().map(|(_, v)| store.get(v.as_tensor()).unwrap().clone()).collect()
+        };
         (pick(&reference), pick(&ours))
     };
     let worst = |a: &[Tensor], b: &[Tensor]| a.iter().zip(b).map(|(a, b)| rel_diff(a, b)).fold(0f64, f64::max);

@@ -17,7 +17,8 @@ fn transformers_loads_our_checkpoint_with_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&run_dir).unwrap();
-    let cfg = MambaConfig { d_model: 32, n_layer: 2, d_state: 8, vocab_size: 100, ..MambaConfig::preset("micro").unwrap() };
+    let cfg =
+        MambaConfig { d_model: 32, n_layer: 2, d_state: 8, vocab_size: 100, ..MambaConfig::preset("micro").unwrap() };
     let params = Params::init(&cfg, 1, &Device::Cpu).unwrap();
     let state = TrainerState {
         version: mamba_trainer::VERSION.into(),
@@ -31,23 +32,39 @@ fn transformers_loads_our_checkpoint_with_the_same_logits() {
         config: TrainConfig::default(),
         last_val_loss: None,
     };
-    let ckpt = save_checkpoint(&run_dir, CheckpointContents { model: &cfg, params: &params, optimizer_state: vec![], state: &state }, 1).unwrap();
+    let ckpt = save_checkpoint(
+        &run_dir,
+        CheckpointContents { model: &cfg, params: &params, optimizer_state: vec![], state: &state },
+        1,
+    )
+    .unwrap();
     let model = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap();
     let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 100).collect();
     let logits = model.forward(&Tensor::new(tokens.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
     let logits: Vec<Vec<f32>> = logits.squeeze(0).unwrap().to_vec2().unwrap();
-    std::fs::write(ckpt.join("expected.json"), serde_json::json!({ "tokens": tokens, "logits": logits }).to_string()).unwrap();
+    std::fs::write(ckpt.join("expected.json"), serde_json::json!({ "tokens": tokens, "logits": logits }).to_string())
+        .unwrap();
     // A GPT-2-vocabulary model: its checkpoint carries the tokenizer and generation files.
     let gpt2_cfg = MambaConfig { vocab_size: 50257, ..cfg.clone() };
     let gpt2_params = Params::init(&gpt2_cfg, 1, &Device::Cpu).unwrap();
     let gpt2_state = TrainerState { model: gpt2_cfg.clone(), ..state.clone() };
     std::fs::create_dir_all(run_dir.join("gpt2")).unwrap();
-    let gpt2_ckpt = save_checkpoint(&run_dir.join("gpt2"), CheckpointContents { model: &gpt2_cfg, params: &gpt2_params, optimizer_state: vec![], state: &gpt2_state }, 1).unwrap();
+    let gpt2_ckpt = save_checkpoint(
+        &run_dir.join("gpt2"),
+        CheckpointContents { model: &gpt2_cfg, params: &gpt2_params, optimizer_state: vec![], state: &gpt2_state },
+        1,
+    )
+    .unwrap();
     for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
         assert!(gpt2_ckpt.join(f).is_file(), "{f}");
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf/check_transformers.py");
-    let out = std::process::Command::new("python3").arg(&script).arg(&ckpt).arg(&gpt2_ckpt).output().expect("running python3");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&ckpt)
+        .arg(&gpt2_ckpt)
+        .output()
+        .expect("running python3");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
     assert!(out.status.success(), "{text}");

@@ -30,7 +30,10 @@ fn serve(ip: &str, route: impl Fn(&str) -> (String, Vec<String>, Vec<u8>) + Send
             }
             let head = String::from_utf8_lossy(&head).into_owned();
             let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-            let auth = head.lines().find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: "))).map(str::to_string);
+            let auth = head
+                .lines()
+                .find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: ")))
+                .map(str::to_string);
             log2.lock().unwrap().push((path.clone(), auth));
             let (status, headers, body) = route(&path);
             let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
@@ -57,9 +60,15 @@ fn init_from_a_hub_repo_downloads_safely_into_the_cache() {
     let hostile = Arc::new(Mutex::new(false));
     let h = hostile.clone();
     let (hub, hub_log) = serve("127.0.0.1", move |path| {
-        let commit_header = if *h.lock().unwrap() { "X-Repo-Commit: ../../../../escaped".to_string() } else { format!("X-Repo-Commit: {commit}") };
+        let commit_header = if *h.lock().unwrap() {
+            "X-Repo-Commit: ../../../../escaped".to_string()
+        } else {
+            format!("X-Repo-Commit: {commit}")
+        };
         match path {
-            "/owner/mamba/resolve/main/config.json" => ("200 OK".into(), vec![commit_header, "ETag: \"/tmp/etag-escape\"".into()], config.clone()),
+            "/owner/mamba/resolve/main/config.json" => {
+                ("200 OK".into(), vec![commit_header, "ETag: \"/tmp/etag-escape\"".into()], config.clone())
+            }
             "/owner/mamba/resolve/main/model.safetensors" => (
                 "302 Found".into(),
                 vec![commit_header, format!("Location: http://{cdn}/blob?sig=1"), "X-Linked-Size: 3000".into()],

@@ -41,7 +41,13 @@ fn gradients_match_finite_differences_for_every_parameter_kind() {
     let h = 1e-5;
     let mut checked = 0;
     for (name, var) in params.named_vars() {
-        let g: Vec<f64> = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no grad for {name}")).flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no grad for {name}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let original = var.as_tensor().copy().unwrap();
         let flat: Vec<f64> = original.flatten_all().unwrap().to_vec1().unwrap();
         // Two random entries of every parameter (every kind, every layer).
@@ -115,7 +121,8 @@ fn bf16_mixed_precision_tracks_f32_and_keeps_f32_gradients() {
         (all.narrow(1, 0, 64).unwrap().contiguous().unwrap(), all.narrow(1, 1, 64).unwrap().contiguous().unwrap())
     };
     let f32_model = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap();
-    let bf16_model = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap().with_compute_dtype(DType::BF16).unwrap();
+    let bf16_model =
+        MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap().with_compute_dtype(DType::BF16).unwrap();
     assert_eq!(bf16_model.compute_dtype(), DType::BF16);
     let (l32, l16) = (f32_model.loss(&x, &y).unwrap(), bf16_model.loss(&x, &y).unwrap());
     assert_eq!(l16.dtype(), DType::F32, "the loss is computed in f32");
@@ -135,6 +142,7 @@ fn bf16_mixed_precision_tracks_f32_and_keeps_f32_gradients() {
 fn an_unsupported_compute_dtype_is_refused() {
     let cfg = MambaConfig::preset("micro").unwrap();
     let params = f64_params(&cfg);
-    let err = MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap().with_compute_dtype(DType::BF16).err().unwrap();
+    let err =
+        MambaLM::new(&cfg, params.var_builder(&Device::Cpu)).unwrap().with_compute_dtype(DType::BF16).err().unwrap();
     assert!(err.to_string().contains("not supported"), "{err}");
 }

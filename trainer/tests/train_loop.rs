@@ -15,7 +15,12 @@ fn micro_batch_size_is_only_a_throughput_knob() {
     let mut runs = Vec::new();
     for (micro, accum) in [(1, 4), (2, 2), (4, 1)] {
         let out = tempfile::tempdir().unwrap();
-        let cfg = mamba_trainer::config::TrainConfig { micro_batch: micro, grad_accum: accum, steps: 3, ..tiny_config(data.path(), out.path(), "micro") };
+        let cfg = mamba_trainer::config::TrainConfig {
+            micro_batch: micro,
+            grad_accum: accum,
+            steps: 3,
+            ..tiny_config(data.path(), out.path(), "micro")
+        };
         let outcome = run(&cfg, &no_stop()).unwrap();
         runs.push(outcome.losses);
     }
@@ -38,7 +43,11 @@ fn resume_continues_bit_for_bit() {
 
     // Same run in two processes' worth: 3 steps (schedule planned for 6), then --resume to 6.
     let split = tempfile::tempdir().unwrap();
-    let half = mamba_trainer::config::TrainConfig { steps: 3, decay_steps: Some(6), ..tiny_config(data.path(), split.path(), "micro") };
+    let half = mamba_trainer::config::TrainConfig {
+        steps: 3,
+        decay_steps: Some(6),
+        ..tiny_config(data.path(), split.path(), "micro")
+    };
     let a = run(&half, &no_stop()).unwrap();
     let rest = mamba_trainer::config::TrainConfig { steps: 6, resume: true, ..half.clone() };
     let b = run(&rest, &no_stop()).unwrap();
@@ -53,16 +62,31 @@ fn resume_refuses_a_different_config() {
     init_tracing();
     let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
-    run(&mamba_trainer::config::TrainConfig { steps: 1, ..tiny_config(data.path(), out.path(), "micro") }, &no_stop()).unwrap();
-    let cfg = mamba_trainer::config::TrainConfig { steps: 2, grad_accum: 2, resume: true, ..tiny_config(data.path(), out.path(), "micro") };
+    run(&mamba_trainer::config::TrainConfig { steps: 1, ..tiny_config(data.path(), out.path(), "micro") }, &no_stop())
+        .unwrap();
+    let cfg = mamba_trainer::config::TrainConfig {
+        steps: 2,
+        grad_accum: 2,
+        resume: true,
+        ..tiny_config(data.path(), out.path(), "micro")
+    };
     let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
     assert!(err.contains("grad_accum differs") && err.contains("ckpt-000001"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("m.toml"), "d_model = 16\nn_layer = 2\nd_state = 4\nexpand = 2\nd_conv = 4\nvocab_size = 64\npad_vocab_size_multiple = 8\nnorm_eps = 1e-5\ninitializer_range = 0.02\ndt_min = 0.001\ndt_max = 0.1\ndt_init_floor = 1e-4\n").unwrap();
-    let cfg = mamba_trainer::config::TrainConfig { steps: 2, resume: true, model: dir.path().join("m.toml").display().to_string(), ..tiny_config(data.path(), out.path(), "micro") };
+    let cfg = mamba_trainer::config::TrainConfig {
+        steps: 2,
+        resume: true,
+        model: dir.path().join("m.toml").display().to_string(),
+        ..tiny_config(data.path(), out.path(), "micro")
+    };
     let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
     assert!(err.contains("model shape differs"), "{err}");
-    let cfg = mamba_trainer::config::TrainConfig { steps: 2, resume: true, ..tiny_config(data.path(), tempfile::tempdir().unwrap().path(), "micro") };
+    let cfg = mamba_trainer::config::TrainConfig {
+        steps: 2,
+        resume: true,
+        ..tiny_config(data.path(), tempfile::tempdir().unwrap().path(), "micro")
+    };
     let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
     assert!(err.contains("no checkpoint"), "{err}");
 }
@@ -72,7 +96,8 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     init_tracing();
     let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
-    run(&mamba_trainer::config::TrainConfig { steps: 2, ..tiny_config(data.path(), out.path(), "micro") }, &no_stop()).unwrap();
+    run(&mamba_trainer::config::TrainConfig { steps: 2, ..tiny_config(data.path(), out.path(), "micro") }, &no_stop())
+        .unwrap();
     // An absurd learning rate blows the weights up until the loss is no longer finite.
     let cfg = mamba_trainer::config::TrainConfig {
         steps: 40,
@@ -96,11 +121,20 @@ fn periodic_checkpoints_and_evals_and_keep_k() {
     init_tracing();
     let data = micro_shards();
     let out = tempfile::tempdir().unwrap();
-    let cfg = mamba_trainer::config::TrainConfig { steps: 5, save_every: 2, keep_checkpoints: 2, eval_every: 2, ..tiny_config(data.path(), out.path(), "micro") };
+    let cfg = mamba_trainer::config::TrainConfig {
+        steps: 5,
+        save_every: 2,
+        keep_checkpoints: 2,
+        eval_every: 2,
+        ..tiny_config(data.path(), out.path(), "micro")
+    };
     let o = run(&cfg, &no_stop()).unwrap();
     assert!(o.last_val_loss.is_some_and(|l| l.is_finite()));
     let steps: Vec<usize> = list_checkpoints(out.path()).unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, vec![4, 5]);
     let resolved = std::fs::read_to_string(out.path().join("config.resolved.toml")).unwrap();
-    assert!(resolved.starts_with("# trainer ") && resolved.contains("git") && resolved.contains("save_every = 2"), "{resolved}");
+    assert!(
+        resolved.starts_with("# trainer ") && resolved.contains("git") && resolved.contains("save_every = 2"),
+        "{resolved}"
+    );
 }

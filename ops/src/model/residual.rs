@@ -17,7 +17,13 @@ pub(crate) fn residual_add(residual: &Tensor, x: &Tensor) -> Result<Tensor> {
         _ => false,
     };
     if !ok || residual.dims() != x.dims() {
-        bail!("{NAME}: the stream must be f32 (x f32 or bf16) or f64 (x f64), of x's shape; got {:?} {:?} and {:?} {:?}", residual.dtype(), residual.dims(), x.dtype(), x.dims())
+        bail!(
+            "{NAME}: the stream must be f32 (x f32 or bf16) or f64 (x f64), of x's shape; got {:?} {:?} and {:?} {:?}",
+            residual.dtype(),
+            residual.dims(),
+            x.dtype(),
+            x.dims()
+        )
     }
     residual.contiguous()?.apply_op2_arc(&x.contiguous()?, std::sync::Arc::new(Box::new(ResidualAdd)))
 }
@@ -32,15 +38,20 @@ impl CustomOp2 for ResidualAdd {
     fn cpu_fwd(&self, rs: &CpuStorage, rl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = match (rs, xs) {
             (CpuStorage::F64(_), _) => {
-                let (r, x) = (contiguous_slice::<f64>(NAME, "residual", rs, rl)?, contiguous_slice::<f64>(NAME, "x", xs, xl)?);
+                let (r, x) =
+                    (contiguous_slice::<f64>(NAME, "residual", rs, rl)?, contiguous_slice::<f64>(NAME, "x", xs, xl)?);
                 CpuStorage::F64(r.iter().zip(x).map(|(r, x)| r + x).collect())
             }
             (_, CpuStorage::BF16(_)) => {
-                let (r, x) = (contiguous_slice::<f32>(NAME, "residual", rs, rl)?, contiguous_slice::<half::bf16>(NAME, "x", xs, xl)?);
+                let (r, x) = (
+                    contiguous_slice::<f32>(NAME, "residual", rs, rl)?,
+                    contiguous_slice::<half::bf16>(NAME, "x", xs, xl)?,
+                );
                 CpuStorage::F32(r.iter().zip(x).map(|(r, x)| r + x.to_f32()).collect())
             }
             _ => {
-                let (r, x) = (contiguous_slice::<f32>(NAME, "residual", rs, rl)?, contiguous_slice::<f32>(NAME, "x", xs, xl)?);
+                let (r, x) =
+                    (contiguous_slice::<f32>(NAME, "residual", rs, rl)?, contiguous_slice::<f32>(NAME, "x", xs, xl)?);
                 CpuStorage::F32(r.iter().zip(x).map(|(r, x)| r + x).collect())
             }
         };
@@ -48,19 +59,36 @@ impl CustomOp2 for ResidualAdd {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, rs: &candle_core::CudaStorage, rl: &Layout, xs: &candle_core::CudaStorage, xl: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        rs: &candle_core::CudaStorage,
+        rl: &Layout,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         use crate::util::cuda_util::dispatch;
         use candle_core::backend::BackendStorage;
         Ok((dispatch!(NAME, xs.dtype(), cuda_fwd_t(rs, rl, xs, xl))?, rl.shape().clone()))
     }
 
-    fn bwd(&self, _residual: &Tensor, x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _residual: &Tensor,
+        x: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((Some(grad.clone()), Some(grad.to_dtype(x.dtype())?)))
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_fwd_t<T: crate::util::cuda_util::Io>(rs: &candle_core::CudaStorage, rl: &Layout, xs: &candle_core::CudaStorage, xl: &Layout) -> Result<candle_core::CudaStorage> {
+fn cuda_fwd_t<T: crate::util::cuda_util::Io>(
+    rs: &candle_core::CudaStorage,
+    rl: &Layout,
+    xs: &candle_core::CudaStorage,
+    xl: &Layout,
+) -> Result<candle_core::CudaStorage> {
     use crate::util::cuda_util::{device, grid_stride, ptx, view, view_of};
     use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
     use candle_core::cuda_backend::WrapErr;

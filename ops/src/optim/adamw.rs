@@ -12,8 +12,8 @@
 //! The CPU path is a plain loop with the same arithmetic; the CUDA kernels (`kernels/adamw.cu`)
 //! are compared with it.
 
-use crate::util::cpu_storage::contiguous_slice;
 use crate::optim::multi_tensor;
+use crate::util::cpu_storage::contiguous_slice;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 const NAME: &str = "adamw_step";
@@ -38,7 +38,12 @@ pub(crate) fn adamw_step(w: &Tensor, g: &Tensor, mv: &Tensor, h: AdamWStep) -> R
     let mut mv_dims = vec![2];
     mv_dims.extend_from_slice(w.dims());
     if g.dims() != w.dims() || mv.dims() != mv_dims.as_slice() || [w, g, mv].iter().any(|t| t.dtype() != DType::F32) {
-        bail!("{NAME}: w and g must be f32 of one shape and mv f32 of (2, ..shape); got {:?}, {:?}, {:?}", w.dims(), g.dims(), mv.dims())
+        bail!(
+            "{NAME}: w and g must be f32 of one shape and mv f32 of (2, ..shape); got {:?}, {:?}, {:?}",
+            w.dims(),
+            g.dims(),
+            mv.dims()
+        )
     }
     let mut out: Vec<usize> = vec![3];
     out.extend_from_slice(w.dims());
@@ -61,7 +66,10 @@ struct Hyper([f32; 9]);
 
 impl Hyper {
     fn new(h: &AdamWStep) -> Hyper {
-        Hyper([h.beta1, 1.0 - h.beta1, h.beta2, 1.0 - h.beta2, h.eps, 1.0 / h.bias1, 1.0 / h.bias2, h.decay, h.lr].map(|x| x as f32))
+        Hyper(
+            [h.beta1, 1.0 - h.beta1, h.beta2, 1.0 - h.beta2, h.eps, 1.0 / h.bias1, 1.0 / h.bias2, h.decay, h.lr]
+                .map(|x| x as f32),
+        )
     }
 }
 
@@ -84,7 +92,8 @@ pub struct AdamWParam<'a> {
 /// See [`crate::adamw_step_in_place`].
 pub(crate) fn adamw_step_in_place(params: &[AdamWParam], h: AdamWStep) -> Result<()> {
     const NAME: &str = "adamw_step_in_place";
-    let (w, g, m, v): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = params.iter().map(|p| (p.w.clone(), p.g.clone(), p.m.clone(), p.v.clone())).collect();
+    let (w, g, m, v): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) =
+        params.iter().map(|p| (p.w.clone(), p.g.clone(), p.m.clone(), p.v.clone())).collect();
     multi_tensor::check(NAME, &[("w", &w), ("g", &g), ("m", &m), ("v", &v)])?;
     #[cfg(feature = "cuda")]
     if let Some(candle_core::Device::Cuda(dev)) = w.first().map(Tensor::device) {
@@ -108,8 +117,20 @@ impl CustomOp3 for Step {
         NAME
     }
 
-    fn cpu_fwd(&self, ws: &CpuStorage, wl: &Layout, gs: &CpuStorage, gl: &Layout, ms: &CpuStorage, ml: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (w, g, mv) = (contiguous_slice::<f32>(NAME, "w", ws, wl)?, contiguous_slice::<f32>(NAME, "g", gs, gl)?, contiguous_slice::<f32>(NAME, "mv", ms, ml)?);
+    fn cpu_fwd(
+        &self,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (w, g, mv) = (
+            contiguous_slice::<f32>(NAME, "w", ws, wl)?,
+            contiguous_slice::<f32>(NAME, "g", gs, gl)?,
+            contiguous_slice::<f32>(NAME, "mv", ms, ml)?,
+        );
         let Hyper([b1, c1, b2, c2, eps, ib1, ib2, decay, lr]) = Hyper::new(&self.h);
         let n = self.n;
         let mut out = vec![0f32; 3 * n];

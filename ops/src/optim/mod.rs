@@ -4,8 +4,8 @@
 //! kernels are compared with (tests/cuda_muon.rs, cuda_multi_tensor.rs, cuda_vs_cpu.rs).
 
 mod adamw;
-mod muon;
 pub(crate) mod multi_tensor;
+mod muon;
 mod sum_squares;
 
 use candle_core::{Result, Tensor};
@@ -53,7 +53,14 @@ pub fn axpby(x: &Tensor, y: &Tensor, a: f64, b: f64) -> Result<Tensor> {
 /// CPU), in one pass with f32 arithmetic (f64 for f64), rounded once; with `scales` (f32 `(k,)`)
 /// matrix j is multiplied by `scales[j]`. With it an iteration is `X ← X·(aI + bA + cA²)` (or
 /// `(aI + bA + cA²)·X`): one matmul, and no elementwise pass over X-sized matrices. No backward.
-pub fn muon_ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64, scales: Option<&Tensor>) -> Result<Tensor> {
+pub fn muon_ns_poly(
+    gram: &Tensor,
+    gram_sq: &Tensor,
+    a: f64,
+    b: f64,
+    c: f64,
+    scales: Option<&Tensor>,
+) -> Result<Tensor> {
     muon::ns_poly(gram, gram_sq, a, b, c, scales)
 }
 

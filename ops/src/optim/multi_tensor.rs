@@ -22,7 +22,8 @@ pub(crate) const CHUNK: usize = 32 * 1024;
 #[cfg(feature = "cuda")]
 const SCALE: cuda::Kernel = ("scale_many_f32", "mamba_multi_tensor", crate::util::cuda_util::ptx::MULTI_TENSOR);
 #[cfg(feature = "cuda")]
-const CAST_BF16_F32: cuda::Kernel = ("cast_many_bf16_f32", "mamba_multi_tensor", crate::util::cuda_util::ptx::MULTI_TENSOR);
+const CAST_BF16_F32: cuda::Kernel =
+    ("cast_many_bf16_f32", "mamba_multi_tensor", crate::util::cuda_util::ptx::MULTI_TENSOR);
 #[cfg(feature = "cuda")]
 const ADD: cuda::Kernel = ("add_many_f32", "mamba_multi_tensor", crate::util::cuda_util::ptx::MULTI_TENSOR);
 
@@ -56,7 +57,10 @@ pub fn add_in_place(acc: &[Tensor], x: &[Tensor]) -> Result<()> {
 pub fn cast_many(ts: &[Tensor], dtype: candle_core::DType) -> Result<Vec<Tensor>> {
     #[cfg(feature = "cuda")]
     if let Some(candle_core::Device::Cuda(dev)) = ts.first().map(Tensor::device) {
-        let batched = dtype == candle_core::DType::F32 && ts.iter().all(|t| t.dtype() == candle_core::DType::BF16 && t.is_contiguous() && t.device().same_device(ts[0].device()));
+        let batched = dtype == candle_core::DType::F32
+            && ts.iter().all(|t| {
+                t.dtype() == candle_core::DType::BF16 && t.is_contiguous() && t.device().same_device(ts[0].device())
+            });
         if batched {
             let total: usize = ts.iter().map(Tensor::elem_count).sum();
             // SAFETY: the launch below writes every element (the views cover the buffer).
@@ -88,7 +92,13 @@ pub(crate) fn check(op: &str, lists: &[(&str, &[Tensor])]) -> Result<()> {
         }
         for (i, t) in list.iter().enumerate() {
             if t.dtype() != candle_core::DType::F32 || !t.is_contiguous() || !t.device().same_device(t0.device()) {
-                bail!("{op}: `{what}` tensor {i} must be contiguous f32 on {:?}, got {:?} (contiguous: {}) on {:?}", t0.device(), t.dtype(), t.is_contiguous(), t.device())
+                bail!(
+                    "{op}: `{what}` tensor {i} must be contiguous f32 on {:?}, got {:?} (contiguous: {}) on {:?}",
+                    t0.device(),
+                    t.dtype(),
+                    t.is_contiguous(),
+                    t.device()
+                )
             }
         }
     }
@@ -168,7 +178,15 @@ pub(crate) mod cuda {
     /// `lists[1][i]`, … (contiguous f32 or bf16 with as many elements per i, as the callers
     /// check), the entry's flag `flags[i]` (false when `flags` is empty), then `extra` as the
     /// kernel's second argument. The kernel writes the first `written` lists.
-    pub(crate) fn launch<E: DeviceRepr>(op: &str, dev: &CudaDevice, kernel: Kernel, lists: &[&[Tensor]], written: usize, flags: &[bool], extra: Option<&E>) -> Result<()> {
+    pub(crate) fn launch<E: DeviceRepr>(
+        op: &str,
+        dev: &CudaDevice,
+        kernel: Kernel,
+        lists: &[&[Tensor]],
+        written: usize,
+        flags: &[bool],
+        extra: Option<&E>,
+    ) -> Result<()> {
         let n_tensors = lists.first().map_or(0, |l| l.len());
         if n_tensors == 0 {
             return Ok(());
@@ -177,7 +195,12 @@ pub(crate) mod cuda {
         let views = lists
             .iter()
             .zip(&guards)
-            .map(|(list, gs)| list.iter().zip(gs).map(|(t, (s, l))| View::new(op, t.dtype(), cuda_storage(op, "tensor", s)?, l)).collect::<Result<Vec<_>>>())
+            .map(|(list, gs)| {
+                list.iter()
+                    .zip(gs)
+                    .map(|(t, (s, l))| View::new(op, t.dtype(), cuda_storage(op, "tensor", s)?, l))
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<Vec<_>>>()?;
         let stream = dev.cuda_stream();
         // (device address, bytes per element, elements) of every tensor; the pointer guards keep

@@ -20,7 +20,10 @@ pub(crate) fn sum_squares(tensors: &[Tensor]) -> Result<Vec<f64>> {
     if let candle_core::Device::Cuda(dev) = first.device() {
         return cuda(dev, &tensors);
     }
-    tensors.iter().map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|&x| f64::from(x) * f64::from(x)).sum())).collect()
+    tensors
+        .iter()
+        .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().map(|&x| f64::from(x) * f64::from(x)).sum()))
+        .collect()
 }
 
 /// Blocks per tensor: its partial sums.
@@ -33,7 +36,10 @@ fn cuda(dev: &candle_core::CudaDevice, tensors: &[Tensor]) -> Result<Vec<f64>> {
     use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::WrapErr;
     let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-    let views = guards.iter().map(|(s, l)| view(NAME, "tensor", cuda_storage(NAME, "tensor", s)?, l)).collect::<Result<Vec<_>>>()?;
+    let views = guards
+        .iter()
+        .map(|(s, l)| view(NAME, "tensor", cuda_storage(NAME, "tensor", s)?, l))
+        .collect::<Result<Vec<_>>>()?;
     let stream = dev.cuda_stream();
     // The pointers stay valid while `views` (and the storage guards) live, past the launch.
     let ptrs: Vec<_> = views.iter().map(|v| v.device_ptr(&stream)).collect();
@@ -43,7 +49,8 @@ fn cuda(dev: &candle_core::CudaDevice, tensors: &[Tensor]) -> Result<Vec<f64>> {
     // SAFETY: every block writes its own partial.
     let part = unsafe { dev.alloc::<f32>(tensors.len() * PARTS)? };
     let func = dev.get_or_load_custom_func("sum_squares_f32", "mamba_sum_squares", ptx::SUM_SQUARES)?;
-    let cfg = LaunchConfig { grid_dim: (PARTS as u32, tensors.len() as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg =
+        LaunchConfig { grid_dim: (PARTS as u32, tensors.len() as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let mut args = func.builder();
     args.arg(&table).arg(&lens).arg(&part);
     // SAFETY: argument types and order match the kernel's signature; the table points at live

@@ -29,7 +29,8 @@ pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<
     }
     let compute = compute_dtype(NAME, &[x, weight, bias])?;
     let prep = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.contiguous() };
-    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(CpuOp(CausalConv1dSilu { dims: ConvDims { b, l, d, k } })));
+    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> =
+        Arc::new(Box::new(CpuOp(CausalConv1dSilu { dims: ConvDims { b, l, d, k } })));
     let y = prep(x)?.apply_op3_arc(&prep(weight)?, &prep(bias)?, op)?; // (b, l, d)
     y.to_dtype(x.dtype())
 }

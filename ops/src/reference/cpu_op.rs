@@ -46,7 +46,12 @@ impl<L: CpuLoops> CpuOp<L> {
         Ok((T::to_cpu_storage_owned(y), self.0.output()))
     }
 
-    fn bwd_typed<T: Real>(&self, inputs: [(&CpuStorage, &Layout); 3], (sg, lg): (&CpuStorage, &Layout), device: &candle_core::Device) -> Result<[Tensor; 3]> {
+    fn bwd_typed<T: Real>(
+        &self,
+        inputs: [(&CpuStorage, &Layout); 3],
+        (sg, lg): (&CpuStorage, &Layout),
+        device: &candle_core::Device,
+    ) -> Result<[Tensor; 3]> {
         let g = contiguous_slice::<T>(L::NAME, "grad", sg, lg)?;
         let [da, db, dc] = self.0.backward(self.slices::<T>(inputs)?, g);
         let [sa, sb, sc] = self.0.inputs().map(|(_, shape)| shape);
@@ -59,7 +64,15 @@ impl<L: CpuLoops> CustomOp3 for CpuOp<L> {
         L::NAME
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         self.check_layouts([l1, l2, l3])?;
         let inputs = [(s1, l1), (s2, l2), (s3, l3)];
         match s1 {
@@ -69,16 +82,28 @@ impl<L: CpuLoops> CustomOp3 for CpuOp<L> {
         }
     }
 
-    fn bwd(&self, a: &Tensor, b: &Tensor, c: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let want = self.0.output();
         let grad_y = grad_y.to_dtype(a.dtype())?.contiguous()?;
         if grad_y.shape() != &want {
             bail!("{}: gradient has shape {:?}, expected {want:?}", L::NAME, grad_y.dims())
         }
         let names = self.0.inputs().map(|(what, _)| what);
-        let ((sa, la), (sb, lb), (sc, lc), (sg, lg)) = (a.storage_and_layout(), b.storage_and_layout(), c.storage_and_layout(), grad_y.storage_and_layout());
+        let ((sa, la), (sb, lb), (sc, lc), (sg, lg)) =
+            (a.storage_and_layout(), b.storage_and_layout(), c.storage_and_layout(), grad_y.storage_and_layout());
         self.check_layouts([la, lb, lc])?;
-        let inputs = [(as_cpu(L::NAME, names[0], a, &sa)?, la), (as_cpu(L::NAME, names[1], b, &sb)?, lb), (as_cpu(L::NAME, names[2], c, &sc)?, lc)];
+        let inputs = [
+            (as_cpu(L::NAME, names[0], a, &sa)?, la),
+            (as_cpu(L::NAME, names[1], b, &sb)?, lb),
+            (as_cpu(L::NAME, names[2], c, &sc)?, lc),
+        ];
         let g = (as_cpu(L::NAME, "grad", &grad_y, &sg)?, lg);
         let [da, db, dc] = match a.dtype() {
             DType::F32 => self.bwd_typed::<f32>(inputs, g, a.device())?,

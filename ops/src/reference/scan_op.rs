@@ -14,8 +14,8 @@
 
 use super::cpu_op::{CpuLoops, CpuOp};
 use crate::model::mixer::cpu::scan::{self as cpu, ScanDims};
-use crate::util::shape_check::{expect_shape, state_size};
 use crate::util::real::{compute_dtype, Real};
+use crate::util::shape_check::{expect_shape, state_size};
 use candle_core::{bail, CustomOp3, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -62,10 +62,7 @@ pub fn selective_scan(
 
     let x = Tensor::cat(&[prep(u)?, prep(delta)?, prep(z)?], 2)?; // (b, l, 3d)
     let bc = Tensor::cat(&[prep(b)?, prep(c)?], 2)?; // (b, l, 2n)
-    let p = Tensor::cat(
-        &[prep(a_log)?, prep(d_skip)?.unsqueeze(1)?, prep(delta_bias)?.unsqueeze(1)?],
-        1,
-    )?; // (d, n + 2)
+    let p = Tensor::cat(&[prep(a_log)?, prep(d_skip)?.unsqueeze(1)?, prep(delta_bias)?.unsqueeze(1)?], 1)?; // (d, n + 2)
 
     let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(CpuOp(SelectiveScan { dims })));
     let y = x.apply_op3_arc(&bc, &p, op)?; // (b, l, d)

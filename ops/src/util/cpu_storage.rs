@@ -25,17 +25,9 @@ pub(crate) fn contiguous_slice<'a, T: WithDType>(
 
 /// The CPU storage behind `tensor` (whose locked storage is `storage`), or a clear error naming
 /// the op and input when it lives on another device.
-pub(crate) fn as_cpu<'a>(
-    op: &str,
-    what: &str,
-    tensor: &Tensor,
-    storage: &'a Storage,
-) -> Result<&'a CpuStorage> {
+pub(crate) fn as_cpu<'a>(op: &str, what: &str, tensor: &Tensor, storage: &'a Storage) -> Result<&'a CpuStorage> {
     match storage {
         Storage::Cpu(s) => Ok(s),
-        _ => bail!(
-            "{op}: `{what}` is on {:?}, but only the CPU backward is implemented",
-            tensor.device().location()
-        ),
+        _ => bail!("{op}: `{what}` is on {:?}, but only the CPU backward is implemented", tensor.device().location()),
     }
 }

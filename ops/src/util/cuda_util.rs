@@ -94,7 +94,11 @@ pub(crate) fn tensor_of(storage: CudaStorage, shape: impl Into<Shape>) -> Tensor
 /// cover `n` but at most `max_blocks` (the kernels loop over the rest), and at least one.
 pub(crate) fn grid_stride(n: usize, max_blocks: usize) -> candle_core::cuda_backend::cudarc::driver::LaunchConfig {
     let blocks = n.div_ceil(GRID_STRIDE_THREADS).clamp(1, max_blocks.max(1));
-    candle_core::cuda_backend::cudarc::driver::LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (GRID_STRIDE_THREADS as u32, 1, 1), shared_mem_bytes: 0 }
+    candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (GRID_STRIDE_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// Threads per block of [`grid_stride`] launches (the kernels read `blockDim.x`, or assume 256).

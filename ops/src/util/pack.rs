@@ -20,7 +20,11 @@ pub fn concat_columns(parts: &[&Tensor], dtype: DType) -> Result<Tensor> {
         bail!("{NAME}: part {i} must be 2-D with {rows} rows, got {:?}", p.dims())
     }
     #[cfg(feature = "cuda")]
-    if first.device().is_cuda() && parts.len() <= cuda::MAX_PARTS && matches!(dtype, DType::F32 | DType::BF16) && !parts.iter().any(|t| t.track_op()) {
+    if first.device().is_cuda()
+        && parts.len() <= cuda::MAX_PARTS
+        && matches!(dtype, DType::F32 | DType::BF16)
+        && !parts.iter().any(|t| t.track_op())
+    {
         let cols = parts.iter().map(|t| t.dim(1)).sum::<Result<usize>>()?;
         let mut off = 0;
         let spec: Vec<Part> = parts
@@ -105,7 +109,9 @@ pub(crate) mod cuda {
             (&[r, c], &[s, 1]) => (r, c, s),
             (&[r, 1], &[s, _]) => (r, 1, s),
             (&[r], &[s]) => (r, 1, s),
-            (d, s) => bail!("{op}: internal error: part {i} must be 2-D with unit column stride, got shape {d:?}, strides {s:?}"),
+            (d, s) => bail!(
+                "{op}: internal error: part {i} must be 2-D with unit column stride, got shape {d:?}, strides {s:?}"
+            ),
         };
         if u32::try_from(stride.max(rows * cols)).is_err() {
             bail!("{op}: part {i} is too large for the pack kernel ({rows} × {cols}, row stride {stride})")
@@ -120,7 +126,12 @@ pub(crate) mod cuda {
         let guards: Vec<_> = parts.iter().map(|p| p.t.storage_and_layout()).collect();
         let candle_core::Device::Cuda(dev) = parts[0].t.device() else { bail!("{op}: internal error: not on a GPU") };
         let stream = dev.cuda_stream();
-        let mut raw = RawParts { p: [RawPart::default(); MAX_PARTS], total: shape.elem_count() as u64, count: parts.len() as i32, pad: 0 };
+        let mut raw = RawParts {
+            p: [RawPart::default(); MAX_PARTS],
+            total: shape.elem_count() as u64,
+            count: parts.len() as i32,
+            pad: 0,
+        };
         // The parts' device memory (views from each one's first element), then their pointers,
         // whose guards live until after the launch.
         enum View<'a> {
@@ -155,7 +166,16 @@ pub(crate) mod cuda {
                 View::Bf16(v) => (v.device_ptr(&stream), 1),
             };
             keep.push(guard);
-            raw.p[i] = RawPart { src: ptr, dst_off: p.dst_offset as u64, src_stride: stride as u32, rows: rows as u32, cols: cols as u32, dst_stride: p.dst_row_stride as u32, bf16, pad: 0 };
+            raw.p[i] = RawPart {
+                src: ptr,
+                dst_off: p.dst_offset as u64,
+                src_stride: stride as u32,
+                rows: rows as u32,
+                cols: cols as u32,
+                dst_stride: p.dst_row_stride as u32,
+                bf16,
+                pad: 0,
+            };
         }
         let n = shape.elem_count();
         let cfg = grid_stride(n, BLOCKS);
@@ -201,7 +221,10 @@ mod tests {
         let a = Tensor::arange(0f32, 6.0, &Device::Cpu).unwrap().reshape((2, 3)).unwrap();
         let wide = Tensor::arange(10f32, 18.0, &Device::Cpu).unwrap().reshape((2, 4)).unwrap();
         let got = concat_columns(&[&a, &wide.narrow(1, 1, 2).unwrap()], DType::F64).unwrap();
-        assert_eq!(got.to_vec2::<f64>().unwrap(), vec![vec![0.0, 1.0, 2.0, 11.0, 12.0], vec![3.0, 4.0, 5.0, 15.0, 16.0]]);
+        assert_eq!(
+            got.to_vec2::<f64>().unwrap(),
+            vec![vec![0.0, 1.0, 2.0, 11.0, 12.0], vec![3.0, 4.0, 5.0, 15.0, 16.0]]
+        );
         let e = concat_columns(&[&a, &wide.narrow(0, 0, 1).unwrap()], DType::F32).unwrap_err().to_string();
         assert!(e.contains("concat_columns") && e.contains("part 1"), "{e}");
         assert!(concat_columns(&[&a.flatten_all().unwrap()], DType::F32).is_err(), "1-D");

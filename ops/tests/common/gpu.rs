@@ -14,7 +14,11 @@ pub fn rand_t(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor
 
 /// ‖a − b‖ / ‖b‖ over all elements, computed in f64 on the CPU; panics on a non-finite `a`.
 pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let host = |t: &Tensor| -> Vec<f64> { t.to_device(&Device::Cpu).and_then(|t| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()).expect("tensor values on the host") };
+    let host = |t: &Tensor| -> Vec<f64> {
+        t.to_device(&Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1())
+            .expect("tensor values on the host")
+    };
     let (a, b) = (host(a), host(b));
     assert!(a.iter().all(|v| v.is_finite()), "non-finite output");
     let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();

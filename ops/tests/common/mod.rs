@@ -94,6 +94,12 @@ pub fn bits(v: &[f64]) -> Vec<u64> {
 /// The mixer ops' inputs given in the order `xz, delta, b, c, conv_w, conv_b, a_log, d_skip,
 /// delta_bias` (as the tests keep them) as the scan's [`ScanTensors`]; `seq_len` as there.
 pub fn scan_tensors(t: &[Tensor], seq_len: Option<usize>) -> ScanTensors {
-    let params = ChannelParams { conv_w: t[4].clone(), conv_b: t[5].clone(), a_log: t[6].clone(), d_skip: t[7].clone(), delta_bias: t[8].clone() };
+    let params = ChannelParams {
+        conv_w: t[4].clone(),
+        conv_b: t[5].clone(),
+        a_log: t[6].clone(),
+        d_skip: t[7].clone(),
+        delta_bias: t[8].clone(),
+    };
     ScanTensors { xz: t[0].clone(), seq_len, delta: t[1].clone(), b: t[2].clone(), c: t[3].clone(), params }
 }

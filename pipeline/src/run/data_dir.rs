@@ -15,7 +15,11 @@ use crate::shard_out::remove_stale_temporaries;
 /// Opens `--data-dir` for this run: its lock (held until it is dropped) and its manifest, as
 /// written at once for a waiting trainer (ring size, shard params). `None`: the directory is
 /// already finished and this run adds nothing.
-pub(super) fn open(args: &RunArgs, params: &ShardParams, fingerprint: SourceFingerprint) -> Result<Option<(DirLock, Manifest)>> {
+pub(super) fn open(
+    args: &RunArgs,
+    params: &ShardParams,
+    fingerprint: SourceFingerprint,
+) -> Result<Option<(DirLock, Manifest)>> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
     // One pipeline per data dir (held until this process ends): a second one is refused here.
@@ -32,12 +36,16 @@ pub(super) fn open(args: &RunArgs, params: &ShardParams, fingerprint: SourceFing
         None => new_manifest(args, params, fingerprint),
     };
     if manifest.finished {
-        let more = manifest.finish_reason == "max tokens" && args.max_tokens.is_none_or(|m| Some(m) > manifest.max_tokens);
+        let more =
+            manifest.finish_reason == "max tokens" && args.max_tokens.is_none_or(|m| Some(m) > manifest.max_tokens);
         if !more {
             tracing::info!("{}: already finished ({}); nothing to do", dir.display(), manifest.finish_reason);
             return Ok(None);
         }
-        tracing::info!("continuing a corpus that stopped at --max-tokens {}", manifest.max_tokens.map_or("-".into(), |m| m.to_string()));
+        tracing::info!(
+            "continuing a corpus that stopped at --max-tokens {}",
+            manifest.max_tokens.map_or("-".into(), |m| m.to_string())
+        );
         manifest.finished = false;
         manifest.finish_reason.clear();
     }
@@ -72,7 +80,8 @@ fn check_same_options(dir: &Path, m: &Manifest, now: &SourceFingerprint, params:
     let was = &m.fingerprint;
     let mut diffs = Vec::new();
     if was.files != now.files {
-        let first = was.files.iter().zip(&now.files).position(|(a, b)| a != b).unwrap_or(was.files.len().min(now.files.len()));
+        let first =
+            was.files.iter().zip(&now.files).position(|(a, b)| a != b).unwrap_or(was.files.len().min(now.files.len()));
         diffs.push(format!(
             "source files ({} then, {} now; first difference at index {first}: {:?} vs {:?})",
             was.files.len(),
@@ -93,7 +102,15 @@ fn check_same_options(dir: &Path, m: &Manifest, now: &SourceFingerprint, params:
     cmp("--val-tokens", was.val_tokens.to_string(), now.val_tokens.to_string());
     cmp("--workers", was.workers.to_string(), now.workers.to_string());
     cmp("--worker-index", was.worker_index.to_string(), now.worker_index.to_string());
-    let shape = |p: &ShardParams| format!("token_bytes {} chunk_tokens {} vocab {} eot {}", p.token_bytes, p.chunk_tokens(), p.vocab_size, p.eot_id);
+    let shape = |p: &ShardParams| {
+        format!(
+            "token_bytes {} chunk_tokens {} vocab {} eot {}",
+            p.token_bytes,
+            p.chunk_tokens(),
+            p.vocab_size,
+            p.eot_id
+        )
+    };
     cmp("shard params", shape(&m.params), shape(params));
     if diffs.is_empty() {
         return Ok(());

@@ -171,7 +171,13 @@ impl MainLoop<'_> {
             progress.ring = Some(occ);
         }
         let s = &mut self.streams[split as usize];
-        let shard = OwnedShard { split, seq, first_token: s.published_tokens(), tokens: s.peek_chunks(n).to_vec(), n_chunks: n };
+        let shard = OwnedShard {
+            split,
+            seq,
+            first_token: s.published_tokens(),
+            tokens: s.peek_chunks(n).to_vec(),
+            n_chunks: n,
+        };
         s.consume_chunks(n);
         let manifest = &mut self.manifest;
         let m = manifest.split_mut(split);

@@ -34,7 +34,8 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     // ---- 1. config, tokenizer, shard params ----------------------------------------------------
     args.validate()?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?);
+    let pool =
+        Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("starting the worker threads")?);
     let tokenizer = Tokenizer::load(&args.tokenizer, &args.eot_token, args.endpoint.as_deref(), &stop)?;
     let params = ShardParams::new(args.seq_len, tokenizer.vocab_size(), tokenizer.eot_id());
 
@@ -81,7 +82,20 @@ pub fn run(args: RunArgs, stop: Arc<AtomicBool>) -> Result<()> {
     })?;
     // Shards are compressed, written, fsynced and recorded on their own thread (in order).
     let writer = ShardPublisher::spawn(args.data_dir.clone(), params, args.zstd_level, pool.clone(), stop.clone())?;
-    let mut work = MainLoop { args: &args, pool: &pool, tokenizer: &tokenizer, files: &files, stop: &stop, ring: &ring, streams, val, set_chunks, manifest, writer, progress };
+    let mut work = MainLoop {
+        args: &args,
+        pool: &pool,
+        tokenizer: &tokenizer,
+        files: &files,
+        stop: &stop,
+        ring: &ring,
+        streams,
+        val,
+        set_chunks,
+        manifest,
+        writer,
+        progress,
+    };
     // ---- 6. end of the source: publish the remaining whole chunks of both splits ---------------
     let result = work.read_source(&rx).and_then(|reason| work.finish_source(reason).map(|()| reason));
     stop.store(true, Ordering::Relaxed); // lets the reading thread end
@@ -122,7 +136,13 @@ fn source_files(args: &RunArgs, stop: &AtomicBool) -> Result<(Vec<SourceFile>, O
     };
     let http = Http::new(endpoint.clone(), hub::token(), retry).context("creating the HTTP client")?;
     let files = source::hub_files(&rt, &http, &args.dataset, &args.revision, &args.subset, stop)?;
-    tracing::info!("{endpoint}: dataset {} @ {}, {} parquet files under {}", args.dataset, args.revision, files.len(), args.subset);
+    tracing::info!(
+        "{endpoint}: dataset {} @ {}, {} parquet files under {}",
+        args.dataset,
+        args.revision,
+        files.len(),
+        args.subset
+    );
     Ok((files, Some(http)))
 }
 
@@ -151,7 +171,10 @@ fn summary(manifest: &Manifest, progress: &Progress, params: &ShardParams, args:
     if manifest.val.chunks == 0 {
         tracing::warn!("the source holds fewer than {} tokens: no val shard could be written", params.chunk_tokens());
     } else if manifest.train.chunks == 0 {
-        tracing::warn!("no train shard: the whole source went into the fixed val set; lower --val-tokens ({})", args.val_tokens);
+        tracing::warn!(
+            "no train shard: the whole source went into the fixed val set; lower --val-tokens ({})",
+            args.val_tokens
+        );
     }
     progress.finish(&format!(
         "finished ({reason}): train {} shards/{} chunks, val {} shards/{} chunks;",

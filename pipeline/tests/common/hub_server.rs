@@ -91,7 +91,8 @@ impl HubServer {
         let (tx, rx) = std::sync::mpsc::channel();
         let st = state.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let listener = TcpListener::bind((ip, 0)).await.expect("bind loopback");
                 tx.send(listener.local_addr().expect("addr")).expect("send addr");
@@ -140,8 +141,10 @@ async fn handle(mut sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resul
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default().to_string();
     let target = request_line.split(' ').nth(1).unwrap_or("/").to_string();
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     let auth = headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone());
     let range = headers
         .iter()
@@ -162,7 +165,13 @@ tokio::task_local! {
     static AUTH: Option<String>;
 }
 
-async fn route(mut sock: TcpStream, state: Arc<Mutex<State>>, path: String, query: String, range: Option<(u64, u64)>) -> std::io::Result<()> {
+async fn route(
+    mut sock: TcpStream,
+    state: Arc<Mutex<State>>,
+    path: String,
+    query: String,
+    range: Option<(u64, u64)>,
+) -> std::io::Result<()> {
     if let Some(rest) = path.strip_prefix("/api/datasets/HuggingFaceFW/fineweb/tree/") {
         let (_rev, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         return listing(sock, &state, &path, prefix, &query).await;
@@ -199,7 +208,13 @@ async fn respond(sock: &mut TcpStream, status: &str, headers: &[(String, String)
     sock.shutdown().await
 }
 
-async fn listing(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, prefix: &str, query: &str) -> std::io::Result<()> {
+async fn listing(
+    mut sock: TcpStream,
+    state: &Arc<Mutex<State>>,
+    path: &str,
+    prefix: &str,
+    query: &str,
+) -> std::io::Result<()> {
     let (stall, endless, next_base) = {
         let st = state.lock().expect("lock");
         (st.faults.stall_listing, st.faults.endless_listing, st.next_page_base.clone())
@@ -229,7 +244,8 @@ async fn listing(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, pre
         entries.push(serde_json::json!({"type": "file", "oid": "3", "size": 5, "path": format!("{prefix}/README.md")}));
         (entries, st.page_size.max(1))
     };
-    let cursor: usize = query.split('&').find_map(|kv| kv.strip_prefix("cursor=")).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let cursor: usize =
+        query.split('&').find_map(|kv| kv.strip_prefix("cursor=")).and_then(|c| c.parse().ok()).unwrap_or(0);
     let page: Vec<_> = if endless {
         let prefix = prefix.trim_end_matches('/');
         (0..page_size).map(|i| serde_json::json!({"type": "file", "oid": "5", "size": 1, "path": format!("{prefix}/{:09}.parquet", cursor + i)})).collect()
@@ -239,21 +255,31 @@ async fn listing(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, pre
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
     if endless || cursor + page_size < entries.len() {
         let base = next_base.unwrap_or(format!("http://{}", sock.local_addr()?));
-        headers.push(("Link".into(), format!("<{base}{path}?recursive=true&cursor={}>; rel=\"next\"", cursor + page_size)));
+        headers.push((
+            "Link".into(),
+            format!("<{base}{path}?recursive=true&cursor={}>; rel=\"next\"", cursor + page_size),
+        ));
     }
     let body = serde_json::to_vec(&page).expect("json");
     log(state, path, None, 200, body.len() as u64);
     respond(&mut sock, "200 OK", &headers, &body).await
 }
 
-async fn resolve(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, file: &str, range: Option<(u64, u64)>) -> std::io::Result<()> {
+async fn resolve(
+    mut sock: TcpStream,
+    state: &Arc<Mutex<State>>,
+    path: &str,
+    file: &str,
+    range: Option<(u64, u64)>,
+) -> std::io::Result<()> {
     let (bytes, faults, n) = {
         let mut st = state.lock().expect("lock");
         st.resolve_count += 1;
         (st.files.get(file).cloned(), st.faults.clone(), st.resolve_count)
     };
     let virtual_file = state.lock().expect("lock").virtual_files.get(file).cloned();
-    let bytes = bytes.or_else(|| virtual_file.map(|(size, tail)| Arc::new(VirtualFile { size, tail }.materialize(range))));
+    let bytes =
+        bytes.or_else(|| virtual_file.map(|(size, tail)| Arc::new(VirtualFile { size, tail }.materialize(range))));
     if let Some(base) = &faults.redirect_resolve_to {
         log(state, path, range, 302, 0);
         return respond(&mut sock, "302 Found", &[("Location".into(), format!("{base}{path}"))], b"").await;
@@ -279,7 +305,8 @@ async fn resolve(mut sock: TcpStream, state: &Arc<Mutex<State>>, path: &str, fil
     // A virtual file holds only the asked range (materialized from its start).
     let offset = if bytes.len() as u64 == size { 0 } else { start };
     let body = &bytes[(start - offset) as usize..(end - offset) as usize];
-    let mut h = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n", body.len());
+    let mut h =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n", body.len());
     if range.is_some() {
         let shift = u64::from(faults.shift_content_range);
         h.push_str(&format!("Content-Range: bytes {}-{}/{size}\r\n", start + shift, end - 1 + shift));

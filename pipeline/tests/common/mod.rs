@@ -32,7 +32,10 @@ pub fn tiny() -> &'static str {
 
 pub fn pipeline() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-    c.env("RUST_LOG", "info").env_remove("HF_ENDPOINT").env_remove("HF_TOKEN").env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"));
+    c.env("RUST_LOG", "info")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_TOKEN")
+        .env("HF_HOME", std::env::temp_dir().join("pipeline-test-hf-home"));
     c
 }
 
@@ -56,7 +59,8 @@ pub fn p(path: &Path) -> &str {
 }
 
 /// Small, fast defaults: 64-token sequences, 8 chunks per shard, a fixed val set of one chunk.
-pub const SMALL: [&str; 8] = ["--seq-len", "64", "--chunks-per-shard", "8", "--val-tokens", "64", "--quiet", "--threads=2"];
+pub const SMALL: [&str; 8] =
+    ["--seq-len", "64", "--chunks-per-shard", "8", "--val-tokens", "64", "--quiet", "--threads=2"];
 
 /// A parquet file in FineWeb's schema (`text`, `id`, plus a column that is never read) with
 /// `rows_per_group` rows per row group.
@@ -71,12 +75,20 @@ pub fn write_parquet(path: &Path, texts: &[String], ids: &[String], rows_per_gro
         .iter()
         .map(|i| {
             let mut h = i.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-            let noise: String = (0..64).map(|_| { h = h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); format!("{:016x}", h) }).collect();
+            let noise: String = (0..64)
+                .map(|_| {
+                    h = h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    format!("{:016x}", h)
+                })
+                .collect();
             format!("https://example.com/{i}/{noise}")
         })
         .collect();
-    let cols: Vec<ArrayRef> =
-        vec![Arc::new(StringArray::from(texts.to_vec())), Arc::new(StringArray::from(ids.to_vec())), Arc::new(StringArray::from(urls))];
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(texts.to_vec())),
+        Arc::new(StringArray::from(ids.to_vec())),
+        Arc::new(StringArray::from(urls)),
+    ];
     write_batch(path, schema, cols, rows_per_group);
 }
 
@@ -91,8 +103,12 @@ pub fn write_batch(path: &Path, schema: Arc<Schema>, cols: Vec<ArrayRef>, rows_p
 
 /// A parquet file whose `text` column is binary holding `bad` at row `bad_row`.
 pub fn write_binary_text_parquet(path: &Path, n: usize, bad_row: usize, bad: &[u8]) {
-    let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Binary, false), Field::new("id", DataType::Utf8, false)]));
-    let texts: Vec<Vec<u8>> = (0..n).map(|i| if i == bad_row { bad.to_vec() } else { format!("document {i}").into_bytes() }).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("text", DataType::Binary, false),
+        Field::new("id", DataType::Utf8, false),
+    ]));
+    let texts: Vec<Vec<u8>> =
+        (0..n).map(|i| if i == bad_row { bad.to_vec() } else { format!("document {i}").into_bytes() }).collect();
     let ids: Vec<String> = (0..n).map(|i| format!("id-{i}")).collect();
     let cols: Vec<ArrayRef> =
         vec![Arc::new(BinaryArray::from_iter_values(texts.iter())), Arc::new(StringArray::from(ids))];
@@ -172,7 +188,10 @@ pub fn shard_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v = Vec::new();
     for split in Split::ALL {
         for (_, path) in list_shards(dir, split).expect("list") {
-            v.push((path.file_name().expect("name").to_string_lossy().into_owned(), std::fs::read(&path).expect("read")));
+            v.push((
+                path.file_name().expect("name").to_string_lossy().into_owned(),
+                std::fs::read(&path).expect("read"),
+            ));
         }
     }
     v

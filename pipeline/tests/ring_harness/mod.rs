@@ -19,7 +19,13 @@ pub fn trainer_binary() -> PathBuf {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_pipeline")).parent().unwrap().to_path_buf();
     let profile = bin_dir.file_name().unwrap().to_string_lossy().into_owned();
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(["build", "-p", "mamba-trainer", "--bin", "trainer"]);
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args([
+        "build",
+        "-p",
+        "mamba-trainer",
+        "--bin",
+        "trainer",
+    ]);
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -61,7 +67,10 @@ impl Proc {
     }
 
     pub fn all_logs(&self) -> String {
-        self.logs.iter().map(|l| format!("==== {}\n{}", l.display(), std::fs::read_to_string(l).unwrap_or_default())).collect()
+        self.logs
+            .iter()
+            .map(|l| format!("==== {}\n{}", l.display(), std::fs::read_to_string(l).unwrap_or_default()))
+            .collect()
     }
 
     pub fn running(&mut self) -> bool {
@@ -124,13 +133,18 @@ impl DiskSampler {
     pub fn start(dir: PathBuf) -> Self {
         let (stop, max_train, max_tmp, samples) = Default::default();
         let s = DiskSampler { stop, max_train, max_tmp, samples, thread: None };
-        let (stop, max_train, max_tmp, samples) = (s.stop.clone(), s.max_train.clone(), s.max_tmp.clone(), s.samples.clone());
+        let (stop, max_train, max_tmp, samples) =
+            (s.stop.clone(), s.max_train.clone(), s.max_tmp.clone(), s.samples.clone());
         let thread = std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 if let Ok(entries) = std::fs::read_dir(&dir) {
-                    let names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                    let names: Vec<String> =
+                        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
                     let train = names.iter().filter(|n| n.starts_with("train-") && n.ends_with(".shard")).count();
-                    let tmp = names.iter().filter(|n| (n.starts_with(".train-") || n.starts_with(".val-")) && n.ends_with(".tmp")).count();
+                    let tmp = names
+                        .iter()
+                        .filter(|n| (n.starts_with(".train-") || n.starts_with(".val-")) && n.ends_with(".tmp"))
+                        .count();
                     max_train.fetch_max(train, Ordering::SeqCst);
                     max_tmp.fetch_max(tmp, Ordering::SeqCst);
                     samples.fetch_add(1, Ordering::SeqCst);
@@ -144,7 +158,11 @@ impl DiskSampler {
     pub fn finish(mut self) -> (usize, usize, usize) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
-        (self.max_train.load(Ordering::SeqCst), self.max_tmp.load(Ordering::SeqCst), self.samples.load(Ordering::SeqCst))
+        (
+            self.max_train.load(Ordering::SeqCst),
+            self.max_tmp.load(Ordering::SeqCst),
+            self.samples.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -155,7 +173,9 @@ pub fn eval_sets(logs: &[PathBuf]) -> Vec<Vec<String>> {
             let text = std::fs::read_to_string(l).unwrap_or_default();
             text.lines()
                 .filter(|line| line.contains("eval step"))
-                .filter_map(|line| line.split("(set ").nth(1).and_then(|rest| rest.split(')').next()).map(str::to_string))
+                .filter_map(|line| {
+                    line.split("(set ").nth(1).and_then(|rest| rest.split(')').next()).map(str::to_string)
+                })
                 .collect()
         })
         .collect()

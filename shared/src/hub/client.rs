@@ -57,17 +57,29 @@ impl HubClient {
             if let Some(t) = self.token.as_deref().filter(|_| self.endpoint.same_origin(&url)) {
                 req = req.bearer_auth(t);
             }
-            let response = req.send().await.map_err(|e| Attempt::Transient(format!("request failed: {}", error_chain(&e.without_url())), None))?;
+            let response = req
+                .send()
+                .await
+                .map_err(|e| Attempt::Transient(format!("request failed: {}", error_chain(&e.without_url())), None))?;
             let headers = first_headers.get_or_insert_with(|| response.headers().clone());
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 let first_headers = std::mem::take(headers);
                 return Ok(Answer { response, first_headers });
             }
-            let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| Attempt::Fatal(format!("HTTP {status} without a usable Location header")))?;
-            let next = url.join(location).map_err(|e| Attempt::Fatal(format!("HTTP {status} to an invalid Location {location:?}: {e}")))?;
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Attempt::Fatal(format!("HTTP {status} without a usable Location header")))?;
+            let next = url
+                .join(location)
+                .map_err(|e| Attempt::Fatal(format!("HTTP {status} to an invalid Location {location:?}: {e}")))?;
             if !matches!(next.scheme(), "http" | "https") {
-                return Err(Attempt::Fatal(format!("redirected to a {} URL, only http and https are followed", next.scheme())));
+                return Err(Attempt::Fatal(format!(
+                    "redirected to a {} URL, only http and https are followed",
+                    next.scheme()
+                )));
             }
             tracing::debug!("{}: HTTP {status} to {}", display_url(&url), display_url(&next));
             url = next;
@@ -106,7 +118,12 @@ impl HubClient {
         }
         let headers = response.headers().clone();
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| Attempt::Transient(format!("body broke after {} bytes: {}", body.len(), error_chain(&e.without_url())), None))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            Attempt::Transient(
+                format!("body broke after {} bytes: {}", body.len(), error_chain(&e.without_url())),
+                None,
+            )
+        })? {
             if body.len() as u64 + chunk.len() as u64 > max_bytes {
                 return Err(too_big());
             }
@@ -121,8 +138,12 @@ impl HubClient {
 pub fn check_status(response: &reqwest::Response) -> Result<(), Attempt> {
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        let retry_after =
-            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         return Err(Attempt::Transient(format!("HTTP {status}"), retry_after));
     }
     match status.as_u16() {

@@ -47,7 +47,8 @@ pub async fn download_model_file(client: &HubClient, cache: &Path, req: ModelFil
     if !is_plain_name(req.file) {
         return Err(HubError::Invalid(format!("{:?} is not a plain file name", req.file)));
     }
-    let url = client.endpoint.join([req.repo.owner.as_str(), req.repo.name.as_str(), "resolve", req.revision, req.file]);
+    let url =
+        client.endpoint.join([req.repo.owner.as_str(), req.repo.name.as_str(), "resolve", req.revision, req.file]);
     let shown = display_url(&url);
     let repo_dir = cache.join(req.repo.cache_folder());
     let mut retrier = Retrier::new(client.retry, 0, shown.clone());
@@ -69,7 +70,13 @@ pub async fn download_model_file(client: &HubClient, cache: &Path, req: ModelFil
     }
 }
 
-async fn download_once(client: &HubClient, url: &reqwest::Url, repo_dir: &Path, req: ModelFileRequest<'_>, retrier: &mut Retrier) -> Result<PathBuf, Attempt> {
+async fn download_once(
+    client: &HubClient,
+    url: &reqwest::Url,
+    repo_dir: &Path,
+    req: ModelFileRequest<'_>,
+    retrier: &mut Retrier,
+) -> Result<PathBuf, Attempt> {
     let Answer { mut response, first_headers } = within(retrier, client.get(url, None)).await?;
     check_status(&response)?;
     if response.status() != StatusCode::OK {
@@ -93,14 +100,21 @@ async fn download_once(client: &HubClient, url: &reqwest::Url, repo_dir: &Path, 
         }
     }
     std::fs::create_dir_all(&dir).map_err(|e| Attempt::Fatal(format!("creating {}: {e}", dir.display())))?;
-    tracing::info!("downloading {} of {} ({} bytes) to {}", req.file, req.repo, size.map_or("unknown".into(), |s| s.to_string()), path.display());
+    tracing::info!(
+        "downloading {} of {} ({} bytes) to {}",
+        req.file,
+        req.repo,
+        size.map_or("unknown".into(), |s| s.to_string()),
+        path.display()
+    );
     let tmp = temporary_beside(&path);
     let result = write_body(&mut response, &tmp, size, req.max_bytes, retrier).await;
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result?;
-    std::fs::rename(&tmp, &path).map_err(|e| Attempt::Fatal(format!("renaming {} to {}: {e}", tmp.display(), path.display())))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| Attempt::Fatal(format!("renaming {} to {}: {e}", tmp.display(), path.display())))?;
     if let Some(c) = &commit {
         remember_ref(repo_dir, req.revision, c);
     }
@@ -112,16 +126,28 @@ fn repo_commit(headers: &HeaderMap) -> Result<Option<String>, Attempt> {
     let Some(v) = headers.get("x-repo-commit") else { return Ok(None) };
     match v.to_str() {
         Ok(c) if is_commit(c) => Ok(Some(c.to_string())),
-        _ => Err(Attempt::Fatal(format!("the server's X-Repo-Commit {:?} is not a commit id (40 hex digits); refusing the answer", String::from_utf8_lossy(v.as_bytes())))),
+        _ => Err(Attempt::Fatal(format!(
+            "the server's X-Repo-Commit {:?} is not a commit id (40 hex digits); refusing the answer",
+            String::from_utf8_lossy(v.as_bytes())
+        ))),
     }
 }
 
 /// `Content-Length`, which must agree with the endpoint's `X-Linked-Size` when both are given and
 /// be at most `max_bytes`.
-fn expected_size(response: &reqwest::Response, first_headers: &HeaderMap, max_bytes: u64) -> Result<Option<u64>, Attempt> {
+fn expected_size(
+    response: &reqwest::Response,
+    first_headers: &HeaderMap,
+    max_bytes: u64,
+) -> Result<Option<u64>, Attempt> {
     let linked = match first_headers.get("x-linked-size") {
         None => None,
-        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| Attempt::Fatal(format!("malformed X-Linked-Size {v:?}")))?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Attempt::Fatal(format!("malformed X-Linked-Size {v:?}")))?,
+        ),
     };
     let size = response.content_length().or(linked);
     if let (Some(a), Some(b)) = (response.content_length(), linked) {
@@ -136,20 +162,34 @@ fn expected_size(response: &reqwest::Response, first_headers: &HeaderMap, max_by
 }
 
 /// Streams the body into `tmp` (created new), at most `max_bytes` and exactly `size` if known.
-async fn write_body(response: &mut reqwest::Response, tmp: &Path, size: Option<u64>, max_bytes: u64, retrier: &Retrier) -> Result<(), Attempt> {
+async fn write_body(
+    response: &mut reqwest::Response,
+    tmp: &Path,
+    size: Option<u64>,
+    max_bytes: u64,
+    retrier: &Retrier,
+) -> Result<(), Attempt> {
     let io = |e: std::io::Error| Attempt::Fatal(format!("writing {}: {e}", tmp.display()));
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(io)?;
     let mut written = 0u64;
     loop {
         let chunk = match tokio::time::timeout_at(retrier.deadline(), response.chunk()).await {
             Err(_) => return Err(Attempt::Fatal(retrier.deadline_message())),
-            Ok(Err(e)) => return Err(Attempt::Transient(format!("body broke after {written} bytes: {}", error_chain(&e.without_url())), None)),
+            Ok(Err(e)) => {
+                return Err(Attempt::Transient(
+                    format!("body broke after {written} bytes: {}", error_chain(&e.without_url())),
+                    None,
+                ))
+            }
             Ok(Ok(None)) => break,
             Ok(Ok(Some(chunk))) => chunk,
         };
         written += chunk.len() as u64;
         if written > size.unwrap_or(max_bytes) {
-            return Err(Attempt::Fatal(format!("the server sent more than the {} bytes announced", size.unwrap_or(max_bytes))));
+            return Err(Attempt::Fatal(format!(
+                "the server sent more than the {} bytes announced",
+                size.unwrap_or(max_bytes)
+            )));
         }
         file.write_all(&chunk).map_err(io)?;
     }
@@ -160,8 +200,13 @@ async fn write_body(response: &mut reqwest::Response, tmp: &Path, size: Option<u
 }
 
 /// `fut`, unless the transfer's deadline passes first (then the transfer fails for good).
-async fn within<T>(retrier: &Retrier, fut: impl std::future::Future<Output = Result<T, Attempt>>) -> Result<T, Attempt> {
-    tokio::time::timeout_at(retrier.deadline(), fut).await.unwrap_or_else(|_| Err(Attempt::Fatal(retrier.deadline_message())))
+async fn within<T>(
+    retrier: &Retrier,
+    fut: impl std::future::Future<Output = Result<T, Attempt>>,
+) -> Result<T, Attempt> {
+    tokio::time::timeout_at(retrier.deadline(), fut)
+        .await
+        .unwrap_or_else(|_| Err(Attempt::Fatal(retrier.deadline_message())))
 }
 
 /// `.{name}.{pid}.{n}.part` in the same folder (the rename stays on one filesystem).
@@ -176,7 +221,9 @@ fn remember_ref(repo_dir: &Path, revision: &str, commit: &str) {
     let refs = repo_dir.join("refs");
     let path = refs.join(revision_segment(revision));
     let tmp = temporary_beside(&path);
-    let ok = std::fs::create_dir_all(&refs).is_ok() && std::fs::write(&tmp, commit).is_ok() && std::fs::rename(&tmp, &path).is_ok();
+    let ok = std::fs::create_dir_all(&refs).is_ok()
+        && std::fs::write(&tmp, commit).is_ok()
+        && std::fs::rename(&tmp, &path).is_ok();
     if !ok {
         let _ = std::fs::remove_file(&tmp);
         tracing::debug!("could not record {}", path.display());
@@ -194,16 +241,29 @@ fn cached_for_revision(repo_dir: &Path, req: ModelFileRequest<'_>) -> Option<Pat
 /// For the binaries: downloads `files` (name, largest size accepted) of model repo `repo` at
 /// `revision` from the endpoint (`endpoint_flag`, else `$HF_ENDPOINT`, else the Hub) with the
 /// user's token, into the Hub cache. Blocking (runs its own small runtime).
-pub fn fetch_model_files(endpoint_flag: Option<&str>, repo: &str, revision: &str, files: &[(&str, u64)], retry: super::RetryPolicy, user_agent: &str) -> Result<Vec<PathBuf>> {
+pub fn fetch_model_files(
+    endpoint_flag: Option<&str>,
+    repo: &str,
+    revision: &str,
+    files: &[(&str, u64)],
+    retry: super::RetryPolicy,
+    user_agent: &str,
+) -> Result<Vec<PathBuf>> {
     let repo = RepoId::parse(repo)?;
     let endpoint = super::endpoint_url(endpoint_flag)?;
     let client = HubClient::new(endpoint, super::token(), retry, user_agent)?;
     let cache = hub_cache_dir()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| HubError::io("tokio runtime", e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HubError::io("tokio runtime", e))?;
     rt.block_on(async {
         let mut paths = Vec::with_capacity(files.len());
         for &(file, max_bytes) in files {
-            paths.push(download_model_file(&client, &cache, ModelFileRequest { repo: &repo, revision, file, max_bytes }).await?);
+            paths.push(
+                download_model_file(&client, &cache, ModelFileRequest { repo: &repo, revision, file, max_bytes })
+                    .await?,
+            );
         }
         Ok(paths)
     })

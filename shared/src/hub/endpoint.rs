@@ -56,7 +56,9 @@ impl Endpoint {
 
     /// Whether `url` has the endpoint's scheme, host and port: the only place the token goes.
     pub fn same_origin(&self, url: &Url) -> bool {
-        url.scheme() == self.url.scheme() && url.host_str() == self.url.host_str() && url.port_or_known_default() == self.url.port_or_known_default()
+        url.scheme() == self.url.scheme()
+            && url.host_str() == self.url.host_str()
+            && url.port_or_known_default() == self.url.port_or_known_default()
     }
 }
 
@@ -90,7 +92,11 @@ pub fn token() -> Option<String> {
     } else if let Ok(home) = std::env::var("HOME") {
         files.push(PathBuf::from(home).join(".cache/huggingface/token"));
     }
-    files.into_iter().find_map(|f| std::fs::read_to_string(f).ok()).map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+    files
+        .into_iter()
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 /// `url` without query and fragment, for messages (CDN redirects carry signatures there).

@@ -48,7 +48,13 @@ struct Entry {
 }
 
 /// Every file under `folder` of dataset `repo` at `revision`, sorted by path.
-pub async fn list_dataset_files(client: &HubClient, repo: &RepoId, revision: &str, folder: &str, limits: ListLimits) -> Result<Vec<TreeFile>> {
+pub async fn list_dataset_files(
+    client: &HubClient,
+    repo: &RepoId,
+    revision: &str,
+    folder: &str,
+    limits: ListLimits,
+) -> Result<Vec<TreeFile>> {
     let folder = folder.trim_matches('/');
     if !folder.is_empty() && !is_repo_path(folder) {
         return Err(HubError::Invalid(format!("folder {folder:?} is not a relative path inside the repo")));
@@ -64,19 +70,32 @@ pub async fn list_dataset_files(client: &HubClient, repo: &RepoId, revision: &st
     loop {
         pages += 1;
         if pages > limits.max_pages {
-            return Err(HubError::Invalid(format!("listing {first}: more than {} pages; refusing to read on", limits.max_pages)));
+            return Err(HubError::Invalid(format!(
+                "listing {first}: more than {} pages; refusing to read on",
+                limits.max_pages
+            )));
         }
         let (body, headers) = client.get_small(&url, limits.max_page_bytes).await?;
         let shown = display_url(&url);
-        let entries: Vec<Entry> =
-            serde_json::from_slice(&body).map_err(|e| HubError::Invalid(format!("listing page {shown}: not a JSON array of tree entries: {e}")))?;
+        let entries: Vec<Entry> = serde_json::from_slice(&body)
+            .map_err(|e| HubError::Invalid(format!("listing page {shown}: not a JSON array of tree entries: {e}")))?;
         for e in entries.into_iter().filter(|e| e.kind == "file") {
-            if !is_repo_path(&e.path) || !(folder.is_empty() || e.path.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))) {
-                return Err(HubError::Invalid(format!("listing page {shown}: entry {:?} is not a path under {folder:?}", e.path)));
+            if !is_repo_path(&e.path)
+                || !(folder.is_empty() || e.path.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/')))
+            {
+                return Err(HubError::Invalid(format!(
+                    "listing page {shown}: entry {:?} is not a path under {folder:?}",
+                    e.path
+                )));
             }
-            let size = e.size.ok_or_else(|| HubError::Invalid(format!("listing page {shown}: file {:?} has no size", e.path)))?;
+            let size = e
+                .size
+                .ok_or_else(|| HubError::Invalid(format!("listing page {shown}: file {:?} has no size", e.path)))?;
             if files.len() >= limits.max_files {
-                return Err(HubError::Invalid(format!("listing {first}: more than {} files; refusing to read on", limits.max_files)));
+                return Err(HubError::Invalid(format!(
+                    "listing {first}: more than {} files; refusing to read on",
+                    limits.max_files
+                )));
             }
             files.push(TreeFile { path: e.path, size });
         }
@@ -100,7 +119,9 @@ pub async fn list_dataset_files(client: &HubClient, repo: &RepoId, revision: &st
 /// The `rel="next"` target of a `Link` header, resolved against the page's URL.
 fn next_link(headers: &reqwest::header::HeaderMap, page: &Url) -> Result<Option<Url>> {
     for value in headers.get_all(LINK) {
-        let text = value.to_str().map_err(|_| HubError::Invalid(format!("listing page {}: a Link header that is not text", display_url(page))))?;
+        let text = value.to_str().map_err(|_| {
+            HubError::Invalid(format!("listing page {}: a Link header that is not text", display_url(page)))
+        })?;
         for link in text.split(',') {
             let mut parts = link.split(';');
             let target = parts.next().unwrap_or_default().trim();
@@ -114,7 +135,9 @@ fn next_link(headers: &reqwest::header::HeaderMap, page: &Url) -> Result<Option<
             let target = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')).ok_or_else(|| {
                 HubError::Invalid(format!("listing page {}: malformed Link header {text:?}", display_url(page)))
             })?;
-            let url = page.join(target).map_err(|e| HubError::Invalid(format!("listing page {}: bad next link {target:?}: {e}", display_url(page))))?;
+            let url = page.join(target).map_err(|e| {
+                HubError::Invalid(format!("listing page {}: bad next link {target:?}: {e}", display_url(page)))
+            })?;
             return Ok(Some(url));
         }
     }

@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn repo_ids() {
         assert!(RepoId::parse("state-spaces/mamba-130m-hf").is_ok());
-        assert_eq!(RepoId::parse("openai-community/gpt2").map(|r| r.cache_folder()).ok().as_deref(), Some("models--openai-community--gpt2"));
+        assert_eq!(
+            RepoId::parse("openai-community/gpt2").map(|r| r.cache_folder()).ok().as_deref(),
+            Some("models--openai-community--gpt2")
+        );
         for bad in ["gpt2", "a/b/c", "../x", "a/..", "a/.hidden", "/abs", "a/", "a/b c", "a/b\\c", "-a/b"] {
             assert!(RepoId::parse(bad).is_err(), "{bad}");
         }

@@ -44,7 +44,9 @@ impl RetryPolicy {
 
     /// The most a transfer of `bytes` may take, all attempts and waits included.
     pub fn budget(&self, bytes: u64) -> Duration {
-        let stalls: Duration = (0..self.attempts.max(1)).map(|i| self.timeout.saturating_add(self.backoff(i))).fold(Duration::ZERO, Duration::saturating_add);
+        let stalls: Duration = (0..self.attempts.max(1))
+            .map(|i| self.timeout.saturating_add(self.backoff(i)))
+            .fold(Duration::ZERO, Duration::saturating_add);
         stalls.saturating_add(Duration::from_secs(bytes / MIN_THROUGHPUT))
     }
 }

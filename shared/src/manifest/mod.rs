@@ -193,8 +193,8 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(ShardError::io(path, e)),
         };
-        let m: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| ShardError::Json { path: path.clone(), what: format!("unreadable manifest: {e}") })?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| ShardError::Json { path: path.clone(), what: format!("unreadable manifest: {e}") })?;
         if !(OLDEST_READABLE_VERSION..=MANIFEST_VERSION).contains(&m.version) {
             return Err(ShardError::Json {
                 path,
@@ -210,8 +210,8 @@ impl Manifest {
     /// Replaces `dir/manifest.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(MANIFEST_FILE);
-        let mut bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| ShardError::Json { path: path.clone(), what: e.to_string() })?;
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| ShardError::Json { path: path.clone(), what: e.to_string() })?;
         bytes.push(b'\n');
         atomic_write(&path, &bytes)
     }
@@ -239,7 +239,12 @@ mod tests {
         m.max_tokens = Some(10);
         m.val_bootstrap_through = Some(DocPos { file: 0, row: 2 });
         m.val_set = Some(ValSet { chunks: 8, shards: 2 });
-        m.train = SplitManifest { next_seq: 1, chunks: 4, tokens: 4096, resume: StreamPos { doc: DocPos { file: 0, row: 9 }, offset: 3 } };
+        m.train = SplitManifest {
+            next_seq: 1,
+            chunks: 4,
+            tokens: 4096,
+            resume: StreamPos { doc: DocPos { file: 0, row: 9 }, offset: 3 },
+        };
         m.ring_slots = Some(3);
         m.write(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
@@ -276,7 +281,10 @@ mod tests {
         assert_eq!((m.val.chunks, m.val.next_seq), (5, 2));
         assert_eq!((m.params.seq_len(), m.params.chunk_tokens()), (16, 17));
         // The three copies of the sequence length must agree.
-        for (from, to) in [(r#""chunk_tokens": 17"#, r#""chunk_tokens": 18"#), (r#""seq_len": 16, "chunks"#, r#""seq_len": 15, "chunks"#)] {
+        for (from, to) in [
+            (r#""chunk_tokens": 17"#, r#""chunk_tokens": 18"#),
+            (r#""seq_len": 16, "chunks"#, r#""seq_len": 15, "chunks"#),
+        ] {
             std::fs::write(dir.path().join(MANIFEST_FILE), v1.replace(from, to)).unwrap();
             let e = Manifest::read(dir.path()).unwrap_err().to_string();
             assert!(e.contains("manifest.json") && e.contains("disagree"), "{e}");

@@ -71,7 +71,12 @@ impl TryFrom<ManifestJson> for Manifest {
             finished: j.finished,
             finish_reason: j.finish_reason,
             max_tokens: j.max_tokens,
-            params: ShardParams { token_bytes: p.token_bytes, seq_len: j.seq_len, vocab_size: p.vocab_size, eot_id: p.eot_id },
+            params: ShardParams {
+                token_bytes: p.token_bytes,
+                seq_len: j.seq_len,
+                vocab_size: p.vocab_size,
+                eot_id: p.eot_id,
+            },
             tokenizer: j.tokenizer,
             chunks_per_shard: j.chunks_per_shard,
             fingerprint: SourceFingerprint {
@@ -103,7 +108,12 @@ impl From<Manifest> for ManifestJson {
             finish_reason: m.finish_reason,
             max_tokens: m.max_tokens,
             seq_len: p.seq_len,
-            params: ShardParamsJson { token_bytes: p.token_bytes, chunk_tokens: p.header_chunk_tokens(), vocab_size: p.vocab_size, eot_id: p.eot_id },
+            params: ShardParamsJson {
+                token_bytes: p.token_bytes,
+                chunk_tokens: p.header_chunk_tokens(),
+                vocab_size: p.vocab_size,
+                eot_id: p.eot_id,
+            },
             tokenizer: m.tokenizer,
             chunks_per_shard: m.chunks_per_shard,
             fingerprint: FingerprintJson {

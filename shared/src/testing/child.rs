@@ -35,8 +35,13 @@ impl Running {
     /// Spawns `cmd` with its stdout and stderr piped and collected.
     pub fn start(mut cmd: Command) -> Running {
         let program = std::path::Path::new(cmd.get_program()).to_path_buf();
-        let name = program.file_name().map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        let name =
+            program.file_name().map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
         let (tx, lines) = channel();
         let log = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().expect("stdout is piped"), tx.clone(), log.clone());
@@ -64,7 +69,11 @@ impl Running {
 
     /// `kill -SIG pid`.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("running kill");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
         assert!(ok.success(), "kill -{sig}");
     }
 
@@ -73,7 +82,11 @@ impl Running {
     pub fn stop_twice(mut self, first: &str, second: &str) -> (ExitStatus, Duration, String) {
         let t = Instant::now();
         let pid = self.child.id();
-        let ok = Command::new("sh").arg("-c").arg(format!("kill -{first} {pid}; kill -{second} {pid}")).status().expect("running sh");
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{first} {pid}; kill -{second} {pid}"))
+            .status()
+            .expect("running sh");
         assert!(ok.success(), "kill -{first}; kill -{second}");
         let status = self.wait_at_most(EXIT_WITHIN);
         (status, t.elapsed(), self.log())

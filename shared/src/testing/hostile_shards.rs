@@ -17,10 +17,14 @@ pub struct HostileShard {
 /// The hostile variants of `good`, a valid shard file of at least two chunks and more than 3000
 /// bytes.
 pub fn hostile_shards(good: &[u8]) -> Vec<HostileShard> {
-    let u64_at = |at: usize| good.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
+    let u64_at =
+        |at: usize| good.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes) as usize;
     let index_offset = u64_at(32);
     let frame1 = u64_at(index_offset + 8);
-    assert!(index_offset as u64 >= HEADER_BYTES && frame1 > 0 && good.len() > 3000, "hostile_shards needs a shard of at least two chunks and 3000 bytes");
+    assert!(
+        index_offset as u64 >= HEADER_BYTES && frame1 > 0 && good.len() > 3000,
+        "hostile_shards needs a shard of at least two chunks and 3000 bytes"
+    );
     let set = |at: usize, v: &[u8]| {
         let mut b = good.to_vec();
         b[at..at + v.len()].copy_from_slice(v);

@@ -152,7 +152,10 @@ impl HfMambaConfig {
         }
         if let Some(di) = self.intermediate_size {
             if di != self.expand * self.hidden_size {
-                return unsupported(&format!("intermediate_size {di} != expand·hidden_size {}", self.expand * self.hidden_size));
+                return unsupported(&format!(
+                    "intermediate_size {di} != expand·hidden_size {}",
+                    self.expand * self.hidden_size
+                ));
             }
         }
         let cfg = MambaConfig {
@@ -208,7 +211,8 @@ mod tests {
         let hf: HfMambaConfig = serde_json::from_str(json).unwrap();
         let m = hf.to_model().unwrap();
         assert_eq!((m.d_model, m.n_layer, m.padded_vocab(), m.dt_rank()), (768, 24, 50280, 48));
-        let bad: HfMambaConfig = serde_json::from_str(&json.replace("\"use_bias\":false", "\"use_bias\":true")).unwrap();
+        let bad: HfMambaConfig =
+            serde_json::from_str(&json.replace("\"use_bias\":false", "\"use_bias\":true")).unwrap();
         assert!(bad.to_model().unwrap_err().contains("use_bias"));
     }
 }

@@ -100,9 +100,11 @@ mod tests {
         assert_eq!(ids, tiktoken_rs::r50k_base().unwrap().encode_with_special_tokens(text));
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
 
-        let tc: Value = serde_json::from_slice(&std::fs::read(dir.path().join(TOKENIZER_CONFIG_FILE)).unwrap()).unwrap();
+        let tc: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(TOKENIZER_CONFIG_FILE)).unwrap()).unwrap();
         assert_eq!((tc["eos_token"].as_str(), tc["model_max_length"].as_u64()), (Some("<|endoftext|>"), Some(1024)));
-        let gc: Value = serde_json::from_slice(&std::fs::read(dir.path().join(GENERATION_CONFIG_FILE)).unwrap()).unwrap();
+        let gc: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(GENERATION_CONFIG_FILE)).unwrap()).unwrap();
         assert_eq!((gc["eos_token_id"].as_u64(), gc["pad_token_id"].as_u64()), (Some(50256), Some(50256)));
     }
 }

@@ -21,7 +21,8 @@ pub fn write_safetensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<
         contiguous.push((name, t.to_device(&Device::Cpu)?.contiguous()?));
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(contiguous, Some(metadata), path).with_context(|| format!("writing {}", path.display()))?;
+    safetensors::serialize_to_file(contiguous, Some(metadata), path)
+        .with_context(|| format!("writing {}", path.display()))?;
     sync_file(path)
 }
 
@@ -34,7 +35,8 @@ pub fn sync_file(path: &Path) -> Result<()> {
 pub fn save_model(dir: &Path, cfg: &MambaConfig, params: &Params) -> Result<()> {
     write_safetensors(&dir.join(MODEL_FILE), params.tensors())?;
     let json = serde_json::to_string_pretty(&HfMambaConfig::from_model(cfg))?;
-    std::fs::write(dir.join(CONFIG_FILE), json + "\n").with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
+    std::fs::write(dir.join(CONFIG_FILE), json + "\n")
+        .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
     sync_file(&dir.join(CONFIG_FILE))
 }
 
@@ -53,12 +55,19 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     let hf: HfMambaConfig = serde_json::from_str(&text).with_context(|| format!("parsing {}", cfg_path.display()))?;
     let config = hf.to_model().map_err(anyhow::Error::msg).with_context(|| format!("{}", cfg_path.display()))?;
     let model_path = dir.join(MODEL_FILE);
-    let mut tensors = candle_core::safetensors::load(&model_path, &Device::Cpu).with_context(|| format!("reading {}", model_path.display()))?;
+    let mut tensors = candle_core::safetensors::load(&model_path, &Device::Cpu)
+        .with_context(|| format!("reading {}", model_path.display()))?;
     if let Some(head) = tensors.remove("lm_head.weight") {
         let emb = tensors.get("backbone.embeddings.weight").context("no backbone.embeddings.weight")?;
-        let diff = (head.to_dtype(candle_core::DType::F32)? - emb.to_dtype(candle_core::DType::F32)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (head.to_dtype(candle_core::DType::F32)? - emb.to_dtype(candle_core::DType::F32)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         if diff != 0.0 {
-            bail!("{}: lm_head.weight differs from the embedding (max |Δ| {diff}); untied heads are not supported", model_path.display());
+            bail!(
+                "{}: lm_head.weight differs from the embedding (max |Δ| {diff}); untied heads are not supported",
+                model_path.display()
+            );
         }
     }
     Ok(LoadedModel { config, tensors, source: dir.to_path_buf() })
@@ -67,7 +76,8 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
 /// Builds the parameters of a loaded model, checking names and shapes (errors name the file).
 pub fn params_from_loaded(loaded: LoadedModel, device: &Device) -> Result<(MambaConfig, Params)> {
     let path = loaded.source.join(MODEL_FILE);
-    let params = Params::from_tensors(&loaded.config, loaded.tensors, device).with_context(|| format!("{}", path.display()))?;
+    let params =
+        Params::from_tensors(&loaded.config, loaded.tensors, device).with_context(|| format!("{}", path.display()))?;
     Ok((loaded.config, params))
 }
 
@@ -93,11 +103,20 @@ pub fn resolve_init_from(spec: &str) -> Result<PathBuf> {
     }
     let files = [(CONFIG_FILE, MAX_CONFIG_BYTES), (MODEL_FILE, MAX_MODEL_BYTES)];
     let agent = concat!("mamba-trainer/", env!("CARGO_PKG_VERSION"));
-    let paths = mamba_shards::hub::fetch_model_files(None, spec, "main", &files, mamba_shards::hub::RetryPolicy::default(), agent)
-        .with_context(|| format!("--init-from {spec}: downloading {CONFIG_FILE} and {MODEL_FILE} from the Hub"))?;
+    let paths = mamba_shards::hub::fetch_model_files(
+        None,
+        spec,
+        "main",
+        &files,
+        mamba_shards::hub::RetryPolicy::default(),
+        agent,
+    )
+    .with_context(|| format!("--init-from {spec}: downloading {CONFIG_FILE} and {MODEL_FILE} from the Hub"))?;
     let dirs: Vec<&Path> = paths.iter().filter_map(|p| p.parent()).collect();
     match dirs.as_slice() {
         [a, b] if a == b => Ok(a.to_path_buf()),
-        _ => bail!("--init-from {spec}: {CONFIG_FILE} and {MODEL_FILE} were served from different revisions; try again"),
+        _ => {
+            bail!("--init-from {spec}: {CONFIG_FILE} and {MODEL_FILE} were served from different revisions; try again")
+        }
     }
 }

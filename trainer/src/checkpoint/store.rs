@@ -75,7 +75,8 @@ pub fn save_checkpoint(run_dir: &Path, contents: CheckpointContents, keep: usize
         // Only when re-saving the same step (e.g. a resumed run that stops immediately).
         std::fs::remove_dir_all(&final_dir).with_context(|| format!("replacing {}", final_dir.display()))?;
     }
-    std::fs::rename(&tmp_dir, &final_dir).with_context(|| format!("renaming {} to {}", tmp_dir.display(), final_dir.display()))?;
+    std::fs::rename(&tmp_dir, &final_dir)
+        .with_context(|| format!("renaming {} to {}", tmp_dir.display(), final_dir.display()))?;
     fsync_dir(run_dir)?;
     let all = list_checkpoints(run_dir)?;
     for (_, old) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
@@ -177,7 +178,12 @@ mod tests {
         std::fs::create_dir_all(run.join("tb")).unwrap();
         std::fs::write(run.join("notes.txt"), "mine").unwrap();
         let err = prepare_run_dir(&run, false, false).unwrap_err().to_string();
-        assert!(err.contains("already holds a run (checkpoints up to step 50)") && err.contains("--resume") && err.contains("--overwrite"), "{err}");
+        assert!(
+            err.contains("already holds a run (checkpoints up to step 50)")
+                && err.contains("--resume")
+                && err.contains("--overwrite"),
+            "{err}"
+        );
         assert!(run.join("ckpt-000050").is_dir(), "nothing is deleted without --overwrite");
         prepare_run_dir(&run, true, false).unwrap();
         assert!(run.join("ckpt-000050").is_dir());

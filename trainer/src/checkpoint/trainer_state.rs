@@ -44,7 +44,8 @@ impl TrainerState {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(TRAINER_STATE_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
         super::model_files::sync_file(&path)
     }
 }

@@ -13,7 +13,10 @@ use plotters::prelude::*;
 
 use super::target::Target;
 use super::CompareError;
-use crate::metrics::{draw_legend, legend_line, write_png as write_png_file, MetricsError, PngError, AXIS_DESC_FONT, LABEL_FONT, PLOT_HEIGHT, PLOT_WIDTH};
+use crate::metrics::{
+    draw_legend, legend_line, write_png as write_png_file, MetricsError, PngError, AXIS_DESC_FONT, LABEL_FONT,
+    PLOT_HEIGHT, PLOT_WIDTH,
+};
 
 pub const FULL_PNG: &str = "val_loss_vs_tokens.png";
 pub const ZOOM_PNG: &str = "val_loss_vs_tokens_zoom.png";
@@ -43,7 +46,12 @@ pub struct Series {
 }
 
 /// Writes both charts into `out_dir`.
-pub fn write_charts(out_dir: &Path, title: &str, series: &[Series], target: Option<&Target>) -> Result<(), CompareError> {
+pub fn write_charts(
+    out_dir: &Path,
+    title: &str,
+    series: &[Series],
+    target: Option<&Target>,
+) -> Result<(), CompareError> {
     let x_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max);
     write_png(&out_dir.join(FULL_PNG), title, series, target, 0.0)?;
     write_png(&out_dir.join(ZOOM_PNG), &format!("{title} (last 50% of tokens)"), series, target, 0.5 * x_max)
@@ -65,7 +73,13 @@ fn clip_from(points: &[(f64, f64)], x_lo: f64) -> Vec<(f64, f64)> {
     out
 }
 
-fn write_png(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_lo: f64) -> Result<(), CompareError> {
+fn write_png(
+    path: &Path,
+    title: &str,
+    series: &[Series],
+    target: Option<&Target>,
+    x_lo: f64,
+) -> Result<(), CompareError> {
     write_png_file(path, |tmp| draw(tmp, title, series, target, x_lo)).map_err(|e| match e {
         PngError::Draw(what) => CompareError::from(MetricsError::Plot { path: path.into(), what }),
         PngError::Io(e) => CompareError::io(path, e),
@@ -95,7 +109,16 @@ fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_
     let curves: Vec<Curve> = series
         .iter()
         .enumerate()
-        .map(|(i, s)| (i, s, clip_from(&s.points, x_lo).into_iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect::<Vec<_>>()))
+        .map(|(i, s)| {
+            (
+                i,
+                s,
+                clip_from(&s.points, x_lo)
+                    .into_iter()
+                    .filter(|p| p.0.is_finite() && p.1.is_finite())
+                    .collect::<Vec<_>>(),
+            )
+        })
         .filter(|c| !c.2.is_empty())
         .collect();
 
@@ -148,10 +171,15 @@ fn draw(path: &Path, title: &str, series: &[Series], target: Option<&Target>, x_
         if *i < PALETTE.len() {
             chart.draw_series(LineSeries::new(pts.clone(), style)).map_err(|x| e(&x))?.label(label).legend(legend);
         } else {
-            chart.draw_series(DashedLineSeries::new(pts.clone(), 10, 5, style)).map_err(|x| e(&x))?.label(label).legend(legend);
+            chart
+                .draw_series(DashedLineSeries::new(pts.clone(), 10, 5, style))
+                .map_err(|x| e(&x))?
+                .label(label)
+                .legend(legend);
         }
         // Markers at the evals themselves (not at a cut made by the zoom).
-        let evals = s.points.iter().filter(|p| p.0 >= x_lo && p.1.is_finite()).map(|&p| Circle::new(p, 3, color.filled()));
+        let evals =
+            s.points.iter().filter(|p| p.0 >= x_lo && p.1.is_finite()).map(|&p| Circle::new(p, 3, color.filled()));
         chart.draw_series(evals).map_err(|x| e(&x))?;
     }
     draw_legend(&mut chart, 14)?;

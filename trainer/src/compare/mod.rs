@@ -99,11 +99,21 @@ pub fn run(args: &CompareArgs) -> Result<CompareOutcome, CompareError> {
     for dir in &args.runs {
         match read_run(dir) {
             Ok(r) if !r.finished() && args.skip_incomplete => {
-                warnings.push(format!("{}: skipped: unfinished (step {} of {})", dir.display(), r.last_step, r.config.steps));
+                warnings.push(format!(
+                    "{}: skipped: unfinished (step {} of {})",
+                    dir.display(),
+                    r.last_step,
+                    r.config.steps
+                ));
             }
             Ok(r) => {
                 if !r.finished() {
-                    warnings.push(format!("{}: unfinished (step {} of {}): its numbers are not final", dir.display(), r.last_step, r.config.steps));
+                    warnings.push(format!(
+                        "{}: unfinished (step {} of {}): its numbers are not final",
+                        dir.display(),
+                        r.last_step,
+                        r.config.steps
+                    ));
                 }
                 runs.push(r);
             }
@@ -113,12 +123,19 @@ pub fn run(args: &CompareArgs) -> Result<CompareOutcome, CompareError> {
         }
     }
     if runs.is_empty() {
-        return Err(CompareError::NoRuns(if warnings.is_empty() { String::new() } else { format!(": {}", warnings.join("; ")) }));
+        return Err(CompareError::NoRuns(if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", warnings.join("; "))
+        }));
     }
     disambiguate_labels(&mut runs);
     let models: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.config.model.as_str()).collect();
     if models.len() > 1 {
-        warnings.push(format!("the runs train different models ({}): their tokens to the target are not comparable", models.into_iter().collect::<Vec<_>>().join(", ")));
+        warnings.push(format!(
+            "the runs train different models ({}): their tokens to the target are not comparable",
+            models.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     for w in &warnings {
         tracing::warn!("{w}");
@@ -129,7 +146,11 @@ pub fn run(args: &CompareArgs) -> Result<CompareOutcome, CompareError> {
         Some(p) => r.label.starts_with(p.as_str()),
         None => r.config.optimizer == "adamw",
     };
-    let finals: Vec<_> = runs.iter().filter(|r| is_baseline(r)).map(|r| (r.label.as_str(), r.final_val_loss(), r.final_eval_tokens())).collect();
+    let finals: Vec<_> = runs
+        .iter()
+        .filter(|r| is_baseline(r))
+        .map(|r| (r.label.as_str(), r.final_val_loss(), r.final_eval_tokens()))
+        .collect();
     let target = pick_target(&finals);
 
     // ---- report: summary.md, summary.json, charts ---------------------------------------------
@@ -138,9 +159,13 @@ pub fn run(args: &CompareArgs) -> Result<CompareOutcome, CompareError> {
     std::fs::create_dir_all(&args.out).map_err(|e| CompareError::io(&args.out, e))?;
     let command = command_line(args);
     write_file(&args.out.join(SUMMARY_MD), &table::summary_markdown(&summary, &command, &warnings))?;
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| CompareError::Write { path: args.out.join(SUMMARY_JSON), what: e.to_string() })?;
+    let json = serde_json::to_string_pretty(&summary)
+        .map_err(|e| CompareError::Write { path: args.out.join(SUMMARY_JSON), what: e.to_string() })?;
     write_file(&args.out.join(SUMMARY_JSON), &format!("{json}\n"))?;
-    let series: Vec<chart::Series> = runs.iter().map(|r| chart::Series { label: r.label.clone(), points: r.curve(), baseline: is_baseline(r) }).collect();
+    let series: Vec<chart::Series> = runs
+        .iter()
+        .map(|r| chart::Series { label: r.label.clone(), points: r.curve(), baseline: is_baseline(r) })
+        .collect();
     chart::write_charts(&args.out, &title, &series, target.as_ref())?;
 
     let printed = format!("{}\n\n{}", table::target_line(&summary), table::markdown_table(&summary));
@@ -153,7 +178,11 @@ fn disambiguate_labels(runs: &mut [Run]) {
     let names: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
     for r in runs.iter_mut() {
         if names.iter().filter(|n| **n == r.label).count() > 1 {
-            let parent = r.dir.canonicalize().ok().and_then(|p| p.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()));
+            let parent = r
+                .dir
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()));
             if let Some(parent) = parent {
                 r.label = format!("{parent}/{}", r.label);
             }
@@ -180,5 +209,6 @@ fn command_line(args: &CompareArgs) -> String {
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 fn write_file(path: &Path, text: &str) -> Result<(), CompareError> {
-    mamba_shards::fsutil::atomic_write(path, text.as_bytes()).map_err(|e| CompareError::Write { path: path.into(), what: e.to_string() })
+    mamba_shards::fsutil::atomic_write(path, text.as_bytes())
+        .map_err(|e| CompareError::Write { path: path.into(), what: e.to_string() })
 }

@@ -122,7 +122,8 @@ pub fn read_run(dir: &Path) -> Result<Run, CompareError> {
 /// Parses a resolved config; the git commit comes from the header comment when present.
 pub fn read_config(path: &Path) -> Result<RunConfig, CompareError> {
     let text = std::fs::read_to_string(path).map_err(|e| CompareError::io(path, e))?;
-    let f: ResolvedFields = toml::from_str(&text).map_err(|e| CompareError::Config { path: path.into(), what: e.to_string() })?;
+    let f: ResolvedFields =
+        toml::from_str(&text).map_err(|e| CompareError::Config { path: path.into(), what: e.to_string() })?;
     let git = text
         .lines()
         .next()
@@ -146,7 +147,9 @@ pub fn read_config(path: &Path) -> Result<RunConfig, CompareError> {
 /// Eval points, last step and tokens of a `metrics.jsonl`.
 fn read_metrics(path: &Path) -> Result<(Vec<EvalPoint>, u64, u64), CompareError> {
     let bytes = std::fs::read(path).map_err(|e| CompareError::io(path, e))?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| CompareError::from(MetricsError::Json { path: path.into(), line: 0, what: format!("not UTF-8: {e}") }))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        CompareError::from(MetricsError::Json { path: path.into(), line: 0, what: format!("not UTF-8: {e}") })
+    })?;
     let (mut evals, mut last_step, mut tokens) = (Vec::new(), 0, 0);
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -155,10 +158,18 @@ fn read_metrics(path: &Path) -> Result<(Vec<EvalPoint>, u64, u64), CompareError>
         }
         let bad = |what: String| CompareError::from(MetricsError::Json { path: path.into(), line: line_no, what });
         let record: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let uint = |key: &str| record.get(key).and_then(Value::as_u64).ok_or_else(|| bad(format!("{} record without an integer \"{key}\"", kind_of(&record))));
+        let uint = |key: &str| {
+            record
+                .get(key)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad(format!("{} record without an integer \"{key}\"", kind_of(&record))))
+        };
         match record.get("kind").and_then(Value::as_str) {
             Some("eval") => {
-                let val_loss = record.get("val_loss").and_then(Value::as_f64).ok_or_else(|| bad("eval record without a numeric \"val_loss\"".into()))?;
+                let val_loss = record
+                    .get("val_loss")
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| bad("eval record without a numeric \"val_loss\"".into()))?;
                 evals.push(EvalPoint { step: uint("step")?, tokens: uint("tokens")?, val_loss });
             }
             Some("step") => {

@@ -54,7 +54,8 @@ pub fn summarize(title: &str, runs: &[Run], is_baseline: &dyn Fn(&Run) -> bool, 
         .iter()
         .map(|r| {
             let reached = target.and_then(|t| tokens_to_reach(&r.curve(), t.loss));
-            let ratio = target.zip(reached).filter(|(t, _)| t.baseline_tokens > 0).map(|(t, n)| n / t.baseline_tokens as f64);
+            let ratio =
+                target.zip(reached).filter(|(t, _)| t.baseline_tokens > 0).map(|(t, n)| n / t.baseline_tokens as f64);
             RunSummary {
                 label: r.label.clone(),
                 dir: r.dir.display().to_string(),
@@ -78,7 +79,11 @@ pub fn summarize(title: &str, runs: &[Run], is_baseline: &dyn Fn(&Run) -> bool, 
             }
         })
         .collect();
-    let target = target.map(|t| TargetJson { val_loss: t.loss, baseline: t.baseline.clone(), baseline_tokens: t.baseline_tokens });
+    let target = target.map(|t| TargetJson {
+        val_loss: t.loss,
+        baseline: t.baseline.clone(),
+        baseline_tokens: t.baseline_tokens,
+    });
     Summary { title: title.to_string(), target, runs: rows }
 }
 
@@ -90,7 +95,13 @@ pub fn human_tokens(n: f64) -> String {
         x if x >= 1e3 => (n / 1e3, "K"),
         _ => return format!("{n:.0}"),
     };
-    let decimals = if value.abs() >= 100.0 { 0 } else if value.abs() >= 10.0 { 1 } else { 2 };
+    let decimals = if value.abs() >= 100.0 {
+        0
+    } else if value.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
     format!("{value:.decimals$}{unit}")
 }
 
@@ -115,7 +126,11 @@ pub fn markdown_table(s: &Summary) -> String {
     out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &s.runs {
         let muon = if r.optimizer == "adamw" { "-".to_string() } else { lr(r.muon_lr) };
-        let steps = if r.steps_done < r.steps_configured { format!("{}/{} (unfinished)", r.steps_done, r.steps_configured) } else { r.steps_done.to_string() };
+        let steps = if r.steps_done < r.steps_configured {
+            format!("{}/{} (unfinished)", r.steps_done, r.steps_configured)
+        } else {
+            r.steps_done.to_string()
+        };
         let name = if r.baseline { format!("{} (baseline)", r.label) } else { r.label.clone() };
         out.push_str(&format!(
             "| {name} | {} | {muon} | {} | {} | {steps} | {} | {:.4} | {:.4} | {} |\n",
@@ -157,7 +172,10 @@ pub fn summary_markdown(s: &Summary, command: &str, warnings: &[String]) -> Stri
     out.push_str("\n| run | data | seed | micro batch × grad accum | git | dir |\n|---|---|---|---|---|---|\n");
     for r in &s.runs {
         let git = r.git.as_deref().unwrap_or("?");
-        out.push_str(&format!("| {} | `{}` | {} | {} × {} | {git} | `{}` |\n", r.label, r.data, r.seed, r.micro_batch, r.grad_accum, r.dir));
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} × {} | {git} | `{}` |\n",
+            r.label, r.data, r.seed, r.micro_batch, r.grad_accum, r.dir
+        ));
     }
     out.push_str(&format!(
         "\n![validation loss vs tokens]({})\n\n![validation loss vs tokens, last 50%]({})\n",

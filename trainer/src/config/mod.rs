@@ -114,7 +114,9 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("--steps (steps)", self.steps), ("--keep-checkpoints (keep_checkpoints)", self.keep_checkpoints)] {
+        for (name, v) in
+            [("--steps (steps)", self.steps), ("--keep-checkpoints (keep_checkpoints)", self.keep_checkpoints)]
+        {
             if v == 0 {
                 bail!("{name} must be at least 1");
             }

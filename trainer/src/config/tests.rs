@@ -48,7 +48,10 @@ fn the_shipped_seed_config_is_the_seed_recipe() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/seed.toml");
     let c = Cli::parse_from(["x", "--config", file.to_str().unwrap()]).args.resolve().unwrap();
     assert_eq!((c.muon_lr, c.adamw_lr), crate::optim::config::SEED_LRS);
-    assert_eq!((c.optimizer, c.warmup, c.micro_batch * c.grad_accum, c.steps), (OptimizerKind::Hybrid, 100, 32, 10_000));
+    assert_eq!(
+        (c.optimizer, c.warmup, c.micro_batch * c.grad_accum, c.steps),
+        (OptimizerKind::Hybrid, 100, 32, 10_000)
+    );
 }
 
 #[test]

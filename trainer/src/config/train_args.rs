@@ -132,7 +132,18 @@ impl TrainArgs {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
         }
         take!(data, model, out, steps, micro_batch, grad_accum, warmup, final_lr_frac, muon_lr, adamw_lr);
-        take!(weight_decay, clip, optimizer, eval_every, eval_chunks, save_every, keep_checkpoints, seed, device, dtype);
+        take!(
+            weight_decay,
+            clip,
+            optimizer,
+            eval_every,
+            eval_chunks,
+            save_every,
+            keep_checkpoints,
+            seed,
+            device,
+            dtype
+        );
         if self.init_from.is_some() {
             c.init_from = self.init_from.clone();
         }

@@ -36,7 +36,9 @@ pub struct SkippedChunk {
 /// The shard errors that make one chunk unreadable while the rest of its shard is fine.
 pub(crate) fn bad_chunk(e: &ShardError) -> Option<SkippedChunk> {
     match e {
-        ShardError::CorruptChunk { path, chunk, .. } => Some(SkippedChunk { shard: path.clone(), chunk: *chunk, error: e.to_string() }),
+        ShardError::CorruptChunk { path, chunk, .. } => {
+            Some(SkippedChunk { shard: path.clone(), chunk: *chunk, error: e.to_string() })
+        }
         _ => None,
     }
 }

@@ -99,7 +99,9 @@ impl FollowSource {
             None => (released_below, 0),
             Some(Cursor::Follow { shard, chunk }) => (shard, chunk),
             Some(Cursor::Static { .. }) => {
-                return Err(DataError::ResumeMismatch { what: "a static-mode position cannot resume a --follow run".into() })
+                return Err(DataError::ResumeMismatch {
+                    what: "a static-mode position cannot resume a --follow run".into(),
+                })
             }
         };
         if resume_chunk > 0 {
@@ -108,13 +110,26 @@ impl FollowSource {
                 return Err(DataError::MissingShard {
                     dir: dir.into(),
                     seq: next_shard,
-                    what: format!("{} does not exist (was it released by a later checkpoint and recycled?)", path.display()),
+                    what: format!(
+                        "{} does not exist (was it released by a later checkpoint and recycled?)",
+                        path.display()
+                    ),
                 });
             }
         }
-        Ok(FollowSource { dir: dir.into(), seq_len, vocab_size, seed, next_shard, resume_chunk, released_at_start: released_below, current: None, last: None, view })
+        Ok(FollowSource {
+            dir: dir.into(),
+            seq_len,
+            vocab_size,
+            seed,
+            next_shard,
+            resume_chunk,
+            released_at_start: released_below,
+            current: None,
+            last: None,
+            view,
+        })
     }
-
 
     /// Waits for the next published shard and opens it. `false`: the data ended or `stop` was raised.
     fn take_next_shard(&mut self, stop: &AtomicBool) -> Result<bool, DataError> {
@@ -143,7 +158,11 @@ impl FollowSource {
             if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 last_log = Some(Instant::now());
                 let pipeline = match Manifest::read(&self.dir) {
-                    Ok(Some(m)) => format!("its manifest: {} train shards published, ring slots {}", m.train.next_seq, m.ring_slots.map_or("?".into(), |n| n.to_string())),
+                    Ok(Some(m)) => format!(
+                        "its manifest: {} train shards published, ring slots {}",
+                        m.train.next_seq,
+                        m.ring_slots.map_or("?".into(), |n| n.to_string())
+                    ),
                     Ok(None) => "no manifest yet: is the pipeline running?".into(),
                     Err(e) => format!("{e}"),
                 };
@@ -165,13 +184,24 @@ impl FollowSource {
                 return Err(DataError::MissingShard {
                     dir: self.dir.clone(),
                     seq: self.next_shard,
-                    what: format!("the release cursor is at {} and the oldest train shard left is {seq}", self.released_at_start),
+                    what: format!(
+                        "the release cursor is at {} and the oldest train shard left is {seq}",
+                        self.released_at_start
+                    ),
                 });
             }
             if self.resume_chunk > 0 {
-                return Err(DataError::MissingShard { dir: self.dir.clone(), seq: self.next_shard, what: "it disappeared".into() });
+                return Err(DataError::MissingShard {
+                    dir: self.dir.clone(),
+                    seq: self.next_shard,
+                    what: "it disappeared".into(),
+                });
             }
-            tracing::warn!("train shards {}..{seq} were never published; continuing with {}", self.next_shard, path.display());
+            tracing::warn!(
+                "train shards {}..{seq} were never published; continuing with {}",
+                self.next_shard,
+                path.display()
+            );
         }
         let resume_chunk = std::mem::take(&mut self.resume_chunk);
         let verified = ShardReader::open(path).and_then(|reader| reader.verify().map(|()| reader));
@@ -187,7 +217,9 @@ impl FollowSource {
         check_fits_model(&reader, self.seq_len, self.vocab_size)?;
         let n = reader.n_chunks() as u64;
         if resume_chunk >= n && n > 0 {
-            return Err(DataError::ResumeMismatch { what: format!("{}: chunk {resume_chunk} is past its {n} chunks", path.display()) });
+            return Err(DataError::ResumeMismatch {
+                what: format!("{}: chunk {resume_chunk} is past its {n} chunks", path.display()),
+            });
         }
         self.view.lock().shard_chunks.insert(seq, n);
         tracing::debug!("reading train shard {seq} ({n} chunks) from {}", path.display());

@@ -23,10 +23,19 @@ pub(crate) fn check_manifest_fits_model(dir: &Path, seq_len: usize, vocab_size: 
     let Some(m) = Manifest::read(dir)? else { return Ok(()) };
     let path = dir.join(MANIFEST_FILE);
     if m.params.seq_len() != seq_len {
-        return Err(DataError::WrongChunkTokens { path, found: m.params.chunk_tokens(), expected: seq_len + 1, seq_len });
+        return Err(DataError::WrongChunkTokens {
+            path,
+            found: m.params.chunk_tokens(),
+            expected: seq_len + 1,
+            seq_len,
+        });
     }
     if m.params.vocab_size as usize > vocab_size {
-        return Err(DataError::VocabTooLarge { path, shard_vocab: m.params.vocab_size as usize, model_vocab: vocab_size });
+        return Err(DataError::VocabTooLarge {
+            path,
+            shard_vocab: m.params.vocab_size as usize,
+            model_vocab: vocab_size,
+        });
     }
     Ok(())
 }

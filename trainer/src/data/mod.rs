@@ -151,7 +151,10 @@ impl TrainData {
     pub fn open(spec: DataSpec, resume: Option<DataPosition>) -> Result<Self, DataError> {
         if spec.seq_len == 0 || spec.micro_batch == 0 || spec.vocab_size == 0 {
             return Err(DataError::BadSpec {
-                what: format!("seq_len {}, micro_batch {} and vocab_size {} must all be positive", spec.seq_len, spec.micro_batch, spec.vocab_size),
+                what: format!(
+                    "seq_len {}, micro_batch {} and vocab_size {} must all be positive",
+                    spec.seq_len, spec.micro_batch, spec.vocab_size
+                ),
             });
         }
         if let Some(pos) = &resume {
@@ -161,20 +164,44 @@ impl TrainData {
             manifest::check_manifest_fits_model(&spec.dir, spec.seq_len, spec.vocab_size)?;
             let released_below = read_release(&spec.dir)?.map_or(0, |r| r.train_released_below);
             let ring = SharedRingView::default();
-            let source = FollowSource::new(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref(), released_below, ring.clone())?;
+            let source = FollowSource::new(
+                &spec.dir,
+                spec.seq_len,
+                spec.vocab_size,
+                spec.seed,
+                resume.as_ref(),
+                released_below,
+                ring.clone(),
+            )?;
             let position = source.position();
             if resume.is_none() && released_below > 0 {
                 tracing::info!("follow mode starts at train shard {released_below}: an earlier trainer released the shards below it");
             }
             (Box::new(source), position, released_below, Some(RingWatch::new(&spec.dir, ring)))
         } else {
-            let source = StaticOrder::open(&spec.dir, spec.seq_len, spec.vocab_size, spec.seed, resume.as_ref(), spec.on_bad_chunk)?;
+            let source = StaticOrder::open(
+                &spec.dir,
+                spec.seq_len,
+                spec.vocab_size,
+                spec.seed,
+                resume.as_ref(),
+                spec.on_bad_chunk,
+            )?;
             let position = source.position();
             (Box::new(source), position, 0, None)
         };
         let prefetch = Prefetcher::spawn(source, spec.micro_batch, spec.seq_len, spec.prefetch)?;
         let batches_per_step = spec.prefetch.max(1);
-        Ok(TrainData { spec, prefetch, position, released_below, ring, batches_per_step, ended: false, skipped: Vec::new() })
+        Ok(TrainData {
+            spec,
+            prefetch,
+            position,
+            released_below,
+            ring,
+            batches_per_step,
+            ended: false,
+            skipped: Vec::new(),
+        })
     }
 
     /// Tells follow mode how many batches one optimizer step consumes (the gradient-accumulation
@@ -207,7 +234,12 @@ impl TrainData {
             let Some(staged) = self.prefetch.recv(stop)? else { return Ok(None) };
             match staged {
                 Staged::Skipped(bad) => {
-                    tracing::warn!("--on-bad-chunk skip: leaving out chunk {} of {}: {}", bad.chunk, bad.shard.display(), bad.error);
+                    tracing::warn!(
+                        "--on-bad-chunk skip: leaving out chunk {} of {}: {}",
+                        bad.chunk,
+                        bad.shard.display(),
+                        bad.error
+                    );
                     self.skipped.push(bad);
                 }
                 Staged::Batch(mut batch) => {
@@ -244,7 +276,9 @@ impl TrainData {
             return Ok(());
         }
         let Some(shard) = saved.follow_shard() else {
-            return Err(DataError::BadSpec { what: format!("checkpoint_saved got a static-mode position ({saved}) in follow mode") });
+            return Err(DataError::BadSpec {
+                what: format!("checkpoint_saved got a static-mode position ({saved}) in follow mode"),
+            });
         };
         if shard > self.released_below {
             write_release(&self.spec.dir, Release { train_released_below: shard })?;
@@ -291,7 +325,9 @@ impl TrainData {
     /// `ring 3/3 full | shard 7 chunk 12/40, 2 ready ahead, released <6, pipeline waiting for trainer`.
     pub fn ring_status(&self) -> String {
         match (self.position.cursor, &self.ring) {
-            (Cursor::Static { epoch, index, total_chunks, .. }, _) => format!("static {index}/{total_chunks} chunks epoch {epoch}"),
+            (Cursor::Static { epoch, index, total_chunks, .. }, _) => {
+                format!("static {index}/{total_chunks} chunks epoch {epoch}")
+            }
             (Cursor::Follow { shard, chunk }, Some(ring)) => ring.status(shard, chunk, self.released_below, self.ended),
             (Cursor::Follow { shard, chunk }, None) => format!("follow shard {shard} chunk {chunk}"),
         }

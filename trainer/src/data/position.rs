@@ -47,7 +47,11 @@ impl DataPosition {
 
     /// The follow position after reading entry `k` of shard `shard`'s order of `n` chunks.
     pub fn follow_after(seed: u64, shard: u64, k: u64, n: u64) -> Self {
-        let cursor = if k + 1 >= n { Cursor::Follow { shard: shard + 1, chunk: 0 } } else { Cursor::Follow { shard, chunk: k + 1 } };
+        let cursor = if k + 1 >= n {
+            Cursor::Follow { shard: shard + 1, chunk: 0 }
+        } else {
+            Cursor::Follow { shard, chunk: k + 1 }
+        };
         DataPosition { seed, cursor }
     }
 
@@ -118,7 +122,10 @@ mod tests {
         assert!(p.check_resume(7, false).is_ok());
         assert!(matches!(p.check_resume(8, false), Err(DataError::ResumeMismatch { .. })));
         assert!(matches!(p.check_resume(7, true), Err(DataError::ResumeMismatch { .. })));
-        assert!(matches!(DataPosition::start_follow(7, 0).check_resume(7, false), Err(DataError::ResumeMismatch { .. })));
+        assert!(matches!(
+            DataPosition::start_follow(7, 0).check_resume(7, false),
+            Err(DataError::ResumeMismatch { .. })
+        ));
     }
 
     impl DataPosition {

@@ -60,7 +60,12 @@ pub(crate) struct Prefetcher {
 
 impl Prefetcher {
     /// Starts the thread; it stages up to `depth` batches (plus the one it is building).
-    pub(crate) fn spawn(source: Box<dyn ChunkSource>, micro_batch: usize, seq_len: usize, depth: usize) -> Result<Self, DataError> {
+    pub(crate) fn spawn(
+        source: Box<dyn ChunkSource>,
+        micro_batch: usize,
+        seq_len: usize,
+        depth: usize,
+    ) -> Result<Self, DataError> {
         let (tx, rx) = sync_channel(depth);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
@@ -119,7 +124,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The thread's loop: build a batch, send it, until the data ends, an error occurs, or nobody listens.
-fn run(mut source: Box<dyn ChunkSource>, micro_batch: usize, seq_len: usize, tx: SyncSender<Staged>, stop: &AtomicBool) {
+fn run(
+    mut source: Box<dyn ChunkSource>,
+    micro_batch: usize,
+    seq_len: usize,
+    tx: SyncSender<Staged>,
+    stop: &AtomicBool,
+) {
     let chunk_tokens = seq_len + 1;
     let mut chunk = Vec::with_capacity(chunk_tokens);
     loop {

@@ -80,7 +80,8 @@ impl RingWatch {
     /// the slots in use (unreleased train shards on disk) out of the pipeline's `--ring-slots`
     /// (`?` before its manifest says), where the trainer reads, and who waits on whom.
     pub(crate) fn status(&self, shard: u64, chunk: u64, released_below: u64, ended: bool) -> String {
-        let ahead = list_shards(&self.dir, Split::Train).map_or(0, |s| s.iter().filter(|(seq, _)| *seq > shard).count());
+        let ahead =
+            list_shards(&self.dir, Split::Train).map_or(0, |s| s.iter().filter(|(seq, _)| *seq > shard).count());
         let used = slots_used(&self.dir, released_below);
         let slots = manifest_ring_slots(&self.dir);
         let full = slots.is_some_and(|n| n > 0 && used >= n);
@@ -91,7 +92,8 @@ impl RingWatch {
         };
         let view = self.view.lock();
         let of = view.shard_chunks.get(&shard).map_or(String::new(), |n| format!("/{n}"));
-        let mut s = format!("{slots_text} | shard {shard} chunk {chunk}{of}, {ahead} ready ahead, released <{released_below}");
+        let mut s =
+            format!("{slots_text} | shard {shard} chunk {chunk}{of}, {ahead} ready ahead, released <{released_below}");
         if ended {
             s.push_str(", all read");
         } else if view.waiting {

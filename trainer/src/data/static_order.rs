@@ -39,7 +39,14 @@ pub(crate) struct StaticOrder {
 
 impl StaticOrder {
     /// Opens and validates every train shard in `dir`; starts at `resume` or at epoch 0.
-    pub(crate) fn open(dir: &Path, seq_len: usize, vocab_size: usize, seed: u64, resume: Option<&DataPosition>, on_bad_chunk: OnBadChunk) -> Result<Self, DataError> {
+    pub(crate) fn open(
+        dir: &Path,
+        seq_len: usize,
+        vocab_size: usize,
+        seed: u64,
+        resume: Option<&DataPosition>,
+        on_bad_chunk: OnBadChunk,
+    ) -> Result<Self, DataError> {
         let paths: Vec<PathBuf> = list_shards(dir, Split::Train)?.into_iter().map(|(_, p)| p).collect();
         if paths.is_empty() {
             return Err(DataError::NoTrainShards { dir: dir.into() });
@@ -71,16 +78,32 @@ impl StaticOrder {
                     });
                 }
                 if index >= total {
-                    return Err(DataError::ResumeMismatch { what: format!("chunk index {index} is past the {total} chunks of an epoch") });
+                    return Err(DataError::ResumeMismatch {
+                        what: format!("chunk index {index} is past the {total} chunks of an epoch"),
+                    });
                 }
                 (epoch, index)
             }
             Some(Cursor::Follow { .. }) => {
-                return Err(DataError::ResumeMismatch { what: "a follow-mode position cannot resume a static run".into() })
+                return Err(DataError::ResumeMismatch {
+                    what: "a follow-mode position cannot resume a static run".into(),
+                })
             }
         };
         let order = permutation(total as u32, seed, OrderKind::StaticEpoch, epoch);
-        Ok(StaticOrder { dir: dir.into(), seed, shards, starts, total, epoch, index, order, on_bad_chunk, skipped: Vec::new(), bad_in_a_row: 0 })
+        Ok(StaticOrder {
+            dir: dir.into(),
+            seed,
+            shards,
+            starts,
+            total,
+            epoch,
+            index,
+            order,
+            on_bad_chunk,
+            skipped: Vec::new(),
+            bad_in_a_row: 0,
+        })
     }
 
     /// Moves past entry `index` of the epoch's permutation; returns the position after it.
@@ -100,7 +123,12 @@ impl StaticOrder {
 impl ChunkSource for StaticOrder {
     /// Where the next chunk comes from.
     fn position(&self) -> DataPosition {
-        let cursor = Cursor::Static { epoch: self.epoch, index: self.index, total_chunks: self.total, n_shards: self.shards.len() as u64 };
+        let cursor = Cursor::Static {
+            epoch: self.epoch,
+            index: self.index,
+            total_chunks: self.total,
+            n_shards: self.shards.len() as u64,
+        };
         DataPosition { seed: self.seed, cursor }
     }
 
@@ -117,12 +145,18 @@ impl ChunkSource for StaticOrder {
                     return Ok(Some(self.advance()));
                 }
                 Err(e) => {
-                    let Some(bad) = bad_chunk(&e).filter(|_| self.on_bad_chunk == OnBadChunk::Skip) else { return Err(e.into()) };
+                    let Some(bad) = bad_chunk(&e).filter(|_| self.on_bad_chunk == OnBadChunk::Skip) else {
+                        return Err(e.into());
+                    };
                     self.skipped.push(bad);
                     self.advance();
                     self.bad_in_a_row += 1;
                     if self.bad_in_a_row >= self.total {
-                        return Err(DataError::NoGoodChunk { dir: self.dir.clone(), total: self.total, last: e.to_string() });
+                        return Err(DataError::NoGoodChunk {
+                            dir: self.dir.clone(),
+                            total: self.total,
+                            last: e.to_string(),
+                        });
                     }
                 }
             }

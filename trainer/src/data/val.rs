@@ -42,7 +42,12 @@ pub enum ValSetState {
 /// Loads the fixed val set of `dir` (up to `max_chunks` of its chunks). Every shard used is
 /// checked against the model and a bad chunk is an error naming the file and chunk; a set shard
 /// that is missing or shorter than the manifest says is an error naming the manifest.
-pub fn load_val_set(dir: &Path, seq_len: usize, vocab_size: usize, max_chunks: usize) -> Result<ValSetState, DataError> {
+pub fn load_val_set(
+    dir: &Path,
+    seq_len: usize,
+    vocab_size: usize,
+    max_chunks: usize,
+) -> Result<ValSetState, DataError> {
     let manifest = Manifest::read(dir)?;
     let Some(m) = manifest else {
         if dir.is_dir() && !list_shards(dir, Split::Val)?.is_empty() {
@@ -59,14 +64,23 @@ pub fn load_val_set(dir: &Path, seq_len: usize, vocab_size: usize, max_chunks: u
             return Ok(ValSetState::Ready(ValChunks { digest: digest(&chunks), chunks, set_chunks: None }));
         }
         let target = m.fingerprint.val_tokens.div_ceil(m.params.seq_len().max(1) as u64).max(1);
-        return Ok(ValSetState::Pending(format!("its manifest: {} of the {target} val set chunks published", m.val.chunks)));
+        return Ok(ValSetState::Pending(format!(
+            "its manifest: {} of the {target} val set chunks published",
+            m.val.chunks
+        )));
     };
     let chunks = read_set(dir, set, seq_len, vocab_size, max_chunks)?;
     Ok(ValSetState::Ready(ValChunks { digest: digest(&chunks), chunks, set_chunks: Some(set.chunks) }))
 }
 
 /// The first `min(max_chunks, set.chunks)` chunks of val shards `0..set.shards`, in order.
-fn read_set(dir: &Path, set: ValSet, seq_len: usize, vocab_size: usize, max_chunks: usize) -> Result<Vec<Vec<u32>>, DataError> {
+fn read_set(
+    dir: &Path,
+    set: ValSet,
+    seq_len: usize,
+    vocab_size: usize,
+    max_chunks: usize,
+) -> Result<Vec<Vec<u32>>, DataError> {
     let want = (set.chunks.min(max_chunks as u64)) as usize;
     let mut chunks = Vec::with_capacity(want);
     for seq in 0..set.shards {
@@ -77,7 +91,12 @@ fn read_set(dir: &Path, set: ValSet, seq_len: usize, vocab_size: usize, max_chun
         if !path.exists() {
             return Err(DataError::Manifest {
                 path: dir.join(MANIFEST_FILE),
-                what: format!("the fixed val set is val shards 0..{} ({} chunks), but {} does not exist", set.shards, set.chunks, path.display()),
+                what: format!(
+                    "the fixed val set is val shards 0..{} ({} chunks), but {} does not exist",
+                    set.shards,
+                    set.chunks,
+                    path.display()
+                ),
             });
         }
         let reader = open_for_model(&path, seq_len, vocab_size)?;
@@ -89,7 +108,12 @@ fn read_set(dir: &Path, set: ValSet, seq_len: usize, vocab_size: usize, max_chun
     if chunks.len() < want {
         return Err(DataError::Manifest {
             path: dir.join(MANIFEST_FILE),
-            what: format!("the fixed val set is {} chunks in val shards 0..{}, but those shards hold only {}", set.chunks, set.shards, chunks.len()),
+            what: format!(
+                "the fixed val set is {} chunks in val shards 0..{}, but those shards hold only {}",
+                set.chunks,
+                set.shards,
+                chunks.len()
+            ),
         });
     }
     Ok(chunks)
@@ -97,7 +121,12 @@ fn read_set(dir: &Path, set: ValSet, seq_len: usize, vocab_size: usize, max_chun
 
 /// Up to `max_chunks` val chunks of `seq_len + 1` tokens each, the first chunks of the val shards
 /// on disk in seq order (no manifest consulted); empty when `dir` has no val shard.
-pub fn load_val_chunks(dir: &Path, seq_len: usize, vocab_size: usize, max_chunks: usize) -> Result<Vec<Vec<u32>>, DataError> {
+pub fn load_val_chunks(
+    dir: &Path,
+    seq_len: usize,
+    vocab_size: usize,
+    max_chunks: usize,
+) -> Result<Vec<Vec<u32>>, DataError> {
     let mut chunks = Vec::new();
     for (_, path) in list_shards(dir, Split::Val)? {
         if chunks.len() >= max_chunks {

@@ -14,7 +14,8 @@ use super::shard_chunks::ShardChunks;
 /// shard directory (`None` = val); `seq_len`, when given, must match the shards' chunks.
 pub fn open(path: &Path, split: Option<Split>, seq_len: Option<usize>, model_vocab: usize) -> Result<ShardChunks> {
     let meta = std::fs::metadata(path).with_context(|| format!("--data {}", path.display()))?;
-    let is_shard_file = !meta.is_dir() && path.file_name().and_then(|n| n.to_str()).and_then(parse_shard_file_name).is_some();
+    let is_shard_file =
+        !meta.is_dir() && path.file_name().and_then(|n| n.to_str()).and_then(parse_shard_file_name).is_some();
     let is_shard_dir = meta.is_dir() && Split::ALL.iter().any(|&s| list_shards(path, s).is_ok_and(|l| !l.is_empty()));
     if is_shard_dir {
         return ShardChunks::open_split(path, split.unwrap_or(Split::Val), model_vocab, seq_len);

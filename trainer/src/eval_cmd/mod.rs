@@ -87,7 +87,14 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let step = checkpoint_step(&dir);
     let (cfg, params) = params_from_loaded(load_model(&dir)?, &device)?;
     let model = MambaLM::new(&cfg, params.var_builder(&device))?.with_compute_dtype(dtype)?;
-    tracing::info!("checkpoint {} (step {}): d_model {} n_layer {} vocab {}", dir.display(), step.map_or("?".into(), |s| s.to_string()), cfg.d_model, cfg.n_layer, cfg.padded_vocab());
+    tracing::info!(
+        "checkpoint {} (step {}): d_model {} n_layer {} vocab {}",
+        dir.display(),
+        step.map_or("?".into(), |s| s.to_string()),
+        cfg.d_model,
+        cfg.n_layer,
+        cfg.padded_vocab()
+    );
 
     // ---- the data: the shards of one split, or one shard file -----------------------------------
     let split = args.split.map(Split::from);
@@ -99,7 +106,12 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
 
     // ---- the loop: micro-batches of chunks → the mean loss of every target token ---------------
     let micro_batch = args.micro_batch as usize;
-    crate::size_limits::check_logits(micro_batch, source.chunk_tokens().saturating_sub(1), cfg.padded_vocab(), args.device == "cpu")?;
+    crate::size_limits::check_logits(
+        micro_batch,
+        source.chunk_tokens().saturating_sub(1),
+        cfg.padded_vocab(),
+        args.device == "cpu",
+    )?;
     let (mut sum, mut chunks) = (0f64, 0u64);
     let mut batch: Vec<Vec<u32>> = Vec::with_capacity(micro_batch);
     loop {
@@ -120,7 +132,12 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         batch.clear();
     }
     bar.finish_and_clear();
-    anyhow::ensure!(chunks > 0, "{}: no whole chunk of {} tokens to evaluate on", args.data.display(), source.chunk_tokens());
+    anyhow::ensure!(
+        chunks > 0,
+        "{}: no whole chunk of {} tokens to evaluate on",
+        args.data.display(),
+        source.chunk_tokens()
+    );
 
     // ---- the report -----------------------------------------------------------------------------
     let loss = sum / chunks as f64;
@@ -144,7 +161,9 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
 fn checkpoint_step(dir: &Path) -> Option<u64> {
     let path = dir.join(TRAINER_STATE_FILE);
     let text = std::fs::read_to_string(&path).ok()?;
-    let step = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.get("step").and_then(serde_json::Value::as_u64));
+    let step = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64));
     if step.is_none() {
         tracing::warn!("{}: no readable `step`; the report leaves it out", path.display());
     }
@@ -154,6 +173,9 @@ fn checkpoint_step(dir: &Path) -> Option<u64> {
 /// A bar over chunks on stderr (hidden when stderr is not a terminal).
 fn progress_bar(total: u64) -> Result<ProgressBar> {
     let bar = ProgressBar::new(total);
-    bar.set_style(ProgressStyle::with_template("eval {elapsed_precise} [{bar:30}] {pos}/{len} chunks  {per_sec}  eta {eta}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("eval {elapsed_precise} [{bar:30}] {pos}/{len} chunks  {per_sec}  eta {eta}")?
+            .progress_chars("=> "),
+    );
     Ok(bar)
 }

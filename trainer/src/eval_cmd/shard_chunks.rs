@@ -30,7 +30,11 @@ impl ShardChunks {
                 Split::Val => Split::Train,
                 Split::Train => Split::Val,
             };
-            let hint = if list_shards(dir, other)?.is_empty() { String::new() } else { format!("; it has {other} shards (--split {other})") };
+            let hint = if list_shards(dir, other)?.is_empty() {
+                String::new()
+            } else {
+                format!("; it has {other} shards (--split {other})")
+            };
             bail!("{}: no {split} shards ({split}-NNNNNNNN.shard) to evaluate on{hint}", dir.display());
         }
         Ok(ShardChunks { split: Some(split), ..Self::open_files(&paths, model_vocab, seq_len)? })
@@ -46,14 +50,22 @@ impl ShardChunks {
             let h = *reader.header();
             match chunk_tokens {
                 Some(n) if n != h.chunk_tokens as usize => {
-                    let why = if seq_len.is_some() { "--seq-len".to_string() } else { format!("{} (the first shard)", paths[0].display()) };
+                    let why = if seq_len.is_some() {
+                        "--seq-len".to_string()
+                    } else {
+                        format!("{} (the first shard)", paths[0].display())
+                    };
                     bail!("{}: chunks hold {} tokens, but {why} needs {n}", path.display(), h.chunk_tokens);
                 }
                 Some(_) => {}
                 None => chunk_tokens = Some(h.chunk_tokens as usize),
             }
             if h.vocab_size as usize > model_vocab {
-                bail!("{}: the shard's vocabulary has {} tokens, more than the model's {model_vocab}", path.display(), h.vocab_size);
+                bail!(
+                    "{}: the shard's vocabulary has {} tokens, more than the model's {model_vocab}",
+                    path.display(),
+                    h.vocab_size
+                );
             }
             shards.push(reader);
         }

@@ -199,7 +199,11 @@ pub(crate) fn decode(b: &[u8]) -> Result<Event, String> {
                         }
                     }
                 }
-                what = Some(if values.is_empty() && !texts.is_empty() { What::Text(texts) } else { What::Scalars(values) });
+                what = Some(if values.is_empty() && !texts.is_empty() {
+                    What::Text(texts)
+                } else {
+                    What::Scalars(values)
+                });
             }
             Field::Bytes(7, s) => {
                 let start = fields(s)?.iter().any(|f| matches!(f, Field::Varint(1, 1)));
@@ -228,7 +232,8 @@ mod tests {
         assert_eq!(&bytes[13..], b"brain.Event:2");
         // step 300 = varint [0xac, 0x02].
         assert_eq!(&encode(&e)[9..12], &[0x10, 0xac, 0x02]);
-        let t = Event { wall_time: 3.0, step: 50, what: What::Text(vec![("samples/text".into(), "Once upon ✓".into())]) };
+        let t =
+            Event { wall_time: 3.0, step: 50, what: What::Text(vec![("samples/text".into(), "Once upon ✓".into())]) };
         assert_eq!(decode(&encode(&t)).unwrap(), t);
         let s = Event { wall_time: 2.0, step: 41, what: What::SessionStart };
         assert_eq!(decode(&encode(&s)).unwrap(), s);

@@ -23,7 +23,11 @@ pub(crate) struct JsonlLog {
 /// Parses `bytes` line by line; with `allow_torn_tail` a last line without its newline that does
 /// not parse is dropped (a write cut short), otherwise every bad line is an error naming it.
 fn parse(path: &Path, bytes: &[u8], allow_torn_tail: bool) -> Result<Vec<Value>, MetricsError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| MetricsError::Json { path: path.into(), line: 0, what: format!("not UTF-8: {e}") })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| MetricsError::Json {
+        path: path.into(),
+        line: 0,
+        what: format!("not UTF-8: {e}"),
+    })?;
     let complete = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::with_capacity(lines.len());
@@ -34,7 +38,13 @@ fn parse(path: &Path, bytes: &[u8], allow_torn_tail: bool) -> Result<Vec<Value>,
         match serde_json::from_str::<Value>(line) {
             Ok(v) if v.is_object() => out.push(v),
             Ok(_) if allow_torn_tail && !complete && i + 1 == lines.len() => {}
-            Ok(v) => return Err(MetricsError::Json { path: path.into(), line: i + 1, what: format!("not a JSON object: {v}") }),
+            Ok(v) => {
+                return Err(MetricsError::Json {
+                    path: path.into(),
+                    line: i + 1,
+                    what: format!("not a JSON object: {v}"),
+                })
+            }
             Err(_) if allow_torn_tail && !complete && i + 1 == lines.len() => {
                 tracing::warn!("{}: dropping the torn last line {}", path.display(), i + 1);
             }
@@ -79,7 +89,8 @@ impl JsonlLog {
                     text.push_str(&v.to_string());
                     text.push('\n');
                 }
-                mamba_shards::fsutil::atomic_write(path, text.as_bytes()).map_err(|e| MetricsError::Shared { what: e.to_string() })?;
+                mamba_shards::fsutil::atomic_write(path, text.as_bytes())
+                    .map_err(|e| MetricsError::Shared { what: e.to_string() })?;
                 kept
             }
             (None, Some(bytes)) if !bytes.is_empty() => {
@@ -100,7 +111,11 @@ impl JsonlLog {
 
     /// Appends one record as a line (a single write, so lines never interleave).
     pub(crate) fn append(&mut self, record: &impl Serialize) -> Result<(), MetricsError> {
-        let mut line = serde_json::to_string(record).map_err(|e| MetricsError::Json { path: self.path.clone(), line: 0, what: e.to_string() })?;
+        let mut line = serde_json::to_string(record).map_err(|e| MetricsError::Json {
+            path: self.path.clone(),
+            line: 0,
+            what: e.to_string(),
+        })?;
         line.push('\n');
         self.file.write_all(line.as_bytes()).map_err(|e| MetricsError::io(&self.path, e))
     }

@@ -191,7 +191,12 @@ impl MetricsWriter {
                 _ => {}
             }
         }
-        tracing::info!("metrics: {} ({} records kept), TensorBoard {}", jsonl.path().display(), kept.len(), tb.path().display());
+        tracing::info!(
+            "metrics: {} ({} records kept), TensorBoard {}",
+            jsonl.path().display(),
+            kept.len(),
+            tb.path().display()
+        );
         Ok(MetricsWriter { run_dir: run_dir.into(), jsonl, tb, curves: c, log_scale: false, plotted: None })
     }
 
@@ -245,7 +250,11 @@ impl MetricsWriter {
 
     /// [`MetricsWriter::log_eval`], with the val set's size and digest in the JSONL record.
     pub fn log_eval_on(&mut self, m: &EvalMetrics, val_chunks: u64, val_digest: &str) -> Result<(), MetricsError> {
-        self.jsonl.append(&Record { kind: "eval", time: unix_time(), metrics: &EvalOn { metrics: m, val_chunks, val_digest } })?;
+        self.jsonl.append(&Record {
+            kind: "eval",
+            time: unix_time(),
+            metrics: &EvalOn { metrics: m, val_chunks, val_digest },
+        })?;
         self.eval_done(m)
     }
 

@@ -80,7 +80,8 @@ fn padded_range(ys: impl Iterator<Item = f64>, min_pad: f64) -> (f64, f64) {
 
 fn draw(path: &Path, c: &Curves, log_scale: bool) -> Result<(), String> {
     let (train, val) = (finite(&c.train, log_scale), finite(&c.val, log_scale));
-    let (lr_muon, lr_adamw, gnorm) = (finite(&c.lr_muon, false), finite(&c.lr_adamw, false), finite(&c.grad_norm, false));
+    let (lr_muon, lr_adamw, gnorm) =
+        (finite(&c.lr_muon, false), finite(&c.lr_adamw, false), finite(&c.grad_norm, false));
     // One step axis for both panels, never empty.
     let steps = train.iter().chain(&val).chain(&lr_muon).chain(&lr_adamw).chain(&gnorm).map(|p| p.0);
     let (x_min, x_max) = (steps.clone().min().unwrap_or(0), steps.max().unwrap_or(1));
@@ -99,11 +100,22 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 /// A panel of `loss.png`: its caption and the label areas both panels share.
 fn panel<'a, 'b>(area: &'a Area<'b>, title: String, caption_size: u32) -> ChartBuilder<'a, 'static, BitMapBackend<'b>> {
     let mut builder = ChartBuilder::on(area);
-    builder.caption(title, ("sans-serif", caption_size)).margin(15).x_label_area_size(45).y_label_area_size(95).right_y_label_area_size(80);
+    builder
+        .caption(title, ("sans-serif", caption_size))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(95)
+        .right_y_label_area_size(80);
     builder
 }
 
-fn draw_loss(area: &Area, train: &[(u64, f64)], val: &[(u64, f64)], x_range: std::ops::Range<u64>, log_scale: bool) -> Result<(), String> {
+fn draw_loss(
+    area: &Area,
+    train: &[(u64, f64)],
+    val: &[(u64, f64)],
+    x_range: std::ops::Range<u64>,
+    log_scale: bool,
+) -> Result<(), String> {
     let e = |err: &dyn std::fmt::Display| err.to_string();
     let y_of = |loss: f64| if log_scale { loss.log10() } else { loss };
     let smoothed = smooth(train);
@@ -116,7 +128,8 @@ fn draw_loss(area: &Area, train: &[(u64, f64)], val: &[(u64, f64)], x_range: std
     };
     let mut chart = panel(area, title, 24).build_cartesian_2d(x_range, y_min..y_max).map_err(|x| e(&x))?;
     let decimals = label_decimals(if log_scale { 10f64.powf(y_max) - 10f64.powf(y_min) } else { y_max - y_min });
-    let y_label = |y: &f64| if log_scale { format!("{:.*}", decimals + 1, 10f64.powf(*y)) } else { format!("{y:.decimals$}") };
+    let y_label =
+        |y: &f64| if log_scale { format!("{:.*}", decimals + 1, 10f64.powf(*y)) } else { format!("{y:.decimals$}") };
     chart
         .configure_mesh()
         .x_desc("step")
@@ -130,17 +143,35 @@ fn draw_loss(area: &Area, train: &[(u64, f64)], val: &[(u64, f64)], x_range: std
     let raw_color = RGBColor(160, 190, 230);
     let pts = |v: &[(u64, f64)]| v.iter().map(|&(s, l)| (s, y_of(l))).collect::<Vec<_>>();
     if !train.is_empty() {
-        chart.draw_series(LineSeries::new(pts(train), raw_color.stroke_width(1))).map_err(|x| e(&x))?.label("train").legend(legend_line(raw_color.stroke_width(2)));
-        chart.draw_series(LineSeries::new(pts(&smoothed), BLUE.stroke_width(2))).map_err(|x| e(&x))?.label("train (smoothed)").legend(legend_line(BLUE.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(pts(train), raw_color.stroke_width(1)))
+            .map_err(|x| e(&x))?
+            .label("train")
+            .legend(legend_line(raw_color.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(pts(&smoothed), BLUE.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label("train (smoothed)")
+            .legend(legend_line(BLUE.stroke_width(2)));
     }
     if !val.is_empty() {
-        chart.draw_series(LineSeries::new(pts(val), RED.stroke_width(2))).map_err(|x| e(&x))?.label("val").legend(legend_line(RED.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(pts(val), RED.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label("val")
+            .legend(legend_line(RED.stroke_width(2)));
         chart.draw_series(pts(val).into_iter().map(|p| Circle::new(p, 4, RED.filled()))).map_err(|x| e(&x))?;
     }
     draw_legend(&mut chart, 16)
 }
 
-fn draw_lr_and_grad_norm(area: &Area, lr_muon: &[(u64, f64)], lr_adamw: &[(u64, f64)], gnorm: &[(u64, f64)], x_range: std::ops::Range<u64>) -> Result<(), String> {
+fn draw_lr_and_grad_norm(
+    area: &Area,
+    lr_muon: &[(u64, f64)],
+    lr_adamw: &[(u64, f64)],
+    gnorm: &[(u64, f64)],
+    x_range: std::ops::Range<u64>,
+) -> Result<(), String> {
     let e = |err: &dyn std::fmt::Display| err.to_string();
     let lr_max = lr_muon.iter().chain(lr_adamw).map(|p| p.1).fold(0.0f64, f64::max);
     let lr_top = if lr_max > 0.0 { lr_max * 1.08 } else { 1e-3 };
@@ -174,10 +205,18 @@ fn draw_lr_and_grad_norm(area: &Area, lr_muon: &[(u64, f64)], lr_adamw: &[(u64, 
         .map_err(|x| e(&x))?;
     let (muon_color, adamw_color, g_color) = (RGBColor(200, 80, 0), RGBColor(0, 140, 70), RGBColor(90, 90, 90));
     if !lr_muon.is_empty() {
-        chart.draw_series(LineSeries::new(lr_muon.to_vec(), muon_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr Muon").legend(legend_line(muon_color.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(lr_muon.to_vec(), muon_color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label("lr Muon")
+            .legend(legend_line(muon_color.stroke_width(2)));
     }
     if !lr_adamw.is_empty() {
-        chart.draw_series(LineSeries::new(lr_adamw.to_vec(), adamw_color.stroke_width(2))).map_err(|x| e(&x))?.label("lr AdamW").legend(legend_line(adamw_color.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(lr_adamw.to_vec(), adamw_color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label("lr AdamW")
+            .legend(legend_line(adamw_color.stroke_width(2)));
     }
     if !gnorm.is_empty() {
         chart

@@ -37,7 +37,10 @@ pub(crate) enum PngError {
 pub(crate) fn ensure_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
-        .get_or_init(|| register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS).map_err(|_| "the bundled DejaVu Sans font does not parse".to_string()))
+        .get_or_init(|| {
+            register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS)
+                .map_err(|_| "the bundled DejaVu Sans font does not parse".to_string())
+        })
         .clone()
 }
 
@@ -61,7 +64,10 @@ pub(crate) fn legend_line(style: impl Into<ShapeStyle>) -> impl Fn((i32, i32)) -
 }
 
 /// The legend box of every chart: upper right, on a translucent white background, framed.
-pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, DB, CT>, font_size: u32) -> Result<(), String>
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    font_size: u32,
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {

@@ -50,9 +50,10 @@ impl StepProgress {
     /// Shows the display at `start_step` of `total_steps` (a resumed run starts part-way).
     pub fn start(start_step: u64, total_steps: u64, n_params: u64, peak_flops: Option<f64>) -> StepProgress {
         let bar = ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr_with_hz(4));
-        let style = ProgressStyle::with_template("[{bar:14}] {pos:>6}/{len:<6} {percent:>3}% ETA {eta_precise} | {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("[{bar:14}] {pos:>6}/{len:<6} {percent:>3}% ETA {eta_precise} | {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
         bar.set_style(style);
         bar.set_position(start_step);
         bar.reset_eta();
@@ -94,7 +95,13 @@ pub fn progress_message(m: &StepMetrics, n_params: u64, peak_flops: Option<f64>)
         Some(peak) if peak > 0.0 => format!("{:.1}%", 100.0 * 6.0 * n_params as f64 * m.tokens_per_sec / peak),
         _ => "n/a".to_string(),
     };
-    let msg = format!("{} tok/s | MFU {mfu} | loss {:.4} | lr muon {:.1e} adamw {:.1e}", human(m.tokens_per_sec), m.loss, m.lr_muon, m.lr_adamw);
+    let msg = format!(
+        "{} tok/s | MFU {mfu} | loss {:.4} | lr muon {:.1e} adamw {:.1e}",
+        human(m.tokens_per_sec),
+        m.loss,
+        m.lr_muon,
+        m.lr_adamw
+    );
     // Never wider than the display allows (absurd values would be: cut, not wrapped).
     msg.chars().take(MAX_COLUMNS - PREFIX_COLUMNS).collect()
 }
@@ -166,15 +173,25 @@ mod tests {
     #[test]
     fn message_shows_rate_mfu_loss_and_both_learning_rates() {
         let m = metrics(12_345.0, 5.43214, 3e-3);
-        assert_eq!(progress_message(&m, 129_123_072, None), "12.3k tok/s | MFU n/a | loss 5.4321 | lr muon 3.0e-3 adamw 3.0e-4");
+        assert_eq!(
+            progress_message(&m, 129_123_072, None),
+            "12.3k tok/s | MFU n/a | loss 5.4321 | lr muon 3.0e-3 adamw 3.0e-4"
+        );
         // 6 × 129.1M params × 229k tok/s over 989 TFLOPS = 17.9%.
         let m = metrics(229_000.0, 3.0, 1e-3);
-        assert_eq!(progress_message(&m, 129_123_072, Some(989e12)), "229.0k tok/s | MFU 17.9% | loss 3.0000 | lr muon 1.0e-3 adamw 1.0e-4");
+        assert_eq!(
+            progress_message(&m, 129_123_072, Some(989e12)),
+            "229.0k tok/s | MFU 17.9% | loss 3.0000 | lr muon 1.0e-3 adamw 1.0e-4"
+        );
     }
 
     #[test]
     fn the_display_fits_120_columns_even_with_extreme_values() {
-        for m in [metrics(9.99e9, -123456.789, 1.5e-12), metrics(f64::NAN, f64::INFINITY, f64::NAN), metrics(950.0, 10.0, 0.0)] {
+        for m in [
+            metrics(9.99e9, -123456.789, 1.5e-12),
+            metrics(f64::NAN, f64::INFINITY, f64::NAN),
+            metrics(950.0, 10.0, 0.0),
+        ] {
             let msg = progress_message(&m, u64::MAX, Some(1.0));
             assert!(msg.chars().count() + PREFIX_COLUMNS <= MAX_COLUMNS, "{msg}");
         }

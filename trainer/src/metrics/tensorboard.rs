@@ -81,7 +81,11 @@ impl EventWriter {
 
     /// One text summary (TensorBoard's TEXT tab) at `step`.
     pub(crate) fn text(&mut self, step: u64, tag: &str, text: &str) -> Result<(), MetricsError> {
-        self.write(&Event { wall_time: now(), step: step as i64, what: What::Text(vec![(tag.to_string(), text.to_string())]) })
+        self.write(&Event {
+            wall_time: now(),
+            step: step as i64,
+            what: What::Text(vec![(tag.to_string(), text.to_string())]),
+        })
     }
 
     /// Hands buffered events to the OS (visible to a running TensorBoard); `sync` also fsyncs.
@@ -99,7 +103,11 @@ pub(crate) fn read_events(path: &Path) -> Result<Vec<Event>, MetricsError> {
     let bad = |what: String| MetricsError::EventFile { path: path.into(), what };
     let bytes = std::fs::read(path).map_err(|e| MetricsError::io(path, e))?;
     let records = super::tfrecord::read_records(&bytes).map_err(bad)?;
-    records.iter().enumerate().map(|(i, r)| super::event_proto::decode(r).map_err(|e| bad(format!("event {i}: {e}")))).collect()
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| super::event_proto::decode(r).map_err(|e| bad(format!("event {i}: {e}"))))
+        .collect()
 }
 
 /// One scalar of an event file.
@@ -117,7 +125,12 @@ pub fn read_tensorboard_scalars(path: &Path) -> Result<Vec<TbScalar>, MetricsErr
     let mut out = Vec::new();
     for e in read_events(path)? {
         if let What::Scalars(values) = e.what {
-            out.extend(values.into_iter().map(|(tag, value)| TbScalar { step: e.step, wall_time: e.wall_time, tag, value }));
+            out.extend(values.into_iter().map(|(tag, value)| TbScalar {
+                step: e.step,
+                wall_time: e.wall_time,
+                tag,
+                value,
+            }));
         }
     }
     Ok(out)

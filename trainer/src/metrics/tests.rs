@@ -49,14 +49,26 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 #[test]
 fn step_line_has_a_fixed_format() {
-    let mut m = StepMetrics { step: 120, loss: 5.43214, lr_muon: 9e-4, lr_adamw: 9e-5, grad_norm: 0.8123, tokens_per_sec: 12345.4, step_ms: 812.34, data_wait_ms: 0.42, ..step(0, 0.0) };
+    let mut m = StepMetrics {
+        step: 120,
+        loss: 5.43214,
+        lr_muon: 9e-4,
+        lr_adamw: 9e-5,
+        grad_norm: 0.8123,
+        tokens_per_sec: 12345.4,
+        step_ms: 812.34,
+        data_wait_ms: 0.42,
+        ..step(0, 0.0)
+    };
     assert_eq!(
         format_step_line(&m, "ring 2/3"),
         "step   120 | loss 5.4321 | lr 9.00e-04/9.00e-05 | gnorm 0.812 | 12345 tok/s |  812.3 ms | wait 0.4 ms | ring 2/3"
     );
     (m.fwd_ms, m.bwd_ms, m.opt_ms) = (Some(1.0), Some(2.25), Some(0.5));
     m.lr_muon = 1.5e12;
-    assert!(format_step_line(&m, "").ends_with("lr 1.50e+12/9.00e-05 | gnorm 0.812 | 12345 tok/s |  812.3 ms | wait 0.4 ms | fwd 1.0 bwd 2.2 opt 0.5 ms"));
+    assert!(format_step_line(&m, "").ends_with(
+        "lr 1.50e+12/9.00e-05 | gnorm 0.812 | 12345 tok/s |  812.3 ms | wait 0.4 ms | fwd 1.0 bwd 2.2 opt 0.5 ms"
+    ));
 }
 
 #[test]
@@ -65,7 +77,13 @@ fn steps_and_evals_go_to_jsonl_tensorboard_and_the_plot() {
     let run = dir.path().join("run");
     let mut w = MetricsWriter::open(&run, None).unwrap();
     for s in 1..=3 {
-        w.log_step(&StepMetrics { fwd_ms: Some(1.5), bwd_ms: Some(2.5), opt_ms: Some(0.5), ..step(s, 10.0 - s as f64) }).unwrap();
+        w.log_step(&StepMetrics {
+            fwd_ms: Some(1.5),
+            bwd_ms: Some(2.5),
+            opt_ms: Some(0.5),
+            ..step(s, 10.0 - s as f64)
+        })
+        .unwrap();
     }
     w.log_eval(&eval(3, 7.5)).unwrap();
     w.flush().unwrap();
@@ -95,7 +113,18 @@ fn steps_and_evals_go_to_jsonl_tensorboard_and_the_plot() {
     let tags: Vec<&str> = first.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         tags,
-        ["train/loss", "train/lr_muon", "train/lr_adamw", "train/grad_norm", "perf/tokens_per_sec", "perf/step_ms", "perf/data_wait_ms", "perf/fwd_ms", "perf/bwd_ms", "perf/opt_ms"]
+        [
+            "train/loss",
+            "train/lr_muon",
+            "train/lr_adamw",
+            "train/grad_norm",
+            "perf/tokens_per_sec",
+            "perf/step_ms",
+            "perf/data_wait_ms",
+            "perf/fwd_ms",
+            "perf/bwd_ms",
+            "perf/opt_ms"
+        ]
     );
     assert_eq!(first[0].1, 9.0);
     assert_eq!(first[1].1, 1e-3f32);
@@ -138,11 +167,19 @@ fn resume_keeps_records_up_to_the_resume_step_and_drops_the_rest() {
     assert!(read_jsonl(&path).unwrap_err().to_string().contains("line 9"));
 
     let mut w = MetricsWriter::open(dir.path(), Some(4)).unwrap();
-    assert_eq!((w.curves.train.len(), w.curves.val.len(), w.curves.lr_muon.len(), w.curves.grad_norm.len()), (4, 1, 4, 4), "the plot data comes back too");
+    assert_eq!(
+        (w.curves.train.len(), w.curves.val.len(), w.curves.lr_muon.len(), w.curves.grad_norm.len()),
+        (4, 1, 4, 4),
+        "the plot data comes back too"
+    );
     w.log_step(&step(5, 4.5)).unwrap();
     let recs = read_jsonl(&path).unwrap();
-    let kinds_steps: Vec<(String, u64)> = recs.iter().map(|r| (r["kind"].as_str().unwrap().to_string(), r["step"].as_u64().unwrap())).collect();
-    let expected: Vec<(String, u64)> = [("step", 1), ("step", 2), ("step", 3), ("eval", 3), ("step", 4), ("step", 5)].iter().map(|(k, s)| (k.to_string(), *s)).collect();
+    let kinds_steps: Vec<(String, u64)> =
+        recs.iter().map(|r| (r["kind"].as_str().unwrap().to_string(), r["step"].as_u64().unwrap())).collect();
+    let expected: Vec<(String, u64)> = [("step", 1), ("step", 2), ("step", 3), ("eval", 3), ("step", 4), ("step", 5)]
+        .iter()
+        .map(|(k, s)| (k.to_string(), *s))
+        .collect();
     assert_eq!(kinds_steps, expected);
     assert_eq!(recs[5]["loss"], 4.5);
 
@@ -173,20 +210,38 @@ fn a_fresh_run_moves_old_metrics_aside_and_bad_lines_name_file_and_line() {
 fn plots_handle_log_scale_empty_and_non_finite_data() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("a.png");
-    let train: Vec<(u64, f64)> = (0..500).map(|s| (s, 10.0 * (-(s as f64) / 150.0).exp() + 2.0 + 0.3 * ((s * 7919 % 13) as f64 / 13.0))).collect();
+    let train: Vec<(u64, f64)> = (0..500)
+        .map(|s| (s, 10.0 * (-(s as f64) / 150.0).exp() + 2.0 + 0.3 * ((s * 7919 % 13) as f64 / 13.0)))
+        .collect();
     let val = vec![(100, 4.6), (200, 3.3), (300, 2.8), (400, 2.6), (499, 2.5)];
-    let lr = |peak: f64| -> Vec<(u64, f64)> { (0..500).map(|s| (s, peak * (s as f64 / 50.0).min(1.0) * (1.0 - s as f64 / 1000.0))).collect() };
+    let lr = |peak: f64| -> Vec<(u64, f64)> {
+        (0..500).map(|s| (s, peak * (s as f64 / 50.0).min(1.0) * (1.0 - s as f64 / 1000.0))).collect()
+    };
     let grad_norm: Vec<(u64, f64)> = (0..500).map(|s| (s, 0.3 + 2.0 / (1.0 + s as f64 / 20.0))).collect();
     let curves = Curves { train: train.clone(), val: val.clone(), lr_muon: lr(3e-3), lr_adamw: lr(1e-3), grad_norm };
     write_loss_png(&p, &curves, true).unwrap();
     assert_eq!(png_size(&p), (PLOT_WIDTH, LOSS_PLOT_HEIGHT));
     write_loss_png(&p, &Curves::default(), false).unwrap();
     let bad = vec![(1, f64::NAN), (2, f64::INFINITY), (3, 1.0)];
-    let odd = Curves { train: bad.clone(), val: vec![(3, 0.0)], lr_muon: bad.clone(), lr_adamw: vec![(3, 0.0)], grad_norm: bad };
+    let odd = Curves {
+        train: bad.clone(),
+        val: vec![(3, 0.0)],
+        lr_muon: bad.clone(),
+        lr_adamw: vec![(3, 0.0)],
+        grad_norm: bad,
+    };
     write_loss_png(&p, &odd, true).unwrap();
     assert_eq!(png_size(&p), (PLOT_WIDTH, LOSS_PLOT_HEIGHT));
     // Labels get the decimals their spacing needs.
-    assert_eq!((plot::label_decimals(10.0), plot::label_decimals(1.0), plot::label_decimals(0.002), plot::label_decimals(f64::NAN)), (0, 1, 4, 2));
+    assert_eq!(
+        (
+            plot::label_decimals(10.0),
+            plot::label_decimals(1.0),
+            plot::label_decimals(0.002),
+            plot::label_decimals(f64::NAN)
+        ),
+        (0, 1, 4, 2)
+    );
     // The smoothed curve starts at the first point (bias correction) and stays within the data.
     let s = plot::smooth(&train);
     assert_eq!(s[0], train[0]);
@@ -237,5 +292,9 @@ print(json.dumps(out))
     assert_eq!(got["train/loss"], serde_json::json!([[1, 5.5], [2, 5.0], [3, 1.25]]), "{got}");
     assert_eq!(got["perf/data_wait_ms"], serde_json::json!([[1, 0.25], [2, 0.25], [3, 0.25]]));
     assert_eq!(got["val/loss"], serde_json::json!([]), "the eval at step 4 belonged to the lost part: {got}");
-    assert_eq!(got["samples/text"], serde_json::json!([[2, "text", ["**Once** upon a time ✓"]]]), "a text summary of the text plugin: {got}");
+    assert_eq!(
+        got["samples/text"],
+        serde_json::json!([[2, "text", ["**Once** upon a time ✓"]]]),
+        "a text summary of the text plugin: {got}"
+    );
 }

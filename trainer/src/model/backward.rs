@@ -21,14 +21,14 @@ use super::mamba::{BlockActs, MambaLM};
 
 /// What [`MambaLM::backward`] needs of the forward.
 pub struct Saved {
-    index: TokenIndex,           // the positions of each id in the flattened (b·l,) ids
-    targets: Tensor,             // (b·l,) u32
+    index: TokenIndex, // the positions of each id in the flattened (b·l,) ids
+    targets: Tensor,   // (b·l,) u32
     blocks: Vec<BlockActs>,
-    last_residual: Tensor,       // (b·l, d), norm_f's input (f32)
-    hidden: Tensor,              // (b·l, d), norm_f's output (compute dtype)
-    head: Tensor,                // (V, d), the embedding in the compute dtype
-    logits: Tensor,              // (b·l, V), compute dtype
-    rows: Tensor,                // (b·l, 2): [loss, lse] per row
+    last_residual: Tensor, // (b·l, d), norm_f's input (f32)
+    hidden: Tensor,        // (b·l, d), norm_f's output (compute dtype)
+    head: Tensor,          // (V, d), the embedding in the compute dtype
+    logits: Tensor,        // (b·l, V), compute dtype
+    rows: Tensor,          // (b·l, 2): [loss, lse] per row
 }
 
 /// The matmul weights in the compute dtype, without autograd history: every layer's in_proj,
@@ -52,14 +52,29 @@ impl MambaLM {
     /// [`MambaLM::backward`] needs, with the matmul weights `weights` (this model's
     /// [`MambaLM::compute_weights`] since its last update) and the ids' `index` for the
     /// embedding's gradient (built from the ids, read back from the device, when not given).
-    pub fn forward_saved(&self, ids: &Tensor, targets: &Tensor, weights: &ComputeWeights, index: Option<TokenIndex>) -> Result<(Tensor, Saved)> {
-                if weights.layers.len() != self.layers.len() {
-            candle_core::bail!("forward_saved: weights for {} layers, the model has {}", weights.layers.len(), self.layers.len())
+    pub fn forward_saved(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        weights: &ComputeWeights,
+        index: Option<TokenIndex>,
+    ) -> Result<(Tensor, Saved)> {
+        if weights.layers.len() != self.layers.len() {
+            candle_core::bail!(
+                "forward_saved: weights for {} layers, the model has {}",
+                weights.layers.len(),
+                self.layers.len()
+            )
         }
         let vocab = self.embeddings.dim(0)?;
         let index = match index {
             Some(i) if i.vocab() == vocab && i.tokens() == ids.elem_count() => i,
-            Some(i) => candle_core::bail!("forward_saved: a token index of {} ids over {} rows, expected {} over {vocab}", i.tokens(), i.vocab(), ids.elem_count()),
+            Some(i) => candle_core::bail!(
+                "forward_saved: a token index of {} ids over {} rows, expected {} over {vocab}",
+                i.tokens(),
+                i.vocab(),
+                ids.elem_count()
+            ),
             None => TokenIndex::new(&ids.flatten_all()?, vocab)?,
         };
         let (hidden, blocks, last_residual) = self.hidden_rows_acts(ids, Some(weights))?; // (b·l, d)
@@ -94,13 +109,15 @@ impl MambaLM {
         let (dhidden, d_emb_head) = linear_backward(&hidden, &head, &dlogits)?; // (b·l, d), (V, d)
         drop(dlogits);
         // The stream's gradient dres (f32) and its copy in the compute dtype for the matmuls.
-        let (mut dres, d_norm_f, mut dres_cd) = rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden, None)?; // (b·l, d)
+        let (mut dres, d_norm_f, mut dres_cd) =
+            rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden, None)?; // (b·l, d)
         put(&self.norm_f, d_norm_f)?;
         // The blocks in reverse: residual_out = residual + mixer(norm(residual)).
         for (block, acts) in self.layers.iter().zip(blocks).rev() {
             let dx = block.mixer.backward(&acts.mixer, &dres_cd, &mut put)?; // (b·l, d)
-            // The stream's gradient: what passed through the add plus the norm's (one kernel).
-            let (dres_in, d_norm, dres_in_cd) = rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx, Some(&dres))?; // (b·l, d)
+                                                                             // The stream's gradient: what passed through the add plus the norm's (one kernel).
+            let (dres_in, d_norm, dres_in_cd) =
+                rms_norm_into_backward(&acts.residual, &block.norm, eps, cd, &dx, Some(&dres))?; // (b·l, d)
             put(&block.norm, d_norm)?;
             (dres, dres_cd) = (dres_in, dres_in_cd);
         }
@@ -128,7 +145,14 @@ pub(super) fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Te
 
 /// The backward of `layers::rms_norm_into(x, weight, eps, dtype)`: `(dx (+ add), dweight, dx in
 /// dtype)` (on the GPU under bf16 the same kernel writes both dx).
-fn rms_norm_into_backward(x: &Tensor, weight: &Tensor, eps: f64, dtype: DType, grad: &Tensor, add: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+fn rms_norm_into_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    eps: f64,
+    dtype: DType,
+    grad: &Tensor,
+    add: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let out = (x.dtype() != dtype).then_some(dtype);
     mamba_ops::backward::rms_norm_and_copy(x, &weight.detach(), eps, out, grad, add)
 }

@@ -30,7 +30,8 @@ fn both_gradients(master: DType, compute: DType) -> (Named, Named) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
     let toks: Vec<u32> = (0..3 * 21).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
     let all = Tensor::from_vec(toks, (3, 21), &dev).unwrap();
-    let (x, y) = (all.narrow(1, 0, 20).unwrap().contiguous().unwrap(), all.narrow(1, 1, 20).unwrap().contiguous().unwrap());
+    let (x, y) =
+        (all.narrow(1, 0, 20).unwrap().contiguous().unwrap(), all.narrow(1, 1, 20).unwrap().contiguous().unwrap());
     let scale = 0.375;
 
     let loss = model.loss(&x, &y).unwrap();
@@ -38,7 +39,10 @@ fn both_gradients(master: DType, compute: DType) -> (Named, Named) {
     let (loss2, saved) = model.forward_saved(&x, &y, &model.compute_weights().unwrap(), None).unwrap();
     let ours = model.backward(saved, scale).unwrap();
 
-    let (l1, l2) = (loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), loss2.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap());
+    let (l1, l2) = (
+        loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
+        loss2.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
+    );
     if compute == DType::BF16 {
         // The saving forward's scan reads u as the conv wrote it, rounded to bf16; autograd's
         // recomputes it in f32.
@@ -61,11 +65,14 @@ fn both_gradients(master: DType, compute: DType) -> (Named, Named) {
 
 /// The largest relative difference of `got` from `want` over the parameters.
 fn worst(got: &[(String, Tensor)], want: &[(String, Tensor)]) -> f64 {
-    got.iter().zip(want).map(|((name, g), (_, w))| {
-        let r = rel_diff(g, w);
-        println!("{name}: {r:.3e}");
-        r
-    }).fold(0.0, f64::max)
+    got.iter()
+        .zip(want)
+        .map(|((name, g), (_, w))| {
+            let r = rel_diff(g, w);
+            println!("{name}: {r:.3e}");
+            r
+        })
+        .fold(0.0, f64::max)
 }
 
 #[test]

@@ -22,11 +22,16 @@ mod tests {
     #[test]
     fn matches_candle_nn_forward_and_gradient() {
         for dtype in [DType::F32, DType::F64] {
-            let x = Var::from_tensor(&(Tensor::randn(0f32, 3.0, (7, 50), &Device::Cpu).unwrap().to_dtype(dtype).unwrap())).unwrap();
+            let x =
+                Var::from_tensor(&(Tensor::randn(0f32, 3.0, (7, 50), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()))
+                    .unwrap();
             let t = Tensor::new(&[0u32, 49, 3, 3, 17, 25, 8], &Device::Cpu).unwrap();
             let ours = cross_entropy(x.as_tensor(), &t).unwrap();
             let reference = candle_nn::loss::cross_entropy(x.as_tensor(), &t).unwrap();
-            let (a, b) = (ours.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), reference.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap());
+            let (a, b) = (
+                ours.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
+                reference.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
+            );
             let tol = if dtype == DType::F32 { 1e-6 } else { 1e-12 };
             assert!((a - b).abs() <= tol * b.abs(), "{dtype:?}: {a} vs {b}");
             let ga = ours.backward().unwrap().get(x.as_tensor()).unwrap().to_dtype(DType::F64).unwrap();

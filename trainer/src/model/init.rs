@@ -106,7 +106,10 @@ mod tests {
         assert!(lo >= -bound && hi <= bound && (s - bound / 3f64.sqrt()).abs() < 0.05 * bound, "in_proj std {s}");
         let out_bound = 1.0 / ((cfg.d_inner() as f64).sqrt() * (cfg.n_layer as f64).sqrt());
         let (_, s, lo, hi) = stats(&get("backbone.layers.0.mixer.out_proj.weight"));
-        assert!(lo >= -out_bound && hi <= out_bound && (s - out_bound / 3f64.sqrt()).abs() < 0.05 * out_bound, "out_proj std {s}");
+        assert!(
+            lo >= -out_bound && hi <= out_bound && (s - out_bound / 3f64.sqrt()).abs() < 0.05 * out_bound,
+            "out_proj std {s}"
+        );
         let w = 1.0 / (cfg.dt_rank() as f64).sqrt();
         let (_, _, lo, hi) = stats(&get("backbone.layers.0.mixer.dt_proj.weight"));
         assert!(lo >= -w && hi <= w && hi > 0.9 * w);

@@ -45,7 +45,10 @@ impl MambaLM {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let vb = vb.pp("layers").pp(i);
-            layers.push(Block { norm: vb.pp("norm").get(cfg.d_model, "weight")?, mixer: Mixer::new(cfg, vb.pp("mixer"))? });
+            layers.push(Block {
+                norm: vb.pp("norm").get(cfg.d_model, "weight")?,
+                mixer: Mixer::new(cfg, vb.pp("mixer"))?,
+            });
         }
         let norm_f = vb.pp("norm_f").get(cfg.d_model, "weight")?;
         let compute = embeddings.dtype();
@@ -88,7 +91,11 @@ impl MambaLM {
     /// [`MambaLM::hidden_rows`] and, given `weights` (the hand-written backward's forward: the
     /// parameters read without autograd history, the matmul weights already cast), every block's
     /// activations and the last residual (norm_f's input).
-    pub(super) fn hidden_rows_acts(&self, ids: &Tensor, weights: Option<&ComputeWeights>) -> Result<(Tensor, Vec<BlockActs>, Tensor)> {
+    pub(super) fn hidden_rows_acts(
+        &self,
+        ids: &Tensor,
+        weights: Option<&ComputeWeights>,
+    ) -> Result<(Tensor, Vec<BlockActs>, Tensor)> {
         let (_, l) = ids.dims2()?;
         let detached = weights.is_some();
         let p = |t: &Tensor| if detached { t.detach() } else { t.clone() };

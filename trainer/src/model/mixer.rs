@@ -85,7 +85,13 @@ impl Mixer {
 
     /// in_proj, the conv, x_proj and dt_proj on `x: (b·l, d_model)` with the matmul weights
     /// `[in_proj, x_proj, dt_proj]` in x's dtype: `(xs, x_dbl, dt_low, the scan's inputs)`.
-    pub(super) fn scan_inputs(&self, x: &Tensor, seq_len: usize, [w_in, w_x, w_dt]: [&Tensor; 3], params: ChannelParams) -> Result<(Tensor, Tensor, Tensor, ScanTensors)> {
+    pub(super) fn scan_inputs(
+        &self,
+        x: &Tensor,
+        seq_len: usize,
+        [w_in, w_x, w_dt]: [&Tensor; 3],
+        params: ChannelParams,
+    ) -> Result<(Tensor, Tensor, Tensor, ScanTensors)> {
         let (n, r) = (self.d_state, self.dt_rank);
         let xz = linear(x, w_in)?; // (b·l, 2·di) = [x | z]
         let xs = mamba_ops::mixer_conv(&xz, Some(seq_len), &params.conv_w, &params.conv_b)?; // (b·l, di)
@@ -93,7 +99,7 @@ impl Mixer {
         let dt_low = x_dbl.narrow(D::Minus1, 0, r)?.contiguous()?; // (b·l, r)
         let b = x_dbl.narrow(D::Minus1, r, n)?; // (b·l, n)
         let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b·l, n)
-        // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
+                                                    // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
         let delta = linear(&dt_low, w_dt)?; // (b·l, di)
         let scan = ScanTensors { xz, seq_len: Some(seq_len), delta, b, c, params };
         Ok((xs, x_dbl, dt_low, scan))
@@ -113,7 +119,7 @@ impl Mixer {
         let xz = linear(x, &self.in_proj)?; // (b, 2·di)
         let xs = xz.narrow(1, 0, di)?; // (b, di)
         let z = xz.narrow(1, di, di)?; // (b, di)
-        // Causal conv: shift the window left, append x_t, dot with the kernel.
+                                       // Causal conv: shift the window left, append x_t, dot with the kernel.
         let k = state.conv.dim(2)?;
         state.conv = Tensor::cat(&[&state.conv.narrow(2, 1, k - 1)?, &xs.unsqueeze(2)?], 2)?; // (b, di, k)
         let xs = state.conv.broadcast_mul(&self.conv_weight.squeeze(1)?)?.sum(2)?.broadcast_add(&self.conv_bias)?; // (b, di)

@@ -42,9 +42,15 @@ impl Mixer {
     /// [`Mixer::matmul_weights`] in x's dtype, the other parameters are read detached. The scan
     /// reads u = xs (the conv's output, which x_proj's backward keeps anyway), as the reference
     /// kernel does, instead of recomputing the conv.
-    pub(super) fn forward_saved(&self, x: &Tensor, seq_len: usize, weights: &[Tensor; 4]) -> Result<(Tensor, MixerActs)> {
+    pub(super) fn forward_saved(
+        &self,
+        x: &Tensor,
+        seq_len: usize,
+        weights: &[Tensor; 4],
+    ) -> Result<(Tensor, MixerActs)> {
         let [w_in, w_x, w_dt, w_out] = weights;
-        let (xs, x_dbl, dt_low, scan) = self.scan_inputs(x, seq_len, [w_in, w_x, w_dt], self.channel_params()?.detach())?;
+        let (xs, x_dbl, dt_low, scan) =
+            self.scan_inputs(x, seq_len, [w_in, w_x, w_dt], self.channel_params()?.detach())?;
         let (y, saved) = mamba_ops::mixer_scan_saving(&scan, &xs)?; // (b·l, di)
         let out = linear(&y, w_out)?; // (b·l, d_model)
         Ok((out, MixerActs { x: x.clone(), xs, x_dbl, dt_low, y, scan, saved, w: weights.clone() }))
@@ -52,7 +58,12 @@ impl Mixer {
 
     /// The backward of [`Mixer::forward_saved`] for its output's gradient `dout: (b·l, d_model)`:
     /// files each parameter's gradient with `put` and returns the input's gradient.
-    pub(super) fn backward(&self, a: &MixerActs, dout: &Tensor, put: &mut impl FnMut(&Tensor, Tensor) -> Result<()>) -> Result<Tensor> {
+    pub(super) fn backward(
+        &self,
+        a: &MixerActs,
+        dout: &Tensor,
+        put: &mut impl FnMut(&Tensor, Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
         let [w_in, w_x, w_dt, w_out] = &a.w;
         let p = &a.scan.params;
         // out = y W_outᵀ
@@ -71,7 +82,8 @@ impl Mixer {
         let (dxs, d_x_proj) = linear_backward(&a.xs, w_x, &dx_dbl)?; // (b·l, di)
         put(&self.x_proj, d_x_proj)?;
         // The conv, for x_proj's input and the scan's u at once: dxz whole.
-        let [dxz, d_conv_w, d_conv_b] = mamba_ops::backward::mixer_conv(&a.scan.xz, a.scan.seq_len, &p.conv_w, &p.conv_b, &dxs, sg.conv)?;
+        let [dxz, d_conv_w, d_conv_b] =
+            mamba_ops::backward::mixer_conv(&a.scan.xz, a.scan.seq_len, &p.conv_w, &p.conv_b, &dxs, sg.conv)?;
         put(&self.conv_weight, d_conv_w)?;
         put(&self.conv_bias, d_conv_b)?;
         // xz = x W_inᵀ

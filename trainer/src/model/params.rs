@@ -21,7 +21,12 @@ impl Params {
     }
 
     /// As [`Params::from_tensors`] with master weights of `dtype` (F64 for gradient checks).
-    pub fn from_tensors_dtype(cfg: &MambaConfig, tensors: HashMap<String, Tensor>, device: &Device, dtype: DType) -> Result<Params> {
+    pub fn from_tensors_dtype(
+        cfg: &MambaConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Params> {
         let mut tensors = tensors;
         let mut named = Vec::new();
         for (name, shape) in cfg.param_shapes() {

@@ -82,12 +82,19 @@ impl AdamW {
             decay: 1.0 - lr * weight_decay,
         };
         // f32 weights are updated where they are; others through an f32 copy, set back after.
-        let grads = grads.iter().map(|g| g.to_dtype(DType::F32)?.contiguous()).collect::<candle_core::Result<Vec<_>>>()?;
+        let grads =
+            grads.iter().map(|g| g.to_dtype(DType::F32)?.contiguous()).collect::<candle_core::Result<Vec<_>>>()?;
         let in_place = |p: &AdamWParam| p.var.dtype() == DType::F32 && p.var.is_contiguous();
         let weights = self
             .params
             .iter()
-            .map(|p| if in_place(p) { Ok(p.var.as_tensor().clone()) } else { p.var.as_tensor().to_dtype(DType::F32)?.copy() })
+            .map(|p| {
+                if in_place(p) {
+                    Ok(p.var.as_tensor().clone())
+                } else {
+                    p.var.as_tensor().to_dtype(DType::F32)?.copy()
+                }
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let items: Vec<mamba_ops::AdamWParam> = self
             .params
@@ -128,9 +135,7 @@ impl AdamW {
                 Ok((read_state_tensor(state, &m, &p.var)?, read_state_tensor(state, &v, &p.var)?))
             })
             .collect::<Result<Vec<_>>>()?;
-        let step = state
-            .get(STEP_STATE_NAME)
-            .ok_or_else(|| OptimError::MissingState(STEP_STATE_NAME.to_string()))?;
+        let step = state.get(STEP_STATE_NAME).ok_or_else(|| OptimError::MissingState(STEP_STATE_NAME.to_string()))?;
         let bad = |got: &[usize]| OptimError::StateShapeMismatch {
             name: STEP_STATE_NAME.to_string(),
             expected: vec![1],
@@ -180,7 +185,8 @@ mod tests {
         // Step 2: m = 0.02, v = 0.015, m̂ = 0.02/0.19, v̂ = 0.015/0.0975
         //         → p = 0.890000002·0.99 − 0.1·m̂/(sqrt(v̂)+1e-8) = 0.854263057855827.
         let (d, n) = (scalar_var(1.0), scalar_var(1.0));
-        let mut opt = AdamW::new(vec![("d".into(), d.clone(), true), ("n".into(), n.clone(), false)], 0.9, 0.95, 1e-8).unwrap();
+        let mut opt =
+            AdamW::new(vec![("d".into(), d.clone(), true), ("n".into(), n.clone(), false)], 0.9, 0.95, 1e-8).unwrap();
         let g1 = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
         opt.step(&[g1.clone(), g1], 0.1, 0.1).unwrap();
         assert!((value(&d) - 0.890000002).abs() < 1e-6, "{}", value(&d));
@@ -196,7 +202,8 @@ mod tests {
     fn no_decay_group_is_not_decayed() {
         // With zero gradients the Adam update is exactly 0: only weight decay can move a value.
         let (d, n) = (scalar_var(2.0), scalar_var(2.0));
-        let mut opt = AdamW::new(vec![("d".into(), d.clone(), true), ("n".into(), n.clone(), false)], 0.9, 0.95, 1e-8).unwrap();
+        let mut opt =
+            AdamW::new(vec![("d".into(), d.clone(), true), ("n".into(), n.clone(), false)], 0.9, 0.95, 1e-8).unwrap();
         let z = Tensor::new(&[0f32], &Device::Cpu).unwrap();
         for _ in 0..3 {
             opt.step(&[z.clone(), z.clone()], 0.5, 0.2).unwrap();

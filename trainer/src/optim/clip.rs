@@ -30,7 +30,8 @@ pub fn clip_grad_norm(grads: &mut [(String, Tensor)], max_norm: f64) -> candle_c
     }
     let scale = max_norm / (norm + CLIP_EPS);
     if scale < 1.0 {
-        let (f32s, others): (Vec<_>, Vec<_>) = grads.iter_mut().partition(|(_, g)| g.dtype() == DType::F32 && g.is_contiguous());
+        let (f32s, others): (Vec<_>, Vec<_>) =
+            grads.iter_mut().partition(|(_, g)| g.dtype() == DType::F32 && g.is_contiguous());
         mamba_ops::scale_in_place(&f32s.iter().map(|(_, g)| g.clone()).collect::<Vec<_>>(), scale)?;
         for (_, g) in others {
             *g = g.affine(scale, 0.0)?;

@@ -69,12 +69,19 @@ impl OptimConfig {
     /// Rejects values that cannot train (negative rates, betas outside [0, 1), …).
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(OptimError::BadConfig(what));
-        for (name, v) in [("muon_lr", self.muon_lr), ("adamw_lr", self.adamw_lr), ("weight_decay", self.weight_decay), ("clip", self.clip)] {
+        for (name, v) in [
+            ("muon_lr", self.muon_lr),
+            ("adamw_lr", self.adamw_lr),
+            ("weight_decay", self.weight_decay),
+            ("clip", self.clip),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(format!("{name} = {v} must be finite and >= 0"));
             }
         }
-        for (name, v) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2), ("muon_momentum", self.muon_momentum)] {
+        for (name, v) in
+            [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2), ("muon_momentum", self.muon_momentum)]
+        {
             if !(0.0..1.0).contains(&v) {
                 return bad(format!("{name} = {v} must be in [0, 1)"));
             }

@@ -158,11 +158,8 @@ impl HybridOptimizer {
             OptimizerKind::Hybrid => "hybrid",
             OptimizerKind::AdamW => "adamw",
         };
-        let mut s = format!(
-            "optimizer {kind}: {} tensors, {total} params ({:.2}M)\n",
-            self.params.len(),
-            total as f64 / 1e6
-        );
+        let mut s =
+            format!("optimizer {kind}: {} tensors, {total} params ({:.2}M)\n", self.params.len(), total as f64 / 1e6);
         s += &format!(
             "  muon             {}  lr {:.1e} wd {} momentum {}{} NS {} steps on [{}]\n",
             fmt(muon),

@@ -43,7 +43,8 @@ fn copy_params(params: &[(String, Var)]) -> Vec<(String, Var)> {
 }
 
 fn bits(params: &[(String, Var)]) -> Vec<Vec<u32>> {
-    let b = |v: &Var| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect();
+    let b =
+        |v: &Var| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect();
     params.iter().map(|(_, v)| b(v)).collect()
 }
 
@@ -102,7 +103,10 @@ fn load_rejects_missing_misshaped_and_foreign_state() {
     assert!(matches!(err, OptimError::StateShapeMismatch { .. }), "{err}");
 
     let mut s = good.clone();
-    s.insert("muon.momentum.backbone.layers.9.mixer.in_proj.weight".into(), Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap());
+    s.insert(
+        "muon.momentum.backbone.layers.9.mixer.in_proj.weight".into(),
+        Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
+    );
     s.insert("model.unrelated".into(), Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap());
     let err = opt.load_state_tensors(&s).unwrap_err();
     assert!(matches!(err, OptimError::UnexpectedState(ref n) if n.contains("layers.9")), "{err}");

@@ -20,8 +20,8 @@
 //! Checkpoints still hold one momentum tensor per parameter.
 
 use super::error::{OptimError, Result};
-use super::newton_schulz::newton_schulz_batched;
 use super::muon_shard::orthogonalize_sharded;
+use super::newton_schulz::newton_schulz_batched;
 use crate::parallel::{Comm, CommError};
 use candle_core::{DType, Tensor, Var};
 use std::collections::HashMap;
@@ -85,13 +85,7 @@ impl Muon {
             let shape = var.dims().to_vec();
             let (r, c) = match shape[..] {
                 [r, c] => (r, c),
-                _ => {
-                    return Err(OptimError::BadParameterShape {
-                        name,
-                        shape,
-                        expected: "a 2-D matrix (Muon)",
-                    })
-                }
+                _ => return Err(OptimError::BadParameterShape { name, shape, expected: "a 2-D matrix (Muon)" }),
             };
             match shapes.iter_mut().find(|(s, _)| *s == (r, c)) {
                 Some((_, members)) => members.push(i),
@@ -150,7 +144,11 @@ impl Muon {
             // Momentum in f32 and the Nesterov look-ahead in the NS dtype, all matrices of the
             // shape at once: m ← βm + g and g + βm, in place on the group's stacks, each gradient
             // read where it is: one fused op (mamba_ops::muon_momentum).
-            let g: Vec<Tensor> = group.members.iter().map(|&i| grads[i].to_dtype(DType::F32)?.contiguous()).collect::<candle_core::Result<_>>()?;
+            let g: Vec<Tensor> = group
+                .members
+                .iter()
+                .map(|&i| grads[i].to_dtype(DType::F32)?.contiguous())
+                .collect::<candle_core::Result<_>>()?;
             mamba_ops::muon_momentum(&group.momentum, &group.lookahead, &g, self.beta, self.nesterov)?;
             // One batched Newton–Schulz chain for all matrices of this shape, which also divides
             // each look-ahead by its Frobenius norm.
@@ -160,8 +158,8 @@ impl Muon {
                 Some(comm) => orthogonalize_sharded(u, self.ns_steps, comm).map_err(comm_error)?,
                 None => newton_schulz_batched(u, self.ns_steps)?,
             }; // (k, r, c), in the NS dtype
-            // Decoupled weight decay and the scaled orthogonal step (one fused op): f32 weights
-            // in place (mamba_ops::muon_apply_many), others through an f32 copy.
+               // Decoupled weight decay and the scaled orthogonal step (one fused op): f32 weights
+               // in place (mamba_ops::muon_apply_many), others through an f32 copy.
             let (decay, scale) = (1.0 - lr * weight_decay, lr * update_scale(r, c));
             let vars: Vec<&Var> = group.members.iter().map(|&i| &self.params[i].var).collect();
             if vars.iter().all(|v| v.dtype() == DType::F32 && v.as_tensor().is_contiguous()) {
@@ -304,12 +302,18 @@ mod tests {
         let shapes = [(3072usize, 768usize), (80, 1536), (768, 1536)];
         let params: Vec<(String, Var)> = (0..24)
             .flat_map(|l| shapes.iter().enumerate().map(move |(j, &(r, c))| (l, j, r, c)))
-            .map(|(l, j, r, c)| (format!("l{l}.{j}"), Var::zeros((r, c), DType::F32, &candle_core::Device::Cpu).unwrap()))
+            .map(|(l, j, r, c)| {
+                (format!("l{l}.{j}"), Var::zeros((r, c), DType::F32, &candle_core::Device::Cpu).unwrap())
+            })
             .collect();
         let grads: Vec<Tensor> = params.iter().enumerate().map(|(i, (_, v))| randn(v.dims(), i as u64)).collect();
         let mut muon = Muon::new(params, 0.95, true, 5).unwrap();
         let t0 = std::time::Instant::now();
         muon.step(&grads, 1e-3, 0.01).unwrap();
-        println!("Muon step, 130m (72 matrices: {}), f32 CPU: {:.1} ms", muon.shapes_summary(), t0.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "Muon step, 130m (72 matrices: {}), f32 CPU: {:.1} ms",
+            muon.shapes_summary(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
     }
 }

@@ -47,8 +47,8 @@ pub fn orthogonalize_sharded(u: &Tensor, ns_steps: usize, comm: &dyn Comm) -> Re
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use crate::parallel::LocalComm;
     use super::*;
+    use crate::parallel::LocalComm;
     use candle_core::Device;
 
     #[test]
@@ -79,7 +79,9 @@ mod tests {
                 .into_iter()
                 .map(|comm| {
                     let u = u.clone();
-                    std::thread::spawn(move || orthogonalize_sharded(&u, 5, &comm).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                    std::thread::spawn(move || {
+                        orthogonalize_sharded(&u, 5, &comm).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                    })
                 })
                 .collect();
             for h in handles {

@@ -38,7 +38,7 @@ pub fn newton_schulz_batched(x: &Tensor, steps: usize) -> Result<Tensor> {
         // aX + X(bA + cA²) = X(aI + bA + cA²): the polynomial is one fused op on the small Gram
         // matrices (`mamba_ops::muon_ns_poly`), then one matmul; no elementwise pass over X.
         let gram = if tall { x.t()?.matmul(&x)? } else { x.matmul(&x.t()?)? }; // (k, s, s) = XᵀX or X Xᵀ, s = min(r, c)
-        // The first iteration normalizes: A = s²·gram, and the polynomial times s.
+                                                                               // The first iteration normalizes: A = s²·gram, and the polynomial times s.
         let (gram, scales) = match step {
             0 => {
                 let s = mamba_ops::muon_gram_scales(&gram)?; // (k,) f32
@@ -94,8 +94,7 @@ mod tests {
             let g = randn(&[r, c], 20 + i as u64);
             let gm = Mat::from_tensor(&g);
             let f = gm.frobenius();
-            let mut want: Vec<f64> =
-                singular_values(&gm).iter().map(|s| ns_scalar(s / f, 5)).collect();
+            let mut want: Vec<f64> = singular_values(&gm).iter().map(|s| ns_scalar(s / f, 5)).collect();
             want.sort_by(|x, y| x.total_cmp(y));
             let got = singular_values(&Mat::from_tensor(&newton_schulz(&g, 5).unwrap()));
             for (s, w) in got.iter().zip(&want) {
@@ -132,9 +131,8 @@ mod tests {
     fn batched_equals_per_matrix() {
         for (i, &(r, c)) in SHAPES.iter().enumerate() {
             // Very different scales per matrix: the norm must be per matrix, not per batch.
-            let mats: Vec<Tensor> = (0..3)
-                .map(|j| (randn(&[r, c], 50 + 10 * i as u64 + j) * 10f64.powi(j as i32 - 1)).unwrap())
-                .collect();
+            let mats: Vec<Tensor> =
+                (0..3).map(|j| (randn(&[r, c], 50 + 10 * i as u64 + j) * 10f64.powi(j as i32 - 1)).unwrap()).collect();
             let batch = newton_schulz_batched(&Tensor::stack(&mats, 0).unwrap(), 5).unwrap();
             assert_eq!(batch.dims(), &[3, r, c]);
             for (j, m) in mats.iter().enumerate() {

@@ -55,14 +55,10 @@ enum Role {
 /// Role and expected rank of a name below `backbone.layers.{i}.`, or `None` if unknown.
 fn layer_role(rest: &str) -> Option<(Role, usize)> {
     Some(match rest {
-        "mixer.in_proj.weight" | "mixer.x_proj.weight" | "mixer.out_proj.weight" => {
-            (Role::HiddenMatrix, 2)
-        }
+        "mixer.in_proj.weight" | "mixer.x_proj.weight" | "mixer.out_proj.weight" => (Role::HiddenMatrix, 2),
         "mixer.conv1d.weight" => (Role::Decay, 3),
         "mixer.dt_proj.weight" => (Role::Decay, 2),
-        "mixer.conv1d.bias" | "mixer.dt_proj.bias" | "mixer.D" | "norm.weight" => {
-            (Role::NoDecay, 1)
-        }
+        "mixer.conv1d.bias" | "mixer.dt_proj.bias" | "mixer.D" | "norm.weight" => (Role::NoDecay, 1),
         "mixer.A_log" => (Role::NoDecay, 2),
         _ => return None,
     })
@@ -97,11 +93,7 @@ pub fn route(name: &str, shape: &[usize], kind: OptimizerKind) -> Result<Group> 
             2 => "a 2-D matrix",
             _ => "a 3-D tensor (d_inner, 1, d_conv)",
         };
-        return Err(OptimError::BadParameterShape {
-            name: name.to_string(),
-            shape: shape.to_vec(),
-            expected,
-        });
+        return Err(OptimError::BadParameterShape { name: name.to_string(), shape: shape.to_vec(), expected });
     }
     Ok(match (role, kind) {
         (Role::HiddenMatrix, OptimizerKind::Hybrid) => Group::Muon,
@@ -176,11 +168,9 @@ mod tests {
 
     #[test]
     fn wrong_rank_is_an_error() {
-        let err = route("backbone.layers.3.mixer.in_proj.weight", &[32], OptimizerKind::Hybrid)
-            .unwrap_err();
+        let err = route("backbone.layers.3.mixer.in_proj.weight", &[32], OptimizerKind::Hybrid).unwrap_err();
         assert!(matches!(err, OptimError::BadParameterShape { .. }), "{err}");
-        let err = route("backbone.layers.3.mixer.conv1d.weight", &[16, 4], OptimizerKind::AdamW)
-            .unwrap_err();
+        let err = route("backbone.layers.3.mixer.conv1d.weight", &[16, 4], OptimizerKind::AdamW).unwrap_err();
         assert!(err.to_string().contains("conv1d"), "{err}");
     }
 

@@ -20,7 +20,6 @@ pub fn read_state_tensor(state: &HashMap<String, Tensor>, name: &str, param: &Va
     Ok(t.to_dtype(DType::F32)?.to_device(param.device())?.copy()?)
 }
 
-
 /// For optimizers that keep the state of same-shaped parameters stacked: the (group, position in
 /// the group) of each of `n` parameters, given every group's member indices in group order.
 pub(crate) fn member_slots<'a>(groups: impl IntoIterator<Item = &'a [usize]>, n: usize) -> Vec<(usize, usize)> {

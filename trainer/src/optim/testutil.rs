@@ -94,7 +94,8 @@ pub fn symmetric_eigenvalues(m: &Mat) -> Vec<f64> {
     assert_eq!(n, m.cols);
     let mut a = m.data.clone();
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).map(move |j| (i, j)))
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).map(move |j| (i, j)))
             .filter(|(i, j)| i != j)
             .map(|(i, j)| a[i * n + j] * a[i * n + j])
             .sum();

@@ -101,7 +101,14 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_is_wrong() {
-        for (value, what) in [("0,0", "listed twice"), ("0,,1", "empty entry"), ("cpu,0", "cannot mix"), ("gpu0", "not a CUDA ordinal"), ("", "empty entry"), ("0,-1", "not a CUDA ordinal")] {
+        for (value, what) in [
+            ("0,0", "listed twice"),
+            ("0,,1", "empty entry"),
+            ("cpu,0", "cannot mix"),
+            ("gpu0", "not a CUDA ordinal"),
+            ("", "empty entry"),
+            ("0,-1", "not a CUDA ordinal"),
+        ] {
             let e = parse_devices(value).unwrap_err().to_string();
             assert!(e.contains(what) && e.contains(&format!("--devices {value}")), "{value}: {e}");
         }

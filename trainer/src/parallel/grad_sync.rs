@@ -19,7 +19,8 @@ pub const BUCKET_ELEMS: usize = 16 << 20;
 /// divide by the global number of sequences, so the sum is the global-batch gradient.
 pub fn all_reduce_grads(grads: &mut [(String, Tensor)], comm: &dyn Comm) -> Result<(), CommError> {
     for range in buckets(grads) {
-        let flat: Vec<Tensor> = grads[range.clone()].iter().map(|(_, g)| g.flatten_all()).collect::<candle_core::Result<_>>()?;
+        let flat: Vec<Tensor> =
+            grads[range.clone()].iter().map(|(_, g)| g.flatten_all()).collect::<candle_core::Result<_>>()?;
         let summed = comm.all_reduce_sum(&Tensor::cat(&flat, 0)?)?; // (n,)
         let mut offset = 0;
         for (_, g) in &mut grads[range] {
@@ -64,7 +65,8 @@ mod tests {
 
     #[test]
     fn buckets_split_on_size_and_dtype() {
-        let g = vec![t(10, DType::F32), t(BUCKET_ELEMS, DType::F32), t(5, DType::F32), t(5, DType::F64), t(3, DType::F64)];
+        let g =
+            vec![t(10, DType::F32), t(BUCKET_ELEMS, DType::F32), t(5, DType::F32), t(5, DType::F64), t(3, DType::F64)];
         assert_eq!(buckets(&g), vec![0..1, 1..2, 2..3, 3..5]);
         assert!(buckets(&[]).is_empty());
     }

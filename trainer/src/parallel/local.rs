@@ -64,7 +64,12 @@ impl LocalComm {
 
     /// The rendezvous shared by all collectives: leave `t`, wait for the others, return the
     /// combined result (moved back to `t`'s device).
-    fn collective(&self, op: &'static str, t: &Tensor, combine: fn(&[Tensor]) -> candle_core::Result<Tensor>) -> Result<Tensor, CommError> {
+    fn collective(
+        &self,
+        op: &'static str,
+        t: &Tensor,
+        combine: fn(&[Tensor]) -> candle_core::Result<Tensor>,
+    ) -> Result<Tensor, CommError> {
         let device = t.device().clone();
         let input = t.to_device(&Device::Cpu)?;
         let sig = Signature { op, dims: t.dims().to_vec(), dtype: t.dtype() };
@@ -75,7 +80,10 @@ impl LocalComm {
         match &s.signature {
             None => s.signature = Some(sig),
             Some(first) if *first != sig => {
-                let what = format!("rank {} called {op} {:?} {:?} while another rank called {} {:?} {:?}", self.rank, sig.dims, sig.dtype, first.op, first.dims, first.dtype);
+                let what = format!(
+                    "rank {} called {op} {:?} {:?} while another rank called {} {:?} {:?}",
+                    self.rank, sig.dims, sig.dtype, first.op, first.dims, first.dtype
+                );
                 s.aborted = Some(what.clone());
                 self.shared.changed.notify_all();
                 return Err(CommError::Mismatch { rank: self.rank, what });
@@ -225,14 +233,21 @@ mod tests {
     fn the_sum_is_a_left_fold_in_rank_order() {
         // 1e8 + 1 - 1e8 in f32 is 0 when summed left to right; any other order could give 1.
         let vals = [1e8f32, 1.0, -1e8];
-        let out = on_ranks(3, move |r, comm| comm.all_reduce_sum(&Tensor::new(&[vals[r]], &Device::Cpu).unwrap()).unwrap().to_vec1::<f32>().unwrap());
+        let out = on_ranks(3, move |r, comm| {
+            comm.all_reduce_sum(&Tensor::new(&[vals[r]], &Device::Cpu).unwrap()).unwrap().to_vec1::<f32>().unwrap()
+        });
         assert!(out.iter().all(|v| v == &vec![0.0]), "{out:?}");
     }
 
     #[test]
     fn a_mismatch_or_an_abort_fails_every_rank_instead_of_hanging() {
-        let out = on_ranks(2, |r, comm| comm.all_reduce_sum(&Tensor::zeros(r + 1, DType::F32, &Device::Cpu).unwrap()).err().map(|e| e.to_string()));
-        assert!(out.iter().all(|e| e.as_deref().is_some_and(|e| e.contains("mismatch") || e.contains("aborted"))), "{out:?}");
+        let out = on_ranks(2, |r, comm| {
+            comm.all_reduce_sum(&Tensor::zeros(r + 1, DType::F32, &Device::Cpu).unwrap()).err().map(|e| e.to_string())
+        });
+        assert!(
+            out.iter().all(|e| e.as_deref().is_some_and(|e| e.contains("mismatch") || e.contains("aborted"))),
+            "{out:?}"
+        );
         let out = on_ranks(3, |r, comm| {
             if r == 1 {
                 comm.abort("out of memory");

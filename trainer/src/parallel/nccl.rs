@@ -9,10 +9,10 @@
 
 use std::cell::RefCell;
 
+use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::cudarc::nccl::safe::{Comm as Nccl, Id, NcclType, ReduceOp};
 use candle_core::cuda_backend::CudaDType;
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
 use super::comm::{Comm, CommError};
@@ -23,7 +23,9 @@ pub struct NcclId(Id);
 
 impl NcclId {
     pub fn new() -> Result<NcclId, CommError> {
-        Id::new().map(NcclId).map_err(|e| CommError::Nccl { rank: 0, what: format!("ncclGetUniqueId failed: {:?}", e.0) })
+        Id::new()
+            .map(NcclId)
+            .map_err(|e| CommError::Nccl { rank: 0, what: format!("ncclGetUniqueId failed: {:?}", e.0) })
     }
 }
 
@@ -41,8 +43,12 @@ impl NcclComm {
         };
         // ncclCommInitRank takes the rank's GPU from the thread's current CUDA context.
         let stream = cuda.cuda_stream();
-        stream.context().bind_to_thread().map_err(|e| CommError::Nccl { rank, what: format!("binding GPU {}: {e}", stream.context().ordinal()) })?;
-        let comm = Nccl::from_rank(stream, rank, world, id.0).map_err(|e| CommError::Nccl { rank, what: format!("ncclCommInitRank failed: {:?}", e.0) })?;
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| CommError::Nccl { rank, what: format!("binding GPU {}: {e}", stream.context().ordinal()) })?;
+        let comm = Nccl::from_rank(stream, rank, world, id.0)
+            .map_err(|e| CommError::Nccl { rank, what: format!("ncclCommInitRank failed: {:?}", e.0) })?;
         Ok(NcclComm { comm, aborted: RefCell::new(None) })
     }
 
@@ -71,7 +77,10 @@ impl Comm for NcclComm {
     fn all_gather(&self, t: &Tensor) -> Result<Tensor, CommError> {
         self.check()?;
         if t.rank() == 0 {
-            return Err(CommError::Mismatch { rank: self.rank(), what: "all_gather needs a tensor of rank >= 1".into() });
+            return Err(CommError::Mismatch {
+                rank: self.rank(),
+                what: "all_gather needs a tensor of rank >= 1".into(),
+            });
         }
         Ok(t.contiguous()?.apply_op1_no_bwd(&Collective { comm: &self.comm, kind: Kind::AllGather })?)
     }
@@ -98,8 +107,14 @@ struct Collective<'a> {
 }
 
 impl Collective<'_> {
-    fn run<T: CudaDType + NcclType + DeviceRepr + ValidAsZeroBits>(&self, s: &CudaStorage, layout: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("NCCL collective on a non-contiguous tensor".into()))?;
+    fn run<T: CudaDType + NcclType + DeviceRepr + ValidAsZeroBits>(
+        &self,
+        s: &CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("NCCL collective on a non-contiguous tensor".into()))?;
         let src = s.as_cuda_slice::<T>()?.slice(start..end);
         let world = self.comm.world_size();
         let (out_len, shape) = match self.kind {

@@ -27,7 +27,14 @@ mod tests {
     use std::time::Duration;
 
     fn batch(id: u32) -> Batch {
-        Batch { tokens: vec![id], micro_batch: 1, seq_len: 0, position_after: DataPosition::start_static(0, 1, 1), chunks: Vec::new(), wait: Duration::ZERO }
+        Batch {
+            tokens: vec![id],
+            micro_batch: 1,
+            seq_len: 0,
+            position_after: DataPosition::start_static(0, 1, 1),
+            chunks: Vec::new(),
+            wait: Duration::ZERO,
+        }
     }
 
     #[test]
@@ -37,6 +44,9 @@ mod tests {
         assert_eq!(shares.iter().map(ids).collect::<Vec<_>>(), vec![vec![0, 3, 6], vec![1, 4], vec![2, 5]]);
         let shares = share_batches((0..1).map(batch).collect(), 2);
         assert_eq!(shares.iter().map(ids).collect::<Vec<_>>(), vec![vec![0], vec![]]);
-        assert_eq!(share_batches((0..4).map(batch).collect(), 1).iter().map(ids).collect::<Vec<_>>(), vec![vec![0, 1, 2, 3]]);
+        assert_eq!(
+            share_batches((0..4).map(batch).collect(), 1).iter().map(ids).collect::<Vec<_>>(),
+            vec![vec![0, 1, 2, 3]]
+        );
     }
 }

@@ -36,7 +36,10 @@ pub(super) fn discover_shard_params(cfg: &TrainConfig, stop: &AtomicBool) -> Res
                 cfg.data.display()
             );
         }
-        if let Some(m) = mamba_shards::Manifest::read(&cfg.data).with_context(|| format!("--data {}", cfg.data.display()))?.filter(|m| m.finished) {
+        if let Some(m) = mamba_shards::Manifest::read(&cfg.data)
+            .with_context(|| format!("--data {}", cfg.data.display()))?
+            .filter(|m| m.finished)
+        {
             let why = if m.train.next_seq == 0 {
                 format!("it published no train shard at all ({}; all its tokens went to the val set: lower its --val-tokens)", m.finish_reason)
             } else {
@@ -49,7 +52,10 @@ pub(super) fn discover_shard_params(cfg: &TrainConfig, stop: &AtomicBool) -> Res
         }
         let what = if cfg.data.is_dir() { "publish the first train shard in" } else { "create the data directory" };
         if announced != Some(what) {
-            tracing::info!("waiting for the pipeline to {what} {} (e.g. `pipeline --data-dir {0} --ring-slots 4`)", cfg.data.display());
+            tracing::info!(
+                "waiting for the pipeline to {what} {} (e.g. `pipeline --data-dir {0} --ring-slots 4`)",
+                cfg.data.display()
+            );
             announced = Some(what);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -81,10 +87,15 @@ pub(super) fn check_step_fits_ring(cfg: &TrainConfig, world: usize) -> Result<()
 pub(super) fn nothing_left(cfg: &TrainConfig, pos: &DataPosition) -> String {
     let dir = cfg.data.display();
     let published = match mamba_shards::Manifest::read(&cfg.data) {
-        Ok(Some(m)) => format!("{}: {} train shards ({} chunks) published", m.finish_reason, m.train.next_seq, m.train.chunks),
+        Ok(Some(m)) => {
+            format!("{}: {} train shards ({} chunks) published", m.finish_reason, m.train.next_seq, m.train.chunks)
+        }
         _ => "its manifest is unreadable now".into(),
     };
-    let released = mamba_shards::ring::read_release(&cfg.data).ok().flatten().map_or(String::new(), |r| format!(", released below shard {}", r.train_released_below));
+    let released = mamba_shards::ring::read_release(&cfg.data)
+        .ok()
+        .flatten()
+        .map_or(String::new(), |r| format!(", released below shard {}", r.train_released_below));
     format!(
         "--follow {dir}: the pipeline has finished ({published}) and no train chunk is left for this run (data position {pos}{released}): \
          nothing to train. Every chunk was trained on by {}; for more data rerun the pipeline with a larger --max-tokens, or use a new --data-dir",

@@ -56,10 +56,14 @@ impl ValSource {
         let mut v = ValSource { dir, seq_len, vocab_size, max_chunks, follow, loaded: None };
         if let Some(why) = v.try_load()? {
             if follow {
-                tracing::info!("the fixed val set is not published in {} yet ({why}): evaluations will wait for it", v.dir.display());
+                tracing::info!(
+                    "the fixed val set is not published in {} yet ({why}): evaluations will wait for it",
+                    v.dir.display()
+                );
             } else {
                 tracing::warn!("no val set in {} ({why}): evaluation is skipped", v.dir.display());
-                v.loaded = Some(ValChunks { chunks: Vec::new(), set_chunks: Some(0), digest: crate::data::val_digest(&[]) });
+                v.loaded =
+                    Some(ValChunks { chunks: Vec::new(), set_chunks: Some(0), digest: crate::data::val_digest(&[]) });
             }
         }
         Ok(v)
@@ -81,7 +85,11 @@ impl ValSource {
         if n == 0 {
             tracing::warn!("no val chunks in {}: evaluation is skipped", self.dir.display());
         } else if n < self.max_chunks {
-            tracing::warn!("--eval-chunks {} but the val set of {} holds {n} chunks: evaluating on {n}", self.max_chunks, self.dir.display());
+            tracing::warn!(
+                "--eval-chunks {} but the val set of {} holds {n} chunks: evaluating on {n}",
+                self.max_chunks,
+                self.dir.display()
+            );
         } else {
             tracing::info!("val set: {n}{total} chunks of {} (digest {})", self.dir.display(), set.digest);
         }

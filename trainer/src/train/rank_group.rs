@@ -23,7 +23,12 @@ use crate::parallel::{Comm, LocalComm, Placement};
 enum RankSetup {
     Local(LocalComm),
     #[cfg(feature = "nccl")]
-    Nccl { ordinal: usize, rank: usize, world: usize, id: crate::parallel::nccl::NcclId },
+    Nccl {
+        ordinal: usize,
+        rank: usize,
+        world: usize,
+        id: crate::parallel::nccl::NcclId,
+    },
 }
 
 impl RankSetup {
@@ -39,7 +44,9 @@ impl RankSetup {
         match self {
             RankSetup::Local(comm) => Ok(Box::new(comm)),
             #[cfg(feature = "nccl")]
-            RankSetup::Nccl { rank, world, id, .. } => Ok(Box::new(crate::parallel::nccl::NcclComm::connect(rank, world, id, _device)?)),
+            RankSetup::Nccl { rank, world, id, .. } => {
+                Ok(Box::new(crate::parallel::nccl::NcclComm::connect(rank, world, id, _device)?))
+            }
         }
     }
 }
@@ -48,7 +55,11 @@ impl RankSetup {
 enum Job {
     /// Every device opened: join the group and build the replica.
     Connect,
-    Step { batches: Vec<Batch>, global_rows: usize, step: usize },
+    Step {
+        batches: Vec<Batch>,
+        global_rows: usize,
+        step: usize,
+    },
 }
 
 /// What a rank thread answers to each phase / job.
@@ -194,10 +205,17 @@ fn rank_setups(placement: &Placement) -> Result<Vec<RankSetup>> {
         #[cfg(feature = "nccl")]
         Placement::Cuda { ordinals } => {
             let (nvls, user) = crate::parallel::devices::nvls_default();
-            tracing::info!("NCCL_NVLS_ENABLE={nvls} ({})", if user { "set by the user" } else { "set by the trainer: NVLink multicast off" });
+            tracing::info!(
+                "NCCL_NVLS_ENABLE={nvls} ({})",
+                if user { "set by the user" } else { "set by the trainer: NVLink multicast off" }
+            );
             let id = crate::parallel::nccl::NcclId::new()?;
             let world = ordinals.len();
-            Ok(ordinals.iter().enumerate().map(|(rank, &ordinal)| RankSetup::Nccl { ordinal, rank, world, id }).collect())
+            Ok(ordinals
+                .iter()
+                .enumerate()
+                .map(|(rank, &ordinal)| RankSetup::Nccl { ordinal, rank, world, id })
+                .collect())
         }
         #[cfg(not(feature = "nccl"))]
         Placement::Cuda { ordinals } => {
@@ -220,7 +238,10 @@ fn spawn_rank(rank: usize, setup: RankSetup, init: Arc<ReplicaInit>) -> Result<W
             if reply_tx.send(Ok(Reply::Opened)).is_err() || !matches!(job_rx.recv(), Ok(Job::Connect)) {
                 return;
             }
-            let built = setup.connect(&device).context("joining the rank group").and_then(|comm| Replica::build(&init, device, Some(comm)));
+            let built = setup
+                .connect(&device)
+                .context("joining the rank group")
+                .and_then(|comm| Replica::build(&init, device, Some(comm)));
             drop(init); // the host copies of the initial weights are freed once every rank has its own
             let mut replica = match built {
                 Ok(r) => r,

@@ -42,7 +42,8 @@ pub struct Replica {
 impl Replica {
     /// Builds the replica on `device` from `init` (weights and optimizer state copied there).
     pub fn build(init: &ReplicaInit, device: Device, comm: Option<Box<dyn Comm>>) -> Result<Replica> {
-        let params = Params::from_tensors(&init.model, init.weights.clone(), &device).context("copying the initial weights to the device")?;
+        let params = Params::from_tensors(&init.model, init.weights.clone(), &device)
+            .context("copying the initial weights to the device")?;
         let model = MambaLM::new(&init.model, params.var_builder(&device))?.with_compute_dtype(init.dtype)?;
         let mut opt = HybridOptimizer::new(params.named_vars().to_vec(), init.optim.clone())?;
         if init.dtype == DType::BF16 {

@@ -27,7 +27,13 @@ impl Report {
 
     /// Shows the progress display when stdout and stderr are terminals (MFU against
     /// `--peak-tflops`, or the device's default peak).
-    pub fn start_progress(&mut self, cfg: &TrainConfig, start_step: usize, n_params: usize, device: &candle_core::Device) {
+    pub fn start_progress(
+        &mut self,
+        cfg: &TrainConfig,
+        start_step: usize,
+        n_params: usize,
+        device: &candle_core::Device,
+    ) {
         if on_terminal() {
             let peak = cfg.peak_tflops.map(|t| t * 1e12).or_else(|| default_peak_flops(device));
             self.progress = Some(StepProgress::start(start_step as u64, cfg.steps as u64, n_params as u64, peak));
@@ -35,7 +41,17 @@ impl Report {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn step(&mut self, step: usize, tokens: u64, r: &StepResult, step_tokens: u64, elapsed: Duration, wait: Duration, status: &str, chunks: Vec<[u64; 2]>) -> Result<()> {
+    pub fn step(
+        &mut self,
+        step: usize,
+        tokens: u64,
+        r: &StepResult,
+        step_tokens: u64,
+        elapsed: Duration,
+        wait: Duration,
+        status: &str,
+        chunks: Vec<[u64; 2]>,
+    ) -> Result<()> {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let m = StepMetrics {
             step: step as u64,
@@ -74,13 +90,22 @@ impl Report {
         let chunks = set.chunks.len();
         let m = EvalMetrics { step: step as u64, tokens, val_loss: loss, val_ppl: loss.exp() };
         self.writer.log_eval_on(&m, chunks as u64, &set.digest)?;
-        tracing::info!("eval step {step:>5} | val loss {loss:.4} | ppl {:.2} | {chunks} chunks (set {}) | {:.1} s", loss.exp(), set.digest, elapsed.as_secs_f64());
+        tracing::info!(
+            "eval step {step:>5} | val loss {loss:.4} | ppl {:.2} | {chunks} chunks (set {}) | {:.1} s",
+            loss.exp(),
+            set.digest,
+            elapsed.as_secs_f64()
+        );
         Ok(())
     }
 
     /// A sample generated from `prompt` (`--sample-every`): logged, in metrics.jsonl and TensorBoard.
     pub fn sample(&mut self, step: usize, prompt: &str, text: &str) -> Result<()> {
-        self.writer.log_sample(&SampleMetrics { step: step as u64, prompt: prompt.to_string(), text: text.to_string() })?;
+        self.writer.log_sample(&SampleMetrics {
+            step: step as u64,
+            prompt: prompt.to_string(),
+            text: text.to_string(),
+        })?;
         tracing::info!("sample step {step:>5} | {:?}", format!("{prompt}{text}"));
         Ok(())
     }

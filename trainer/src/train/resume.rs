@@ -24,8 +24,15 @@ pub struct Resumed {
 
 /// Loads the newest checkpoint of `cfg.out` after checking it against `cfg`, `model`, `seq_len`
 /// and the number of ranks `world`.
-pub fn load_latest(cfg: &TrainConfig, model: &MambaConfig, seq_len: usize, world: usize, device: &Device) -> Result<Resumed> {
-    let dir = latest_checkpoint(&cfg.out)?.with_context(|| format!("--resume: no checkpoint (ckpt-*) in {}", cfg.out.display()))?;
+pub fn load_latest(
+    cfg: &TrainConfig,
+    model: &MambaConfig,
+    seq_len: usize,
+    world: usize,
+    device: &Device,
+) -> Result<Resumed> {
+    let dir = latest_checkpoint(&cfg.out)?
+        .with_context(|| format!("--resume: no checkpoint (ckpt-*) in {}", cfg.out.display()))?;
     let state = TrainerState::load(&dir)?;
     check_compatible(&state, cfg, model, seq_len, world).with_context(|| format!("--resume from {}", dir.display()))?;
     let (ckpt_model, params) = params_from_loaded(load_model(&dir)?, device)?;
@@ -38,7 +45,13 @@ pub fn load_latest(cfg: &TrainConfig, model: &MambaConfig, seq_len: usize, world
 
 /// Differences that would make the resumed run differ from an uninterrupted one are errors;
 /// schedule/logging changes are allowed with a warning.
-pub fn check_compatible(state: &TrainerState, cfg: &TrainConfig, model: &MambaConfig, seq_len: usize, world: usize) -> Result<()> {
+pub fn check_compatible(
+    state: &TrainerState,
+    cfg: &TrainConfig,
+    model: &MambaConfig,
+    seq_len: usize,
+    world: usize,
+) -> Result<()> {
     let old = &state.config;
     let mut errors = Vec::new();
     if state.model.param_shapes() != model.param_shapes() {
@@ -70,8 +83,24 @@ pub fn check_compatible(state: &TrainerState, cfg: &TrainConfig, model: &MambaCo
     if !errors.is_empty() {
         bail!("config mismatch:\n  {}", errors.join("\n  "));
     }
-    let o = (old.muon_lr, old.adamw_lr, old.weight_decay, old.clip, old.warmup, old.decay_steps.unwrap_or(old.steps), old.final_lr_frac);
-    let n = (cfg.muon_lr, cfg.adamw_lr, cfg.weight_decay, cfg.clip, cfg.warmup, cfg.decay_steps.unwrap_or(cfg.steps), cfg.final_lr_frac);
+    let o = (
+        old.muon_lr,
+        old.adamw_lr,
+        old.weight_decay,
+        old.clip,
+        old.warmup,
+        old.decay_steps.unwrap_or(old.steps),
+        old.final_lr_frac,
+    );
+    let n = (
+        cfg.muon_lr,
+        cfg.adamw_lr,
+        cfg.weight_decay,
+        cfg.clip,
+        cfg.warmup,
+        cfg.decay_steps.unwrap_or(cfg.steps),
+        cfg.final_lr_frac,
+    );
     if o != n {
         tracing::warn!("resuming with changed optimizer hyper-parameters or schedule (muon_lr, adamw_lr, weight_decay, clip, warmup, decay_steps, final_lr_frac): {o:?} -> {n:?}");
     }

@@ -46,7 +46,8 @@ impl Devices {
 pub(super) fn prepare_run_dir(cfg: &TrainConfig) -> Result<()> {
     crate::checkpoint::prepare_run_dir(&cfg.out, cfg.resume, cfg.overwrite)?;
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
-    std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?).context("writing config.resolved.toml")?;
+    std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?)
+        .context("writing config.resolved.toml")?;
     Ok(())
 }
 
@@ -74,12 +75,18 @@ impl Start {
 /// Resumed (`--resume`), initialised from a checkpoint (`--init-from`, a Hub repo downloaded
 /// first), or fresh; checked against the data's `seq_len` and the memory one step needs. `None`:
 /// a signal came while fetching `--init-from`.
-pub(super) fn starting_point(cfg: &TrainConfig, stop: &AtomicBool, seq_len: usize, world: usize) -> Result<Option<Start>> {
+pub(super) fn starting_point(
+    cfg: &TrainConfig,
+    stop: &AtomicBool,
+    seq_len: usize,
+    world: usize,
+) -> Result<Option<Start>> {
     // --init-from: a local checkpoint, or a Hub repo downloaded first (a signal abandons that wait).
     let init = match (&cfg.init_from, cfg.resume) {
         (Some(spec), false) => {
             let spec = spec.clone();
-            let Some(dir) = mamba_shards::stop_signal::run_unless_stopped(stop, move || resolve_init_from(&spec)) else {
+            let Some(dir) = mamba_shards::stop_signal::run_unless_stopped(stop, move || resolve_init_from(&spec))
+            else {
                 return Ok(None);
             };
             Some(load_model(&dir?)?)
@@ -101,7 +108,15 @@ pub(super) fn starting_point(cfg: &TrainConfig, stop: &AtomicBool, seq_len: usiz
             let pos: DataPosition = serde_json::from_value(r.state.data_position.clone())
                 .with_context(|| format!("{}: trainer_state.json: data_position", r.dir.display()))?;
             let (step, tokens, last_val) = (r.state.step, r.state.tokens, r.state.last_val_loss);
-            Start { model, params: r.params, optimizer_state: Some((r.dir, r.optimizer_state)), step, tokens, position: Some(pos), last_val }
+            Start {
+                model,
+                params: r.params,
+                optimizer_state: Some((r.dir, r.optimizer_state)),
+                step,
+                tokens,
+                position: Some(pos),
+                last_val,
+            }
         }
         (None, Some(loaded)) => {
             tracing::info!("initialising from {}", loaded.source.display());
@@ -118,7 +133,8 @@ pub(super) fn starting_point(cfg: &TrainConfig, stop: &AtomicBool, seq_len: usiz
 
 /// The resumed model when it came from `--init-from`: the checkpoint's own trainer state says.
 fn last_state_model(cfg: &TrainConfig) -> Result<MambaConfig> {
-    let dir = crate::checkpoint::latest_checkpoint(&cfg.out)?.with_context(|| format!("--resume: no checkpoint (ckpt-*) in {}", cfg.out.display()))?;
+    let dir = crate::checkpoint::latest_checkpoint(&cfg.out)?
+        .with_context(|| format!("--resume: no checkpoint (ckpt-*) in {}", cfg.out.display()))?;
     Ok(TrainerState::load(&dir)?.model)
 }
 
@@ -145,9 +161,16 @@ pub(super) fn start_ranks(
         None => RankGroup::single(replica_init, device),
         Some(p) => {
             if cfg.device != "cpu" {
-                tracing::warn!("--device {} is ignored: --devices {} chooses the devices", cfg.device, cfg.devices.as_deref().unwrap_or_default());
+                tracing::warn!(
+                    "--device {} is ignored: --devices {} chooses the devices",
+                    cfg.device,
+                    cfg.devices.as_deref().unwrap_or_default()
+                );
             }
-            tracing::info!("data parallel: {world} ranks on {}", (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(", "));
+            tracing::info!(
+                "data parallel: {world} ranks on {}",
+                (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(", ")
+            );
             RankGroup::start(replica_init, p)
         }
     }
@@ -157,7 +180,13 @@ pub(super) fn start_ranks(
 /// `grad_accum × world` micro-batches in stream order, dealt round robin (train::batch_share).
 /// Follow mode looks a whole optimizer step ahead, so a step never starves half-way on a full
 /// ring (the loop can only checkpoint, and so release shards, between steps).
-pub(super) fn open_data(cfg: &TrainConfig, seq_len: usize, model: &MambaConfig, world: usize, position: Option<DataPosition>) -> Result<TrainData> {
+pub(super) fn open_data(
+    cfg: &TrainConfig,
+    seq_len: usize,
+    model: &MambaConfig,
+    world: usize,
+    position: Option<DataPosition>,
+) -> Result<TrainData> {
     let spec = DataSpec {
         dir: cfg.data.clone(),
         seq_len,
@@ -171,7 +200,8 @@ pub(super) fn open_data(cfg: &TrainConfig, seq_len: usize, model: &MambaConfig, 
     if cfg.follow {
         check_step_fits_ring(cfg, world)?;
     }
-    let mut data = TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
+    let mut data =
+        TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
     data.set_batches_per_step(cfg.grad_accum * world);
     Ok(data)
 }

@@ -54,7 +54,14 @@ fn batch_rows(batch: &Batch) -> Result<(Vec<u32>, Vec<u32>)> {
 /// Runs forward/backward over `batches` (one optimizer step's micro-batches) and applies the
 /// update for 0-based step `step`. A non-finite loss or gradient norm stops before the update,
 /// so the parameters stay at their last good values.
-pub fn train_step(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], clip: f64, step: usize, device: &Device) -> Result<StepResult> {
+pub fn train_step(
+    model: &MambaLM,
+    opt: &mut HybridOptimizer,
+    batches: &[Batch],
+    clip: f64,
+    step: usize,
+    device: &Device,
+) -> Result<StepResult> {
     let rows = batches.iter().map(|b| b.micro_batch).sum();
     train_step_on_rank(model, opt, batches, clip, step, device, Shard { comm: None, global_rows: rows })
 }
@@ -73,7 +80,15 @@ pub struct Shard<'a> {
 /// batch's; every rank then clips by the same global norm and takes the same optimizer step.
 /// A rank may get no micro-batch (follow mode's short last step): it contributes zeros.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &[Batch], clip: f64, step: usize, device: &Device, shard: Shard) -> Result<StepResult> {
+pub fn train_step_on_rank(
+    model: &MambaLM,
+    opt: &mut HybridOptimizer,
+    batches: &[Batch],
+    clip: f64,
+    step: usize,
+    device: &Device,
+    shard: Shard,
+) -> Result<StepResult> {
     let rows = shard.global_rows;
     if rows == 0 {
         bail!("train_step got no sequences");
@@ -145,7 +160,13 @@ pub fn train_step_on_rank(model: &MambaLM, opt: &mut HybridOptimizer, batches: &
 /// micro-batch's gradients, owned by this step), all in one op (`mamba_ops::add_in_place`: one
 /// launch on the GPU instead of one per gradient); others are replaced by fresh sums.
 fn accumulate(mut acc: Vec<(String, Tensor)>, g: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
-    let fits = |a: &Tensor, b: &Tensor| a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.is_contiguous() && b.is_contiguous() && a.dims() == b.dims();
+    let fits = |a: &Tensor, b: &Tensor| {
+        a.dtype() == DType::F32
+            && b.dtype() == DType::F32
+            && a.is_contiguous()
+            && b.is_contiguous()
+            && a.dims() == b.dims()
+    };
     let (mut sum_acc, mut sum_g) = (Vec::new(), Vec::new());
     for ((_, a), (_, b)) in acc.iter_mut().zip(g) {
         if fits(a, &b) {

@@ -90,7 +90,16 @@ impl TrainLoop<'_> {
             self.losses.push(result.loss);
 
             // -- log (rank 0; tokens/s over all ranks)
-            self.metrics.step(self.step, self.tokens, &result, step_tokens, elapsed, wait, &self.data.ring_status(), chunks)?;
+            self.metrics.step(
+                self.step,
+                self.tokens,
+                &result,
+                step_tokens,
+                elapsed,
+                wait,
+                &self.data.ring_status(),
+                chunks,
+            )?;
 
             // -- eval (outside the timed region)
             if self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0 && self.step < self.cfg.steps {
@@ -225,7 +234,12 @@ impl TrainLoop<'_> {
             last_val_loss: self.last_val,
         };
         let leader = self.ranks.leader();
-        let contents = CheckpointContents { model: &self.model, params: &leader.params, optimizer_state: leader.opt.state_tensors()?, state: &state };
+        let contents = CheckpointContents {
+            model: &self.model,
+            params: &leader.params,
+            optimizer_state: leader.opt.state_tensors()?,
+            state: &state,
+        };
         let dir = save_checkpoint(&cfg.out, contents, cfg.keep_checkpoints)?;
         tracing::info!("saved checkpoint {}", dir.display());
         Ok(())
@@ -237,7 +251,11 @@ impl TrainLoop<'_> {
 /// and how to go on.
 fn data_error(e: crate::data::DataError, step: usize, cfg: &TrainConfig, saved: Result<()>) -> anyhow::Error {
     let corrupt_chunk = matches!(&e, crate::data::DataError::Shard(mamba_shards::ShardError::CorruptChunk { .. }));
-    let hint = if corrupt_chunk && !cfg.follow { "; `--resume --on-bad-chunk skip` continues from it and leaves out corrupt chunks" } else { "" };
+    let hint = if corrupt_chunk && !cfg.follow {
+        "; `--resume --on-bad-chunk skip` continues from it and leaves out corrupt chunks"
+    } else {
+        ""
+    };
     let status = match saved {
         Ok(()) => format!("the checkpoint of step {step} is saved in {}{hint}", cfg.out.display()),
         Err(save_error) => format!("saving the checkpoint of step {step} failed too: {save_error:#}"),

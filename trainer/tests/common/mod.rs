@@ -92,7 +92,11 @@ pub fn synthetic_shards(dir: &Path, vocab: u32, seq_len: usize, n_train: usize, 
     let mut x = 12345u64;
     let mut next = |prev: u32| {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        if (x >> 33) & 3 == 0 { ((x >> 40) % vocab as u64) as u32 } else { (prev * 7 + 3) % (vocab - 1) }
+        if (x >> 33) & 3 == 0 {
+            ((x >> 40) % vocab as u64) as u32
+        } else {
+            (prev * 7 + 3) % (vocab - 1)
+        }
     };
     let mut make = |n: usize| {
         let mut toks = vec![vocab - 1];
@@ -152,5 +156,8 @@ pub fn unigram_entropy(tokens: &[u32]) -> f64 {
 }
 
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
 }

@@ -97,16 +97,15 @@ fn log_sum_exp<L: Logit>(row: &[L]) -> f64 {
 /// A target outside `0..v` only drops the one-hot term (it is never used as an index).
 pub(crate) fn backward<L: Logit>(x: &[L], targets: &[u32], aux: &[L::Acc], v: usize) -> Vec<L> {
     let mut dx = vec![L::narrow(L::Acc::from_f64(0.0)); x.len()];
-    dx.par_chunks_mut(v)
-        .zip(x.par_chunks(v))
-        .zip(targets.par_iter().zip(aux.par_chunks(2)))
-        .for_each(|((out, row), (&t, aux))| {
+    dx.par_chunks_mut(v).zip(x.par_chunks(v)).zip(targets.par_iter().zip(aux.par_chunks(2))).for_each(
+        |((out, row), (&t, aux))| {
             let (lse, g) = (aux[0], aux[1]);
             for (j, (o, &a)) in out.iter_mut().zip(row).enumerate() {
                 let p = (a.widen() - lse).exp();
                 let onehot = if j == t as usize { L::Acc::from_f64(1.0) } else { L::Acc::from_f64(0.0) };
                 *o = L::narrow(g * (p - onehot));
             }
-        });
+        },
+    );
     dx
 }

@@ -22,7 +22,11 @@ fn config(op: &str, n: usize, v: usize) -> Result<LaunchConfig> {
 }
 
 /// `(logits, targets) → (n, 2)` f32 rows of `[loss, lse]`.
-pub(crate) fn forward(op: &str, (x, lx): (&CudaStorage, &Layout), (t, lt): (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn forward(
+    op: &str,
+    (x, lx): (&CudaStorage, &Layout),
+    (t, lt): (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
     match x.dtype() {
         DType::F32 => forward_typed::<f32>(op, "cross_entropy_fwd_f32", (x, lx), (t, lt)),
         DType::BF16 => forward_typed::<bf16>(op, "cross_entropy_fwd_bf16", (x, lx), (t, lt)),

@@ -34,7 +34,8 @@ pub(crate) fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor>
 /// See [`crate::cross_entropy_rows`].
 pub(crate) fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     check(logits, targets)?;
-    logits.contiguous()?.apply_op2_no_bwd(&targets.contiguous()?, &CrossEntropy) // (n, 2)
+    logits.contiguous()?.apply_op2_no_bwd(&targets.contiguous()?, &CrossEntropy)
+    // (n, 2)
 }
 
 /// See [`crate::backward::cross_entropy`].
@@ -52,7 +53,8 @@ pub(crate) fn cross_entropy_backward(logits: &Tensor, targets: &Tensor, rows: &T
 fn grad(logits: &Tensor, targets: &Tensor, rows: &Tensor, g: &Tensor) -> Result<Tensor> {
     let lse = rows.narrow(1, 1, 1)?.detach(); // (n, 1)
     let aux = Tensor::cat(&[&lse, &g.detach()], 1)?.contiguous()?; // (n, 2)
-    logits.detach().contiguous()?.apply_op3_no_bwd(&targets.detach().contiguous()?, &aux, &CrossEntropyGrad) // (n, v)
+    logits.detach().contiguous()?.apply_op3_no_bwd(&targets.detach().contiguous()?, &aux, &CrossEntropyGrad)
+    // (n, v)
 }
 
 /// Checks the arguments; returns the number of rows.
@@ -97,7 +99,12 @@ fn fwd_typed<L: Logit>(x: (&CpuStorage, &Layout), t: &[u32], v: usize) -> Result
     Ok(L::Acc::to_cpu_storage_owned(cpu::forward(x, t, v)))
 }
 
-fn bwd_typed<L: Logit>(x: (&CpuStorage, &Layout), t: &[u32], aux: (&CpuStorage, &Layout), v: usize) -> Result<CpuStorage> {
+fn bwd_typed<L: Logit>(
+    x: (&CpuStorage, &Layout),
+    t: &[u32],
+    aux: (&CpuStorage, &Layout),
+    v: usize,
+) -> Result<CpuStorage> {
     let x = contiguous_slice::<L>(NAME, "logits", x.0, x.1)?;
     let aux = contiguous_slice::<L::Acc>(NAME, "aux", aux.0, aux.1)?;
     Ok(L::to_cpu_storage_owned(cpu::backward(x, t, aux, v)))
@@ -132,7 +139,13 @@ impl CustomOp2 for CrossEntropy {
         cuda::forward(NAME, (s1, l1), (s2, l2))
     }
 
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, rows: &Tensor, grad_rows: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        rows: &Tensor,
+        grad_rows: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // Column 1 of the rows is lse's: not differentiable.
         let g = grad_rows.narrow(1, 0, 1)?.to_dtype(acc_dtype(logits.dtype()))?; // (n, 1)
         Ok((Some(grad(logits, targets, rows, &g)?), None))

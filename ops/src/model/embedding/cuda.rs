@@ -59,12 +59,20 @@ fn launch<G: Io, H: Io>(index: &TokenIndex, grad: &Tensor, head: Option<&Tensor>
     };
     // SAFETY: the kernel writes every element of dw (each row, each column, once).
     let dw = unsafe { dev.alloc::<f32>(v * d)? }; // (V, d)
-    let name = if hv.is_some() { format!("embedding_rows_{}_{}", G::SUFFIX, H::SUFFIX) } else { format!("embedding_rows_{}", G::SUFFIX) };
+    let name = if hv.is_some() {
+        format!("embedding_rows_{}_{}", G::SUFFIX, H::SUFFIX)
+    } else {
+        format!("embedding_rows_{}", G::SUFFIX)
+    };
     let func = dev.get_or_load_custom_func(&name, "mamba_embedding", ptx::EMBEDDING)?;
     // One pass over the columns where a block of at most MAX_THREADS covers them; whole warps
     // (the kernel shuffles positions across full warps).
     let threads = d.div_ceil(COLS).next_multiple_of(32).min(MAX_THREADS);
-    let cfg = LaunchConfig { grid_dim: (v.min(MAX_BLOCKS) as u32, 1, 1), block_dim: (threads as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (v.min(MAX_BLOCKS) as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut args = func.builder();
     args.arg(&ov).arg(&pv).arg(&gv);
     if let Some(hv) = &hv {

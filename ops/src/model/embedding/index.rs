@@ -62,7 +62,13 @@ impl TokenIndex {
         let n = host.len();
         let (offsets, positions) = csr(host, vocab)?;
         let dev = ids.device();
-        Ok(TokenIndex { offsets: Tensor::from_vec(offsets, vocab + 1, dev)?, positions: Tensor::from_vec(positions, n, dev)?, ids, n, vocab })
+        Ok(TokenIndex {
+            offsets: Tensor::from_vec(offsets, vocab + 1, dev)?,
+            positions: Tensor::from_vec(positions, n, dev)?,
+            ids,
+            n,
+            vocab,
+        })
     }
 
     /// `(V+1,)` u32: row `v`'s positions are `positions[offsets[v]..offsets[v+1]]`.
@@ -131,7 +137,10 @@ mod tests {
     fn from_host_equals_new() {
         let dev = candle_core::Device::Cpu;
         let ids = [2u32, 0, 2, 3, 0, 2];
-        let (a, b) = (super::TokenIndex::from_host(&ids, 5, &dev).unwrap(), super::TokenIndex::new(&candle_core::Tensor::new(&ids[..], &dev).unwrap(), 5).unwrap());
+        let (a, b) = (
+            super::TokenIndex::from_host(&ids, 5, &dev).unwrap(),
+            super::TokenIndex::new(&candle_core::Tensor::new(&ids[..], &dev).unwrap(), 5).unwrap(),
+        );
         for (x, y) in [(a.offsets(), b.offsets()), (a.positions(), b.positions()), (a.ids(), b.ids())] {
             assert_eq!(x.to_vec1::<u32>().unwrap(), y.to_vec1::<u32>().unwrap());
         }

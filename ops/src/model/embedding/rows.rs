@@ -17,7 +17,12 @@ use candle_core::{bail, DType, Result, Tensor, WithDType};
 const NAME: &str = "embedding_rows";
 
 /// See [`crate::backward::embedding_rows`].
-pub(crate) fn embedding_rows(index: &TokenIndex, grad: &Tensor, head_grad: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
+pub(crate) fn embedding_rows(
+    index: &TokenIndex,
+    grad: &Tensor,
+    head_grad: Option<&Tensor>,
+    dtype: DType,
+) -> Result<Tensor> {
     let (v, n) = (index.vocab(), index.tokens());
     let d = match grad.dims() {
         &[rows, d] if rows == n => d,
@@ -56,7 +61,11 @@ pub(crate) fn embedding_rows(index: &TokenIndex, grad: &Tensor, head_grad: Optio
         };
         return base.index_add(index.ids(), &grad.to_dtype(DType::F64)?, 0); // (V, d)
     }
-    let dw = if dtype == DType::F64 { cpu_rows::<f64>(index, grad, head_grad, d)? } else { cpu_rows::<f32>(index, grad, head_grad, d)? };
+    let dw = if dtype == DType::F64 {
+        cpu_rows::<f64>(index, grad, head_grad, d)?
+    } else {
+        cpu_rows::<f32>(index, grad, head_grad, d)?
+    };
     dw.to_dtype(dtype) // (V, d)
 }
 

@@ -74,7 +74,8 @@ pub(crate) fn scan(t: &ScanTensors, u: &Tensor, grad: &Tensor, saved: &ScanSaved
         let Some(states) = &saved.states else {
             bail!("{NAME}: no saved states: pass what mixer_scan_saving returned for this xz on this device")
         };
-        let (share, [ddelta, dbc, dp]) = cuda::scan_backward_deferred(NAME, &dims, &xzc, (&u, states), &deltac, &small, &g)?;
+        let (share, [ddelta, dbc, dp]) =
+            cuda::scan_backward_deferred(NAME, &dims, &xzc, (&u, states), &deltac, &small, &g)?;
         let dbc = dbc.reshape(dims.act_shape(2 * dims.n))?;
         return split_grads(&dims, inputs, ddelta, dbc, dp, Share::Cuda(Box::new(share)));
     }
@@ -91,15 +92,23 @@ pub(crate) fn scan(t: &ScanTensors, u: &Tensor, grad: &Tensor, saved: &ScanSaved
 /// Unpacks `dbc: (.., 2n)` and `dp = [dA_log | dD | ddelta_bias]: (d, n + 2)` into the inputs'
 /// gradients, each in its input's dtype. dB and dC are column views of one converted `dbc` when
 /// B and C share a dtype (one launch; their consumer, x_proj's backward, concatenates them anyway).
-fn split_grads(dims: &MixerDims, inputs: [&Tensor; 5], ddelta: Tensor, dbc: Tensor, dp: Tensor, share: Share) -> Result<ScanGrads> {
+fn split_grads(
+    dims: &MixerDims,
+    inputs: [&Tensor; 5],
+    ddelta: Tensor,
+    dbc: Tensor,
+    dp: Tensor,
+    share: Share,
+) -> Result<ScanGrads> {
     let [b, c, a_log, d_skip, delta_bias] = inputs;
     let n = dims.n;
-    let (db, dc) = if b.dtype() == c.dtype() && b.dims() == c.dims() && dbc.dims()[..dbc.rank() - 1] == b.dims()[..b.rank() - 1] {
-        let dbc = dbc.to_dtype(b.dtype())?;
-        (dbc.narrow(D::Minus1, 0, n)?, dbc.narrow(D::Minus1, n, n)?)
-    } else {
-        (columns(&dbc, 0, n, b)?, columns(&dbc, n, n, c)?)
-    };
+    let (db, dc) =
+        if b.dtype() == c.dtype() && b.dims() == c.dims() && dbc.dims()[..dbc.rank() - 1] == b.dims()[..b.rank() - 1] {
+            let dbc = dbc.to_dtype(b.dtype())?;
+            (dbc.narrow(D::Minus1, 0, n)?, dbc.narrow(D::Minus1, n, n)?)
+        } else {
+            (columns(&dbc, 0, n, b)?, columns(&dbc, n, n, c)?)
+        };
     let [da_log, dd_skip, ddelta_bias] = split_params(&dp, n, [a_log, d_skip, delta_bias])?;
     Ok(ScanGrads {
         delta: ddelta,
@@ -117,14 +126,25 @@ fn split_grads(dims: &MixerDims, inputs: [&Tensor; 5], ddelta: Tensor, dbc: Tens
 /// (`crate::pack`: the results are views of one buffer) where the narrow copies took three.
 fn split_params(dp: &Tensor, n: usize, [a_log, d_skip, delta_bias]: [&Tensor; 3]) -> Result<[Tensor; 3]> {
     #[cfg(feature = "cuda")]
-    if dp.device().is_cuda() && [a_log, d_skip, delta_bias].iter().all(|t| t.dtype() == DType::F32) && dp.dtype() == DType::F32 {
+    if dp.device().is_cuda()
+        && [a_log, d_skip, delta_bias].iter().all(|t| t.dtype() == DType::F32)
+        && dp.dtype() == DType::F32
+    {
         use crate::util::pack::Part;
         let d = dp.dim(0)?;
         let cols = |start, len| dp.narrow(D::Minus1, start, len);
         let (pa, pd, pb) = (cols(0, n)?, cols(n, 1)?, cols(n + 1, 1)?);
-        let parts = [Part { t: &pa, dst_offset: 0, dst_row_stride: n }, Part { t: &pd, dst_offset: d * n, dst_row_stride: 1 }, Part { t: &pb, dst_offset: d * n + d, dst_row_stride: 1 }];
+        let parts = [
+            Part { t: &pa, dst_offset: 0, dst_row_stride: n },
+            Part { t: &pd, dst_offset: d * n, dst_row_stride: 1 },
+            Part { t: &pb, dst_offset: d * n + d, dst_row_stride: 1 },
+        ];
         let all = crate::util::pack::pack("mixer_scan backward", &parts, d * (n + 2), DType::F32)?;
-        return Ok([all.narrow(0, 0, d * n)?.reshape(a_log.shape())?, all.narrow(0, d * n, d)?.reshape(d_skip.shape())?, all.narrow(0, d * n + d, d)?.reshape(delta_bias.shape())?]);
+        return Ok([
+            all.narrow(0, 0, d * n)?.reshape(a_log.shape())?,
+            all.narrow(0, d * n, d)?.reshape(d_skip.shape())?,
+            all.narrow(0, d * n + d, d)?.reshape(delta_bias.shape())?,
+        ]);
     }
     Ok([columns(dp, 0, n, a_log)?, columns(dp, n, 1, d_skip)?, columns(dp, n + 1, 1, delta_bias)?])
 }
@@ -136,7 +156,14 @@ fn columns(t: &Tensor, start: usize, len: usize, like: &Tensor) -> Result<Tensor
 }
 
 /// See [`crate::backward::mixer_conv`]: `(dxz, dweight, dbias)`.
-pub(crate) fn conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor, grad: &Tensor, share: ConvShare) -> Result<[Tensor; 3]> {
+pub(crate) fn conv(
+    xz: &Tensor,
+    seq_len: Option<usize>,
+    weight: &Tensor,
+    bias: &Tensor,
+    grad: &Tensor,
+    share: ConvShare,
+) -> Result<[Tensor; 3]> {
     const NAME: &str = "mixer_conv backward";
     let (op, [xzc, w, cb]) = conv_op::prepare(xz, seq_len, weight, bias)?;
     let g = output_grad(NAME, &op.dims, grad, xz.dtype())?; // (b·l, d)

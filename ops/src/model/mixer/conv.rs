@@ -2,8 +2,8 @@
 //! a `CustomOp3` over `(xz, weight, bias)`. Output and `xz`'s gradient (zero in the `z` half) in
 //! xz's dtype; see the module docs of `mixer` for the dtype rules.
 
-use super::{dtypes, join_xz, load, output_grad, split_xz, store, xz_dims, MixerDims};
 use super::cpu::conv as conv_cpu;
+use super::{dtypes, join_xz, load, output_grad, split_xz, store, xz_dims, MixerDims};
 use crate::util::cpu_storage::as_cpu;
 use crate::util::real::Real;
 use candle_core::backend::BackendStorage;
@@ -21,7 +21,12 @@ pub(crate) fn mixer_conv(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, b
 
 /// Checks the arguments and returns the op with its inputs: `xz` contiguous, the weight and bias
 /// in the compute dtype.
-pub(crate) fn prepare(xz: &Tensor, seq_len: Option<usize>, weight: &Tensor, bias: &Tensor) -> Result<(MixerConv, [Tensor; 3])> {
+pub(crate) fn prepare(
+    xz: &Tensor,
+    seq_len: Option<usize>,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<(MixerConv, [Tensor; 3])> {
     let dims = xz_dims(NAME, xz, seq_len, weight)?;
     if bias.dims() != [dims.d] {
         bail!("{NAME}: `bias` must have shape [{}], got {:?}", dims.d, bias.dims())
@@ -36,7 +41,12 @@ pub(crate) struct MixerConv {
 }
 
 impl MixerConv {
-    fn cpu_fwd_typed<C: Real>(&self, xz: (&CpuStorage, &Layout), w: (&CpuStorage, &Layout), bias: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
+    fn cpu_fwd_typed<C: Real>(
+        &self,
+        xz: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        bias: (&CpuStorage, &Layout),
+    ) -> Result<CpuStorage> {
         let xz_v = load::<C>(NAME, "xz", xz.0, xz.1)?;
         let (x, _) = split_xz(&xz_v, self.dims.d);
         let w = load::<C>(NAME, "weight", w.0, w.1)?;
@@ -47,7 +57,14 @@ impl MixerConv {
 
     /// `(dxz, dw, dbias)` on the CPU; `dz` (compute dtype), when given, becomes the z half of
     /// dxz (otherwise zeros).
-    pub(crate) fn cpu_bwd_typed<C: Real>(&self, xz: &Tensor, w: &Tensor, bias: &Tensor, g: &Tensor, dz: Option<&Tensor>) -> Result<[Tensor; 3]> {
+    pub(crate) fn cpu_bwd_typed<C: Real>(
+        &self,
+        xz: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        g: &Tensor,
+        dz: Option<&Tensor>,
+    ) -> Result<[Tensor; 3]> {
         let (xs, xl) = xz.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
         let (bs, bl) = bias.storage_and_layout();

@@ -72,7 +72,11 @@ fn conv_forward_t<T: Io>(
     let n = dims.b * dims.l * dims.d;
     // SAFETY: one thread per element writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_fwd_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(
+        &format!("mixer_conv_fwd_k{}_{}", conv_window(dims.k), T::SUFFIX),
+        CONV_MODULE,
+        ptx::MIXER_CONV,
+    )?;
     let (l, d, k) = (dims.l as i32, dims.d as i32, dims.k as i32);
     let mut args = func.builder();
     args.arg(&xzv).arg(&wv).arg(&cbv).arg(&out).arg(&l).arg(&d).arg(&k);
@@ -93,7 +97,11 @@ fn conv_input_grads<T: Io>(
     zero_z: bool,
 ) -> Result<(Tensor, Tensor)> {
     let (b, l, d, k) = (dims.b as i32, dims.l as i32, dims.d as i32, dims.k as i32);
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dx_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(
+        &format!("mixer_conv_dx_k{}_{}", conv_window(dims.k), T::SUFFIX),
+        CONV_MODULE,
+        ptx::MIXER_CONV,
+    )?;
     let zero_z = i32::from(zero_z);
     let mut args = func.builder();
     args.arg(dpre).arg(wv).arg(dxz).arg(&l).arg(&d).arg(&k).arg(&zero_z);
@@ -103,9 +111,17 @@ fn conv_input_grads<T: Io>(
     let strips = (dims.b * dims.l).div_ceil(DW_ROWS);
     // SAFETY: the kernel writes every (strip, channel) row of the partials.
     let dw_part = unsafe { dev.alloc::<f32>(strips * dims.d * (dims.k + 1))? };
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dw_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(
+        &format!("mixer_conv_dw_k{}_{}", conv_window(dims.k), T::SUFFIX),
+        CONV_MODULE,
+        ptx::MIXER_CONV,
+    )?;
     let rows = DW_ROWS as i32;
-    let cfg = LaunchConfig { grid_dim: (dims.d.div_ceil(128) as u32, strips as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (dims.d.div_ceil(128) as u32, strips as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut args = func.builder();
     args.arg(xzv).arg(dpre).arg(&dw_part).arg(&b).arg(&l).arg(&d).arg(&k).arg(&rows);
     // SAFETY: as above.
@@ -115,7 +131,14 @@ fn conv_input_grads<T: Io>(
 }
 
 /// Gradients of `mixer_conv` for `(xz, weight, bias)`.
-pub(crate) fn conv_backward(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+pub(crate) fn conv_backward(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    w: &Tensor,
+    cb: &Tensor,
+    g: &Tensor,
+) -> Result<[Tensor; 3]> {
     check_k(op, dims)?;
     dispatch!(op, xz.dtype(), conv_backward_t(op, dims, xz, w, cb, g, None))
 }
@@ -130,17 +153,38 @@ pub(crate) struct ScanShare {
 /// [`conv_backward`] for both uses of the conv's output at once: `g` is the gradient of its
 /// output through x_proj, `share` the scan's; one pass of the dx and dw kernels, writing the x half
 /// of the scan's `dxz`.
-pub(crate) fn conv_backward_with(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor, share: ScanShare) -> Result<[Tensor; 3]> {
+pub(crate) fn conv_backward_with(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    w: &Tensor,
+    cb: &Tensor,
+    g: &Tensor,
+    share: ScanShare,
+) -> Result<[Tensor; 3]> {
     check_k(op, dims)?;
     dispatch!(op, xz.dtype(), conv_backward_t(op, dims, xz, w, cb, g, Some(share)))
 }
 
-fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, cb: &Tensor, g: &Tensor, share: Option<ScanShare>) -> Result<[Tensor; 3]> {
+fn conv_backward_t<T: Io>(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    w: &Tensor,
+    cb: &Tensor,
+    g: &Tensor,
+    share: Option<ScanShare>,
+) -> Result<[Tensor; 3]> {
     let (xzs, lxz) = xz.storage_and_layout();
     let (ws, lw) = w.storage_and_layout();
     let (cbs, lcb) = cb.storage_and_layout();
     let (gs, lg) = g.storage_and_layout();
-    let (xzs, ws, cbs, gs) = (cuda_storage(op, "xz", &xzs)?, cuda_storage(op, "weight", &ws)?, cuda_storage(op, "bias", &cbs)?, cuda_storage(op, "grad", &gs)?);
+    let (xzs, ws, cbs, gs) = (
+        cuda_storage(op, "xz", &xzs)?,
+        cuda_storage(op, "weight", &ws)?,
+        cuda_storage(op, "bias", &cbs)?,
+        cuda_storage(op, "grad", &gs)?,
+    );
     let dev = device(xzs);
     let xzv = view_of::<T>(op, "xz", xzs, lxz)?;
     let (wv, cbv, gv) = (view(op, "weight", ws, lw)?, view(op, "bias", cbs, lcb)?, view_of::<T>(op, "grad", gs, lg)?);
@@ -151,18 +195,29 @@ fn conv_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, w: &Tensor, c
     // and turns the sum into dL/d(pre) in place, and the dx kernel writes the x half of its dxz.
     let (mut dpre, mut dxz, with_share) = match share {
         Some(ScanShare { du, dxz }) => (du, dxz, 1i32),
-        None => unsafe { (CudaStorage::wrap_cuda_slice(dev.alloc::<f32>(n)?, dev.clone()), CudaStorage::wrap_cuda_slice(dev.alloc::<T>(2 * n)?, dev.clone()), 0i32) },
+        None => unsafe {
+            (
+                CudaStorage::wrap_cuda_slice(dev.alloc::<f32>(n)?, dev.clone()),
+                CudaStorage::wrap_cuda_slice(dev.alloc::<T>(2 * n)?, dev.clone()),
+                0i32,
+            )
+        },
     };
     if dpre.as_cuda_slice::<f32>()?.len() != n || dxz.as_cuda_slice::<T>()?.len() != 2 * n {
         bail!("{op}: internal error: the scan's share does not match the conv's size")
     }
     let dpre_slice = dpre.as_cuda_slice_mut::<f32>()?;
-    let func = dev.get_or_load_custom_func(&format!("mixer_conv_dpre_k{}_{}", conv_window(dims.k), T::SUFFIX), CONV_MODULE, ptx::MIXER_CONV)?;
+    let func = dev.get_or_load_custom_func(
+        &format!("mixer_conv_dpre_k{}_{}", conv_window(dims.k), T::SUFFIX),
+        CONV_MODULE,
+        ptx::MIXER_CONV,
+    )?;
     let mut args = func.builder();
     args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&*dpre_slice).arg(&l).arg(&d).arg(&k).arg(&with_share);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { args.launch(per_element(dims)) }.w()?;
-    let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &wv, &*dpre_slice, dxz.as_cuda_slice_mut::<T>()?, with_share == 0)?;
+    let (dw, db) =
+        conv_input_grads::<T>(dims, &dev, &xzv, &wv, &*dpre_slice, dxz.as_cuda_slice_mut::<T>()?, with_share == 0)?;
     Ok([tensor_of(dxz, dims.act_shape(2 * dims.d)), dw, db])
 }
 
@@ -191,7 +246,8 @@ fn scan_forward_t<T: Io>(
 ) -> Result<(CudaStorage, Option<Tensor>)> {
     let dev = device(xz);
     let kernels = ScanKernels::choose(op, dims, &dev)?;
-    let (xzv, dv, sv) = (view_of::<T>(op, "xz", xz, lxz)?, view_of::<T>(op, "delta", delta, ld)?, view(op, "small", small, ls)?);
+    let (xzv, dv, sv) =
+        (view_of::<T>(op, "xz", xz, lxz)?, view_of::<T>(op, "delta", delta, ld)?, view(op, "small", small, ls)?);
     // Without u_in the kernel reads no u: xz stands in for the argument.
     let (uv, pass) = match u_in {
         Some((u, lu)) => (view_of::<T>(op, "u", u, lu)?, "fwd_u"),
@@ -225,16 +281,33 @@ fn scan_forward_t<T: Io>(
 }
 
 /// Gradients of `mixer_scan` for `(xz, delta, small)`.
-pub(crate) fn scan_backward(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+pub(crate) fn scan_backward(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    delta: &Tensor,
+    small: &Tensor,
+    g: &Tensor,
+) -> Result<[Tensor; 3]> {
     check_k(op, dims)?;
     dispatch!(op, xz.dtype(), scan_backward_t(op, dims, xz, delta, small, g))
 }
 
-fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 3]> {
+fn scan_backward_t<T: Io>(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    delta: &Tensor,
+    small: &Tensor,
+    g: &Tensor,
+) -> Result<[Tensor; 3]> {
     let (mut o, dev) = scan_backward_core::<T>(op, dims, xz, None, delta, small, g)?;
     let (xzs, lxz) = xz.storage_and_layout();
     let (ss, ls) = small.storage_and_layout();
-    let (xzv, sv) = (view_of::<T>(op, "xz", cuda_storage(op, "xz", &xzs)?, lxz)?, view(op, "small", cuda_storage(op, "small", &ss)?, ls)?);
+    let (xzv, sv) = (
+        view_of::<T>(op, "xz", cuda_storage(op, "xz", &xzs)?, lxz)?,
+        view(op, "small", cuda_storage(op, "small", &ss)?, ls)?,
+    );
     let [_, _, o_w, o_cb, _] = dims.small_offsets();
     let (dw, db) = conv_input_grads::<T>(dims, &dev, &xzv, &sv.slice(o_w..o_cb), &o.dpre, &mut o.dxz, false)?;
     let dsmall = Tensor::cat(&[o.dbc.flatten_all()?, o.dp.flatten_all()?, dw.flatten_all()?, db], 0)?;
@@ -245,14 +318,33 @@ fn scan_backward_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, delta: &Tenso
 /// `(share, ddelta, dbc (b, l, 2n), dp (d, n + 2))`, the share holding dL/du; the conv's input
 /// and weight gradients are left to [`conv_backward_with`]. `(u, states)`: the conv's output and
 /// what [`scan_forward`] returned with it.
-pub(crate) fn scan_backward_deferred(op: &str, dims: &MixerDims, xz: &Tensor, saved: (&Tensor, &Tensor), delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+pub(crate) fn scan_backward_deferred(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    saved: (&Tensor, &Tensor),
+    delta: &Tensor,
+    small: &Tensor,
+    g: &Tensor,
+) -> Result<(ScanShare, [Tensor; 3])> {
     check_k(op, dims)?;
     dispatch!(op, xz.dtype(), scan_backward_deferred_t(op, dims, xz, saved, delta, small, g))
 }
 
-fn scan_backward_deferred_t<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, saved: (&Tensor, &Tensor), delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanShare, [Tensor; 3])> {
+fn scan_backward_deferred_t<T: Io>(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    saved: (&Tensor, &Tensor),
+    delta: &Tensor,
+    small: &Tensor,
+    g: &Tensor,
+) -> Result<(ScanShare, [Tensor; 3])> {
     let (o, dev) = scan_backward_core::<T>(op, dims, xz, Some(saved), delta, small, g)?;
-    let share = ScanShare { du: CudaStorage::wrap_cuda_slice(o.dpre, dev.clone()), dxz: CudaStorage::wrap_cuda_slice(o.dxz, dev.clone()) };
+    let share = ScanShare {
+        du: CudaStorage::wrap_cuda_slice(o.dpre, dev.clone()),
+        dxz: CudaStorage::wrap_cuda_slice(o.dxz, dev.clone()),
+    };
     Ok((share, [tensor(o.ddelta, &dev, dims.act_shape(dims.d)), o.dbc, o.dp]))
 }
 
@@ -269,13 +361,26 @@ struct ScanGrads<T> {
 
 /// `u`: the conv's output and the forward's segment states (`_u` kernel), or None (the kernel
 /// recomputes u and runs its pass 0 into scratch).
-fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<(&Tensor, &Tensor)>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<(ScanGrads<T>, CudaDevice)> {
+fn scan_backward_core<T: Io>(
+    op: &str,
+    dims: &MixerDims,
+    xz: &Tensor,
+    u: Option<(&Tensor, &Tensor)>,
+    delta: &Tensor,
+    small: &Tensor,
+    g: &Tensor,
+) -> Result<(ScanGrads<T>, CudaDevice)> {
     let MixerDims { b: bs, l, d, n, .. } = *dims;
     let (xzs, lxz) = xz.storage_and_layout();
     let (ds, ld) = delta.storage_and_layout();
     let (ss, ls) = small.storage_and_layout();
     let (gs, lg) = g.storage_and_layout();
-    let (xzs, ds, ss, gs) = (cuda_storage(op, "xz", &xzs)?, cuda_storage(op, "delta", &ds)?, cuda_storage(op, "small", &ss)?, cuda_storage(op, "grad", &gs)?);
+    let (xzs, ds, ss, gs) = (
+        cuda_storage(op, "xz", &xzs)?,
+        cuda_storage(op, "delta", &ds)?,
+        cuda_storage(op, "small", &ss)?,
+        cuda_storage(op, "grad", &gs)?,
+    );
     let dev = device(xzs);
     // With the forward's states, the layout it used (their shape says which); else a fresh choice.
     let kernels = match u {
@@ -284,7 +389,8 @@ fn scan_backward_core<T: Io>(op: &str, dims: &MixerDims, xz: &Tensor, u: Option<
     };
     let smem = kernels.bwd_shared_bytes();
     let cfg = LaunchConfig { shared_mem_bytes: smem as u32, ..kernels.launch(dims) };
-    let (xzv, dv, gv) = (view_of::<T>(op, "xz", xzs, lxz)?, view_of::<T>(op, "delta", ds, ld)?, view_of::<T>(op, "grad", gs, lg)?);
+    let (xzv, dv, gv) =
+        (view_of::<T>(op, "xz", xzs, lxz)?, view_of::<T>(op, "delta", ds, ld)?, view_of::<T>(op, "grad", gs, lg)?);
     let sv = view(op, "small", ss, ls)?;
     let [o_bc, o_p, o_w, o_cb, end] = dims.small_offsets();
     let (bcv, pv, wv, cbv) = (sv.slice(o_bc..o_p), sv.slice(o_p..o_w), sv.slice(o_w..o_cb), sv.slice(o_cb..end));

@@ -83,12 +83,17 @@ fn xz_dims(op: &str, xz: &Tensor, seq_len: Option<usize>, conv_w: &Tensor) -> Re
         (&[b, l, d2], None) if d2 % 2 == 0 => (b, l, d2, false),
         (&[rows, d2], Some(l)) if d2 % 2 == 0 && l > 0 && rows % l == 0 => (rows / l, l, d2, true),
         (other, None) => bail!("{op}: `xz` must be (batch, len, 2·channels), got shape {other:?}"),
-        (other, Some(l)) => bail!("{op}: `xz` must be (batch·len, 2·channels) rows with len = {l}, got shape {other:?}"),
+        (other, Some(l)) => {
+            bail!("{op}: `xz` must be (batch·len, 2·channels) rows with len = {l}, got shape {other:?}")
+        }
     };
     let d = d2 / 2;
     match conv_w.dims() {
         &[wd, k] if wd == d && k >= 1 => Ok(MixerDims { b, l, d, n: 0, k, flat }),
-        other => bail!("{op}: `conv_w` must be (channels={d}, kernel>=1) for xz of shape {:?}, got shape {other:?}", xz.dims()),
+        other => bail!(
+            "{op}: `conv_w` must be (channels={d}, kernel>=1) for xz of shape {:?}, got shape {other:?}",
+            xz.dims()
+        ),
     }
 }
 

@@ -5,13 +5,13 @@
 //! dtype, `small` in the compute dtype.
 
 use super::backward::ScanSaved;
+use super::cpu::conv as conv_cpu;
+use super::cpu::scan as scan_cpu;
 use super::tensors::{ChannelParams, ScanTensors};
 use super::{dtypes, join_xz, load, output_grad, split_xz, store, xz_dims, MixerDims};
-use super::cpu::conv as conv_cpu;
 use crate::util::cpu_storage::as_cpu;
-use crate::util::shape_check::{expect_shape, state_size};
 use crate::util::real::Real;
-use super::cpu::scan as scan_cpu;
+use crate::util::shape_check::{expect_shape, state_size};
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
@@ -64,7 +64,11 @@ pub(crate) fn prepare(t: &ScanTensors, packed: Option<&Tensor>) -> Result<(Mixer
     let flat = |t: &Tensor| -> Result<Tensor> { t.to_dtype(compute)?.flatten_all() };
     let bc = Tensor::cat(&[b.to_dtype(compute)?, c.to_dtype(compute)?], D::Minus1)?; // (b, l, 2n)
     let p = Tensor::cat(
-        &[a_log.to_dtype(compute)?, d_skip.to_dtype(compute)?.unsqueeze(1)?, delta_bias.to_dtype(compute)?.unsqueeze(1)?],
+        &[
+            a_log.to_dtype(compute)?,
+            d_skip.to_dtype(compute)?.unsqueeze(1)?,
+            delta_bias.to_dtype(compute)?.unsqueeze(1)?,
+        ],
         1,
     )?; // (d, n + 2)
     let small = Tensor::cat(&[bc.flatten_all()?, p.flatten_all()?, flat(conv_w)?, flat(conv_b)?], 0)?;
@@ -103,15 +107,25 @@ pub(crate) fn mixer_scan_saving(t: &ScanTensors, u: &Tensor) -> Result<(Tensor, 
     let (op, [xz, delta, small]) = prepare(&t.detach(), None)?;
     let u = op.check_u(u, &xz)?;
     let shape = op.dims.act_shape(op.dims.d);
-    let ((xs, xl), (us, ul), (ds, dl), (ss, sl)) = (xz.storage_and_layout(), u.storage_and_layout(), delta.storage_and_layout(), small.storage_and_layout());
+    let ((xs, xl), (us, ul), (ds, dl), (ss, sl)) =
+        (xz.storage_and_layout(), u.storage_and_layout(), delta.storage_and_layout(), small.storage_and_layout());
     #[cfg(feature = "cuda")]
     if xz.device().is_cuda() {
         use crate::util::cuda_util::cuda_storage as on_gpu;
-        let (x, us, d, sm) = (on_gpu(NAME, "xz", &xs)?, on_gpu(NAME, "u", &us)?, on_gpu(NAME, "delta", &ds)?, on_gpu(NAME, "small", &ss)?);
+        let (x, us, d, sm) = (
+            on_gpu(NAME, "xz", &xs)?,
+            on_gpu(NAME, "u", &us)?,
+            on_gpu(NAME, "delta", &ds)?,
+            on_gpu(NAME, "small", &ss)?,
+        );
         let (y, states) = super::cuda::scan_forward(NAME, &op.dims, (x, xl), Some((us, ul)), (d, dl), (sm, sl))?;
         return Ok((crate::util::cuda_util::tensor_of(y, shape), ScanSaved { states, small: Some(small.clone()) }));
     }
-    let (x, d, sm) = ((as_cpu(NAME, "xz", &xz, &xs)?, xl), (as_cpu(NAME, "delta", &delta, &ds)?, dl), (as_cpu(NAME, "small", &small, &ss)?, sl));
+    let (x, d, sm) = (
+        (as_cpu(NAME, "xz", &xz, &xs)?, xl),
+        (as_cpu(NAME, "delta", &delta, &ds)?, dl),
+        (as_cpu(NAME, "small", &small, &ss)?, sl),
+    );
     let us = as_cpu(NAME, "u", &u, &us)?;
     let y = match small.dtype() {
         DType::F64 => op.cpu_fwd_typed::<f64>(x, Some(load(NAME, "u", us, ul)?), d, sm)?,
@@ -155,7 +169,13 @@ impl MixerScan {
         u.detach().contiguous()
     }
 
-    fn cpu_inputs<C: Real>(&self, xz: (&CpuStorage, &Layout), u: Option<Vec<C>>, delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuInputs<C>> {
+    fn cpu_inputs<C: Real>(
+        &self,
+        xz: (&CpuStorage, &Layout),
+        u: Option<Vec<C>>,
+        delta: (&CpuStorage, &Layout),
+        small: (&CpuStorage, &Layout),
+    ) -> Result<CpuInputs<C>> {
         let d = self.dims.d;
         let xz_v = load::<C>(NAME, "xz", xz.0, xz.1)?;
         let delta = load::<C>(NAME, "delta", delta.0, delta.1)?;
@@ -180,7 +200,13 @@ impl MixerScan {
     }
 
     /// The scan's output on the CPU in xz's dtype; u recomputed by the conv unless given.
-    fn cpu_fwd_typed<C: Real>(&self, xz: (&CpuStorage, &Layout), u: Option<Vec<C>>, delta: (&CpuStorage, &Layout), small: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
+    fn cpu_fwd_typed<C: Real>(
+        &self,
+        xz: (&CpuStorage, &Layout),
+        u: Option<Vec<C>>,
+        delta: (&CpuStorage, &Layout),
+        small: (&CpuStorage, &Layout),
+    ) -> Result<CpuStorage> {
         let inp = self.cpu_inputs::<C>(xz, u, delta, small)?;
         let y = scan_cpu::forward(&self.dims.scan(), &inp.packed, &inp.bc, &inp.p);
         store(NAME, &y, xz.0.dtype())
@@ -189,7 +215,14 @@ impl MixerScan {
     /// The scan's gradients on the CPU without the conv's part: `[du, ddelta, dz]` (b·l·d each,
     /// du = dL/du for u the conv's output) in the compute type, the inputs (for the conv) and the
     /// small tensor's gradients `dbc ++ dp`.
-    fn cpu_scan_grads<C: Real>(&self, xz: &Tensor, u: Option<&Tensor>, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<CpuScanGrads<C>> {
+    fn cpu_scan_grads<C: Real>(
+        &self,
+        xz: &Tensor,
+        u: Option<&Tensor>,
+        delta: &Tensor,
+        small: &Tensor,
+        g: &Tensor,
+    ) -> Result<CpuScanGrads<C>> {
         let u = u.map(|t| cpu_values::<C>("u", t)).transpose()?;
         let (xs, xl) = xz.storage_and_layout();
         let (ds, dl) = delta.storage_and_layout();
@@ -232,7 +265,14 @@ impl MixerScan {
 
     /// [`Self::cpu_scan_grads`] with u given, as tensors: `[du, dz, ddelta, dbc ++ dp]`; du and
     /// dz in the compute dtype, ddelta in xz's.
-    pub(crate) fn cpu_bwd_deferred<C: Real>(&self, xz: &Tensor, u: &Tensor, delta: &Tensor, small: &Tensor, g: &Tensor) -> Result<[Tensor; 4]> {
+    pub(crate) fn cpu_bwd_deferred<C: Real>(
+        &self,
+        xz: &Tensor,
+        u: &Tensor,
+        delta: &Tensor,
+        small: &Tensor,
+        g: &Tensor,
+    ) -> Result<[Tensor; 4]> {
         let ([du, ddelta, dz], _, dsmall) = self.cpu_scan_grads::<C>(xz, Some(u), delta, small, g)?;
         let (dev, shape) = (xz.device(), self.dims.act_shape(self.dims.d));
         let n_small = dsmall.len();

@@ -93,7 +93,11 @@ impl ScanKernels {
         let np = padded(op, dims.n)?;
         let spt = match forced_spt()? {
             0 => {
-                let sms = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()? as usize;
+                let sms = dev
+                    .cuda_stream()
+                    .context()
+                    .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+                    .w()? as usize;
                 let narrow = ScanKernels { np, spt: 4 };
                 let slots = sms * (THREADS_PER_SM / narrow.threads()).max(1);
                 if 2 * narrow.blocks(dims) <= slots {

@@ -24,7 +24,7 @@ pub struct ChannelParams {
 /// needs no reshapes around its matmuls). Outputs and gradients take the same form.
 #[derive(Clone, Debug)]
 pub struct ScanTensors {
-    pub xz: Tensor,    // (b, l, 2d) or (b·l, 2d); bf16, f32 or f64
+    pub xz: Tensor, // (b, l, 2d) or (b·l, 2d); bf16, f32 or f64
     pub seq_len: Option<usize>,
     pub delta: Tensor, // (b, l, d) or (b·l, d); xz's dtype
     pub b: Tensor,     // (b, l, n) or (b·l, n)

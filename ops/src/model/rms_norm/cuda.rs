@@ -15,10 +15,22 @@ const ROWS_PER_BLOCK: usize = 8;
 const STRIP_ROWS: usize = 64;
 
 fn row_launch(rows: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1), block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
+        block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
-pub(crate) fn forward(op: &str, rows: usize, d: usize, eps: f64, out: DType, x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout)) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn forward(
+    op: &str,
+    rows: usize,
+    d: usize,
+    eps: f64,
+    out: DType,
+    x: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
     dispatch!(op, out, forward_t(op, rows, d, eps, x, w))
 }
 
@@ -47,7 +59,17 @@ fn forward_t<T: Io>(
 /// or bf16); `add` (f32, `(rows, d)`) is added to dx in the same kernel, and with `copy` the
 /// kernel also writes dx in bf16.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(op: &str, rows: usize, d: usize, eps: f64, x: &Tensor, w: &Tensor, g: &Tensor, add: Option<&Tensor>, copy: bool) -> Result<([Tensor; 2], Option<Tensor>)> {
+pub(crate) fn backward(
+    op: &str,
+    rows: usize,
+    d: usize,
+    eps: f64,
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    add: Option<&Tensor>,
+    copy: bool,
+) -> Result<([Tensor; 2], Option<Tensor>)> {
     dispatch!(op, g.dtype(), backward_t(op, rows, d, eps, x, w, g, add, copy))
 }
 
@@ -105,7 +127,11 @@ fn backward_t<T: Io>(
     // SAFETY: one thread per (strip, column) writes every partial.
     let dw_part = unsafe { dev.alloc::<f32>(strips * d)? };
     let func = dev.get_or_load_custom_func(&format!("rms_norm_bwd_dw_{sfx}"), MODULE, ptx::RMS_NORM)?;
-    let cfg = LaunchConfig { grid_dim: (d.div_ceil(128) as u32, strips as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (d.div_ceil(128) as u32, strips as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let sr = STRIP_ROWS as i32;
     let mut args = func.builder();
     args.arg(&xv).arg(&gv).arg(&inv_rms).arg(&dw_part).arg(&ri).arg(&di).arg(&sr);

@@ -34,11 +34,23 @@ fn gram_scales_t<T: Io>(op: &str, (gs, gl): (&CudaStorage, &Layout), k: usize, r
     Ok(CudaStorage::wrap_cuda_slice(scales, dev))
 }
 
-pub(crate) fn apply(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<CudaStorage> {
+pub(crate) fn apply(
+    op: &str,
+    (ws, wl): (&CudaStorage, &Layout),
+    (os, ol): (&CudaStorage, &Layout),
+    decay: f32,
+    scale: f32,
+) -> Result<CudaStorage> {
     dispatch!(op, os.dtype(), apply_t(op, (ws, wl), (os, ol), decay, scale))
 }
 
-fn apply_t<T: Io>(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<CudaStorage> {
+fn apply_t<T: Io>(
+    op: &str,
+    (ws, wl): (&CudaStorage, &Layout),
+    (os, ol): (&CudaStorage, &Layout),
+    decay: f32,
+    scale: f32,
+) -> Result<CudaStorage> {
     let dev = device(ws);
     let (wv, ov) = (view(op, "w", ws, wl)?, view_of::<T>(op, "o", os, ol)?);
     let n = wv.len();
@@ -54,11 +66,23 @@ fn apply_t<T: Io>(op: &str, (ws, wl): (&CudaStorage, &Layout), (os, ol): (&CudaS
 }
 
 /// `w ← w·decay − scale·o` in w's own storage (the apply kernel writing where it reads).
-pub(crate) fn apply_in_place(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<()> {
+pub(crate) fn apply_in_place(
+    op: &str,
+    (ws, wl): (&mut CudaStorage, &Layout),
+    (os, ol): (&CudaStorage, &Layout),
+    decay: f32,
+    scale: f32,
+) -> Result<()> {
     dispatch!(op, os.dtype(), apply_in_place_t(op, (ws, wl), (os, ol), decay, scale))
 }
 
-fn apply_in_place_t<T: Io>(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os, ol): (&CudaStorage, &Layout), decay: f32, scale: f32) -> Result<()> {
+fn apply_in_place_t<T: Io>(
+    op: &str,
+    (ws, wl): (&mut CudaStorage, &Layout),
+    (os, ol): (&CudaStorage, &Layout),
+    decay: f32,
+    scale: f32,
+) -> Result<()> {
     let dev = device(ws);
     let ov = view_of::<T>(op, "o", os, ol)?;
     let Some((start, end)) = wl.contiguous_offsets() else {
@@ -79,11 +103,21 @@ fn apply_in_place_t<T: Io>(op: &str, (ws, wl): (&mut CudaStorage, &Layout), (os,
 }
 
 /// `s_j^power·(a·x + b·y + eye·I)` with the op's coefficients `coef`, the scales `s` optional.
-pub(crate) fn axpby(coef: &Axpby, x: (&CudaStorage, &Layout), y: (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>) -> Result<CudaStorage> {
+pub(crate) fn axpby(
+    coef: &Axpby,
+    x: (&CudaStorage, &Layout),
+    y: (&CudaStorage, &Layout),
+    scales: Option<(&CudaStorage, &Layout)>,
+) -> Result<CudaStorage> {
     dispatch!(coef.op, x.0.dtype(), axpby_t(coef, x, y, scales))
 }
 
-fn axpby_t<T: Io>(coef: &Axpby, (xs, xl): (&CudaStorage, &Layout), (ys, yl): (&CudaStorage, &Layout), scales: Option<(&CudaStorage, &Layout)>) -> Result<CudaStorage> {
+fn axpby_t<T: Io>(
+    coef: &Axpby,
+    (xs, xl): (&CudaStorage, &Layout),
+    (ys, yl): (&CudaStorage, &Layout),
+    scales: Option<(&CudaStorage, &Layout)>,
+) -> Result<CudaStorage> {
     let op = coef.op;
     let dev = device(xs);
     let (xv, yv) = (view_of::<T>(op, "x", xs, xl)?, view_of::<T>(op, "y", ys, yl)?);

@@ -22,7 +22,14 @@ fn square_side(op: &str, what: &str, t: &Tensor) -> Result<usize> {
 }
 
 /// See [`crate::muon_ns_poly`].
-pub(crate) fn ns_poly(gram: &Tensor, gram_sq: &Tensor, a: f64, b: f64, c: f64, scales: Option<&Tensor>) -> Result<Tensor> {
+pub(crate) fn ns_poly(
+    gram: &Tensor,
+    gram_sq: &Tensor,
+    a: f64,
+    b: f64,
+    c: f64,
+    scales: Option<&Tensor>,
+) -> Result<Tensor> {
     const NAME: &str = "muon_ns_poly";
     let r = square_side(NAME, "gram", gram)?;
     Axpby::run(NAME, ("gram", gram), ("gram_sq", gram_sq), [b, c, a], r, scales.map(|s| (s, 1)))
@@ -58,7 +65,10 @@ impl CustomOp1 for GramScales {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g: Vec<f64> = match s {
-            CpuStorage::BF16(_) => contiguous_slice::<half::bf16>(self.name(), "gram", s, l)?.iter().map(|x| f64::from(x.to_f32())).collect(),
+            CpuStorage::BF16(_) => contiguous_slice::<half::bf16>(self.name(), "gram", s, l)?
+                .iter()
+                .map(|x| f64::from(x.to_f32()))
+                .collect(),
             _ => contiguous_slice::<f32>(self.name(), "gram", s, l)?.iter().map(|&x| f64::from(x)).collect(),
         };
         let r = self.r;
@@ -99,16 +109,29 @@ impl Axpby {
     /// matrices when `r > 0`, `(s, power)` the optional per-matrix scales: f32 `(k,)` for `x` of
     /// shape `(k, ..)`) for `x`, `y` of one shape and dtype (f32, bf16, or f64 on the CPU),
     /// checked and named `xn`, `yn` in `op`'s errors.
-    pub(crate) fn run(op: &'static str, (xn, x): (&str, &Tensor), (yn, y): (&str, &Tensor), [a, b, eye]: [f64; 3], r: usize, scales: Option<(&Tensor, i32)>) -> Result<Tensor> {
-        if x.dims() != y.dims() || x.dtype() != y.dtype() || !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F64) {
+    pub(crate) fn run(
+        op: &'static str,
+        (xn, x): (&str, &Tensor),
+        (yn, y): (&str, &Tensor),
+        [a, b, eye]: [f64; 3],
+        r: usize,
+        scales: Option<(&Tensor, i32)>,
+    ) -> Result<Tensor> {
+        if x.dims() != y.dims() || x.dtype() != y.dtype() || !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F64)
+        {
             bail!("{op}: `{xn}` and `{yn}` must be f32, bf16 or (on the CPU) f64 of one shape and dtype, got {:?} {:?} and {:?} {:?}", x.dtype(), x.dims(), y.dtype(), y.dims())
         }
-        let mut f = Axpby { op, shape: x.shape().clone(), a: a as f32, b: b as f32, eye: eye as f32, r, power: 0, per: 0 };
+        let mut f =
+            Axpby { op, shape: x.shape().clone(), a: a as f32, b: b as f32, eye: eye as f32, r, power: 0, per: 0 };
         let (x, y) = (x.contiguous()?, y.contiguous()?);
         let Some((s, power)) = scales else { return x.apply_op2_no_bwd(&y, &f) };
         let k = x.dims().first().copied().unwrap_or(0);
         if s.dims() != [k] || s.dtype() != DType::F32 {
-            bail!("{op}: the scales must be f32 of shape ({k},), one per matrix of `{xn}`, got {:?} {:?}", s.dtype(), s.dims())
+            bail!(
+                "{op}: the scales must be f32 of shape ({k},), one per matrix of `{xn}`, got {:?} {:?}",
+                s.dtype(),
+                s.dims()
+            )
         }
         (f.power, f.per) = (power, x.elem_count() / k.max(1));
         x.apply_op3_no_bwd(&y, &s.contiguous()?, &f)
@@ -129,26 +152,55 @@ impl Axpby {
 
     /// The kernel, with the scales when given.
     #[cfg(feature = "cuda")]
-    fn cuda(&self, x: (&candle_core::CudaStorage, &Layout), y: (&candle_core::CudaStorage, &Layout), scales: Option<(&candle_core::CudaStorage, &Layout)>) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda(
+        &self,
+        x: (&candle_core::CudaStorage, &Layout),
+        y: (&candle_core::CudaStorage, &Layout),
+        scales: Option<(&candle_core::CudaStorage, &Layout)>,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         Ok((super::cuda::axpby(self, x, y, scales)?, self.shape.clone()))
     }
 
     /// The CPU loops, with the scales `s` when given.
-    fn cpu(&self, xs: &CpuStorage, xl: &Layout, ys: &CpuStorage, yl: &Layout, s: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+    fn cpu(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+        s: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
         let factor = |i: usize| s.map_or(1.0, |s| s[i / self.per].powi(self.power));
         let f = |i: usize, x: f32, y: f32| (self.a * x + self.b * y + self.eye_at(i)) * factor(i);
         let out = match xs {
             CpuStorage::BF16(_) => {
-                let (x, y) = (contiguous_slice::<half::bf16>(self.op, "x", xs, xl)?, contiguous_slice::<half::bf16>(self.op, "y", ys, yl)?);
-                CpuStorage::BF16(x.iter().zip(y).enumerate().map(|(i, (x, y))| half::bf16::from_f32(f(i, x.to_f32(), y.to_f32()))).collect())
+                let (x, y) = (
+                    contiguous_slice::<half::bf16>(self.op, "x", xs, xl)?,
+                    contiguous_slice::<half::bf16>(self.op, "y", ys, yl)?,
+                );
+                CpuStorage::BF16(
+                    x.iter()
+                        .zip(y)
+                        .enumerate()
+                        .map(|(i, (x, y))| half::bf16::from_f32(f(i, x.to_f32(), y.to_f32())))
+                        .collect(),
+                )
             }
             CpuStorage::F64(_) => {
-                let (x, y) = (contiguous_slice::<f64>(self.op, "x", xs, xl)?, contiguous_slice::<f64>(self.op, "y", ys, yl)?);
+                let (x, y) =
+                    (contiguous_slice::<f64>(self.op, "x", xs, xl)?, contiguous_slice::<f64>(self.op, "y", ys, yl)?);
                 let (a, b) = (f64::from(self.a), f64::from(self.b));
-                CpuStorage::F64(x.iter().zip(y).enumerate().map(|(i, (&x, &y))| (a * x + b * y + f64::from(self.eye_at(i))) * f64::from(factor(i))).collect())
+                CpuStorage::F64(
+                    x.iter()
+                        .zip(y)
+                        .enumerate()
+                        .map(|(i, (&x, &y))| (a * x + b * y + f64::from(self.eye_at(i))) * f64::from(factor(i)))
+                        .collect(),
+                )
             }
             _ => {
-                let (x, y) = (contiguous_slice::<f32>(self.op, "x", xs, xl)?, contiguous_slice::<f32>(self.op, "y", ys, yl)?);
+                let (x, y) =
+                    (contiguous_slice::<f32>(self.op, "x", xs, xl)?, contiguous_slice::<f32>(self.op, "y", ys, yl)?);
                 CpuStorage::F32(x.iter().zip(y).enumerate().map(|(i, (&x, &y))| f(i, x, y)).collect())
             }
         };
@@ -182,7 +234,15 @@ impl CustomOp3 for Axpby {
         self.op
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ys: &CpuStorage, yl: &Layout, ss: &CpuStorage, sl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         self.cpu(xs, xl, ys, yl, Some(contiguous_slice::<f32>(self.op, "scales", ss, sl)?))
     }
 

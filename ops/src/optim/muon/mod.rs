@@ -62,7 +62,9 @@ impl CustomOp2 for Apply {
     fn cpu_fwd(&self, ws: &CpuStorage, wl: &Layout, os: &CpuStorage, ol: &Layout) -> Result<(CpuStorage, Shape)> {
         let w = contiguous_slice::<f32>(self.name(), "w", ws, wl)?;
         let o: Vec<f32> = match os {
-            CpuStorage::BF16(_) => contiguous_slice::<half::bf16>(self.name(), "o", os, ol)?.iter().map(|x| x.to_f32()).collect(),
+            CpuStorage::BF16(_) => {
+                contiguous_slice::<half::bf16>(self.name(), "o", os, ol)?.iter().map(|x| x.to_f32()).collect()
+            }
             _ => contiguous_slice::<f32>(self.name(), "o", os, ol)?.to_vec(),
         };
         let out = w.iter().zip(&o).map(|(&w, &o)| w * self.decay - self.scale * o).collect();
@@ -88,7 +90,12 @@ pub(crate) fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64
         bail!("{NAME}: `w` must be a contiguous f32 tensor, got {:?} (contiguous: {})", w.dtype(), w.is_contiguous())
     }
     if o.elem_count() != w.elem_count() || !matches!(o.dtype(), DType::F32 | DType::BF16) {
-        bail!("{NAME}: `o` must be f32 or bf16 with w's {} elements, got {:?} {:?}", w.elem_count(), o.dtype(), o.dims())
+        bail!(
+            "{NAME}: `o` must be f32 or bf16 with w's {} elements, got {:?} {:?}",
+            w.elem_count(),
+            o.dtype(),
+            o.dims()
+        )
     }
     w.inplace_op2(&o.contiguous()?, &ApplyInPlace { decay: decay as f32, scale: scale as f32 })
 }
@@ -97,19 +104,38 @@ pub(crate) fn muon_apply_in_place(w: &Tensor, o: &Tensor, decay: f64, scale: f64
 pub(crate) fn muon_momentum(m: &Tensor, v: &Tensor, grads: &[Tensor], beta: f64, nesterov: bool) -> Result<()> {
     const NAME: &str = "muon_momentum";
     if m.dims() != v.dims() || m.dim(0)? != grads.len() {
-        bail!("{NAME}: `m` and `v` must be stacks of the {} gradients, got {:?} and {:?}", grads.len(), m.dims(), v.dims())
+        bail!(
+            "{NAME}: `m` and `v` must be stacks of the {} gradients, got {:?} and {:?}",
+            grads.len(),
+            m.dims(),
+            v.dims()
+        )
     }
     let ms: Vec<Tensor> = (0..grads.len()).map(|j| m.get(j)).collect::<Result<_>>()?;
     crate::optim::multi_tensor::check(NAME, &[("m", &ms), ("grads", grads)])?;
     if !matches!(v.dtype(), DType::F32 | DType::BF16) || !v.is_contiguous() || !v.device().same_device(m.device()) {
-        bail!("{NAME}: `v` must be a contiguous f32 or bf16 stack on {:?}, got {:?} (contiguous: {}) on {:?}", m.device(), v.dtype(), v.is_contiguous(), v.device())
+        bail!(
+            "{NAME}: `v` must be a contiguous f32 or bf16 stack on {:?}, got {:?} (contiguous: {}) on {:?}",
+            m.device(),
+            v.dtype(),
+            v.is_contiguous(),
+            v.device()
+        )
     }
     #[cfg(feature = "cuda")]
     if let candle_core::Device::Cuda(dev) = m.device() {
         let vs: Vec<Tensor> = (0..grads.len()).map(|j| v.get(j)).collect::<Result<_>>()?;
         let name = if v.dtype() == DType::BF16 { "muon_momentum_many_bf16" } else { "muon_momentum_many_f32" };
         let h = MomentumScalars { beta: beta as f32, nesterov: i32::from(nesterov) };
-        return crate::optim::multi_tensor::cuda::launch(NAME, dev, (name, "mamba_muon", crate::util::cuda_util::ptx::MUON), &[&ms, &vs, grads], 2, &[], Some(&h));
+        return crate::optim::multi_tensor::cuda::launch(
+            NAME,
+            dev,
+            (name, "mamba_muon", crate::util::cuda_util::ptx::MUON),
+            &[&ms, &vs, grads],
+            2,
+            &[],
+            Some(&h),
+        );
     }
     // Elsewhere: axpby per matrix (the same f32 arithmetic), copied into the stacks' slots.
     for (j, g) in grads.iter().enumerate() {
@@ -148,8 +174,20 @@ pub(crate) fn muon_apply_many(ws: &[Tensor], o: &Tensor, decay: f64, scale: f64)
     }
     #[cfg(feature = "cuda")]
     if let candle_core::Device::Cuda(dev) = o.device() {
-        let kernel = (if o.dtype() == DType::BF16 { "muon_apply_many_bf16" } else { "muon_apply_many_f32" }, "mamba_muon", crate::util::cuda_util::ptx::MUON);
-        return crate::optim::multi_tensor::cuda::launch(NAME, dev, kernel, &[ws, &os], 1, &[], Some(&ApplyScalars([decay as f32, scale as f32])));
+        let kernel = (
+            if o.dtype() == DType::BF16 { "muon_apply_many_bf16" } else { "muon_apply_many_f32" },
+            "mamba_muon",
+            crate::util::cuda_util::ptx::MUON,
+        );
+        return crate::optim::multi_tensor::cuda::launch(
+            NAME,
+            dev,
+            kernel,
+            &[ws, &os],
+            1,
+            &[],
+            Some(&ApplyScalars([decay as f32, scale as f32])),
+        );
     }
     ws.iter().zip(&os).try_for_each(|(w, o)| muon_apply_in_place(w, o, decay, scale))
 }
@@ -176,7 +214,9 @@ impl InplaceOp2 for ApplyInPlace {
 
     fn cpu_fwd(&self, ws: &mut CpuStorage, wl: &Layout, os: &CpuStorage, ol: &Layout) -> Result<()> {
         let o: Vec<f32> = match os {
-            CpuStorage::BF16(_) => contiguous_slice::<half::bf16>(self.name(), "o", os, ol)?.iter().map(|x| x.to_f32()).collect(),
+            CpuStorage::BF16(_) => {
+                contiguous_slice::<half::bf16>(self.name(), "o", os, ol)?.iter().map(|x| x.to_f32()).collect()
+            }
             _ => contiguous_slice::<f32>(self.name(), "o", os, ol)?.to_vec(),
         };
         let (CpuStorage::F32(w), Some((start, end))) = (ws, wl.contiguous_offsets()) else {
@@ -189,7 +229,13 @@ impl InplaceOp2 for ApplyInPlace {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, ws: &mut candle_core::CudaStorage, wl: &Layout, os: &candle_core::CudaStorage, ol: &Layout) -> Result<()> {
+    fn cuda_fwd(
+        &self,
+        ws: &mut candle_core::CudaStorage,
+        wl: &Layout,
+        os: &candle_core::CudaStorage,
+        ol: &Layout,
+    ) -> Result<()> {
         cuda::apply_in_place(self.name(), (ws, wl), (os, ol), self.decay, self.scale)
     }
 }

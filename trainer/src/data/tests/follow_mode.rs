@@ -38,13 +38,20 @@ fn follow_picks_up_later_shards_reads_each_chunk_once_and_ends_when_finished() {
     publisher.join().unwrap();
     let ids = all_rows(&batches);
     assert_eq!(ids.len(), 12, "{ids:?}");
-    assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), chunks_of(&[(0, 5), (1, 4), (2, 3)]).into_iter().collect());
+    assert_eq!(
+        ids.iter().copied().collect::<BTreeSet<_>>(),
+        chunks_of(&[(0, 5), (1, 4), (2, 3)]).into_iter().collect()
+    );
     // Shard after shard, each shuffled within itself.
     let seqs: Vec<u64> = ids.iter().map(|r| r.0).collect();
     assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
     assert_ne!(ids[..5], chunks_of(&[(0, 5)])[..], "shard 0 was not shuffled");
     assert_eq!(batches.iter().map(|b| b.micro_batch).collect::<Vec<_>>(), vec![5, 5, 2]);
-    assert!(batches[1].wait >= Duration::from_millis(100), "the batch that needed shard 1 waited {:?}", batches[1].wait);
+    assert!(
+        batches[1].wait >= Duration::from_millis(100),
+        "the batch that needed shard 1 waited {:?}",
+        batches[1].wait
+    );
     assert_eq!(data.position().cursor, Cursor::Follow { shard: 3, chunk: 0 });
     assert!(data.next_batch().unwrap().is_none(), "None again after the end");
     assert!(data.ring_status().contains("all read"), "{}", data.ring_status());
@@ -71,7 +78,11 @@ fn follow_releases_shards_only_after_a_checkpoint_that_no_longer_needs_them() {
     assert_eq!(released(dir.path()), None);
     data.checkpoint_saved(&b[3].position_after).unwrap(); // inside shard 1: shard 0 is free
     assert_eq!(released(dir.path()), Some(1));
-    assert!(data.ring_status().starts_with("ring 2/? | shard 1 chunk 1/3, 1 ready ahead, released <1"), "{}", data.ring_status());
+    assert!(
+        data.ring_status().starts_with("ring 2/? | shard 1 chunk 1/3, 1 ready ahead, released <1"),
+        "{}",
+        data.ring_status()
+    );
 
     // The rest of shard 1 and all of shard 2; then the loader starves with shards 1 and 2 unreleased.
     let b = take(&mut data, 5);
@@ -89,7 +100,10 @@ fn follow_releases_shards_only_after_a_checkpoint_that_no_longer_needs_them() {
     // The pipeline publishes more and finishes.
     write_shard(dir.path(), Split::Train, 3, 2);
     write_manifest_finished(dir.path());
-    assert_eq!(all_rows(&take_all(&mut data)).into_iter().collect::<BTreeSet<_>>(), chunks_of(&[(3, 2)]).into_iter().collect());
+    assert_eq!(
+        all_rows(&take_all(&mut data)).into_iter().collect::<BTreeSet<_>>(),
+        chunks_of(&[(3, 2)]).into_iter().collect()
+    );
 }
 
 #[test]
@@ -110,8 +124,16 @@ fn follow_skips_and_reports_corrupt_shards_without_training_on_them() {
     assert_eq!(ids.len(), 7);
     let skipped = data.skipped_shards();
     assert_eq!(skipped.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 3]);
-    assert!(skipped[0].1.contains(&corrupt.display().to_string()) && skipped[0].1.contains("chunk 4"), "{}", skipped[0].1);
-    assert!(skipped[1].1.contains(&truncated.display().to_string()) && skipped[1].1.contains("truncated"), "{}", skipped[1].1);
+    assert!(
+        skipped[0].1.contains(&corrupt.display().to_string()) && skipped[0].1.contains("chunk 4"),
+        "{}",
+        skipped[0].1
+    );
+    assert!(
+        skipped[1].1.contains(&truncated.display().to_string()) && skipped[1].1.contains("truncated"),
+        "{}",
+        skipped[1].1
+    );
     assert!(data.ring_status().contains("2 corrupt skipped"), "{}", data.ring_status());
     // Skipped shards count as consumed: the final checkpoint releases them too.
     data.checkpoint_saved(&data.position().clone()).unwrap();
@@ -160,7 +182,10 @@ fn follow_starts_at_the_release_cursor_and_refuses_a_resume_into_recycled_shards
     let before_gone = DataPosition { seed: 0, cursor: Cursor::Follow { shard: 3, chunk: 0 } };
     let mut data = TrainData::open(spec(dir.path(), true, 1, 0), Some(before_gone)).unwrap();
     let e = data.next_batch().err().unwrap();
-    assert!(matches!(e, DataError::MissingShard { seq: 3, .. }) && e.to_string().contains("oldest train shard left is 5"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingShard { seq: 3, .. }) && e.to_string().contains("oldest train shard left is 5"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -179,7 +204,10 @@ fn follow_stops_on_a_shard_that_does_not_fit_the_model() {
     let dir = tempfile::tempdir().unwrap();
     write_manifest(dir.path(), false, mamba_shards::ShardParams::new(9, VOCAB, VOCAB - 1));
     let e = TrainData::open(spec(dir.path(), true, 1, 0), None).err().unwrap();
-    assert!(matches!(e, DataError::WrongChunkTokens { found: 10, .. }) && e.to_string().contains("manifest.json"), "{e}");
+    assert!(
+        matches!(e, DataError::WrongChunkTokens { found: 10, .. }) && e.to_string().contains("manifest.json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -195,7 +223,6 @@ fn follow_loader_shuts_down_while_waiting_for_the_pipeline() {
     drop(data); // the thread sees the stop flag within one poll
     assert!(started.elapsed() < Duration::from_secs(10));
 }
-
 
 /// Adds the pipeline's ring size to its manifest as a top-level `ring_slots`.
 fn set_ring_slots(dir: &Path, slots: u64) {

@@ -49,7 +49,8 @@ pub(super) fn write_shard_with(dir: &Path, split: Split, seq: u64, n: usize, p: 
 pub(super) fn frame_range(path: &Path, k: usize) -> (usize, usize) {
     let b = std::fs::read(path).unwrap();
     let index_offset = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
-    let at = |i: usize| u64::from_le_bytes(b[index_offset + 8 * i..index_offset + 8 * i + 8].try_into().unwrap()) as usize;
+    let at =
+        |i: usize| u64::from_le_bytes(b[index_offset + 8 * i..index_offset + 8 * i + 8].try_into().unwrap()) as usize;
     (at(k), at(k + 1))
 }
 
@@ -75,7 +76,16 @@ pub(super) fn write_manifest_finished(dir: &Path) {
 }
 
 pub(super) fn spec(dir: &Path, follow: bool, micro_batch: usize, seed: u64) -> DataSpec {
-    DataSpec { dir: dir.into(), seq_len: SEQ_LEN, vocab_size: VOCAB as usize, seed, follow, micro_batch, prefetch: 2, on_bad_chunk: Default::default() }
+    DataSpec {
+        dir: dir.into(),
+        seq_len: SEQ_LEN,
+        vocab_size: VOCAB as usize,
+        seed,
+        follow,
+        micro_batch,
+        prefetch: 2,
+        on_bad_chunk: Default::default(),
+    }
 }
 
 /// (shard seq, chunk index) of every row, after checking each row token for token.

@@ -55,7 +55,8 @@ fn static_positions_count_consumed_batches_only() {
     let mut data = TrainData::open(spec(dir.path(), false, 4, 1), None).unwrap();
     let b = take(&mut data, 5);
     // The prefetch thread is ahead, but the position is the one after the 5th batch.
-    let expected = DataPosition { seed: 1, cursor: Cursor::Static { epoch: 1, index: 4, total_chunks: 16, n_shards: 4 } };
+    let expected =
+        DataPosition { seed: 1, cursor: Cursor::Static { epoch: 1, index: 4, total_chunks: 16, n_shards: 4 } };
     assert_eq!(b[4].position_after, expected);
     assert_eq!(data.position(), &expected);
     assert_eq!(b[3].position_after.cursor, Cursor::Static { epoch: 1, index: 0, total_chunks: 16, n_shards: 4 });
@@ -114,5 +115,8 @@ fn bad_specs_are_refused() {
     assert!(matches!(e, DataError::BadSpec { .. }), "{e}");
     let empty = tempfile::tempdir().unwrap();
     let e = TrainData::open(spec(empty.path(), false, 1, 5), None).err().unwrap();
-    assert!(matches!(e, DataError::NoTrainShards { .. }) && e.to_string().contains(&empty.path().display().to_string()), "{e}");
+    assert!(
+        matches!(e, DataError::NoTrainShards { .. }) && e.to_string().contains(&empty.path().display().to_string()),
+        "{e}"
+    );
 }

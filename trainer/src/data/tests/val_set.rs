@@ -24,7 +24,10 @@ fn bad_val_shards_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_shard(dir.path(), Split::Val, 0, 3);
     let e = load_val_chunks(dir.path(), SEQ_LEN + 1, VOCAB as usize, 3).unwrap_err();
-    assert!(matches!(e, DataError::WrongChunkTokens { .. }) && e.to_string().contains(&path.display().to_string()), "{e}");
+    assert!(
+        matches!(e, DataError::WrongChunkTokens { .. }) && e.to_string().contains(&path.display().to_string()),
+        "{e}"
+    );
     corrupt_frame(&path, 1);
     let e = load_val_chunks(dir.path(), SEQ_LEN, VOCAB as usize, 3).unwrap_err();
     assert!(e.to_string().contains(&path.display().to_string()) && e.to_string().contains("chunk 1"), "{e}");
@@ -89,7 +92,11 @@ fn a_val_set_missing_from_disk_is_an_error_naming_the_manifest() {
     manifest_with_set(dir.path(), false, Some(ValSet { chunks: 5, shards: 2 }));
     let e = load_val_set(dir.path(), SEQ_LEN, VOCAB as usize, 100).unwrap_err().to_string();
     assert!(e.contains("manifest.json") && e.contains("val-00000001.shard does not exist"), "{e}");
-    assert_eq!(ready(load_val_set(dir.path(), SEQ_LEN, VOCAB as usize, 3).unwrap()).chunks.len(), 3, "only what is used is read");
+    assert_eq!(
+        ready(load_val_set(dir.path(), SEQ_LEN, VOCAB as usize, 3).unwrap()).chunks.len(),
+        3,
+        "only what is used is read"
+    );
     write_shard(dir.path(), Split::Val, 1, 1);
     let e = load_val_set(dir.path(), SEQ_LEN, VOCAB as usize, 100).unwrap_err().to_string();
     assert!(e.contains("manifest.json") && e.contains("hold only 4"), "{e}");

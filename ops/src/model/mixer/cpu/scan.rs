@@ -84,16 +84,14 @@ fn step<'a, T>(dims: &ScanDims, x: &'a [T], bc: &'a [T], i: usize, t: usize) -> 
 /// Forward: `x: (b, l, 3d)`, `bc: (b, l, 2n)`, `p: (d, n + 2)` → `out: (b, l, d)`.
 pub(crate) fn forward<T: Real>(dims: &ScanDims, x: &[T], bc: &[T], p: &[T]) -> Vec<T> {
     let tasks = tasks(dims);
-    let parts: Vec<Vec<T>> =
-        tasks.par_iter().map(|task| forward_task(dims, task, x, bc, p)).collect();
+    let parts: Vec<Vec<T>> = tasks.par_iter().map(|task| forward_task(dims, task, x, bc, p)).collect();
     let (l, d) = (dims.l, dims.d);
     let mut out = vec![T::zero(); dims.b * l * d];
     for (task, part) in tasks.iter().zip(parts) {
         let w = task.channels.len();
         for t in 0..l {
             let row = (task.i * l + t) * d;
-            out[row + task.channels.start..row + task.channels.end]
-                .copy_from_slice(&part[t * w..(t + 1) * w]);
+            out[row + task.channels.start..row + task.channels.end].copy_from_slice(&part[t * w..(t + 1) * w]);
         }
     }
     out
@@ -141,16 +139,9 @@ struct TaskGrads<T> {
 }
 
 /// Backward: given `g = dL/dout: (b, l, d)`, returns dL/d(x, bc, p).
-pub(crate) fn backward<T: Real>(
-    dims: &ScanDims,
-    x: &[T],
-    bc: &[T],
-    p: &[T],
-    g: &[T],
-) -> ScanGrads<T> {
+pub(crate) fn backward<T: Real>(dims: &ScanDims, x: &[T], bc: &[T], p: &[T], g: &[T]) -> ScanGrads<T> {
     let tasks = tasks(dims);
-    let parts: Vec<TaskGrads<T>> =
-        tasks.par_iter().map(|task| backward_task(dims, task, x, bc, p, g)).collect();
+    let parts: Vec<TaskGrads<T>> = tasks.par_iter().map(|task| backward_task(dims, task, x, bc, p, g)).collect();
 
     // Combine in task order (batch-major): fixed summation order, hence deterministic.
     let (l, d, n) = (dims.l, dims.d, dims.n);
@@ -189,21 +180,11 @@ pub(crate) fn backward<T: Real>(
 /// ddelta_t = ddt_t sigmoid(delta_t + delta_bias) = d(delta_bias) contribution
 /// dz_t    = g_t y_t silu'(z_t)                           dD += gy_t u_t
 /// ```
-fn backward_task<T: Real>(
-    dims: &ScanDims,
-    task: &Task,
-    x: &[T],
-    bc: &[T],
-    p: &[T],
-    g: &[T],
-) -> TaskGrads<T> {
+fn backward_task<T: Real>(dims: &ScanDims, task: &Task, x: &[T], bc: &[T], p: &[T], g: &[T]) -> TaskGrads<T> {
     let (l, d, n) = (dims.l, dims.d, dims.n);
     let w = task.channels.len();
-    let mut out = TaskGrads {
-        dx: vec![T::zero(); l * 3 * w],
-        dbc: vec![T::zero(); l * 2 * n],
-        dp: vec![T::zero(); w * (n + 2)],
-    };
+    let mut out =
+        TaskGrads { dx: vec![T::zero(); l * 3 * w], dbc: vec![T::zero(); l * 2 * n], dp: vec![T::zero(); w * (n + 2)] };
     let mut hs = vec![T::zero(); l * n]; // (l, n) h_t
     let mut decay = vec![T::zero(); l * n]; // (l, n) exp(dt_t A)
     let mut carry = vec![T::zero(); n]; // ah_{t+1} exp(dt_{t+1} A)
