@@ -50,7 +50,11 @@ impl Http {
 #[derive(Clone)]
 enum Location {
     Local(Arc<std::fs::File>),
-    Http { http: Http, url: Url },
+    /// The client is boxed: it is large beside a file handle.
+    Http {
+        http: Box<Http>,
+        url: Url,
+    },
 }
 
 /// One source file; cheap to clone (the parquet stream builder takes it by value).
@@ -83,7 +87,12 @@ impl RangeReader {
     }
 
     pub fn http(http: Http, url: Url, size: u64, bytes_read: Arc<AtomicU64>) -> RangeReader {
-        RangeReader { name: display_url(&url), size, location: Location::Http { http, url }, bytes_read }
+        RangeReader {
+            name: display_url(&url),
+            size,
+            location: Location::Http { http: Box::new(http), url },
+            bytes_read,
+        }
     }
 
     pub fn size(&self) -> u64 {

@@ -155,7 +155,7 @@ impl Header {
             );
         }
         let seq_len = u64::from(self.chunk_tokens) - 1;
-        if self.first_token % seq_len != 0 {
+        if !self.first_token.is_multiple_of(seq_len) {
             return bad(
                 "first_token",
                 48,

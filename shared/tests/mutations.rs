@@ -31,7 +31,7 @@ fn original(dir: &Path, params: ShardParams, n: usize) -> Original {
     let mut x = 7u64;
     while stream.len() < n * seq_len + 1 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let repetitive = (stream.len() / seq_len) % 2 == 0;
+        let repetitive = (stream.len() / seq_len).is_multiple_of(2);
         stream.push(if repetitive { 5 } else { ((x >> 33) % u64::from(params.vocab_size)) as u32 });
     }
     let chunks: Vec<Vec<u32>> = (0..n).map(|k| stream[k * seq_len..k * seq_len + seq_len + 1].to_vec()).collect();
@@ -77,7 +77,7 @@ fn hostile_u64(rng: &mut SplitMix64, file_len: u64) -> u64 {
         u64::MAX - 1,
         u64::MAX,
         50_000_001,
-        rng.next(),
+        rng.next_u64(),
     ];
     picks[rng.index(picks.len())]
 }
@@ -116,13 +116,13 @@ fn mutate(rng: &mut SplitMix64, o: &Original) -> (String, Vec<u8>, Expect) {
         }
         2 => {
             let extra = 1 + rng.index(64);
-            b.extend((0..extra).map(|_| rng.next() as u8));
+            b.extend((0..extra).map(|_| rng.next_u64() as u8));
             (format!("{extra} bytes appended"), b, Expect::MustFail)
         }
         3 => {
             let at = rng.index(b.len());
             let extra = 1 + rng.index(16);
-            let insert: Vec<u8> = (0..extra).map(|_| rng.next() as u8).collect();
+            let insert: Vec<u8> = (0..extra).map(|_| rng.next_u64() as u8).collect();
             b.splice(at..at, insert);
             (format!("{extra} bytes inserted at {at}"), b, Expect::MustFail)
         }
@@ -134,7 +134,7 @@ fn mutate(rng: &mut SplitMix64, o: &Original) -> (String, Vec<u8>, Expect) {
             let v = match rng.index(3) {
                 0 => hostile_u64(rng, len) as u32,
                 1 => [0, 1, 2, 3, 4, MAX_CHUNK_TOKENS, MAX_CHUNK_TOKENS + 1, 50_000_001, u32::MAX][rng.index(9)],
-                _ => rng.next() as u32,
+                _ => rng.next_u64() as u32,
             };
             put_u32(&mut b, at, v);
             // token_bytes 4, a larger vocab_size or a smaller eot_id can still describe the data.
@@ -167,7 +167,7 @@ fn mutate(rng: &mut SplitMix64, o: &Original) -> (String, Vec<u8>, Expect) {
             let from = start + rng.index(end - start);
             let to = (from + 1 + rng.index(16)).min(end);
             for x in &mut b[from..to] {
-                *x = if rng.index(2) == 0 { 0 } else { rng.next() as u8 };
+                *x = if rng.index(2) == 0 { 0 } else { rng.next_u64() as u8 };
             }
             (format!("bytes {from}..{to} overwritten"), b, Expect::FailOrOriginal)
         }

@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A model repo file's bytes and the extra headers of its response.
+pub type ModelFile = (Vec<u8>, Vec<(String, String)>);
+
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub path: String,
@@ -63,7 +66,7 @@ pub struct State {
     /// Base URL put in the listing's `Link` header instead of this server's own.
     pub next_page_base: Option<String>,
     /// Model repo files: `owner/name/file` → (bytes, extra response headers).
-    pub model_files: BTreeMap<String, (Vec<u8>, Vec<(String, String)>)>,
+    pub model_files: BTreeMap<String, ModelFile>,
     /// Listed and served files whose content is zeros except a tail: path → (size, tail).
     pub virtual_files: BTreeMap<String, (u64, Vec<u8>)>,
     resolve_count: u64,

@@ -102,17 +102,17 @@ impl TrainLoop<'_> {
             )?;
 
             // -- eval (outside the timed region)
-            if self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0 && self.step < self.cfg.steps {
+            if self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every) && self.step < self.cfg.steps {
                 self.eval()?;
                 self.evaluated_at = Some(self.step);
             }
             // -- sample from the fixed prompt (outside the timed region)
-            if let Some(sampler) = self.sampler.as_ref().filter(|_| self.step % self.cfg.sample_every == 0) {
+            if let Some(sampler) = self.sampler.as_ref().filter(|_| self.step.is_multiple_of(self.cfg.sample_every)) {
                 let text = sampler.sample(&self.ranks.leader().model, &self.device)?;
                 self.metrics.sample(self.step, &self.cfg.sample_prompt, &text)?;
             }
             // -- checkpoint
-            if self.cfg.save_every > 0 && self.step % self.cfg.save_every == 0 && self.step < self.cfg.steps {
+            if self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every) && self.step < self.cfg.steps {
                 self.checkpoint(self.data.position().clone())?;
             }
         }
