@@ -158,5 +158,4 @@ fn rms_norm_into_backward(
 }
 
 #[cfg(test)]
-#[path = "backward_tests.rs"]
 mod tests;

@@ -214,5 +214,4 @@ impl HybridOptimizer {
 }
 
 #[cfg(test)]
-#[path = "hybrid_tests.rs"]
 mod tests;
