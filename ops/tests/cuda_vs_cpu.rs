@@ -245,7 +245,7 @@ fn cross_entropy_cuda_out_of_range_target_gives_nan_row() {
     }
 }
 
-/// The hand-written model's mixer path: `mixer_scan_rows_u` (u read from the conv's output) and
+/// The hand-written model's mixer path: `mixer_scan_saving` (u read from the conv's output) and
 /// the split backward of `mamba_ops::backward` (the scan's, then the conv's for both uses of its
 /// output, the dpre kernel adding the scan's dL/du): GPU against CPU. Output 0 is the forward.
 /// Both scan layouts (2 and 4 states per thread) are forced in turn, for this path and the

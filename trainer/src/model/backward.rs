@@ -8,7 +8,7 @@
 //! huggingface/candle#3578 and #3822 store the first gradient directly, both open), which cost
 //! about 32 ms per step at micro-batch 16 for the 130m model on an H200, plus a kernel launch per
 //! node for the graph's small reshapes, casts and concatenations. Here the mixer's conv also runs
-//! its backward once for both uses of its output (`mamba_ops::backward::mixer_conv_rows`).
+//! its backward once for both uses of its output (`mamba_ops::backward::mixer_conv`).
 //!
 //! The autograd path stays: `MambaLM::loss` for evaluation and as the reference the tests below
 //! compare every parameter's gradient with.
