@@ -29,7 +29,8 @@ pub fn write_shard(
     job: &ShardJob,
     stop: &AtomicBool,
 ) -> Result<(PathBuf, u64)> {
-    let seq_len = params.seq_len();
+    // Chunk k starts at token k · seq_len and holds chunk_tokens: consecutive chunks overlap by one.
+    let (seq_len, chunk_tokens) = (params.seq_len(), params.chunk_tokens());
     let name = shard_file_name(job.split, job.seq);
     let final_path = dir.join(&name);
     // One zstd context per worker, not per chunk (creating one costs as much as a chunk).
@@ -39,7 +40,7 @@ pub fn write_shard(
             || ChunkCompressor::new(level, &final_path),
             |zstd, k| match zstd {
                 Ok(zstd) => {
-                    Ok(zstd.compress(params, &job.tokens[k * seq_len..k * seq_len + seq_len + 1], &final_path)?)
+                    Ok(zstd.compress(params, &job.tokens[k * seq_len..k * seq_len + chunk_tokens], &final_path)?)
                 }
                 Err(e) => Err(anyhow!("creating a zstd compressor: {e}")),
             },

@@ -106,7 +106,7 @@ pub struct Header {
 
 impl Header {
     pub fn seq_len(&self) -> usize {
-        (self.chunk_tokens as usize).saturating_sub(1)
+        crate::shard_params::seq_len_for(self.chunk_tokens as usize)
     }
 
     pub fn chunk_bytes(&self) -> usize {
@@ -154,7 +154,7 @@ impl Header {
                 ),
             );
         }
-        let seq_len = u64::from(self.chunk_tokens) - 1;
+        let seq_len = self.seq_len() as u64;
         if !self.first_token.is_multiple_of(seq_len) {
             return bad(
                 "first_token",

@@ -1,12 +1,24 @@
 //! [`ShardParams`]: what every shard of a corpus shares: the token width, the sequence length, the
 //! vocabulary and the end-of-text id. The sequence length is one fact: a chunk holds
 //! `seq_len + 1` tokens (each sequence's inputs plus the next token as the last target), and this
-//! type is the one place that converts between the two ([`ShardParams::seq_len`],
-//! [`ShardParams::chunk_tokens`]). Shard headers and the manifest's JSON store `chunk_tokens`
+//! file is the one place that converts between the two ([`chunk_tokens_for`], [`seq_len_for`],
+//! used by [`ShardParams::seq_len`], [`ShardParams::chunk_tokens`] and every other crate). Shard headers and the manifest's JSON store `chunk_tokens`
 //! (see docs/shard-format.md); they convert through [`ShardParams::from_header`] and
 //! `manifest/on_disk.rs`.
 
 use crate::format::{token_bytes_for_vocab, Header};
+
+/// Tokens per chunk for sequences of `seq_len` tokens: `seq_len + 1` (consecutive chunks overlap
+/// by one token, the next sequence's first input being this one's last target).
+pub const fn chunk_tokens_for(seq_len: usize) -> usize {
+    seq_len + 1
+}
+
+/// The sequence length of chunks of `chunk_tokens` tokens (0 for an empty chunk, which the shard
+/// checks refuse before anything trains on it).
+pub const fn seq_len_for(chunk_tokens: usize) -> usize {
+    chunk_tokens.saturating_sub(1)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardParams {
@@ -29,7 +41,7 @@ impl ShardParams {
     pub fn from_header(h: &Header) -> ShardParams {
         ShardParams {
             token_bytes: h.token_bytes,
-            seq_len: h.chunk_tokens.saturating_sub(1),
+            seq_len: seq_len_for(h.chunk_tokens as usize) as u32,
             vocab_size: h.vocab_size,
             eot_id: h.eot_id,
         }
@@ -42,12 +54,12 @@ impl ShardParams {
 
     /// Tokens per chunk: `seq_len + 1` (consecutive chunks overlap by one token).
     pub fn chunk_tokens(&self) -> usize {
-        self.seq_len as usize + 1
+        chunk_tokens_for(self.seq_len as usize)
     }
 
     /// [`ShardParams::chunk_tokens`] as a shard header stores it.
     pub(crate) fn header_chunk_tokens(&self) -> u32 {
-        self.seq_len + 1
+        chunk_tokens_for(self.seq_len as usize) as u32
     }
 }
 

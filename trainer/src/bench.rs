@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use candle_core::Device;
+use mamba_shards::shard_params::chunk_tokens_for;
 
 use crate::config::TrainConfig;
 use crate::data::{train_shard_params, Batch, DataPosition, DataSpec, TrainData};
@@ -225,7 +226,7 @@ impl BatchSource {
     fn next(&mut self) -> Result<Batch> {
         match self {
             BatchSource::Random { rng, vocab, seq_len, micro_batch } => Ok(Batch {
-                tokens: (0..*micro_batch * (*seq_len + 1)).map(|_| rng.gen_range(0..*vocab)).collect(),
+                tokens: (0..*micro_batch * chunk_tokens_for(*seq_len)).map(|_| rng.gen_range(0..*vocab)).collect(),
                 micro_batch: *micro_batch,
                 seq_len: *seq_len,
                 position_after: DataPosition::start_static(0, 1, 1),

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use mamba_shards::ring::MANIFEST_FILE;
+use mamba_shards::shard_params::chunk_tokens_for;
 use mamba_shards::Manifest;
 
 use super::error::DataError;
@@ -26,7 +27,7 @@ pub(crate) fn check_manifest_fits_model(dir: &Path, seq_len: usize, vocab_size: 
         return Err(DataError::WrongChunkTokens {
             path,
             found: m.params.chunk_tokens(),
-            expected: seq_len + 1,
+            expected: chunk_tokens_for(seq_len),
             seq_len,
         });
     }

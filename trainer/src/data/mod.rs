@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use mamba_shards::format::Split;
 use mamba_shards::ring::{list_shards, read_release, write_release, Release};
+use mamba_shards::shard_params::chunk_tokens_for;
 use mamba_shards::ShardParams;
 
 pub use bad_chunk::{OnBadChunk, SkippedChunk};
@@ -128,6 +129,13 @@ pub struct Batch {
     pub chunks: Vec<(u64, u64)>,
     /// How long `next_batch` blocked for this batch (0 when it was already staged).
     pub wait: Duration,
+}
+
+impl Batch {
+    /// Tokens per row: `seq_len + 1` ([`mamba_shards::shard_params::chunk_tokens_for`]).
+    pub fn row_tokens(&self) -> usize {
+        chunk_tokens_for(self.seq_len)
+    }
 }
 
 pub struct TrainData {

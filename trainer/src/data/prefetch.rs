@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mamba_shards::shard_params::chunk_tokens_for;
+
 use super::bad_chunk::SkippedChunk;
 use super::error::DataError;
 use super::position::DataPosition;
@@ -131,7 +133,7 @@ fn run(
     tx: SyncSender<Staged>,
     stop: &AtomicBool,
 ) {
-    let chunk_tokens = seq_len + 1;
+    let chunk_tokens = chunk_tokens_for(seq_len);
     let mut chunk = Vec::with_capacity(chunk_tokens);
     loop {
         let mut tokens = Vec::with_capacity(micro_batch * chunk_tokens);

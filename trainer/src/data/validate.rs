@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use mamba_shards::shard_params::chunk_tokens_for;
 use mamba_shards::ShardReader;
 
 use super::error::DataError;
@@ -10,7 +11,7 @@ use super::error::DataError;
 /// Checks that `reader`'s chunks fit a model with `seq_len` and `vocab_size` (padded vocab).
 pub(crate) fn check_fits_model(reader: &ShardReader, seq_len: usize, vocab_size: usize) -> Result<(), DataError> {
     let h = reader.header();
-    let expected = seq_len + 1;
+    let expected = chunk_tokens_for(seq_len);
     if h.chunk_tokens as usize != expected {
         return Err(DataError::WrongChunkTokens {
             path: reader.path().into(),

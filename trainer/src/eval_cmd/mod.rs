@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mamba_shards::format::Split;
+use mamba_shards::shard_params::seq_len_for;
 
 use crate::checkpoint::trainer_state::TRAINER_STATE_FILE;
 use crate::checkpoint::{load_model, params_from_loaded};
@@ -141,7 +142,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
 
     // ---- the report -----------------------------------------------------------------------------
     let loss = sum / chunks as f64;
-    let seq_len = source.chunk_tokens() - 1;
+    let seq_len = seq_len_for(source.chunk_tokens());
     Ok(EvalReport {
         loss,
         perplexity: loss.exp(),

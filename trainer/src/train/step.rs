@@ -42,8 +42,7 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> Result<(Tensor, Tensor)>
 
 /// [`batch_tensors`] on the host: the rows' first and last `seq_len` tokens, flattened.
 fn batch_rows(batch: &Batch) -> Result<(Vec<u32>, Vec<u32>)> {
-    let seq_len = batch.seq_len;
-    let chunk = seq_len + 1;
+    let (seq_len, chunk) = (batch.seq_len, batch.row_tokens());
     if batch.tokens.len() != batch.micro_batch * chunk {
         bail!("batch holds {} tokens, expected {} rows of {chunk}", batch.tokens.len(), batch.micro_batch);
     }
