@@ -79,7 +79,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         devices: args.devices.clone(),
         ..TrainConfig::default()
     };
-    crate::size_limits::check_flags(&tc)?;
+    crate::config::size_limits::check_flags(&tc)?;
     let cfg = tc.model_config()?;
     // Batches: random tokens, or the real loader over --data (static order, seed 0).
     let mut source = match &args.data {
@@ -95,7 +95,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         },
     };
     let seq_len = source.seq_len();
-    crate::size_limits::check_step_memory(&tc, seq_len, cfg.padded_vocab(), world)?;
+    crate::config::size_limits::check_step_memory(&tc, seq_len, cfg.padded_vocab(), world)?;
     // The replicas and optimizers, as `trainer train` builds them (bf16: Newton–Schulz in bf16).
     let params = Params::init(&cfg, 0, &Device::Cpu)?;
     let n_params = params.n_params();

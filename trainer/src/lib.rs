@@ -14,7 +14,6 @@ pub mod model;
 pub mod optim;
 pub mod parallel;
 pub mod sampling;
-pub mod size_limits;
 pub mod train;
 
 /// Crate version, recorded in resolved configs and checkpoints.

@@ -3,6 +3,7 @@
 //! defaults (the optimizer study's learning rates, see `optim::config`). The resolved config is
 //! saved as `RUN_DIR/config.resolved.toml`.
 
+pub mod size_limits;
 mod train_args;
 
 use std::path::{Path, PathBuf};
@@ -122,7 +123,7 @@ impl TrainConfig {
             }
         }
         // Sizes that allocate: bounded here, and against the data's shape in `train::run`.
-        crate::size_limits::check_flags(self)?;
+        crate::config::size_limits::check_flags(self)?;
         if self.resume && self.overwrite {
             bail!("--resume and --overwrite exclude each other: continue the run in --out, or start it afresh");
         }

@@ -48,7 +48,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_chunks: Option<u64>,
     /// Chunks per forward pass (memory vs speed; the loss does not depend on it beyond rounding). Allowed: 1..=65536.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=crate::size_limits::MAX_MICRO_BATCH as u64))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=crate::config::size_limits::MAX_MICRO_BATCH as u64))]
     pub micro_batch: u64,
     /// Tokens per sequence: a check that the shards' chunks hold seq_len + 1 tokens [default: the shards']. Allowed: 1..=1048576.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
@@ -107,7 +107,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
 
     // ---- the loop: micro-batches of chunks → the mean loss of every target token ---------------
     let micro_batch = args.micro_batch as usize;
-    crate::size_limits::check_logits(
+    crate::config::size_limits::check_logits(
         micro_batch,
         source.chunk_tokens().saturating_sub(1),
         cfg.padded_vocab(),

@@ -98,7 +98,7 @@ pub(super) fn starting_point(
         (None, true) if cfg.init_from.is_some() => last_state_model(cfg)?,
         _ => cfg.model_config()?,
     };
-    crate::size_limits::check_step_memory(cfg, seq_len, model.padded_vocab(), world)?;
+    crate::config::size_limits::check_step_memory(cfg, seq_len, model.padded_vocab(), world)?;
 
     let host = Device::Cpu;
     let resumed = if cfg.resume { Some(resume::load_latest(cfg, &model, seq_len, world, &host)?) } else { None };

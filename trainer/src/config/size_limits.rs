@@ -13,7 +13,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::TrainConfig;
+use super::TrainConfig;
 
 /// Largest `--micro-batch` (sequences per forward/backward pass).
 pub const MAX_MICRO_BATCH: usize = 1 << 16;
