@@ -69,3 +69,28 @@ fn transformers_loads_our_checkpoint_with_the_same_logits() {
     println!("{text}");
     assert!(out.status.success(), "{text}");
 }
+
+/// The large presets (370m, 790m, 1.4b): transformers builds from our config.json a model with
+/// exactly our parameter names and shapes (on the meta device, so no weights are written).
+#[test]
+#[ignore = "needs python3 with torch and transformers"]
+fn transformers_builds_the_large_presets_with_our_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dirs = Vec::new();
+    for name in ["130m", "370m", "790m", "1.4b"] {
+        let cfg = MambaConfig::preset(name).unwrap();
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let hf = mamba_trainer::checkpoint::hf_config::HfMambaConfig::from_model(&cfg);
+        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&hf).unwrap()).unwrap();
+        let shapes: serde_json::Map<String, serde_json::Value> =
+            cfg.param_shapes().into_iter().map(|(n, s)| (n, serde_json::json!(s))).collect();
+        std::fs::write(dir.join("shapes.json"), serde_json::Value::Object(shapes).to_string()).unwrap();
+        dirs.push(dir);
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf/check_shapes.py");
+    let out = std::process::Command::new("python3").arg(&script).args(&dirs).output().expect("running python3");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+}

@@ -19,7 +19,7 @@ pub struct TrainArgs {
     /// Shard directory (written by `pipeline`): train-*.shard and val-*.shard. [default: data]
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Model preset (130m, 370m, 31m, tiny, micro) or a model config file (.toml/.json). [default: 130m]
+    /// Model preset (130m, 370m, 790m, 1.4b, 31m, tiny, micro) or a model config file (.toml/.json). [default: 130m]
     #[arg(long)]
     pub model: Option<String>,
     /// Start from a checkpoint: a directory with model.safetensors + config.json, or a Hugging Face

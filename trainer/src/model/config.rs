@@ -39,7 +39,7 @@ pub struct MambaConfig {
 }
 
 /// Names accepted by `--model`.
-pub const PRESET_NAMES: &[&str] = &["130m", "370m", "31m", "tiny", "micro"];
+pub const PRESET_NAMES: &[&str] = &["130m", "370m", "790m", "1.4b", "31m", "tiny", "micro"];
 
 impl MambaConfig {
     /// The 130m model of the seed recipe (= state-spaces/mamba-130m up to vocab padding).
@@ -61,14 +61,17 @@ impl MambaConfig {
         }
     }
 
-    /// Named preset: `130m`, `370m`, `31m` (d_model 384, 12 layers: the small model of the
-    /// optimizer study), `tiny` (trains in seconds on a CPU, full GPT-2 vocab) or `micro`
-    /// (gradient checks: tiny everything, vocab 64).
+    /// Named preset: `130m`, `370m`, `790m`, `1.4b` (the shapes of state-spaces/mamba-130m, -370m,
+    /// -790m and -1.4b, with GPT-2's vocabulary padded to a multiple of 8), `31m` (d_model 384, 12
+    /// layers: the small model of the optimizer study), `tiny` (trains in seconds on a CPU, full
+    /// GPT-2 vocab) or `micro` (gradient checks: tiny everything, vocab 64).
     pub fn preset(name: &str) -> Option<Self> {
         let base = Self::mamba_130m();
         Some(match name {
             "130m" => base,
             "370m" => MambaConfig { d_model: 1024, n_layer: 48, ..base },
+            "790m" => MambaConfig { d_model: 1536, n_layer: 48, ..base },
+            "1.4b" => MambaConfig { d_model: 2048, n_layer: 48, ..base },
             "31m" => MambaConfig { d_model: 384, n_layer: 12, ..base },
             "tiny" => MambaConfig { d_model: 64, n_layer: 2, ..base },
             "micro" => MambaConfig { d_model: 8, n_layer: 2, d_state: 4, vocab_size: 64, ..base },
@@ -158,6 +161,24 @@ mod tests {
         let c = MambaConfig::preset("31m").unwrap();
         assert_eq!((c.d_model, c.n_layer, c.dt_rank()), (384, 12, 24));
         assert_eq!(c.n_params(), 30_872_448);
+    }
+
+    #[test]
+    fn the_large_presets_have_the_published_shapes() {
+        // state-spaces/mamba-{370m,790m,1.4b}-hf config.json: hidden_size, num_hidden_layers,
+        // time_step_rank, intermediate_size; their vocab is 50280 (50277 padded), ours 50264.
+        let shape = |n: &str| {
+            let c = MambaConfig::preset(n).unwrap();
+            (c.d_model, c.n_layer, c.dt_rank(), c.d_inner(), c.d_state, c.d_conv)
+        };
+        assert_eq!(shape("370m"), (1024, 48, 64, 2048, 16, 4));
+        assert_eq!(shape("790m"), (1536, 48, 96, 3072, 16, 4));
+        assert_eq!(shape("1.4b"), (2048, 48, 128, 4096, 16, 4));
+        // With the published embedding of 50280 rows (16 more than ours) the counts are the
+        // model cards' ~370M, ~790M and ~1.4B.
+        assert_eq!(MambaConfig::preset("370m").unwrap().n_params() + 16 * 1024, 371_516_416);
+        assert_eq!(MambaConfig::preset("790m").unwrap().n_params() + 16 * 1536, 793_204_224);
+        assert_eq!(MambaConfig::preset("1.4b").unwrap().n_params() + 16 * 2048, 1_372_178_432);
     }
 
     #[test]
