@@ -1,6 +1,7 @@
 //! `trainer bench`: times full training steps (forward + backward + clip + hybrid optimizer
-//! update) and prints tokens/s with a breakdown: forward, backward, optimizer (Muon, AdamW) and
-//! data wait. Batches are random tokens, or real shards through the training data loader
+//! update) and prints tokens/s and MFU (`metrics::mfu`, against `--peak-tflops` or the device's
+//! default peak) with a breakdown: forward, backward, optimizer (Muon, AdamW) and data wait.
+//! Batches are random tokens, or real shards through the training data loader
 //! (`--data`, background decompression and staging) so the data wait is the real one. With
 //! `--devices 0,1,…` it runs the data-parallel step of `trainer train --devices` (each device
 //! runs micro-batch × grad-accum sequences per step) and prints total and per-device tokens/s,
@@ -20,6 +21,7 @@ use mamba_shards::shard_params::chunk_tokens_for;
 use crate::config::TrainConfig;
 use crate::data::{train_shard_params, Batch, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
+use crate::metrics::mfu::{mfu_text, Peak};
 use crate::model::Params;
 use crate::optim::OptimizerKind;
 use crate::parallel::{parse_devices, Placement};
@@ -60,6 +62,10 @@ pub struct BenchArgs {
     /// (its chunk length replaces --seq-len) instead of generating random tokens.
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
+    /// Dense peak of one device in TFLOPS, for the MFU (6 × params × tokens/s per device ÷ peak).
+    /// [default: 989 on CUDA (H100/H200 SXM dense bf16); none on CPU]
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -77,9 +83,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         grad_accum: args.grad_accum,
         device: args.device.clone(),
         devices: args.devices.clone(),
+        peak_tflops: args.peak_tflops,
         ..TrainConfig::default()
     };
     crate::config::size_limits::check_flags(&tc)?;
+    if let Some(t) = args.peak_tflops.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        bail!("--peak-tflops {t}: expected a positive number of TFLOP/s");
+    }
     let cfg = tc.model_config()?;
     // Batches: random tokens, or the real loader over --data (static order, seed 0).
     let mut source = match &args.data {
@@ -123,6 +133,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.micro_batch * args.grad_accum * world * seq_len, optimizer_name(args.optimizer),
         args.data.as_ref().map_or("random tokens".to_string(), |d| d.display().to_string())
     );
+    let peak = Peak::for_device(&device, args.peak_tflops);
     let tokens_per_step = (args.micro_batch * args.grad_accum * world * seq_len) as f64;
     let mut sum = Breakdown::default();
     for i in 0..=args.steps {
@@ -159,9 +170,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let n = args.steps.max(1) as f64;
     let pct = |x: f64| 100.0 * x / sum.total.max(1e-9);
     let tps = tokens_per_step / (sum.total / n / 1e3);
+    let device_kind = if device.is_cuda() { "cuda" } else { "cpu" };
     println!(
-        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}% (all-reduce {:.1}%) | {world} {}: {:.1} tokens/s per device",
-        args.steps, sum.total / n, tps, pct(sum.fwd), pct(sum.bwd),
+        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s, {} | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}% (all-reduce {:.1}%) | {world} {}: {:.1} tokens/s per device",
+        args.steps, sum.total / n, tps, mfu_text(n_params as u64, tps / world as f64, peak.as_ref(), device_kind),
+        pct(sum.fwd), pct(sum.bwd),
         pct(sum.muon + sum.adamw), pct(sum.muon), pct(sum.adamw), pct(sum.wait),
         pct(sum.total - sum.fwd - sum.bwd - sum.muon - sum.adamw - sum.wait), pct(sum.sync), plural(world, "device"), tps / world as f64
     );

@@ -54,6 +54,9 @@ fn train_then_generate() {
         "both groups are printed: {log}"
     );
     assert!(log.contains("step     3 | loss "), "fixed-format step line: {log}");
+    // No MFU on the CPU.
+    assert!(log.contains("MFU n/a: no peak for cpu (--peak-tflops to set one)"), "{log}");
+    assert!(log.contains(" tok/s | MFU n/a | "), "{log}");
     assert!(out.path().join("ckpt-000003/model.safetensors").is_file());
 
     let gen = |seed: &str| {

@@ -60,6 +60,7 @@ fn synthetic_run(
             lr_adamw: lrs.1,
             grad_norm: 1.0,
             tokens_per_sec: 1e5,
+            mfu: None,
             step_ms: 10.0,
             data_wait_ms: 0.0,
             tokens: step * M,

@@ -55,8 +55,8 @@ pub struct TrainConfig {
     /// Generate a sample from `sample_prompt` every N steps (0 = never).
     pub sample_every: usize,
     pub sample_prompt: String,
-    /// The device's dense peak in TFLOPS for the MFU of the progress display; `None` = the
-    /// default for the device (CUDA: 989 = H100/H200 SXM bf16; CPU: no MFU).
+    /// The device's dense peak in TFLOPS for the MFU of the log and progress display; `None` =
+    /// the default for the device (CUDA: 989 = H100/H200 SXM bf16; CPU: no MFU).
     pub peak_tflops: Option<f64>,
 }
 
@@ -129,6 +129,9 @@ impl TrainConfig {
         }
         if !["f32", "bf16"].contains(&self.dtype.as_str()) {
             bail!("--dtype {}: expected f32 or bf16", self.dtype);
+        }
+        if let Some(t) = self.peak_tflops.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            bail!("--peak-tflops {t}: expected a positive number of TFLOP/s");
         }
         self.optim_config().validate().context("optimizer config")?;
         self.world()?;

@@ -112,8 +112,9 @@ pub struct TrainArgs {
     /// The fixed prompt of --sample-every. [default: "The meaning of life is"]
     #[arg(long, value_name = "TEXT")]
     pub sample_prompt: Option<String>,
-    /// Dense peak of the device in TFLOPS, for the MFU shown in the progress display
-    /// (6 × params × tokens/s ÷ peak). [default: 989 on CUDA (H100/H200 SXM, bf16); none on CPU]
+    /// Dense peak of the device in TFLOPS, for the MFU (6 × params × tokens/s ÷ peak) of the step
+    /// log, metrics.jsonl and the progress display. [default: 989 on CUDA (H100/H200 SXM dense
+    /// bf16); none on CPU]
     #[arg(long, value_name = "TFLOPS")]
     pub peak_tflops: Option<f64>,
 }

@@ -98,10 +98,10 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     // ---- data, the fixed val set (follow mode: waited for at the first eval), reporting -------
     let data = setup::open_data(cfg, seq_len, &model, world, start.position)?;
     let val = eval::ValSource::open(cfg.data.clone(), seq_len, model.padded_vocab(), cfg.eval_chunks, cfg.follow)?;
-    let mut metrics = report::Report::open(cfg, resuming_from)?;
+    let mut metrics = report::Report::open(cfg, resuming_from, n_params, &device, world)?;
     let sampler =
         if cfg.sample_every > 0 { Some(crate::generate::PromptSampler::new(&cfg.sample_prompt)?) } else { None };
-    metrics.start_progress(cfg, start.step, n_params, &device);
+    metrics.start_progress(cfg, start.step);
 
     // ---- the loop, then the finish: final eval (unless interrupted) and checkpoint ------------
     let mut train = TrainLoop {
