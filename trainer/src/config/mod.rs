@@ -3,6 +3,8 @@
 //! defaults (the optimizer study's learning rates, see `optim::config`). The resolved config is
 //! saved as `RUN_DIR/config.resolved.toml`.
 
+pub mod batch;
+pub mod memory_plan;
 pub mod size_limits;
 mod train_args;
 
