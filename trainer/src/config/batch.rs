@@ -187,6 +187,24 @@ pub fn batch_target(
     Ok(target)
 }
 
+/// A note for commands written before `--batch-size` existed, when the batch is the default and
+/// only one of `--micro-batch N` and `--grad-accum M` is given: they used to mean N × 32 and 1 × M
+/// per device (the old defaults were 1 × 32); now they split the batch of 32. `None` otherwise.
+pub fn old_meaning_note(
+    batch_size: Option<usize>,
+    micro_batch: MicroBatch,
+    grad_accum: Option<usize>,
+) -> Option<String> {
+    let old = match (batch_size, micro_batch, grad_accum) {
+        (None, MicroBatch::Fixed(n), None) => format!("--micro-batch {n} alone meant {n} × 32"),
+        (None, MicroBatch::Auto, Some(m)) => format!("--grad-accum {m} alone meant 1 × {m}"),
+        _ => return None,
+    };
+    Some(format!(
+        "the batch is --batch-size {DEFAULT_BATCH_SIZE} (the default); before --batch-size existed, {old} sequences per device: give --batch-size (or both --micro-batch and --grad-accum) for another batch"
+    ))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -234,6 +252,17 @@ mod tests {
         assert!(e.contains("--grad-accum 3 contradicts --batch-size 32"), "{e}");
         assert!(err(batch_target(Some(0), Auto, None, 1)).contains("--batch-size must be at least 1"));
         assert!(err(batch_target(None, Fixed(0), None, 1)).contains("--micro-batch must be at least 1"));
+    }
+
+    #[test]
+    fn a_single_old_split_flag_gets_a_note_on_what_it_meant() {
+        let note = old_meaning_note(None, Fixed(8), None).unwrap();
+        assert!(note.contains("--micro-batch 8 alone meant 8 × 32"), "{note}");
+        let note = old_meaning_note(None, Auto, Some(4)).unwrap();
+        assert!(note.contains("--grad-accum 4 alone meant 1 × 4"), "{note}");
+        assert_eq!(old_meaning_note(Some(32), Fixed(8), None), None);
+        assert_eq!(old_meaning_note(None, Fixed(8), Some(4)), None);
+        assert_eq!(old_meaning_note(None, Auto, None), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use anyhow::Result;
 use candle_core::{DType, Device};
 
+use crate::config::batch::old_meaning_note;
 use crate::config::memory_plan::{gpu_max_micro_batch, plan_micro_batch, CPU_MAX_MICRO_BATCH};
 use crate::config::size_limits::{gib, host_available_bytes};
 use crate::config::{BatchSplit, BatchTarget, TrainConfig};
@@ -36,6 +37,9 @@ pub fn resolve_batch(
     device: &Device,
 ) -> Result<TrainConfig> {
     let target = cfg.batch_target()?;
+    if let Some(note) = old_meaning_note(cfg.batch_size, cfg.micro_batch, cfg.grad_accum) {
+        tracing::info!("note: {note}");
+    }
     if let Some(split) = target.fixed_split()? {
         let why = match (cfg.micro_batch.fixed(), cfg.grad_accum) {
             (Some(_), _) => "--micro-batch".to_string(),
