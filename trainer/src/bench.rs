@@ -1,11 +1,16 @@
 //! `trainer bench`: times full training steps (forward + backward + clip + hybrid optimizer
-//! update) and prints tokens/s with a breakdown: forward, backward, optimizer (Muon, AdamW) and
-//! data wait. Batches are random tokens, or real shards through the training data loader
-//! (`--data`, background decompression and staging) so the data wait is the real one. With
+//! update) and prints tokens/s and MFU (`metrics::mfu`, against `--peak-tflops` or the device's
+//! default peak) with a breakdown: forward, backward, optimizer (Muon, AdamW) and data wait.
+//! Batches are random tokens, or real shards through the training data loader (`--data`,
+//! background decompression and staging) so the data wait is the real one. With
 //! `--devices 0,1,…` it runs the data-parallel step of `trainer train --devices` (each device
 //! runs micro-batch × grad-accum sequences per step) and prints total and per-device tokens/s,
 //! which is how the scaling efficiency is measured (docs/multi-gpu.md). Prints numbers; asserts
 //! nothing.
+//!
+//! The split of a step is explicit by default (`--micro-batch 1 --grad-accum 1`: the many
+//! recorded benchmark commands keep their meaning); `--micro-batch auto` resolves it as
+//! `trainer train` does (`train::batch_plan`) for `--batch-size` (default 32).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,9 +22,10 @@ use rand_chacha::ChaCha8Rng;
 use candle_core::Device;
 use mamba_shards::shard_params::chunk_tokens_for;
 
-use crate::config::TrainConfig;
+use crate::config::{MicroBatch, TrainConfig};
 use crate::data::{train_shard_params, Batch, DataPosition, DataSpec, TrainData};
 use crate::device::{parse_device, parse_dtype};
+use crate::metrics::mfu::{mfu_text, Peak};
 use crate::model::Params;
 use crate::optim::OptimizerKind;
 use crate::parallel::{parse_devices, Placement};
@@ -34,12 +40,19 @@ pub struct BenchArgs {
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
-    /// Sequences per forward/backward. Allowed: 1..=65536.
-    #[arg(long, default_value_t = 1)]
-    pub micro_batch: usize,
-    /// Micro-batches per optimizer step. Allowed: 1..=1048576.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
+    /// Sequences per forward/backward on one device: a number (1..=65536), or `auto`: the
+    /// largest divisor of a device's share of --batch-size whose step fits its free memory, as
+    /// `trainer train --micro-batch auto` chooses it.
+    #[arg(long, value_name = "auto|N", default_value = "1")]
+    pub micro_batch: MicroBatch,
+    /// Micro-batches per optimizer step on one device (1..=1048576). [default: 1; derived from
+    /// --batch-size when that or --micro-batch auto is given]
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Sequences per optimizer step over all devices, split by --micro-batch as in `trainer
+    /// train`. [default: micro-batch × grad-accum × devices; 32 with --micro-batch auto]
+    #[arg(long, value_name = "SEQS")]
+    pub batch_size: Option<usize>,
     /// Tokens per sequence. Allowed: 1..=1048576.
     #[arg(long, default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 20))]
     pub seq_len: usize,
@@ -60,6 +73,10 @@ pub struct BenchArgs {
     /// (its chunk length replaces --seq-len) instead of generating random tokens.
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
+    /// Dense peak of one device in TFLOPS, for the MFU (6 × params × tokens/s per device ÷ peak).
+    /// [default: 989 on CUDA (H100/H200 SXM dense bf16); none on CPU]
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -70,32 +87,45 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(_) => Device::Cpu, // each rank opens its own device
     };
     let dtype = parse_dtype(&args.dtype, &device)?;
+    // One micro-batch per step unless --batch-size or auto asks for a split.
+    let grad_accum = match (args.micro_batch, args.batch_size, args.grad_accum) {
+        (MicroBatch::Fixed(_), None, None) => Some(1),
+        (_, _, g) => g,
+    };
     let tc = TrainConfig {
         model: args.model.clone(),
         optimizer: args.optimizer,
+        batch_size: args.batch_size,
         micro_batch: args.micro_batch,
-        grad_accum: args.grad_accum,
+        grad_accum,
         device: args.device.clone(),
         devices: args.devices.clone(),
+        dtype: args.dtype.clone(),
+        peak_tflops: args.peak_tflops,
         ..TrainConfig::default()
     };
-    crate::config::size_limits::check_flags(&tc)?;
+    tc.validate()?;
     let cfg = tc.model_config()?;
+    let seq_len = match &args.data {
+        Some(dir) => shard_seq_len(dir)?,
+        None => args.seq_len,
+    };
+    let tc = crate::train::batch_plan::resolve_batch(&tc, &cfg, seq_len, dtype, placement.as_ref(), &device)?;
+    let split = tc.split()?;
+    crate::config::size_limits::check_step_memory(&tc, seq_len, cfg.padded_vocab(), world)?;
+    let (micro_batch, grad_accum) = (split.micro_batch, split.grad_accum);
     // Batches: random tokens, or the real loader over --data (static order, seed 0).
     let mut source = match &args.data {
         Some(dir) => {
-            let (data, seq_len) = open_shards(dir, args.micro_batch, cfg.padded_vocab())?;
-            BatchSource::Shards { data: Box::new(data), seq_len }
+            BatchSource::Shards { data: Box::new(open_shards(dir, micro_batch, seq_len, cfg.padded_vocab())?) }
         }
         None => BatchSource::Random {
             rng: Box::new(ChaCha8Rng::seed_from_u64(0)),
             vocab: cfg.vocab_size.min(cfg.padded_vocab()) as u32,
-            seq_len: args.seq_len,
-            micro_batch: args.micro_batch,
+            seq_len,
+            micro_batch,
         },
     };
-    let seq_len = source.seq_len();
-    crate::config::size_limits::check_step_memory(&tc, seq_len, cfg.padded_vocab(), world)?;
     // The replicas and optimizers, as `trainer train` builds them (bf16: Newton–Schulz in bf16).
     let params = Params::init(&cfg, 0, &Device::Cpu)?;
     let n_params = params.n_params();
@@ -118,20 +148,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(p) => (0..world).map(|r| p.device_name(r)).collect::<Vec<_>>().join(","),
     };
     println!(
-        "bench: model {} ({n_params} params), device {devices}, dtype {}, micro-batch {} × grad-accum {} × {world} {} × seq {seq_len} = {} tokens/step, optimizer {}, data {}",
-        args.model, args.dtype, args.micro_batch, args.grad_accum, plural(world, "device"),
-        args.micro_batch * args.grad_accum * world * seq_len, optimizer_name(args.optimizer),
+        "bench: model {} ({n_params} params), device {devices}, dtype {}, micro-batch {micro_batch} × grad-accum {grad_accum} × {world} {} × seq {seq_len} = {} tokens/step, optimizer {}, data {}",
+        args.model, args.dtype, plural(world, "device"),
+        micro_batch * grad_accum * world * seq_len, optimizer_name(args.optimizer),
         args.data.as_ref().map_or("random tokens".to_string(), |d| d.display().to_string())
     );
-    let tokens_per_step = (args.micro_batch * args.grad_accum * world * seq_len) as f64;
+    let peak = Peak::for_device(&device, args.peak_tflops);
+    let tokens_per_step = (micro_batch * grad_accum * world * seq_len) as f64;
     let mut sum = Breakdown::default();
     for i in 0..=args.steps {
         // Data wait is inside the timed region, as in training: the loader must keep up.
         device.synchronize()?;
         let t0 = Instant::now();
-        let mut batches = Vec::with_capacity(args.grad_accum * world);
+        let mut batches = Vec::with_capacity(grad_accum * world);
         let mut wait = Duration::ZERO;
-        for _ in 0..args.grad_accum * world {
+        for _ in 0..grad_accum * world {
             let b = source.next()?;
             wait += b.wait;
             batches.push(b);
@@ -159,9 +190,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let n = args.steps.max(1) as f64;
     let pct = |x: f64| 100.0 * x / sum.total.max(1e-9);
     let tps = tokens_per_step / (sum.total / n / 1e3);
+    let device_kind = if device.is_cuda() { "cuda" } else { "cpu" };
     println!(
-        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}% (all-reduce {:.1}%) | {world} {}: {:.1} tokens/s per device",
-        args.steps, sum.total / n, tps, pct(sum.fwd), pct(sum.bwd),
+        "mean over {} steps: {:.1} ms/step, {:.1} tokens/s, {} | forward {:.1}%, backward {:.1}%, optimizer {:.1}% (Muon {:.1}%, AdamW {:.1}%), data-wait {:.3}%, other {:.1}% (all-reduce {:.1}%) | {world} {}: {:.1} tokens/s per device",
+        args.steps, sum.total / n, tps, mfu_text(n_params as u64, tps / world as f64, peak.as_ref(), device_kind),
+        pct(sum.fwd), pct(sum.bwd),
         pct(sum.muon + sum.adamw), pct(sum.muon), pct(sum.adamw), pct(sum.wait),
         pct(sum.total - sum.fwd - sum.bwd - sum.muon - sum.adamw - sum.wait), pct(sum.sync), plural(world, "device"), tps / world as f64
     );
@@ -212,17 +245,10 @@ impl Breakdown {
 
 enum BatchSource {
     Random { rng: Box<ChaCha8Rng>, vocab: u32, seq_len: usize, micro_batch: usize },
-    Shards { data: Box<TrainData>, seq_len: usize },
+    Shards { data: Box<TrainData> },
 }
 
 impl BatchSource {
-    fn seq_len(&self) -> usize {
-        match self {
-            BatchSource::Random { seq_len, .. } => *seq_len,
-            BatchSource::Shards { seq_len, .. } => *seq_len,
-        }
-    }
-
     fn next(&mut self) -> Result<Batch> {
         match self {
             BatchSource::Random { rng, vocab, seq_len, micro_batch } => Ok(Batch {
@@ -233,19 +259,23 @@ impl BatchSource {
                 chunks: Vec::new(),
                 wait: Duration::ZERO,
             }),
-            BatchSource::Shards { data, .. } => data
+            BatchSource::Shards { data } => data
                 .next_batch()?
                 .context("the shards ran out of data (static mode loops over epochs, so this means no train chunks)"),
         }
     }
 }
 
-/// The training data loader over the train shards of `dir`, and their sequence length.
-fn open_shards(dir: &Path, micro_batch: usize, vocab_size: usize) -> Result<(TrainData, usize)> {
+/// The sequence length of the train shards of `dir`.
+fn shard_seq_len(dir: &Path) -> Result<usize> {
     let Some(shard) = train_shard_params(dir).with_context(|| format!("--data {}", dir.display()))? else {
         bail!("--data {}: no train shards (train-*.shard)", dir.display())
     };
-    let seq_len = shard.seq_len();
+    Ok(shard.seq_len())
+}
+
+/// The training data loader over the train shards of `dir` (of `seq_len`-token sequences).
+fn open_shards(dir: &Path, micro_batch: usize, seq_len: usize, vocab_size: usize) -> Result<TrainData> {
     let spec = DataSpec {
         dir: dir.to_path_buf(),
         seq_len,
@@ -256,6 +286,5 @@ fn open_shards(dir: &Path, micro_batch: usize, vocab_size: usize) -> Result<(Tra
         prefetch: 4,
         on_bad_chunk: Default::default(),
     };
-    let data = TrainData::open(spec, None).with_context(|| format!("opening data in {}", dir.display()))?;
-    Ok((data, seq_len))
+    TrainData::open(spec, None).with_context(|| format!("opening data in {}", dir.display()))
 }

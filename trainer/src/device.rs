@@ -62,6 +62,33 @@ fn tune_cuda(cuda: &candle_core::CudaDevice) -> Result<()> {
     Ok(())
 }
 
+/// The free memory of an opened CUDA device in bytes (cuMemGetInfo in its context); `None` for
+/// the CPU. For `--micro-batch auto` (`train::batch_plan`).
+pub fn gpu_free_memory(device: &Device) -> Result<Option<u64>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let (free, _total) = cuda.cuda_stream().context().mem_get_info().context("reading the GPU's free memory")?;
+        return Ok(Some(free as u64));
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = device; // a build without CUDA has no GPU
+    Ok(None)
+}
+
+/// The free memory of GPU `ordinal` in bytes, read through its primary context before the ranks
+/// of `--devices` open their devices (for `--micro-batch auto`).
+pub fn gpu_free_memory_of(ordinal: usize) -> Result<u64> {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::CudaContext;
+        let ctx = CudaContext::new(ordinal).with_context(|| format!("opening GPU {ordinal}"))?;
+        let (free, _total) = ctx.mem_get_info().with_context(|| format!("reading GPU {ordinal}'s free memory"))?;
+        Ok(free as u64)
+    }
+    #[cfg(not(feature = "cuda"))]
+    bail!("GPU {ordinal}: this build has no CUDA (build with `--features nccl`)")
+}
+
 /// The compute dtype. bf16 is mixed precision (bf16 matmuls and activations, f32 master weights,
 /// optimizer state, recurrence, norm statistics and loss). It also runs on the CPU (slowly:
 /// candle's CPU bf16 matmul is not tuned), which is how the tests check it.

@@ -1,6 +1,7 @@
 //! The `trainer` binary end to end: train (optimizer groups printed, checkpoint written),
 //! generate (text, deterministic in the seed), SIGTERM (checkpoint, exit 143), a second signal
-//! (exit at once), the run directory's lock, and flags that cannot be allocated.
+//! (exit at once), the run directory's lock, flags that cannot be allocated, and
+//! `--micro-batch auto` and the MFU in the log, config and metrics.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -54,6 +55,10 @@ fn train_then_generate() {
         "both groups are printed: {log}"
     );
     assert!(log.contains("step     3 | loss "), "fixed-format step line: {log}");
+    // The split as the flags give it, and no MFU on the CPU.
+    assert!(log.contains("micro-batch 2 × grad-accum 1 = batch 2 (--micro-batch)"), "{log}");
+    assert!(log.contains("MFU n/a: no peak for cpu (--peak-tflops to set one)"), "{log}");
+    assert!(log.contains(" tok/s | MFU n/a | "), "{log}");
     assert!(out.path().join("ckpt-000003/model.safetensors").is_file());
 
     let gen = |seed: &str| {
@@ -167,4 +172,33 @@ fn batch_flags_that_overflow_or_cannot_be_allocated_are_refused_by_name() {
     // The micro model's logits are small, but a step of 65536 × 1048576 sequences is not.
     let err = refused(data.path(), "micro", &[("--micro-batch", "65536"), ("--grad-accum", "1048576")]);
     assert!(err.contains("--grad-accum 1048576") && err.contains("one optimizer step"), "{err}");
+}
+
+#[test]
+fn micro_batch_auto_is_logged_and_saved_and_the_mfu_is_in_the_log_and_metrics() {
+    let data = micro_shards();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = train_args(data.path(), out.path(), 2);
+    let at = args.iter().position(|a| a == "--model").unwrap() + 1;
+    args[at] = "micro".into();
+    let at = args.iter().position(|a| a == "--micro-batch").unwrap();
+    args.drain(at..at + 4); // --micro-batch 2 --grad-accum 1
+    args.extend(["--batch-size", "4", "--peak-tflops", "0.001"].map(String::from));
+    let o = trainer().args(&args).output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{log}");
+    // The CPU's choice for a batch of 4: all at once.
+    assert!(log.contains("micro-batch auto → 4 × grad-accum 1 = batch 4 (fits: estimated "), "{log}");
+    assert!(log.contains("available on the host)"), "{log}");
+    let resolved = std::fs::read_to_string(out.path().join("config.resolved.toml")).unwrap();
+    assert!(resolved.contains("batch_size = 4\nmicro_batch = 4\ngrad_accum = 1\n"), "{resolved}");
+    // The peak named once at start, the MFU in every step line and record.
+    assert!(log.contains("params × tokens/s ÷ 0.001 TFLOP/s (--peak-tflops)"), "{log}");
+    let line = log.lines().find(|l| l.contains("step     2 | loss ")).unwrap();
+    let mfu = line.split(" tok/s | MFU ").nth(1).unwrap().split('%').next().unwrap();
+    assert!(mfu.parse::<f64>().unwrap() > 0.0, "{line}");
+    let recs = mamba_trainer::metrics::read_jsonl(&out.path().join("metrics.jsonl")).unwrap();
+    let steps: Vec<_> = recs.iter().filter(|r| r["kind"] == "step").collect();
+    assert_eq!(steps.len(), 2);
+    assert!(steps.iter().all(|r| r["mfu"].as_f64().is_some_and(|v| v > 0.0)), "{steps:?}");
 }

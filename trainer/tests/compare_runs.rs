@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use mamba_trainer::compare::runs::CONFIG_FILE;
-use mamba_trainer::config::TrainConfig;
+use mamba_trainer::config::{BatchSplit, TrainConfig};
 use mamba_trainer::metrics::{EvalMetrics, MetricsWriter, StepMetrics, METRICS_FILE};
 use mamba_trainer::optim::OptimizerKind;
 use serde_json::Value;
@@ -48,6 +48,8 @@ fn synthetic_run(
         steps,
         ..TrainConfig::default()
     };
+    // As saved once `--micro-batch auto` is resolved: the batch of 32 as 16 × 2.
+    let cfg = cfg.with_split(BatchSplit { micro_batch: 16, grad_accum: 2 }).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(CONFIG_FILE), cfg.to_resolved_toml().unwrap()).unwrap();
     let mut w = MetricsWriter::open(&dir, None).unwrap();
@@ -60,6 +62,7 @@ fn synthetic_run(
             lr_adamw: lrs.1,
             grad_norm: 1.0,
             tokens_per_sec: 1e5,
+            mfu: None,
             step_ms: 10.0,
             data_wait_ms: 0.0,
             tokens: step * M,
@@ -148,6 +151,7 @@ fn tokens_to_target_ratios_and_not_reached_match_hand_computed_values() {
     assert!((fast["tokens_to_target"].as_f64().unwrap() - 2.75e6).abs() < 1e-3, "{fast}");
     assert!((fast["ratio_to_baseline"].as_f64().unwrap() - 0.6875).abs() < 1e-9, "{fast}");
     assert_eq!(fast["muon_lr"].as_f64(), Some(2e-3));
+    assert_eq!((&fast["batch_size"], &fast["micro_batch"], &fast["grad_accum"]), (&32.into(), &16.into(), &2.into()));
     assert_eq!(fast["baseline"], false);
     assert!(row(&s, "hybrid-slow")["tokens_to_target"].is_null());
     assert_eq!(row(&s, "adamw-a")["ratio_to_baseline"].as_f64(), Some(1.0));
@@ -164,7 +168,7 @@ fn tokens_to_target_ratios_and_not_reached_match_hand_computed_values() {
         "{md}"
     );
     // The settings a controlled comparison must hold equal, per run.
-    assert!(md.contains(&format!("| hybrid-fast | `data` | 0 | 1 × 32 | {} |", mamba_trainer::GIT_HASH)), "{md}");
+    assert!(md.contains(&format!("| hybrid-fast | `data` | 0 | 32 (16 × 2) | {} |", mamba_trainer::GIT_HASH)), "{md}");
     let full = check_png(&out.join("val_loss_vs_tokens.png"));
     let zoom = check_png(&out.join("val_loss_vs_tokens_zoom.png"));
     assert_ne!(full, zoom, "the zoomed chart differs from the full one");

@@ -21,7 +21,7 @@ use mamba_trainer::train::{run, StopReason};
 /// `micro` model, micro-batch 2, `accum` micro-batches per rank, on `devices` (None = one CPU).
 fn config(data: &Path, out: &Path, accum: usize, devices: Option<&str>, steps: usize) -> TrainConfig {
     TrainConfig {
-        grad_accum: accum,
+        grad_accum: Some(accum),
         steps,
         decay_steps: Some(6),
         devices: devices.map(String::from),
@@ -86,14 +86,17 @@ fn checkpoints_resume_on_another_number_of_ranks() {
         assert_close(&full.losses, &[a.losses, b.losses].concat(), &format!("{first:?} then {then:?}"));
         assert!(weight_gap(straight.path(), out.path()) < 1e-5);
     }
-    // A different number of micro-batches per step is refused, naming both layouts.
+    // A different batch (sequences per step over all ranks) is refused, naming both layouts.
     let out = tempfile::tempdir().unwrap();
     run(&config(data.path(), out.path(), 1, Some("cpu,cpu"), 1), &no_stop()).unwrap();
     let err = format!(
         "{:#}",
         run(&TrainConfig { resume: true, ..config(data.path(), out.path(), 1, None, 2) }, &no_stop()).unwrap_err()
     );
-    assert!(err.contains("grad_accum differs") && err.contains("1 × 2 = 2, now 1 × 1 = 1"), "{err}");
+    assert!(
+        err.contains("batch size differs: the checkpoint trained 4 sequences per optimizer step (micro-batch 2 × grad-accum 1 × 2 ranks), this run would train 2 (micro-batch 2 × grad-accum 1 × 1 rank)"),
+        "{err}"
+    );
 }
 
 /// The micro model's weights after 3 hybrid-optimizer steps on fixed pseudo-gradients.
@@ -196,7 +199,8 @@ fn the_binary_trains_on_cpu_ranks_and_rejects_bad_devices() {
     let (ok, log) = trainer("cpu,cpu");
     assert!(ok, "{log}");
     assert!(
-        log.contains("data parallel: 2 ranks on cpu, cpu") && log.contains("× 1 × 2 ranks = 64 tokens/step"),
+        log.contains("data parallel: 2 ranks on cpu, cpu")
+            && log.contains("batch 2 × 1 × 2 ranks = 4 sequences = 64 tokens/step"),
         "{log}"
     );
     assert!(log.contains("step     2 | loss "), "fixed-format step line: {log}");

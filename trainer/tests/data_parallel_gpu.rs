@@ -53,8 +53,9 @@ fn two_gpus_train_like_one_gpu_with_the_same_effective_batch() {
     let data = micro_shards();
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let base = |out: &std::path::Path| TrainConfig { steps: 5, ..tiny_config(data.path(), out, "micro") };
-    let a = run(&TrainConfig { device: "cuda:0".into(), grad_accum: 2, ..base(one.path()) }, &no_stop()).unwrap();
-    let b = run(&TrainConfig { devices: Some("0,1".into()), grad_accum: 1, ..base(two.path()) }, &no_stop()).unwrap();
+    let a = run(&TrainConfig { device: "cuda:0".into(), grad_accum: Some(2), ..base(one.path()) }, &no_stop()).unwrap();
+    let b =
+        run(&TrainConfig { devices: Some("0,1".into()), grad_accum: Some(1), ..base(two.path()) }, &no_stop()).unwrap();
     println!("1 GPU:  {:?}\n2 GPUs: {:?}", a.losses, b.losses);
     for (x, y) in a.losses.iter().zip(&b.losses) {
         assert!((x - y).abs() <= 1e-4 * x.abs(), "{:?} vs {:?}", a.losses, b.losses);

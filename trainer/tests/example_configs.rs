@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use clap::Parser;
-use mamba_trainer::config::{TrainArgs, TrainConfig};
+use mamba_trainer::config::{MicroBatch, TrainArgs, TrainConfig};
 
 #[derive(Parser)]
 struct Cli {
@@ -25,7 +25,8 @@ fn the_example_trainer_config_resolves_to_what_it_says() {
         (c.data.as_path(), c.model.as_str(), c.out.as_path(), c.steps),
         (Path::new("data/sample"), "tiny", Path::new("runs/example"), 300)
     );
-    assert_eq!((c.micro_batch, c.grad_accum, c.warmup, c.muon_lr, c.adamw_lr), (8, 1, 30, 3e-3, 3e-3));
+    assert_eq!((c.batch_size, c.micro_batch, c.grad_accum), (Some(8), MicroBatch::Auto, None));
+    assert_eq!((c.warmup, c.muon_lr, c.adamw_lr), (30, 3e-3, 3e-3));
     assert_eq!((c.sample_every, c.sample_prompt.as_str()), (100, "The meaning of life is"));
     assert!(!c.resume && !c.follow && !c.overwrite);
     c.model_config().unwrap();
@@ -40,7 +41,7 @@ fn config_keys_take_underscores_or_hyphens() {
     let file = dir.path().join("run.toml");
     std::fs::write(&file, "micro-batch = 4\ngrad_accum = 2\nsample-every = 5\n").unwrap();
     let c = TrainConfig::from_toml_file(&file).unwrap();
-    assert_eq!((c.micro_batch, c.grad_accum, c.sample_every), (4, 2, 5));
+    assert_eq!((c.micro_batch, c.grad_accum, c.sample_every), (MicroBatch::Fixed(4), Some(2), 5));
     std::fs::write(&file, "micro-batchez = 4\n").unwrap();
     let err = format!("{:#}", TrainConfig::from_toml_file(&file).unwrap_err());
     assert!(err.contains("run.toml") && err.contains("micro_batchez"), "{err}");

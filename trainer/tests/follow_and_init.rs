@@ -10,7 +10,7 @@ use candle_core::Device;
 use common::*;
 use mamba_shards::format::Split;
 use mamba_shards::{ShardParams, ShardReader};
-use mamba_trainer::config::TrainConfig;
+use mamba_trainer::config::{MicroBatch, TrainConfig};
 use mamba_trainer::data::{DataSpec, TrainData};
 use mamba_trainer::train::{run, StopReason};
 
@@ -76,8 +76,8 @@ fn follow_mode_trains_on_every_published_chunk_then_stops() {
     let cfg = TrainConfig {
         follow: true,
         steps: 1000,
-        micro_batch: 2,
-        grad_accum: 2,
+        micro_batch: MicroBatch::Fixed(2),
+        grad_accum: Some(2),
         eval_every: 2,
         ..tiny_config(data.path(), out.path(), "micro")
     };

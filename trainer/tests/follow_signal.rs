@@ -18,7 +18,7 @@ use common::*;
 use mamba_shards::dir_lock::{DirLock, PIPELINE_LOCK};
 use mamba_shards::format::Split;
 use mamba_shards::{ShardParams, ShardReader};
-use mamba_trainer::config::TrainConfig;
+use mamba_trainer::config::{MicroBatch, TrainConfig};
 use mamba_trainer::train::{run, StopReason};
 
 const SEQ: usize = 16;
@@ -81,8 +81,8 @@ fn a_trainer_waiting_mid_step_stops_at_once_and_resumes_without_losing_or_repeat
     let cfg = TrainConfig {
         follow: true,
         steps: 1000,
-        micro_batch: 2,
-        grad_accum: 2,
+        micro_batch: MicroBatch::Fixed(2),
+        grad_accum: Some(2),
         ..tiny_config(data.path(), out.path(), "micro")
     };
     let (stop, raised) = stop_after(Duration::from_millis(2500));
@@ -141,8 +141,8 @@ fn a_step_larger_than_the_ring_is_refused() {
     let cfg = TrainConfig {
         follow: true,
         steps: 10,
-        micro_batch: 2,
-        grad_accum: 10,
+        micro_batch: MicroBatch::Fixed(2),
+        grad_accum: Some(10),
         ..tiny_config(data.path(), out.path(), "micro")
     };
     let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());

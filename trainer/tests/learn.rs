@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use mamba_trainer::config::TrainConfig;
+use mamba_trainer::config::{MicroBatch, TrainConfig};
 use mamba_trainer::optim::OptimizerKind;
 
 #[test]
@@ -19,8 +19,8 @@ fn tiny_model_beats_the_unigram_baseline_on_shakespeare() {
     let out = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         steps: 60,
-        micro_batch: 4,
-        grad_accum: 1,
+        micro_batch: MicroBatch::Fixed(4),
+        grad_accum: Some(1),
         warmup: 5,
         muon_lr: 0.02,
         adamw_lr: 0.01,

@@ -1,35 +1,73 @@
-//! The training loop on the `micro` model and synthetic shards (vocab 64): micro-batch
-//! equivalence, resume bit-identity, config mismatch on resume, NaN stop, bad data.
+//! The training loop on the `micro` model and synthetic shards (vocab 64): the batch's split
+//! changes neither the data nor the losses, resume bit-identity, resume with another split,
+//! config mismatch on resume, NaN stop, bad data.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::*;
-use mamba_trainer::checkpoint::list_checkpoints;
+use mamba_trainer::checkpoint::{list_checkpoints, TrainerState};
+use mamba_trainer::config::MicroBatch;
+use mamba_trainer::data::DataPosition;
 use mamba_trainer::train::{run, StopReason};
 
+/// A run's per-step losses, and each step's checkpoint's tokens and data position.
+type StepRecord = (Vec<f64>, Vec<(u64, DataPosition)>);
+
+fn run_with_split(data: &std::path::Path, micro: MicroBatch, devices: Option<&str>) -> (StepRecord, String) {
+    let out = tempfile::tempdir().unwrap();
+    let cfg = mamba_trainer::config::TrainConfig {
+        batch_size: Some(4),
+        micro_batch: micro,
+        grad_accum: None,
+        devices: devices.map(String::from),
+        steps: 3,
+        save_every: 1,
+        keep_checkpoints: 10,
+        ..tiny_config(data, out.path(), "micro")
+    };
+    let outcome = run(&cfg, &no_stop()).unwrap();
+    let positions = list_checkpoints(out.path())
+        .unwrap()
+        .into_iter()
+        .map(|(_, dir)| {
+            let s = TrainerState::load(&dir).unwrap();
+            (s.tokens, serde_json::from_value(s.data_position).unwrap())
+        })
+        .collect();
+    let resolved = std::fs::read_to_string(out.path().join("config.resolved.toml")).unwrap();
+    ((outcome.losses, positions), resolved)
+}
+
 #[test]
-fn micro_batch_size_is_only_a_throughput_knob() {
+fn the_split_of_the_batch_changes_neither_the_data_nor_the_losses() {
     init_tracing();
     let data = micro_shards();
-    let mut runs = Vec::new();
-    for (micro, accum) in [(1, 4), (2, 2), (4, 1)] {
-        let out = tempfile::tempdir().unwrap();
-        let cfg = mamba_trainer::config::TrainConfig {
-            micro_batch: micro,
-            grad_accum: accum,
-            steps: 3,
-            ..tiny_config(data.path(), out.path(), "micro")
-        };
-        let outcome = run(&cfg, &no_stop()).unwrap();
-        runs.push(outcome.losses);
-    }
-    for r in &runs[1..] {
-        for (a, b) in runs[0].iter().zip(r) {
-            assert!((a - b).abs() <= 1e-5 * a.abs(), "losses differ: {:?} vs {:?}", runs[0], r);
+    // The batch of 4 sequences per step as 4 × 1, 2 × 2, 1 × 4, auto, and 1 × 2 on each of 2 CPU ranks.
+    let (whole, _) = run_with_split(data.path(), MicroBatch::Fixed(4), None);
+    assert_eq!((whole.0.len(), whole.1.len()), (3, 3));
+    assert_eq!(whole.1[2].0, 3 * 4 * MICRO_SEQ as u64);
+    for (micro, devices) in [
+        (MicroBatch::Fixed(2), None),
+        (MicroBatch::Fixed(1), None),
+        (MicroBatch::Auto, None),
+        (MicroBatch::Fixed(1), Some("cpu,cpu")),
+    ] {
+        let ((losses, positions), resolved) = run_with_split(data.path(), micro, devices);
+        let what = format!("micro-batch {micro} on {devices:?}");
+        assert_eq!(positions, whole.1, "{what}: the steps' data positions");
+        for (a, b) in whole.0.iter().zip(&losses) {
+            assert!((a - b).abs() <= 1e-4 * a.abs(), "{what}: losses {losses:?} vs {:?}", whole.0);
         }
+        // The saved config holds the split this run used (auto on the CPU: all 4 at once).
+        let split = if micro == MicroBatch::Auto {
+            (4, 1)
+        } else {
+            (micro.fixed().unwrap(), if devices.is_some() { 2 } else { 4 / micro.fixed().unwrap() })
+        };
+        let expect = format!("batch_size = 4\nmicro_batch = {}\ngrad_accum = {}\n", split.0, split.1);
+        assert!(resolved.contains(&expect), "{what}: {resolved}");
     }
-    assert_eq!(runs[0].len(), 3);
 }
 
 #[test]
@@ -58,6 +96,49 @@ fn resume_continues_bit_for_bit() {
 }
 
 #[test]
+fn resume_keeps_the_batch_but_may_split_it_anew() {
+    init_tracing();
+    let data = micro_shards();
+    let cfg = |out: &std::path::Path, micro: MicroBatch, steps: usize| mamba_trainer::config::TrainConfig {
+        batch_size: Some(4),
+        micro_batch: micro,
+        grad_accum: None,
+        steps,
+        decay_steps: Some(8),
+        ..tiny_config(data.path(), out, "micro")
+    };
+    let straight = tempfile::tempdir().unwrap();
+    let full = run(&cfg(straight.path(), MicroBatch::Fixed(4), 8), &no_stop()).unwrap();
+    // 4 × 1 for 3 steps, then (another card) 1 × 4 to step 6, then auto to step 8.
+    let out = tempfile::tempdir().unwrap();
+    let a = run(&cfg(out.path(), MicroBatch::Fixed(4), 3), &no_stop()).unwrap();
+    let b = run(
+        &mamba_trainer::config::TrainConfig { resume: true, ..cfg(out.path(), MicroBatch::Fixed(1), 6) },
+        &no_stop(),
+    )
+    .unwrap();
+    let c =
+        run(&mamba_trainer::config::TrainConfig { resume: true, ..cfg(out.path(), MicroBatch::Auto, 8) }, &no_stop())
+            .unwrap();
+    assert_eq!((a.step, b.step, c.step), (3, 6, 8));
+    let resumed = [a.losses, b.losses, c.losses].concat();
+    for (x, y) in full.losses.iter().zip(&resumed) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "resumed {resumed:?} vs straight {:?}", full.losses);
+    }
+    // Another batch is refused: the message names both layouts and the flag that keeps the batch.
+    let other = mamba_trainer::config::TrainConfig {
+        resume: true,
+        batch_size: Some(8),
+        ..cfg(out.path(), MicroBatch::Auto, 9)
+    };
+    let err = format!("{:#}", run(&other, &no_stop()).unwrap_err());
+    assert!(
+        err.contains("batch size differs: the checkpoint trained 4 sequences per optimizer step (micro-batch 4 × grad-accum 1 × 1 rank), this run would train 8 (micro-batch auto × 1 rank); resume with --batch-size 4"),
+        "{err}"
+    );
+}
+
+#[test]
 fn resume_refuses_a_different_config() {
     init_tracing();
     let data = micro_shards();
@@ -66,12 +147,12 @@ fn resume_refuses_a_different_config() {
         .unwrap();
     let cfg = mamba_trainer::config::TrainConfig {
         steps: 2,
-        grad_accum: 2,
+        grad_accum: Some(2),
         resume: true,
         ..tiny_config(data.path(), out.path(), "micro")
     };
     let err = format!("{:#}", run(&cfg, &no_stop()).unwrap_err());
-    assert!(err.contains("grad_accum differs") && err.contains("ckpt-000001"), "{err}");
+    assert!(err.contains("batch size differs") && err.contains("ckpt-000001"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("m.toml"), "d_model = 16\nn_layer = 2\nd_state = 4\nexpand = 2\nd_conv = 4\nvocab_size = 64\npad_vocab_size_multiple = 8\nnorm_eps = 1e-5\ninitializer_range = 0.02\ndt_min = 0.001\ndt_max = 0.1\ndt_init_floor = 1e-4\n").unwrap();
     let cfg = mamba_trainer::config::TrainConfig {

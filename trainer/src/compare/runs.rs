@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::CompareError;
+use crate::config::batch::batch_target;
+use crate::config::MicroBatch;
 use crate::metrics::{MetricsError, METRICS_FILE};
 
 pub const CONFIG_FILE: &str = "config.resolved.toml";
@@ -28,8 +30,11 @@ pub struct RunConfig {
     pub data: String,
     /// Configured total steps (`--steps`).
     pub steps: u64,
-    pub micro_batch: u64,
-    pub grad_accum: u64,
+    /// Sequences per optimizer step over all ranks (`None`: the config's batch keys contradict).
+    pub batch_size: Option<u64>,
+    /// Per device; `None` while `--micro-batch auto` was not resolved (a run that never started).
+    pub micro_batch: Option<u64>,
+    pub grad_accum: Option<u64>,
     pub seed: u64,
     /// Git commit of the trainer that wrote the config, from its first line.
     pub git: Option<String>,
@@ -45,8 +50,14 @@ struct ResolvedFields {
     model: String,
     data: String,
     steps: u64,
-    micro_batch: u64,
-    grad_accum: u64,
+    #[serde(default)]
+    batch_size: Option<usize>,
+    #[serde(default)]
+    micro_batch: MicroBatch,
+    #[serde(default)]
+    grad_accum: Option<usize>,
+    #[serde(default)]
+    devices: Option<String>,
     seed: u64,
 }
 
@@ -130,6 +141,9 @@ pub fn read_config(path: &Path) -> Result<RunConfig, CompareError> {
         .and_then(|l| l.split_once("(git "))
         .and_then(|(_, rest)| rest.split_once(')'))
         .map(|(hash, _)| hash.to_string());
+    let world = f.devices.as_deref().map_or(1, |d| d.split(',').count());
+    let batch = batch_target(f.batch_size, f.micro_batch, f.grad_accum, world).ok();
+    let split = batch.and_then(|t| t.fixed_split().ok().flatten());
     Ok(RunConfig {
         optimizer: f.optimizer,
         muon_lr: f.muon_lr,
@@ -137,8 +151,9 @@ pub fn read_config(path: &Path) -> Result<RunConfig, CompareError> {
         model: f.model,
         data: f.data,
         steps: f.steps,
-        micro_batch: f.micro_batch,
-        grad_accum: f.grad_accum,
+        batch_size: batch.map(|t| t.batch_size as u64),
+        micro_batch: split.map(|s| s.micro_batch as u64),
+        grad_accum: split.map(|s| s.grad_accum as u64),
         seed: f.seed,
         git,
     })

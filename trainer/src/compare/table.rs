@@ -20,8 +20,11 @@ pub struct RunSummary {
     pub data: String,
     pub steps_done: u64,
     pub steps_configured: u64,
-    pub micro_batch: u64,
-    pub grad_accum: u64,
+    /// Sequences per optimizer step over all ranks, and its split per device (`None`: unknown,
+    /// e.g. `--micro-batch auto` of a run that never resolved it).
+    pub batch_size: Option<u64>,
+    pub micro_batch: Option<u64>,
+    pub grad_accum: Option<u64>,
     pub seed: u64,
     pub git: Option<String>,
     pub tokens_trained: u64,
@@ -67,6 +70,7 @@ pub fn summarize(title: &str, runs: &[Run], is_baseline: &dyn Fn(&Run) -> bool, 
                 data: r.config.data.clone(),
                 steps_done: r.last_step,
                 steps_configured: r.config.steps,
+                batch_size: r.config.batch_size,
                 micro_batch: r.config.micro_batch,
                 grad_accum: r.config.grad_accum,
                 seed: r.config.seed,
@@ -169,12 +173,19 @@ pub fn summary_markdown(s: &Summary, command: &str, warnings: &[String]) -> Stri
     for w in warnings {
         out.push_str(&format!("\n> warning: {w}\n"));
     }
-    out.push_str("\n| run | data | seed | micro batch × grad accum | git | dir |\n|---|---|---|---|---|---|\n");
+    out.push_str("\n| run | data | seed | batch (micro batch × grad accum) | git | dir |\n|---|---|---|---|---|---|\n");
     for r in &s.runs {
         let git = r.git.as_deref().unwrap_or("?");
+        let n = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
         out.push_str(&format!(
-            "| {} | `{}` | {} | {} × {} | {git} | `{}` |\n",
-            r.label, r.data, r.seed, r.micro_batch, r.grad_accum, r.dir
+            "| {} | `{}` | {} | {} ({} × {}) | {git} | `{}` |\n",
+            r.label,
+            r.data,
+            r.seed,
+            n(r.batch_size),
+            n(r.micro_batch),
+            n(r.grad_accum),
+            r.dir
         ));
     }
     out.push_str(&format!(

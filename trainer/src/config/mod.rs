@@ -1,8 +1,11 @@
 //! `trainer train` configuration: every flag of `--help`, also settable from a TOML file
 //! (`--config FILE`); flags given on the command line override the file, the file overrides the
 //! defaults (the optimizer study's learning rates, see `optim::config`). The resolved config is
-//! saved as `RUN_DIR/config.resolved.toml`.
+//! saved as `RUN_DIR/config.resolved.toml` (with `--micro-batch auto` resolved once the device is
+//! known: `train::batch_plan`).
 
+pub mod batch;
+pub mod memory_plan;
 pub mod size_limits;
 mod train_args;
 
@@ -16,6 +19,7 @@ use crate::model::config::PRESET_NAMES;
 use crate::model::MambaConfig;
 use crate::optim::{OptimConfig, OptimizerKind};
 
+pub use batch::{BatchSplit, BatchTarget, MicroBatch, DEFAULT_BATCH_SIZE};
 pub use train_args::TrainArgs;
 
 /// The resolved training configuration (file section names match the flag names, with `_`).
@@ -27,8 +31,14 @@ pub struct TrainConfig {
     pub init_from: Option<String>,
     pub out: PathBuf,
     pub steps: usize,
-    pub micro_batch: usize,
-    pub grad_accum: usize,
+    /// Sequences per optimizer step over all ranks (`--batch-size`); `None`: micro_batch ×
+    /// grad_accum × ranks when both are numbers, else [`DEFAULT_BATCH_SIZE`] (`config::batch`).
+    pub batch_size: Option<usize>,
+    /// Sequences per forward/backward pass on one device: `auto` or a number.
+    pub micro_batch: MicroBatch,
+    /// Micro-batches per optimizer step on one device; `None`: derived from the batch size and
+    /// the micro-batch.
+    pub grad_accum: Option<usize>,
     pub warmup: usize,
     pub decay_steps: Option<usize>,
     pub final_lr_frac: f64,
@@ -55,8 +65,8 @@ pub struct TrainConfig {
     /// Generate a sample from `sample_prompt` every N steps (0 = never).
     pub sample_every: usize,
     pub sample_prompt: String,
-    /// The device's dense peak in TFLOPS for the MFU of the progress display; `None` = the
-    /// default for the device (CUDA: 989 = H100/H200 SXM bf16; CPU: no MFU).
+    /// The device's dense peak in TFLOPS for the MFU of the log and progress display; `None` =
+    /// the default for the device (CUDA: 989 = H100/H200 SXM bf16; CPU: no MFU).
     pub peak_tflops: Option<f64>,
 }
 
@@ -69,8 +79,9 @@ impl Default for TrainConfig {
             init_from: None,
             out: PathBuf::from("runs/default"),
             steps: 10_000,
-            micro_batch: 1,
-            grad_accum: 32,
+            batch_size: None,
+            micro_batch: MicroBatch::Auto,
+            grad_accum: None,
             warmup: o.warmup_steps,
             decay_steps: None,
             final_lr_frac: o.final_lr_frac,
@@ -130,9 +141,48 @@ impl TrainConfig {
         if !["f32", "bf16"].contains(&self.dtype.as_str()) {
             bail!("--dtype {}: expected f32 or bf16", self.dtype);
         }
+        if let Some(t) = self.peak_tflops.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            bail!("--peak-tflops {t}: expected a positive number of TFLOP/s");
+        }
         self.optim_config().validate().context("optimizer config")?;
-        self.world()?;
+        self.batch_target()?;
         Ok(())
+    }
+
+    /// The step's batch as the flags fix it, over [`TrainConfig::world`] ranks (`config::batch`).
+    pub fn batch_target(&self) -> Result<BatchTarget> {
+        batch::batch_target(self.batch_size, self.micro_batch, self.grad_accum, self.world()?)
+    }
+
+    /// The per-device split, once the micro-batch is a number (after `train::batch_plan` resolved
+    /// `auto`, or when the flags fix it).
+    pub fn split(&self) -> Result<BatchSplit> {
+        match self.batch_target()?.fixed_split()? {
+            Some(split) => Ok(split),
+            None => bail!("--micro-batch auto is not resolved yet (it needs the model, seq_len and device)"),
+        }
+    }
+
+    /// This config with the step's split written out: batch size, micro-batch and grad-accum all
+    /// numbers (what `config.resolved.toml` and checkpoints record).
+    pub fn with_split(&self, split: BatchSplit) -> Result<TrainConfig> {
+        let target = self.batch_target()?;
+        let checked = target.split(split.micro_batch)?;
+        if checked != split {
+            bail!(
+                "micro-batch {} × grad-accum {} is not the {} sequences per rank of --batch-size {}",
+                split.micro_batch,
+                split.grad_accum,
+                target.per_device,
+                target.batch_size
+            );
+        }
+        Ok(TrainConfig {
+            batch_size: Some(target.batch_size),
+            micro_batch: MicroBatch::Fixed(split.micro_batch),
+            grad_accum: Some(split.grad_accum),
+            ..self.clone()
+        })
     }
 
     /// Number of data-parallel ranks: the entries of `devices`, 1 without it.
@@ -174,11 +224,6 @@ impl TrainConfig {
             clip: self.clip,
             ..OptimConfig::default()
         }
-    }
-
-    /// Sequences per optimizer step.
-    pub fn effective_batch(&self) -> usize {
-        self.micro_batch * self.grad_accum
     }
 
     /// The TOML saved next to a run, headed by version and git commit.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::TrainConfig;
+use super::{MicroBatch, TrainConfig};
 use crate::data::OnBadChunk;
 use crate::optim::config::ADAMW_ONLY_LR;
 use crate::optim::OptimizerKind;
@@ -32,10 +32,21 @@ pub struct TrainArgs {
     /// Optimizer steps to train (total, including steps before a resume). [default: 10000]
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Sequences per forward/backward pass: only a throughput/memory knob. [default: 1]
-    #[arg(long)]
-    pub micro_batch: Option<usize>,
-    /// Micro-batches per optimizer step; effective batch = micro-batch × grad-accum. [default: 32]
+    /// Sequences per optimizer step over all devices (the effective batch; the learning rates
+    /// were tuned at 32). Each device trains SEQS ÷ devices of them, split into micro-batches.
+    /// [default: 32, or --micro-batch × --grad-accum × devices when both are numbers]
+    #[arg(long, value_name = "SEQS")]
+    pub batch_size: Option<usize>,
+    /// Sequences per forward/backward pass on one device, only a throughput/memory knob: `auto` =
+    /// the largest divisor of a device's share of --batch-size whose step fits the device's free
+    /// memory (CUDA; on the CPU a measured size), logged at start and saved in the run's
+    /// config.resolved.toml; or a number. [default: auto]
+    #[arg(long, value_name = "auto|N")]
+    pub micro_batch: Option<MicroBatch>,
+    /// Micro-batches per optimizer step on one device: derived (--batch-size ÷ devices ÷
+    /// micro-batch), so usually not given. Given with a numeric --micro-batch, the step is
+    /// micro-batch × grad-accum per device, as in older versions; given with --micro-batch auto it
+    /// fixes the micro-batch; one that contradicts --batch-size is an error.
     #[arg(long)]
     pub grad_accum: Option<usize>,
     /// Linear learning-rate warmup steps. [default: 100]
@@ -94,9 +105,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub dtype: Option<String>,
     /// Data-parallel training, one rank per entry: CUDA ordinals (0,1,2,3; needs a build with
-    /// `--features nccl`) or cpu,cpu (CPU ranks, for testing). Each rank runs --micro-batch ×
-    /// --grad-accum sequences per step, so the effective batch is that × the number of ranks.
-    /// Replaces --device. See docs/multi-gpu.md.
+    /// `--features nccl`) or cpu,cpu (CPU ranks, for testing). Each rank trains --batch-size ÷
+    /// ranks sequences per step (--micro-batch × --grad-accum of them). Replaces --device. See
+    /// docs/multi-gpu.md.
     #[arg(long, value_name = "LIST")]
     pub devices: Option<String>,
     /// Static mode, a chunk whose frame is corrupt: `fail` stops with an error naming the shard and
@@ -112,13 +123,39 @@ pub struct TrainArgs {
     /// The fixed prompt of --sample-every. [default: "The meaning of life is"]
     #[arg(long, value_name = "TEXT")]
     pub sample_prompt: Option<String>,
-    /// Dense peak of the device in TFLOPS, for the MFU shown in the progress display
-    /// (6 × params × tokens/s ÷ peak). [default: 989 on CUDA (H100/H200 SXM, bf16); none on CPU]
+    /// Dense peak of the device in TFLOPS, for the MFU (6 × params × tokens/s ÷ peak) of the step
+    /// log, metrics.jsonl and the progress display. [default: 989 on CUDA (H100/H200 SXM dense
+    /// bf16); none on CPU]
     #[arg(long, value_name = "TFLOPS")]
     pub peak_tflops: Option<f64>,
 }
 
 impl TrainArgs {
+    /// The batch flags over the file's batch keys. grad-accum is derived now, so a file's
+    /// `grad_accum` yields to a `--batch-size` or `--micro-batch` flag (unless `--grad-accum` is
+    /// given too), and a file's `batch_size` yields to `--micro-batch N --grad-accum M` flags:
+    /// a flag never contradicts a key of the file it overrides.
+    fn take_batch(&self, c: &mut TrainConfig) {
+        if (self.batch_size.is_some() || self.micro_batch.is_some()) && self.grad_accum.is_none() {
+            c.grad_accum = None;
+        }
+        if matches!(self.micro_batch, Some(MicroBatch::Fixed(_)))
+            && self.grad_accum.is_some()
+            && self.batch_size.is_none()
+        {
+            c.batch_size = None;
+        }
+        if let Some(m) = self.micro_batch {
+            c.micro_batch = m;
+        }
+        if self.batch_size.is_some() {
+            c.batch_size = self.batch_size;
+        }
+        if self.grad_accum.is_some() {
+            c.grad_accum = self.grad_accum;
+        }
+    }
+
     /// Defaults ← config file ← flags.
     pub fn resolve(&self) -> Result<TrainConfig> {
         let (mut c, file_sets_adamw_lr) = match &self.config {
@@ -131,7 +168,7 @@ impl TrainArgs {
         macro_rules! take {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
         }
-        take!(data, model, out, steps, micro_batch, grad_accum, warmup, final_lr_frac, muon_lr, adamw_lr);
+        take!(data, model, out, steps, warmup, final_lr_frac, muon_lr, adamw_lr);
         take!(
             weight_decay,
             clip,
@@ -150,6 +187,7 @@ impl TrainArgs {
         if self.decay_steps.is_some() {
             c.decay_steps = self.decay_steps;
         }
+        self.take_batch(&mut c);
         if self.devices.is_some() {
             c.devices = self.devices.clone();
         }

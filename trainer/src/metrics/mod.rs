@@ -6,13 +6,15 @@
 //! - `run_dir/tb/events.out.tfevents.*`: the same scalars for `tensorboard --logdir` and
 //!   `wandb sync --sync-tensorboard` ([`tensorboard`], written by hand: [`tfrecord`], [`event_proto`]).
 //!   Tags: train/loss, train/lr_muon, train/lr_adamw, train/grad_norm, perf/tokens_per_sec,
-//!   perf/step_ms, perf/data_wait_ms (+ perf/fwd_ms, perf/bwd_ms, perf/opt_ms when measured),
-//!   val/loss, val/ppl; and the samples of `--sample-every` as text (tag samples/text).
+//!   perf/step_ms, perf/data_wait_ms (+ perf/mfu when the device has a peak, perf/fwd_ms,
+//!   perf/bwd_ms, perf/opt_ms when measured), val/loss, val/ppl; and the samples of
+//!   `--sample-every` as text (tag samples/text).
 //! - `run_dir/loss.png`: train and val loss against the step, and below them the learning rates
 //!   and the gradient norm, drawn at the first step, redrawn at every eval, at least every
 //!   [`PLOT_EVERY`] of steps, and at every flush ([`plot`]).
 //! - On a terminal, a progress display of the run ([`progress`]).
 //! - [`format_step_line`]: the one fixed-format log line per step.
+//! - [`mfu`]: the model FLOPs utilisation of a rate, shown in all of them and by `trainer bench`.
 //!
 //! ```text
 //! let mut metrics = MetricsWriter::open(&run_dir, resume_step)?;  // resume: drops records after resume_step
@@ -23,6 +25,7 @@
 
 mod event_proto;
 mod jsonl;
+pub mod mfu;
 mod plot;
 mod png;
 pub mod progress;
@@ -89,6 +92,10 @@ pub struct StepMetrics {
     pub lr_adamw: f64,
     pub grad_norm: f64,
     pub tokens_per_sec: f64,
+    /// Model FLOPs utilisation of one device (`tokens_per_sec` ÷ ranks), a fraction of its peak ([`mfu`];
+    /// absent when the device has none, e.g. the CPU without `--peak-tflops`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
     pub step_ms: f64,
     /// Time the step spent blocked on the data loader.
     pub data_wait_ms: f64,
@@ -221,7 +228,9 @@ impl MetricsWriter {
             ("perf/step_ms", m.step_ms),
             ("perf/data_wait_ms", m.data_wait_ms),
         ];
-        for (tag, v) in [("perf/fwd_ms", m.fwd_ms), ("perf/bwd_ms", m.bwd_ms), ("perf/opt_ms", m.opt_ms)] {
+        for (tag, v) in
+            [("perf/mfu", m.mfu), ("perf/fwd_ms", m.fwd_ms), ("perf/bwd_ms", m.bwd_ms), ("perf/opt_ms", m.opt_ms)]
+        {
             scalars.extend(v.map(|v| (tag, v)));
         }
         self.tb.scalars(m.step, &scalars)?;
@@ -298,17 +307,19 @@ pub(crate) fn sci(x: f64) -> String {
 }
 
 /// The one fixed-format log line of a step, e.g.
-/// `step   120 | loss 5.4321 | lr 9.00e-04/9.00e-05 | gnorm 0.812 | 12345 tok/s | 812.3 ms | wait 0.4 ms | <status>`
-/// (lr = Muon/AdamW; when the phases were timed, `| fwd 1.0 bwd 2.0 opt 0.5 ms` comes before the status).
+/// `step   120 | loss 5.4321 | lr 9.00e-04/9.00e-05 | gnorm 0.812 | 12345 tok/s | MFU 18.5% | 812.3 ms | wait 0.4 ms | <status>`
+/// (lr = Muon/AdamW; MFU against the peak named at start, `MFU n/a` without one; when the phases
+/// were timed, `| fwd 1.0 bwd 2.0 opt 0.5 ms` comes before the status).
 pub fn format_step_line(m: &StepMetrics, status: &str) -> String {
     let mut line = format!(
-        "step {:>5} | loss {:.4} | lr {}/{} | gnorm {:.3} | {:>5.0} tok/s | {:>6.1} ms | wait {:.1} ms",
+        "step {:>5} | loss {:.4} | lr {}/{} | gnorm {:.3} | {:>5.0} tok/s | MFU {} | {:>6.1} ms | wait {:.1} ms",
         m.step,
         m.loss,
         sci(m.lr_muon),
         sci(m.lr_adamw),
         m.grad_norm,
         m.tokens_per_sec,
+        mfu::percent(m.mfu),
         m.step_ms,
         m.data_wait_ms
     );

@@ -4,11 +4,10 @@
 //! [=======>      ]   120/1000  12% ETA 00:03:12 | 12.3k tok/s | MFU n/a | loss 5.4321 | lr muon 2.9e-3 adamw 2.9e-3
 //! ```
 //!
-//! MFU = 6 × parameters × tokens/s ÷ the device's dense peak FLOPS (`--peak-tflops`; on CUDA the
-//! default is 989 TFLOPS, the dense bf16 peak of an H100/H200 SXM; on the CPU there is no
-//! meaningful peak, so it shows n/a). Without a terminal there is no display and the training loop
-//! logs its fixed-format line per step instead (`super::format_step_line`); metrics.jsonl holds
-//! the full record either way.
+//! MFU is the step record's (`super::mfu`: 6 × parameters × tokens/s ÷ the device's dense peak,
+//! `--peak-tflops` or 989 TFLOP/s on CUDA; n/a on the CPU). Without a terminal there is no
+//! display and the training loop logs its fixed-format line per step instead
+//! (`super::format_step_line`); metrics.jsonl holds the full record either way.
 //!
 //! While the display is shown, log lines go through [`BarAwareStdout`], which lifts the display,
 //! prints the line and redraws it, so the two never garble each other.
@@ -29,12 +28,6 @@ const PREFIX_COLUMNS: usize = 52;
 /// The widest the display may be.
 pub const MAX_COLUMNS: usize = 120;
 
-/// The default dense peak (FLOPS) of a device for the MFU: 989 TFLOPS on CUDA (H100/H200 SXM,
-/// dense bf16), none on the CPU.
-pub fn default_peak_flops(device: &candle_core::Device) -> Option<f64> {
-    device.is_cuda().then_some(989e12)
-}
-
 /// True when the display can be shown: stdout (the log) and stderr (the display) are terminals.
 pub fn on_terminal() -> bool {
     std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
@@ -42,13 +35,11 @@ pub fn on_terminal() -> bool {
 
 pub struct StepProgress {
     bar: ProgressBar,
-    n_params: u64,
-    peak_flops: Option<f64>,
 }
 
 impl StepProgress {
     /// Shows the display at `start_step` of `total_steps` (a resumed run starts part-way).
-    pub fn start(start_step: u64, total_steps: u64, n_params: u64, peak_flops: Option<f64>) -> StepProgress {
+    pub fn start(start_step: u64, total_steps: u64) -> StepProgress {
         let bar = ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr_with_hz(4));
         let style =
             ProgressStyle::with_template("[{bar:14}] {pos:>6}/{len:<6} {percent:>3}% ETA {eta_precise} | {msg}")
@@ -61,12 +52,12 @@ impl StepProgress {
         if let Ok(mut active) = ACTIVE.lock() {
             *active = Some(bar.clone());
         }
-        StepProgress { bar, n_params, peak_flops }
+        StepProgress { bar }
     }
 
     pub fn update(&self, m: &StepMetrics) {
         self.bar.set_position(m.step);
-        self.bar.set_message(progress_message(m, self.n_params, self.peak_flops));
+        self.bar.set_message(progress_message(m));
     }
 }
 
@@ -90,14 +81,11 @@ fn human(x: f64) -> String {
 
 /// The part of the display after the ETA, e.g.
 /// `12.3k tok/s | MFU 41.2% | loss 5.4321 | lr muon 2.9e-3 adamw 2.9e-3`.
-pub fn progress_message(m: &StepMetrics, n_params: u64, peak_flops: Option<f64>) -> String {
-    let mfu = match peak_flops {
-        Some(peak) if peak > 0.0 => format!("{:.1}%", 100.0 * 6.0 * n_params as f64 * m.tokens_per_sec / peak),
-        _ => "n/a".to_string(),
-    };
+pub fn progress_message(m: &StepMetrics) -> String {
     let msg = format!(
-        "{} tok/s | MFU {mfu} | loss {:.4} | lr muon {:.1e} adamw {:.1e}",
+        "{} tok/s | MFU {} | loss {:.4} | lr muon {:.1e} adamw {:.1e}",
         human(m.tokens_per_sec),
+        super::mfu::percent(m.mfu),
         m.loss,
         m.lr_muon,
         m.lr_adamw
@@ -159,6 +147,7 @@ mod tests {
             lr_adamw: lr / 10.0,
             grad_norm: 1.0,
             tokens_per_sec,
+            mfu: None,
             step_ms: 1.0,
             data_wait_ms: 0.0,
             tokens: 1,
@@ -173,16 +162,14 @@ mod tests {
     #[test]
     fn message_shows_rate_mfu_loss_and_both_learning_rates() {
         let m = metrics(12_345.0, 5.43214, 3e-3);
-        assert_eq!(
-            progress_message(&m, 129_123_072, None),
-            "12.3k tok/s | MFU n/a | loss 5.4321 | lr muon 3.0e-3 adamw 3.0e-4"
-        );
-        // 6 × 129.1M params × 229k tok/s over 989 TFLOPS = 17.9%.
-        let m = metrics(229_000.0, 3.0, 1e-3);
-        assert_eq!(
-            progress_message(&m, 129_123_072, Some(989e12)),
-            "229.0k tok/s | MFU 17.9% | loss 3.0000 | lr muon 1.0e-3 adamw 1.0e-4"
-        );
+        assert_eq!(progress_message(&m), "12.3k tok/s | MFU n/a | loss 5.4321 | lr muon 3.0e-3 adamw 3.0e-4");
+        // 6 × 129.1M params × 229k tok/s over 989 TFLOPS = 17.9% (`super::mfu`).
+        let peak = crate::metrics::mfu::Peak { tflops: 989.0, source: "H100".into() };
+        let m = StepMetrics {
+            mfu: crate::metrics::mfu::mfu(129_123_072, 229_000.0, Some(&peak)),
+            ..metrics(229_000.0, 3.0, 1e-3)
+        };
+        assert_eq!(progress_message(&m), "229.0k tok/s | MFU 17.9% | loss 3.0000 | lr muon 1.0e-3 adamw 1.0e-4");
     }
 
     #[test]
@@ -192,7 +179,7 @@ mod tests {
             metrics(f64::NAN, f64::INFINITY, f64::NAN),
             metrics(950.0, 10.0, 0.0),
         ] {
-            let msg = progress_message(&m, u64::MAX, Some(1.0));
+            let msg = progress_message(&StepMetrics { mfu: Some(f64::MAX), ..m });
             assert!(msg.chars().count() + PREFIX_COLUMNS <= MAX_COLUMNS, "{msg}");
         }
     }

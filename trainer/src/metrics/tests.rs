@@ -17,6 +17,7 @@ fn step(step: u64, loss: f64) -> StepMetrics {
         lr_adamw: 1e-4,
         grad_norm: 0.5,
         tokens_per_sec: 1000.0,
+        mfu: None,
         step_ms: 10.0 + step as f64,
         data_wait_ms: 0.25,
         tokens: 1024 * step,
@@ -62,13 +63,28 @@ fn step_line_has_a_fixed_format() {
     };
     assert_eq!(
         format_step_line(&m, "ring 2/3"),
-        "step   120 | loss 5.4321 | lr 9.00e-04/9.00e-05 | gnorm 0.812 | 12345 tok/s |  812.3 ms | wait 0.4 ms | ring 2/3"
+        "step   120 | loss 5.4321 | lr 9.00e-04/9.00e-05 | gnorm 0.812 | 12345 tok/s | MFU n/a |  812.3 ms | wait 0.4 ms | ring 2/3"
     );
     (m.fwd_ms, m.bwd_ms, m.opt_ms) = (Some(1.0), Some(2.25), Some(0.5));
-    m.lr_muon = 1.5e12;
+    (m.lr_muon, m.mfu) = (1.5e12, Some(0.18549));
     assert!(format_step_line(&m, "").ends_with(
-        "lr 1.50e+12/9.00e-05 | gnorm 0.812 | 12345 tok/s |  812.3 ms | wait 0.4 ms | fwd 1.0 bwd 2.2 opt 0.5 ms"
+        "lr 1.50e+12/9.00e-05 | gnorm 0.812 | 12345 tok/s | MFU 18.5% |  812.3 ms | wait 0.4 ms | fwd 1.0 bwd 2.2 opt 0.5 ms"
     ));
+}
+
+#[test]
+fn mfu_is_in_the_step_record_when_known_and_absent_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = MetricsWriter::open(dir.path(), None).unwrap();
+    w.log_step(&StepMetrics { mfu: Some(0.185), ..step(1, 9.0) }).unwrap();
+    w.log_step(&step(2, 8.0)).unwrap();
+    w.flush().unwrap();
+    let recs = read_jsonl(&dir.path().join(METRICS_FILE)).unwrap();
+    assert_eq!(recs[0]["mfu"], 0.185);
+    assert!(recs[1].get("mfu").is_none(), "{}", recs[1]);
+    let scalars = read_tensorboard_scalars(&event_files(dir.path())[0]).unwrap();
+    let mfu: Vec<(i64, f32)> = scalars.iter().filter(|s| s.tag == "perf/mfu").map(|s| (s.step, s.value)).collect();
+    assert_eq!(mfu, vec![(1, 0.185)]);
 }
 
 #[test]

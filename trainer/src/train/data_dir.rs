@@ -69,12 +69,14 @@ pub(super) fn discover_shard_params(cfg: &TrainConfig, stop: &AtomicBool) -> Res
 pub(super) fn check_step_fits_ring(cfg: &TrainConfig, world: usize) -> Result<()> {
     let Some(m) = mamba_shards::Manifest::read(&cfg.data)? else { return Ok(()) };
     let Some(slots) = m.ring_slots.filter(|&n| n > 0) else { return Ok(()) };
-    let (step, per_shard) = ((cfg.effective_batch() * world) as u64, u64::from(m.chunks_per_shard));
-    let fix = "raise the pipeline's --ring-slots or lower --micro-batch × --grad-accum";
+    let split = cfg.split()?;
+    let step = (split.micro_batch * split.grad_accum * world) as u64;
+    let per_shard = u64::from(m.chunks_per_shard);
+    let fix = "raise the pipeline's --ring-slots or lower --batch-size";
     if step > u64::from(slots) * per_shard {
         bail!(
-            "one optimizer step takes {step} chunks (micro-batch {} × grad-accum {} × {world} ranks) but the pipeline's ring holds only {slots} shards × {per_shard} chunks: the step could never be gathered; {fix}",
-            cfg.micro_batch, cfg.grad_accum
+            "one optimizer step takes {step} chunks (--batch-size: micro-batch {} × grad-accum {} × {world} ranks) but the pipeline's ring holds only {slots} shards × {per_shard} chunks: the step could never be gathered; {fix}",
+            split.micro_batch, split.grad_accum
         );
     }
     if step > u64::from(slots.saturating_sub(1)) * per_shard {

@@ -3,6 +3,7 @@
 //! the ranks, the data) → the loop (`train_loop.rs`: data, forward/backward, update, log, eval,
 //! checkpoint) → the finish (final eval and checkpoint).
 
+pub mod batch_plan;
 pub mod batch_share;
 mod data_dir;
 pub mod eval;
@@ -84,24 +85,30 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
     let n_params = start.params.n_params();
     let resuming_from = start.resuming_from();
 
+    // ---- the batch: --micro-batch auto resolved for this model, seq_len, dtype and device -----
+    let resolved = setup::resolve_batch(cfg, &devices, &start.model, seq_len)?;
+    let cfg = &resolved;
+    let split = cfg.split()?;
+
     // ---- model replicas and optimizers: one per rank (one in all on a single device) ----------
     let ranks = setup::start_ranks(cfg, devices, &start.model, start.params, start.optimizer_state)?;
     let device = ranks.leader().device.clone();
     let model = start.model;
     tracing::info!(
-        "model: d_model {} n_layer {} d_state {} vocab {} ({n_params} params), seq_len {seq_len}, effective batch {} × {} × {world} ranks = {} tokens/step",
+        "model: d_model {} n_layer {} d_state {} vocab {} ({n_params} params), seq_len {seq_len}, batch {} × {} × {world} ranks = {} sequences = {} tokens/step",
         model.d_model, model.n_layer, model.d_state, model.padded_vocab(),
-        cfg.micro_batch, cfg.grad_accum, cfg.effective_batch() * world * seq_len
+        split.micro_batch, split.grad_accum, split.micro_batch * split.grad_accum * world,
+        split.micro_batch * split.grad_accum * world * seq_len
     );
     tracing::info!("optimizer groups:\n{}", ranks.leader().opt.groups_summary());
 
     // ---- data, the fixed val set (follow mode: waited for at the first eval), reporting -------
     let data = setup::open_data(cfg, seq_len, &model, world, start.position)?;
     let val = eval::ValSource::open(cfg.data.clone(), seq_len, model.padded_vocab(), cfg.eval_chunks, cfg.follow)?;
-    let mut metrics = report::Report::open(cfg, resuming_from)?;
+    let mut metrics = report::Report::open(cfg, resuming_from, n_params, &device, world)?;
     let sampler =
         if cfg.sample_every > 0 { Some(crate::generate::PromptSampler::new(&cfg.sample_prompt)?) } else { None };
-    metrics.start_progress(cfg, start.step, n_params, &device);
+    metrics.start_progress(cfg, start.step);
 
     // ---- the loop, then the finish: final eval (unless interrupted) and checkpoint ------------
     let mut train = TrainLoop {
@@ -112,7 +119,8 @@ pub fn run(cfg: &TrainConfig, stop: &AtomicBool) -> Result<TrainOutcome> {
         ranks,
         device,
         data,
-        batches_per_step: cfg.grad_accum * world,
+        micro_batch: split.micro_batch,
+        batches_per_step: split.grad_accum * world,
         val,
         metrics,
         sampler,

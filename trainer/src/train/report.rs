@@ -9,7 +9,8 @@ use anyhow::Result;
 use super::step::StepResult;
 use crate::config::TrainConfig;
 use crate::data::ValChunks;
-use crate::metrics::progress::{default_peak_flops, on_terminal, StepProgress};
+use crate::metrics::mfu::{mfu, Peak};
+use crate::metrics::progress::{on_terminal, StepProgress};
 use crate::metrics::{format_step_line, EvalMetrics, MetricsWriter, SampleMetrics, StepMetrics};
 
 pub struct Report {
@@ -17,26 +18,38 @@ pub struct Report {
     /// Bad chunks skipped for the next step record (see [`Report::skipped_chunks`]).
     skipped: u64,
     progress: Option<StepProgress>,
+    /// The model's parameters, the device's peak and the number of ranks, for each step's MFU
+    /// (of one device: the step's tokens/s are over all ranks).
+    n_params: u64,
+    peak: Option<Peak>,
+    world: usize,
 }
 
 impl Report {
-    /// `resume_step`: the checkpoint's step when resuming (later records of a killed run are dropped).
-    pub fn open(cfg: &TrainConfig, resume_step: Option<usize>) -> Result<Report> {
-        Ok(Report { writer: MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))?, skipped: 0, progress: None })
-    }
-
-    /// Shows the progress display when stdout and stderr are terminals (MFU against
-    /// `--peak-tflops`, or the device's default peak).
-    pub fn start_progress(
-        &mut self,
+    /// `resume_step`: the checkpoint's step when resuming (later records of a killed run are
+    /// dropped). The MFU of every step is of `n_params` on each of `world` ranks against
+    /// `--peak-tflops` or `device`'s default peak, named here once in the log.
+    pub fn open(
         cfg: &TrainConfig,
-        start_step: usize,
+        resume_step: Option<usize>,
         n_params: usize,
         device: &candle_core::Device,
-    ) {
+        world: usize,
+    ) -> Result<Report> {
+        let writer = MetricsWriter::open(&cfg.out, resume_step.map(|s| s as u64))?;
+        let peak = Peak::for_device(device, cfg.peak_tflops);
+        let per = if world > 1 { format!(" ÷ {world} ranks") } else { String::new() };
+        match &peak {
+            Some(p) => tracing::info!("MFU = 6 × {n_params} params × tokens/s{per} ÷ {}", p.describe()),
+            None => tracing::info!("MFU n/a: no peak for cpu (--peak-tflops to set one)"),
+        }
+        Ok(Report { writer, skipped: 0, progress: None, n_params: n_params as u64, peak, world: world.max(1) })
+    }
+
+    /// Shows the progress display when stdout and stderr are terminals.
+    pub fn start_progress(&mut self, cfg: &TrainConfig, start_step: usize) {
         if on_terminal() {
-            let peak = cfg.peak_tflops.map(|t| t * 1e12).or_else(|| default_peak_flops(device));
-            self.progress = Some(StepProgress::start(start_step as u64, cfg.steps as u64, n_params as u64, peak));
+            self.progress = Some(StepProgress::start(start_step as u64, cfg.steps as u64));
         }
     }
 
@@ -53,13 +66,15 @@ impl Report {
         chunks: Vec<[u64; 2]>,
     ) -> Result<()> {
         let secs = elapsed.as_secs_f64().max(1e-9);
+        let tokens_per_sec = step_tokens as f64 / secs;
         let m = StepMetrics {
             step: step as u64,
             loss: r.loss,
             lr_muon: r.optim.lr_muon,
             lr_adamw: r.optim.lr_adamw,
             grad_norm: r.grad_norm,
-            tokens_per_sec: step_tokens as f64 / secs,
+            tokens_per_sec,
+            mfu: mfu(self.n_params, tokens_per_sec / self.world as f64, self.peak.as_ref()),
             step_ms: secs * 1e3,
             data_wait_ms: wait.as_secs_f64() * 1e3,
             tokens,

@@ -1,8 +1,10 @@
 //! `--resume`: find the newest checkpoint in the run directory and refuse to continue with a
-//! config that would not give the same run (model shape, data, batch layout, optimizer kind, seed).
-//! The number of devices may change: what must match is the micro-batch and the micro-batches per
-//! optimizer step over all ranks (grad_accum × ranks), so a 2-GPU run resumes on one GPU with
-//! twice the grad_accum.
+//! config that would not give the same run (model shape, data, batch size, optimizer kind, seed).
+//! What must match is the batch: the sequences per optimizer step over all ranks. The number of
+//! devices and the micro-batch may change (a 2-GPU run resumes on one GPU with twice the
+//! grad-accum; `--micro-batch auto` is resolved again for the card it resumes on): a step still
+//! trains on the same chunks (`train::batch_share`), and the losses agree to f32 rounding (the
+//! gradients are summed in another order), where the same split resumes bit for bit.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use candle_core::{Device, Tensor};
 
 use crate::checkpoint::store::load_optimizer_state;
 use crate::checkpoint::{latest_checkpoint, load_model, params_from_loaded, TrainerState};
-use crate::config::TrainConfig;
+use crate::config::{BatchTarget, TrainConfig};
 use crate::model::{MambaConfig, Params};
 
 pub struct Resumed {
@@ -43,6 +45,15 @@ pub fn load_latest(
     Ok(Resumed { dir, state, params, optimizer_state })
 }
 
+/// `micro-batch 16 × grad-accum 2 × 1 rank`, or `micro-batch auto × 1 rank` (not resolved yet).
+fn layout(cfg: &TrainConfig, target: &BatchTarget) -> String {
+    let ranks = format!("{} rank{}", target.world, if target.world == 1 { "" } else { "s" });
+    match target.fixed_split() {
+        Ok(Some(s)) => format!("micro-batch {} × grad-accum {} × {ranks}", s.micro_batch, s.grad_accum),
+        _ => format!("micro-batch {} × {ranks}", cfg.micro_batch),
+    }
+}
+
 /// Differences that would make the resumed run differ from an uninterrupted one are errors;
 /// schedule/logging changes are allowed with a warning.
 pub fn check_compatible(
@@ -64,12 +75,26 @@ pub fn check_compatible(
     if state.seq_len != seq_len {
         errors.push(format!("data seq_len differs: checkpoint {}, data now {seq_len}", state.seq_len));
     }
-    let old_world = old.world().context("the checkpoint's config: devices")?;
-    if old.grad_accum * old_world != cfg.grad_accum * world {
+    let old_batch = old.batch_target().context("the checkpoint's config: its batch")?;
+    let batch = cfg.batch_target()?;
+    if batch.world != world {
+        bail!("internal: --devices gives {} ranks, the run has {world}", batch.world);
+    }
+    if old_batch.batch_size != batch.batch_size {
         errors.push(format!(
-            "grad_accum differs: micro-batches per optimizer step over all ranks (grad_accum × ranks) were {} × {old_world} = {}, now {} × {world} = {}",
-            old.grad_accum, old.grad_accum * old_world, cfg.grad_accum, cfg.grad_accum * world
+            "batch size differs: the checkpoint trained {} sequences per optimizer step ({}), this run would train {} ({}); resume with --batch-size {0}",
+            old_batch.batch_size,
+            layout(old, &old_batch),
+            batch.batch_size,
+            layout(cfg, &batch)
         ));
+    } else if old.micro_batch != cfg.micro_batch || old_batch.world != world {
+        tracing::info!(
+            "resuming the batch of {} sequences: the checkpoint ran {}, this run {}; another split trains the same chunks per step, its losses equal to f32 rounding (not bit for bit)",
+            batch.batch_size,
+            layout(old, &old_batch),
+            layout(cfg, &batch)
+        );
     }
     let mut same = |what: &str, a: String, b: String| {
         if a != b {
@@ -77,7 +102,6 @@ pub fn check_compatible(
         }
     };
     same("optimizer", format!("{:?}", old.optimizer), format!("{:?}", cfg.optimizer));
-    same("micro_batch", old.micro_batch.to_string(), cfg.micro_batch.to_string());
     same("seed", old.seed.to_string(), cfg.seed.to_string());
     same("follow", old.follow.to_string(), cfg.follow.to_string());
     if !errors.is_empty() {

@@ -1,6 +1,6 @@
 //! The setup phase of `trainer train`, in the order it runs: the devices and the run directory,
-//! where training starts from (resumed, `--init-from` or fresh weights), the ranks with their
-//! model replicas and optimizers, and the data loader.
+//! where training starts from (resumed, `--init-from` or fresh weights), the batch's split
+//! (`--micro-batch auto`), the ranks with their model replicas and optimizers, and the data loader.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,13 +42,39 @@ impl Devices {
     }
 }
 
-/// The run directory (`--out`), checked for `--resume` / `--overwrite`, with the resolved config.
+/// The run directory (`--out`), checked for `--resume` / `--overwrite`, with the resolved config
+/// (rewritten by [`resolve_batch`] once `--micro-batch auto` is resolved).
 pub(super) fn prepare_run_dir(cfg: &TrainConfig) -> Result<()> {
     crate::checkpoint::prepare_run_dir(&cfg.out, cfg.resume, cfg.overwrite)?;
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating run directory {}", cfg.out.display()))?;
+    write_resolved_config(cfg)
+}
+
+fn write_resolved_config(cfg: &TrainConfig) -> Result<()> {
     std::fs::write(cfg.out.join("config.resolved.toml"), cfg.to_resolved_toml()?)
-        .context("writing config.resolved.toml")?;
-    Ok(())
+        .context("writing config.resolved.toml")
+}
+
+/// `cfg` with the step's split written out (`--micro-batch auto` resolved for `model` at
+/// `seq_len` on `devices`: `train::batch_plan`), saved as the run's config.resolved.toml, and
+/// checked against the memory one step needs.
+pub(super) fn resolve_batch(
+    cfg: &TrainConfig,
+    devices: &Devices,
+    model: &MambaConfig,
+    seq_len: usize,
+) -> Result<TrainConfig> {
+    let resolved = super::batch_plan::resolve_batch(
+        cfg,
+        model,
+        seq_len,
+        devices.dtype,
+        devices.placement.as_ref(),
+        &devices.device,
+    )?;
+    write_resolved_config(&resolved)?;
+    crate::config::size_limits::check_step_memory(&resolved, seq_len, model.padded_vocab(), devices.world)?;
+    Ok(resolved)
 }
 
 /// Where training starts: the model, its weights (on the host; every rank copies them to its
@@ -73,8 +99,8 @@ impl Start {
 }
 
 /// Resumed (`--resume`), initialised from a checkpoint (`--init-from`, a Hub repo downloaded
-/// first), or fresh; checked against the data's `seq_len` and the memory one step needs. `None`:
-/// a signal came while fetching `--init-from`.
+/// first), or fresh; a resumed run is checked against the data's `seq_len` and the batch.
+/// `None`: a signal came while fetching `--init-from`.
 pub(super) fn starting_point(
     cfg: &TrainConfig,
     stop: &AtomicBool,
@@ -98,8 +124,6 @@ pub(super) fn starting_point(
         (None, true) if cfg.init_from.is_some() => last_state_model(cfg)?,
         _ => cfg.model_config()?,
     };
-    crate::config::size_limits::check_step_memory(cfg, seq_len, model.padded_vocab(), world)?;
-
     let host = Device::Cpu;
     let resumed = if cfg.resume { Some(resume::load_latest(cfg, &model, seq_len, world, &host)?) } else { None };
     let start = match (resumed, init) {
@@ -177,7 +201,8 @@ pub(super) fn start_ranks(
 }
 
 /// The data loader at `position`, for `world` ranks: one loader for all of them, a step being
-/// `grad_accum × world` micro-batches in stream order, dealt round robin (train::batch_share).
+/// `grad_accum × world` micro-batches in stream order, dealt round robin (train::batch_share):
+/// the next batch-size chunks of the stream, whatever the split (`cfg` has its split resolved).
 /// Follow mode looks a whole optimizer step ahead, so a step never starves half-way on a full
 /// ring (the loop can only checkpoint, and so release shards, between steps).
 pub(super) fn open_data(
@@ -187,13 +212,14 @@ pub(super) fn open_data(
     world: usize,
     position: Option<DataPosition>,
 ) -> Result<TrainData> {
+    let split = cfg.split()?;
     let spec = DataSpec {
         dir: cfg.data.clone(),
         seq_len,
         vocab_size: model.padded_vocab(),
         seed: cfg.seed,
         follow: cfg.follow,
-        micro_batch: cfg.micro_batch,
+        micro_batch: split.micro_batch,
         prefetch: 4,
         on_bad_chunk: cfg.on_bad_chunk,
     };
@@ -202,6 +228,6 @@ pub(super) fn open_data(
     }
     let mut data =
         TrainData::open(spec, position).with_context(|| format!("opening data in {}", cfg.data.display()))?;
-    data.set_batches_per_step(cfg.grad_accum * world);
+    data.set_batches_per_step(split.grad_accum * world);
     Ok(data)
 }

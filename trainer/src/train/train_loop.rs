@@ -28,6 +28,8 @@ pub(super) struct TrainLoop<'a> {
     /// Rank 0's device: the loop's clock and evaluation run on it.
     pub device: Device,
     pub data: TrainData,
+    /// Sequences per micro-batch (resolved; also the eval's batch).
+    pub micro_batch: usize,
     /// Micro-batches per optimizer step over all ranks (grad_accum × world).
     pub batches_per_step: usize,
     pub val: eval::ValSource,
@@ -185,11 +187,11 @@ impl TrainLoop<'_> {
         self.skipped_chunks += skipped.len() as u64;
         self.metrics.skipped_chunks(skipped.len());
         let rows: usize = batches.iter().map(|b| b.micro_batch).sum();
-        if rows < self.batches_per_step * self.cfg.micro_batch {
+        if rows < self.batches_per_step * self.micro_batch {
             tracing::info!(
                 "step {} is short: {rows} of {} chunks, the last the pipeline published (it has finished)",
                 self.step + 1,
-                self.batches_per_step * self.cfg.micro_batch
+                self.batches_per_step * self.micro_batch
             );
         }
         Ok(Some((batches, wait)))
@@ -199,7 +201,7 @@ impl TrainLoop<'_> {
     fn eval(&mut self) -> Result<()> {
         let Some(set) = self.val.wait(self.step, self.stop)? else { return Ok(()) };
         let t0 = Instant::now();
-        let loss = eval::eval_loss(&self.ranks.leader().model, &set.chunks, self.cfg.micro_batch, &self.device)?;
+        let loss = eval::eval_loss(&self.ranks.leader().model, &set.chunks, self.micro_batch, &self.device)?;
         if let Some(loss) = loss {
             self.metrics.eval(self.step, self.tokens, loss, set, t0.elapsed())?;
             self.last_val = Some(loss);

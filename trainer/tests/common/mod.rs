@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use mamba_shards::format::Split;
 use mamba_shards::{ShardParams, ShardWriter};
-use mamba_trainer::config::TrainConfig;
+use mamba_trainer::config::{MicroBatch, TrainConfig};
 
 pub const EOT: u32 = 50256;
 pub const GPT2_VOCAB: u32 = 50257;
@@ -130,8 +130,8 @@ pub fn tiny_config(data: &Path, out: &Path, model: &str) -> TrainConfig {
         out: out.to_path_buf(),
         model: model.into(),
         steps: 4,
-        micro_batch: 2,
-        grad_accum: 1,
+        micro_batch: MicroBatch::Fixed(2),
+        grad_accum: Some(1),
         warmup: 2,
         eval_every: 0,
         eval_chunks: 4,

@@ -63,6 +63,31 @@ fn follow_picks_up_later_shards_reads_each_chunk_once_and_ends_when_finished() {
 }
 
 #[test]
+fn follow_steps_take_the_same_chunks_whatever_the_micro_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    for (seq, n) in [(0, 5), (1, 4), (2, 3)] {
+        write_shard(dir.path(), Split::Train, seq, n);
+    }
+    write_manifest_finished(dir.path());
+    // Steps of 4 rows: 12 chunks are 3 full steps; each step's rows and end position agree.
+    let steps = |micro: usize| {
+        let mut data = TrainData::open(spec(dir.path(), true, micro, 3), None).unwrap();
+        let steps: Vec<_> = (0..3)
+            .map(|_| {
+                let batches = take(&mut data, 4 / micro);
+                (all_rows(&batches), batches.last().map(|b| b.position_after.clone()))
+            })
+            .collect();
+        assert!(data.next_batch().unwrap().is_none());
+        steps
+    };
+    let whole = steps(4);
+    assert_eq!(whole.iter().map(|s| s.0.len()).sum::<usize>(), 12);
+    assert_eq!(steps(1), whole);
+    assert_eq!(steps(2), whole);
+}
+
+#[test]
 fn follow_releases_shards_only_after_a_checkpoint_that_no_longer_needs_them() {
     let dir = tempfile::tempdir().unwrap();
     for seq in 0..3 {

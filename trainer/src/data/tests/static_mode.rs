@@ -120,3 +120,31 @@ fn bad_specs_are_refused() {
         "{e}"
     );
 }
+
+/// The rows of `steps` optimizer steps of `per_step` rows with `micro_batch` rows per batch, and
+/// the position after each step (what its checkpoint would store).
+fn steps_of(data: &mut TrainData, per_step: usize, micro_batch: usize, steps: usize) -> Vec<StepRows> {
+    (0..steps)
+        .map(|_| {
+            let batches = take(data, per_step / micro_batch);
+            (all_rows(&batches), batches.last().map(|b| b.position_after.clone()))
+        })
+        .collect()
+}
+
+type StepRows = (Vec<(u64, usize)>, Option<DataPosition>);
+
+#[test]
+fn a_steps_rows_and_position_do_not_depend_on_the_micro_batch() {
+    let dir = corpus();
+    // Steps of 12 rows over 16-chunk epochs: steps straddle epoch boundaries.
+    let split = |micro: usize| {
+        let mut data = TrainData::open(spec(dir.path(), false, micro, 9), None).unwrap();
+        steps_of(&mut data, 12, micro, 5)
+    };
+    let whole = split(12);
+    assert_eq!(whole[1].0.len(), 12);
+    for micro in [1, 2, 3, 4, 6] {
+        assert_eq!(split(micro), whole, "micro-batch {micro} vs 12");
+    }
+}
