@@ -70,8 +70,9 @@ fn transformers_loads_our_checkpoint_with_the_same_logits() {
     assert!(out.status.success(), "{text}");
 }
 
-/// The large presets (370m, 790m, 1.4b): transformers builds from our config.json a model with
-/// exactly our parameter names and shapes (on the meta device, so no weights are written).
+/// The large presets (370m, 790m, 1.4b, and the 130m beside them): transformers builds from our
+/// config.json a model with exactly our parameter names and shapes (on the meta device, so no
+/// weights are written).
 #[test]
 #[ignore = "needs python3 with torch and transformers"]
 fn transformers_builds_the_large_presets_with_our_shapes() {

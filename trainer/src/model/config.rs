@@ -63,8 +63,9 @@ impl MambaConfig {
 
     /// Named preset: `130m`, `370m`, `790m`, `1.4b` (the shapes of state-spaces/mamba-130m, -370m,
     /// -790m and -1.4b, with GPT-2's vocabulary padded to a multiple of 8), `31m` (d_model 384, 12
-    /// layers: the small model of the optimizer study), `tiny` (trains in seconds on a CPU, full
-    /// GPT-2 vocab) or `micro` (gradient checks: tiny everything, vocab 64).
+    /// layers: the small model of the optimizer study), `tiny` (the CPU demo's model: 3.3M
+    /// parameters, nearly all of them the full GPT-2 vocabulary's embedding) or `micro` (gradient
+    /// checks: tiny everything, vocab 64).
     pub fn preset(name: &str) -> Option<Self> {
         let base = Self::mamba_130m();
         Some(match name {
