@@ -65,9 +65,7 @@ fn follow_picks_up_later_shards_reads_each_chunk_once_and_ends_when_finished() {
 #[test]
 fn follow_steps_take_the_same_chunks_whatever_the_micro_batch() {
     let dir = tempfile::tempdir().unwrap();
-    for (seq, n) in [(0, 5), (1, 4), (2, 3)] {
-        write_shard(dir.path(), Split::Train, seq, n);
-    }
+    write_train_shards(dir.path(), &[5, 4, 3]);
     write_manifest_finished(dir.path());
     // Steps of 4 rows: 12 chunks are 3 full steps; each step's rows and end position agree.
     let steps = |micro: usize| {
@@ -90,9 +88,7 @@ fn follow_steps_take_the_same_chunks_whatever_the_micro_batch() {
 #[test]
 fn follow_releases_shards_only_after_a_checkpoint_that_no_longer_needs_them() {
     let dir = tempfile::tempdir().unwrap();
-    for seq in 0..3 {
-        write_shard(dir.path(), Split::Train, seq, 3);
-    }
+    write_train_shards(dir.path(), &[3, 3, 3]);
     let mut data = TrainData::open(spec(dir.path(), true, 1, 3), None).unwrap();
     let b = take(&mut data, 4); // all of shard 0, one chunk of shard 1
     assert_eq!(b[2].position_after.cursor, Cursor::Follow { shard: 1, chunk: 0 });
@@ -168,9 +164,7 @@ fn follow_skips_and_reports_corrupt_shards_without_training_on_them() {
 #[test]
 fn follow_resume_gives_the_identical_continuation() {
     let dir = tempfile::tempdir().unwrap();
-    for (seq, n) in [(0, 5), (1, 3), (2, 6)] {
-        write_shard(dir.path(), Split::Train, seq, n);
-    }
+    write_train_shards(dir.path(), &[5, 3, 6]);
     write_manifest_finished(dir.path());
     let s = spec(dir.path(), true, 2, 21);
     let mut straight = TrainData::open(s.clone(), None).unwrap();
@@ -260,9 +254,7 @@ fn set_ring_slots(dir: &Path, slots: u64) {
 #[test]
 fn follow_wants_a_checkpoint_before_a_step_could_block_on_a_full_ring() {
     let dir = tempfile::tempdir().unwrap();
-    for seq in 0..2 {
-        write_shard(dir.path(), Split::Train, seq, 3);
-    }
+    write_train_shards(dir.path(), &[3, 3]);
     let mut data = TrainData::open(spec(dir.path(), true, 1, 3), None).unwrap();
     data.set_batches_per_step(4);
     take(&mut data, 2);

@@ -35,6 +35,13 @@ pub(super) fn write_shard(dir: &Path, split: Split, seq: u64, n: usize) -> PathB
     write_shard_with(dir, split, seq, n, params())
 }
 
+/// Train shards 0, 1, … with `chunks[i]` chunks in shard `i` ([`write_shard`]).
+pub(super) fn write_train_shards(dir: &Path, chunks: &[usize]) {
+    for (seq, &n) in (0u64..).zip(chunks) {
+        write_shard(dir, Split::Train, seq, n);
+    }
+}
+
 pub(super) fn write_shard_with(dir: &Path, split: Split, seq: u64, n: usize, p: ShardParams) -> PathBuf {
     let mut w = ShardWriter::create(dir, split, seq, 0, p, 3).unwrap();
     for k in 0..n {

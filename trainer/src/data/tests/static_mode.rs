@@ -10,9 +10,7 @@ use crate::data::{Cursor, DataError, DataPosition};
 /// Shards of 5, 0 (empty), 7 and 4 chunks: 16 chunks in all.
 fn corpus() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for (seq, n) in [(0, 5), (1, 0), (2, 7), (3, 4)] {
-        write_shard(dir.path(), Split::Train, seq, n);
-    }
+    write_train_shards(dir.path(), &[5, 0, 7, 4]);
     // Val shards and temporaries are not train data.
     write_shard(dir.path(), Split::Val, 0, 3);
     std::fs::write(dir.path().join(".train-00000004.shard.tmp"), b"partial").unwrap();
