@@ -69,6 +69,21 @@ fn scale_and_add_equal_the_cpu() {
 }
 
 #[test]
+fn add_of_bf16_equals_the_cpu() {
+    // The LM head's bf16 partial gradients summed into f32 (trainer model/head_loss.rs).
+    let mut rng = ChaCha8Rng::seed_from_u64(66);
+    let a = rand_ts(&mut rng, -1.0, 1.0);
+    let x: Vec<Tensor> = rand_ts(&mut rng, -1.0, 1.0).iter().map(|t| t.to_dtype(DType::BF16).unwrap()).collect();
+    let (ag, xg) = (on_gpu(&a), on_gpu(&x));
+    add_in_place(&a, &x).unwrap();
+    add_in_place(&ag, &xg).unwrap();
+    for (i, (c, g)) in a.iter().zip(&ag).enumerate() {
+        assert_eq!(values(c), values(g), "tensor {i} ({} elements)", SIZES[i]);
+    }
+    println!("add_in_place (bf16 into f32): GPU equals CPU bit for bit on {SIZES:?}");
+}
+
+#[test]
 fn cast_many_equals_the_cpu() {
     // bf16 gradients into f32: one launch, the results views of one buffer; exact either way.
     let mut rng = ChaCha8Rng::seed_from_u64(65);

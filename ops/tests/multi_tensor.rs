@@ -42,6 +42,26 @@ fn add_equals_candle_add() -> Result<()> {
 }
 
 #[test]
+fn add_of_bf16_equals_candle_add_of_its_f32() -> Result<()> {
+    // The LM head's gradient over row blocks: bf16 partials summed into an f32 accumulator.
+    let (acc, x) = (tensors(5)?, tensors(6)?);
+    let x: Vec<Tensor> = x.iter().map(|t| t.to_dtype(DType::BF16)).collect::<Result<_>>()?;
+    let want: Vec<Vec<f64>> =
+        acc.iter().zip(&x).map(|(a, b)| flat(&(a + b.to_dtype(DType::F32)?)?)).collect::<Result<_>>()?;
+    add_in_place(&acc, &x)?;
+    for (i, (a, w)) in acc.iter().zip(&want).enumerate() {
+        assert_eq!(&flat(a)?, w, "tensor {i}");
+    }
+    // Mixed dtypes in `x` and non-f32 accumulators are refused.
+    let mixed = [x[0].clone(), x[1].to_dtype(DType::F32)?, x[2].clone()];
+    let e = add_in_place(&acc, &mixed).expect_err("mixed x").to_string();
+    assert!(e.contains("`x` tensor 1 must be contiguous BF16"), "{e}");
+    let e = add_in_place(&x, &x).expect_err("bf16 acc").to_string();
+    assert!(e.contains("`acc` tensor 0 must be contiguous f32"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn rejects_what_it_cannot_update_in_place() -> Result<()> {
     let ts = tensors(4)?;
     let err = |r: Result<()>| r.expect_err("must be refused").to_string();

@@ -13,7 +13,7 @@
 //! is updated in place by a plain loop. The arithmetic per element is the candle op's.
 
 use crate::util::cpu_storage::contiguous_slice;
-use candle_core::{bail, CpuStorage, InplaceOp1, InplaceOp2, Layout, Result, Tensor};
+use candle_core::{bail, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Result, Tensor};
 
 /// Elements per table entry (one block's work).
 #[cfg(feature = "cuda")]
@@ -26,6 +26,8 @@ const CAST_BF16_F32: cuda::Kernel =
     ("cast_many_bf16_f32", "mamba_multi_tensor", crate::util::cuda_util::ptx::MULTI_TENSOR);
 #[cfg(feature = "cuda")]
 const ADD: cuda::Kernel = ("add_many_f32", "mamba_multi_tensor", crate::util::cuda_util::ptx::MULTI_TENSOR);
+#[cfg(feature = "cuda")]
+const ADD_BF16: cuda::Kernel = ("add_many_bf16_f32", "mamba_multi_tensor", crate::util::cuda_util::ptx::MULTI_TENSOR);
 
 /// `x ← s·x` for every tensor of `tensors` (contiguous f32, one device), in place.
 pub fn scale_in_place(tensors: &[Tensor], s: f64) -> Result<()> {
@@ -38,13 +40,36 @@ pub fn scale_in_place(tensors: &[Tensor], s: f64) -> Result<()> {
     tensors.iter().try_for_each(|t| t.inplace_op1(&Scale(s as f32)))
 }
 
-/// `acc[i] ← acc[i] + x[i]` for every pair (contiguous f32 of one shape, one device), in place.
+/// `acc[i] ← acc[i] + x[i]` for every pair (contiguous, of one shape, one device), in place:
+/// `acc` f32, `x` all f32 or all bf16 (added as f32).
 pub fn add_in_place(acc: &[Tensor], x: &[Tensor]) -> Result<()> {
     const NAME: &str = "add_in_place";
-    check(NAME, &[("acc", acc), ("x", x)])?;
+    check(NAME, &[("acc", acc)])?;
+    let x_dtype = x.first().map_or(DType::F32, Tensor::dtype);
+    if !matches!(x_dtype, DType::F32 | DType::BF16) {
+        bail!("{NAME}: `x` must be f32 or bf16, got {x_dtype:?}")
+    }
+    if x.len() != acc.len() {
+        bail!("{NAME}: `x` has {} tensors, expected {}", x.len(), acc.len())
+    }
+    for (i, (a, t)) in acc.iter().zip(x).enumerate() {
+        if t.dtype() != x_dtype || !t.is_contiguous() || !t.device().same_device(a.device()) {
+            bail!(
+                "{NAME}: `x` tensor {i} must be contiguous {x_dtype:?} on {:?}, got {:?} (contiguous: {}) on {:?}",
+                a.device(),
+                t.dtype(),
+                t.is_contiguous(),
+                t.device()
+            )
+        }
+        if t.dims() != a.dims() {
+            bail!("{NAME}: `x` tensor {i} has shape {:?}, expected {:?}", t.dims(), a.dims())
+        }
+    }
     #[cfg(feature = "cuda")]
     if let Some(candle_core::Device::Cuda(dev)) = acc.first().map(Tensor::device) {
-        return cuda::launch::<f32>(NAME, dev, ADD, &[acc, x], 1, &[], None);
+        let kernel = if x_dtype == DType::BF16 { ADD_BF16 } else { ADD };
+        return cuda::launch::<f32>(NAME, dev, kernel, &[acc, x], 1, &[], None);
     }
     acc.iter().zip(x).try_for_each(|(a, x)| a.inplace_op2(x, &Add))
 }
@@ -141,8 +166,17 @@ impl InplaceOp2 for Add {
     }
 
     fn cpu_fwd(&self, acc: &mut CpuStorage, al: &Layout, x: &CpuStorage, xl: &Layout) -> Result<()> {
-        let x = contiguous_slice::<f32>(self.name(), "x", x, xl)?;
-        slice_mut(self.name(), acc, al)?.iter_mut().zip(x).for_each(|(a, x)| *a += x);
+        let acc = slice_mut(self.name(), acc, al)?;
+        match x {
+            CpuStorage::BF16(_) => {
+                let x = contiguous_slice::<half::bf16>(self.name(), "x", x, xl)?;
+                acc.iter_mut().zip(x).for_each(|(a, x)| *a += x.to_f32());
+            }
+            _ => {
+                let x = contiguous_slice::<f32>(self.name(), "x", x, xl)?;
+                acc.iter_mut().zip(x).for_each(|(a, x)| *a += x);
+            }
+        }
         Ok(())
     }
 }
