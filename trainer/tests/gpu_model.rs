@@ -80,8 +80,8 @@ fn hand_written_backward_matches_autograd_on_the_gpu() {
     let grads = |dtype: DType| {
         let model = MambaLM::new(&cfg, params.var_builder(&gpu)).unwrap().with_compute_dtype(dtype).unwrap();
         let reference = model.loss(&x, &y).unwrap().affine(0.5, 0.0).unwrap().backward().unwrap();
-        let (_, saved) = model.forward_saved(&x, &y, &model.compute_weights().unwrap(), None).unwrap();
-        let ours = model.backward(saved, 0.5).unwrap();
+        let (_, saved) = model.forward_saved(&x, &y, &model.compute_weights().unwrap(), None, 0.5).unwrap();
+        let ours = model.backward(saved).unwrap();
         let pick = |store: &candle_core::backprop::GradStore| -> Vec<Tensor> {
             params.named_vars().iter().map(|(_, v)| store.get(v.as_tensor()).unwrap().clone()).collect()
         };

@@ -22,13 +22,10 @@ use super::mamba::{BlockActs, MambaLM};
 /// What [`MambaLM::backward`] needs of the forward.
 pub struct Saved {
     index: TokenIndex, // the positions of each id in the flattened (b·l,) ids
-    targets: Tensor,   // (b·l,) u32
     blocks: Vec<BlockActs>,
     last_residual: Tensor, // (b·l, d), norm_f's input (f32)
-    hidden: Tensor,        // (b·l, d), norm_f's output (compute dtype)
-    head: Tensor,          // (V, d), the embedding in the compute dtype
-    logits: Tensor,        // (b·l, V), compute dtype
-    rows: Tensor,          // (b·l, 2): [loss, lse] per row
+    dhidden: Tensor,       // (b·l, d), the gradient of norm_f's output (compute dtype)
+    d_emb_head: Tensor,    // (V, d), the head's share of the embedding's gradient
 }
 
 /// The matmul weights in the compute dtype, without autograd history: every layer's in_proj,
@@ -49,15 +46,18 @@ impl MambaLM {
     }
 
     /// The loss of [`MambaLM::loss`] (scalar, f32 or f64; no autograd history) and what
-    /// [`MambaLM::backward`] needs, with the matmul weights `weights` (this model's
-    /// [`MambaLM::compute_weights`] since its last update) and the ids' `index` for the
-    /// embedding's gradient (built from the ids, read back from the device, when not given).
+    /// [`MambaLM::backward`] needs for the gradient of `scale · loss`, with the matmul weights
+    /// `weights` (this model's [`MambaLM::compute_weights`] since its last update) and the ids'
+    /// `index` for the embedding's gradient (built from the ids, read back from the device, when
+    /// not given). The LM head and the loss run their backward here, by row blocks
+    /// (`head_loss.rs`): the whole logits are never held.
     pub fn forward_saved(
         &self,
         ids: &Tensor,
         targets: &Tensor,
         weights: &ComputeWeights,
         index: Option<TokenIndex>,
+        scale: f64,
     ) -> Result<(Tensor, Saved)> {
         if weights.layers.len() != self.layers.len() {
             candle_core::bail!(
@@ -78,18 +78,19 @@ impl MambaLM {
             None => TokenIndex::new(&ids.flatten_all()?, vocab)?,
         };
         let (hidden, blocks, last_residual) = self.hidden_rows_acts(ids, Some(weights))?; // (b·l, d)
-        let head = weights.head.clone(); // (V, d)
-        let logits = hidden.matmul(&head.t()?)?; // (b·l, V)
+        // LM head and loss, with their backward: logits = h Eᵀ (the head tied to the embedding).
         let targets = targets.flatten_all()?; // (b·l,)
-        let rows = mamba_ops::cross_entropy_rows(&logits, &targets)?; // (b·l, 2)
-        let loss = rows.narrow(1, 0, 1)?.mean_all()?; // ()
-        Ok((loss, Saved { index, targets, blocks, last_residual, hidden, head, logits, rows }))
+        let rows = super::head_loss::block_rows(vocab);
+        let head = super::head_loss::head_loss(&hidden, &weights.head, &targets, scale, rows, self.embeddings.dtype())?;
+        let saved = Saved { index, blocks, last_residual, dhidden: head.dhidden, d_emb_head: head.dhead };
+        Ok((head.loss, saved))
     }
 
-    /// The gradient of `scale · loss` for every parameter, filed under the parameter's tensor
-    /// (what `loss.affine(scale, 0)?.backward()` returns for the parameters).
-    pub fn backward(&self, saved: Saved, scale: f64) -> Result<GradStore> {
-        let Saved { index, targets, blocks, last_residual, hidden, head, logits, rows } = saved;
+    /// The gradient of `scale · loss` (the `scale` given to [`MambaLM::forward_saved`]) for every
+    /// parameter, filed under the parameter's tensor (what `loss.affine(scale, 0)?.backward()`
+    /// returns for the parameters).
+    pub fn backward(&self, saved: Saved) -> Result<GradStore> {
+        let Saved { index, blocks, last_residual, dhidden, d_emb_head } = saved;
         let (cd, eps) = (self.compute, self.cfg.norm_eps);
         let mut grads = GradStore::default();
         // Gradients in another dtype than their parameter's (the bf16 matmul weights') wait for
@@ -103,11 +104,7 @@ impl MambaLM {
             }
             Ok(())
         };
-        // LM head and loss: logits = h Eᵀ (the head tied to the embedding).
-        let dlogits = mamba_ops::backward::cross_entropy(&logits, &targets, &rows, scale)?; // (b·l, V)
-        drop(logits);
-        let (dhidden, d_emb_head) = linear_backward(&hidden, &head, &dlogits)?; // (b·l, d), (V, d)
-        drop(dlogits);
+        // The LM head's backward ran in the forward (dhidden, d_emb_head).
         // The stream's gradient dres (f32) and its copy in the compute dtype for the matmuls.
         let (mut dres, d_norm_f, mut dres_cd) =
             rms_norm_into_backward(&last_residual, &self.norm_f, eps, cd, &dhidden, None)?; // (b·l, d)

@@ -5,6 +5,7 @@
 pub mod backward;
 pub mod config;
 pub mod cross_entropy;
+pub mod head_loss;
 pub mod init;
 pub mod layers;
 pub mod mamba;

@@ -109,10 +109,10 @@ pub fn train_step_on_rank(
         let weight = batch.micro_batch as f64 / rows as f64;
         let m0 = phase_clock::mark(device)?;
         // Forward, saving the activations for the hand-written backward (model/backward.rs).
-        let (loss, saved) = model.forward_saved(&inputs, &targets, &weights, Some(index))?; // ()
+        let (loss, saved) = model.forward_saved(&inputs, &targets, &weights, Some(index), weight)?; // ()
         losses.push(loss.to_dtype(DType::F64)?.affine(weight, 0.0)?);
         let m1 = phase_clock::mark(device)?;
-        let store = model.backward(saved, weight)?;
+        let store = model.backward(saved)?;
         marks.push((m0, m1, phase_clock::mark(device)?));
         let g = opt.grads_from_store(&store).context("collecting gradients")?;
         grads = Some(match grads {

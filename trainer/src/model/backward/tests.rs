@@ -36,8 +36,8 @@ fn both_gradients(master: DType, compute: DType) -> (Named, Named) {
 
     let loss = model.loss(&x, &y).unwrap();
     let reference = loss.affine(scale, 0.0).unwrap().backward().unwrap();
-    let (loss2, saved) = model.forward_saved(&x, &y, &model.compute_weights().unwrap(), None).unwrap();
-    let ours = model.backward(saved, scale).unwrap();
+    let (loss2, saved) = model.forward_saved(&x, &y, &model.compute_weights().unwrap(), None, scale).unwrap();
+    let ours = model.backward(saved).unwrap();
 
     let (l1, l2) = (
         loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
