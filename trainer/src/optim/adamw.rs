@@ -111,18 +111,30 @@ impl AdamW {
     }
 
     /// (name, tensor) of every state tensor: the moments in parameter order, then the counter.
-    /// Copies: later steps update the moments in place, and these can be saved at leisure.
+    /// Host copies, one at a time (`state::host_copy`; later steps update the moments in place).
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * self.params.len() + 1);
         for p in &self.params {
             let (m, v) = moment_state_names(&p.name);
-            out.push((m, p.m.copy()?));
-            out.push((v, p.v.copy()?));
+            out.push((m, super::state::host_copy(&p.m)?));
+            out.push((v, super::state::host_copy(&p.v)?));
         }
-        let device = self.params.first().map(|p| p.var.device().clone());
-        let device = device.unwrap_or(candle_core::Device::Cpu); // no parameter: a plain counter
-        out.push((STEP_STATE_NAME.to_string(), Tensor::new(&[self.t as i64], &device)?));
+        out.push((STEP_STATE_NAME.to_string(), Tensor::new(&[self.t as i64], &candle_core::Device::Cpu)?));
         Ok(out)
+    }
+
+    /// The names [`AdamW::state_tensors`] returns, without copying anything.
+    pub fn state_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .params
+            .iter()
+            .flat_map(|p| {
+                let (m, v) = moment_state_names(&p.name);
+                [m, v]
+            })
+            .collect();
+        out.push(STEP_STATE_NAME.to_string());
+        out
     }
 
     /// The moments and counter read from `state`, checked; nothing changes until `set_state`.

@@ -198,7 +198,7 @@ impl HybridOptimizer {
     pub fn load_state_tensors(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         let momenta = self.muon.read_state(state)?;
         let (moments, t) = self.adamw.read_state(state)?;
-        let expected: HashSet<String> = self.state_tensors()?.into_iter().map(|(n, _)| n).collect();
+        let expected: HashSet<String> = self.muon.state_names().into_iter().chain(self.adamw.state_names()).collect();
         let mut extra: Vec<&String> = state
             .keys()
             .filter(|k| (k.starts_with("muon.") || k.starts_with("adamw.")) && !expected.contains(*k))

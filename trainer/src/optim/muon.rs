@@ -183,14 +183,21 @@ impl Muon {
         super::state::member_slots(self.groups.iter().map(|g| g.members.as_slice()), self.params.len())
     }
 
-    /// (name, tensor) of every state tensor, in parameter order. Copies: later steps update the
-    /// momentum in place, and these can be saved at leisure.
+    /// (name, tensor) of every state tensor, in parameter order: host copies, one at a time
+    /// (`state::host_copy`; later steps update the momentum in place).
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         self.slots()
             .into_iter()
             .zip(&self.params)
-            .map(|((gi, j), p)| Ok((momentum_state_name(&p.name), self.groups[gi].momentum.get(j)?.copy()?)))
+            .map(|((gi, j), p)| {
+                Ok((momentum_state_name(&p.name), super::state::host_copy(&self.groups[gi].momentum.get(j)?)?))
+            })
             .collect()
+    }
+
+    /// The names [`Muon::state_tensors`] returns, without copying anything.
+    pub fn state_names(&self) -> Vec<String> {
+        self.params.iter().map(|p| momentum_state_name(&p.name)).collect()
     }
 
     /// The momentum buffers read from `state` (f32, on the parameters' devices), checked for
