@@ -17,7 +17,6 @@ pub struct Ring {
     slots: u32,
     /// How often the "waiting for trainer" line is logged.
     log_every: Duration,
-    poll: Duration,
 }
 
 /// What the ring looks like now.
@@ -31,7 +30,7 @@ pub struct Occupancy {
 
 impl Ring {
     pub fn new(dir: PathBuf, slots: u32) -> Ring {
-        Ring { dir, slots, log_every: Duration::from_secs(5), poll: Duration::from_millis(100) }
+        Ring { dir, slots, log_every: Duration::from_secs(5) }
     }
 
     pub fn enabled(&self) -> bool {
@@ -63,6 +62,7 @@ impl Ring {
             return Ok(Occupancy::default());
         }
         let mut last_log: Option<Instant> = None;
+        let started = Instant::now();
         loop {
             let occ = self.recycle(seq)?;
             if occ.used < self.slots as usize {
@@ -90,7 +90,7 @@ impl Ring {
             if stop.load(Ordering::Relaxed) {
                 return Err(Interrupted.into());
             }
-            std::thread::sleep(self.poll);
+            std::thread::sleep(mamba_shards::ring::poll_interval(started.elapsed()));
         }
     }
 }

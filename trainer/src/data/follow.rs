@@ -7,7 +7,8 @@
 //! like any other. A shard that does not fit the model (wrong seq_len or vocabulary) is a
 //! configuration error and stops training.
 //!
-//! When no new shard is published the source polls the directory every [`POLL`] and logs every
+//! When no new shard is published the source polls the directory (`mamba_shards::ring::poll_interval`:
+//! every 20 ms for the first 5 s, then every [`POLL`]) and logs every
 //! [`LOG_EVERY`] that it waits for the pipeline. Once `manifest.json` says the pipeline finished
 //! and no unread shard remains, the data has ended.
 
@@ -28,7 +29,7 @@ use super::position::{Cursor, DataPosition};
 use super::prefetch::ChunkSource;
 use super::validate::check_fits_model;
 
-/// How often the directory is listed while waiting for the pipeline.
+/// How often the directory is listed once a wait for the pipeline has lasted 5 s.
 pub(crate) const POLL: Duration = Duration::from_millis(200);
 /// How often the wait is logged.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -173,7 +174,7 @@ impl FollowSource {
                     started.elapsed().as_secs_f64()
                 );
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(mamba_shards::ring::poll_interval(started.elapsed()));
         }
     }
 
