@@ -48,6 +48,21 @@ mod tests {
     use candle_core::Device;
 
     #[test]
+    fn host_copy_holds_only_the_view_and_keeps_its_values() {
+        // A member of a stacked group, as Muon keeps its momentum.
+        let stacked =
+            Var::from_tensor(&Tensor::arange(0f32, 12.0, &Device::Cpu).unwrap().reshape((4, 3)).unwrap()).unwrap();
+        let member = stacked.as_tensor().get(2).unwrap();
+        let copy = host_copy(&member).unwrap();
+        let (storage, layout) = copy.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else { panic!("not on the host") };
+        assert_eq!((cpu.as_slice::<f32>().unwrap().len(), layout.start_offset()), (3, 0), "only the member's elements");
+        drop(storage);
+        stacked.set(&Tensor::zeros((4, 3), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        assert_eq!(copy.to_vec1::<f32>().unwrap(), [6.0, 7.0, 8.0], "a snapshot");
+    }
+
+    #[test]
     fn checks_presence_and_shape_and_converts() {
         let p = Var::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
         let mut state = HashMap::new();
