@@ -67,7 +67,7 @@ pub fn head_loss(
         let t = targets.narrow(0, start, m)?; // (m,)
         let logits = h.matmul(&head.t()?)?; // (m, V)
         let r = mamba_ops::cross_entropy_rows(&logits, &t)?; // (m, 2)
-        // The kernel scales by 1/m (its rows); the loss is the mean over all n rows.
+                                                             // The kernel scales by 1/m (its rows); the loss is the mean over all n rows.
         let block_scale = if m == n { scale } else { scale * m as f64 / n as f64 };
         let dlogits = mamba_ops::backward::cross_entropy(&logits, &t, &r, block_scale)?; // (m, V)
         drop(logits);
@@ -132,7 +132,8 @@ mod tests {
             let scale = 0.375;
             let logits = hidden.as_tensor().matmul(&head.as_tensor().t().unwrap()).unwrap();
             let want_loss = candle_nn::loss::cross_entropy(&logits.to_dtype(DType::F64).unwrap(), &targets).unwrap();
-            let grads = mamba_ops::cross_entropy(&logits, &targets).unwrap().affine(scale, 0.0).unwrap().backward().unwrap();
+            let grads =
+                mamba_ops::cross_entropy(&logits, &targets).unwrap().affine(scale, 0.0).unwrap().backward().unwrap();
             let (want_dh, want_de) = (grads.get(hidden.as_tensor()).unwrap(), grads.get(head.as_tensor()).unwrap());
             let acc = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
             let tol = if dtype == DType::F64 { 1e-12 } else { 2e-2 };
@@ -172,6 +173,14 @@ mod tests {
         assert_eq!(block_rows(1 << 28), 1);
         assert_eq!(block_rows(1 << 10), 1 << 17);
         assert_eq!(block_rows(600_000), 223); // fewer than 256: as many as fit
-        assert!(head_loss(&Tensor::zeros((0, 4), DType::F32, &Device::Cpu).unwrap(), &Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap(), &Tensor::zeros(0, DType::U32, &Device::Cpu).unwrap(), 1.0, 4, DType::F32).is_err());
+        assert!(head_loss(
+            &Tensor::zeros((0, 4), DType::F32, &Device::Cpu).unwrap(),
+            &Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap(),
+            &Tensor::zeros(0, DType::U32, &Device::Cpu).unwrap(),
+            1.0,
+            4,
+            DType::F32
+        )
+        .is_err());
     }
 }
