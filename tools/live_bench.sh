@@ -12,7 +12,7 @@
 #     OUT                a new work folder (data dirs, run dirs, logs, summary.txt)
 #     SECONDS            live run length, default 180
 # Environment (defaults = the GPU benchmark): MODEL=130m DEVICE=cuda:0 DTYPE=bf16 MICRO_BATCH=16
-#   GRAD_ACCUM=2 SEQ_LEN=1024 CHUNKS_PER_SHARD=256 RING_SLOTS=8 COPIES=8 (names served per corpus
+#   GRAD_ACCUM=2 SEQ_LEN=1024 CHUNKS_PER_SHARD=256 RING_SLOTS=64 COPIES=8 (names served per corpus
 #   file) EVAL_EVERY=100 EVAL_CHUNKS=64 VAL_TOKENS=262144 WARMUP_STEPS=5 (left out of the speed
 #   numbers) THREADS (pipeline threads, default all) EXTRA_TRAIN_ARGS.
 # A CPU check of the script itself (about a minute):
@@ -28,7 +28,7 @@ fi
 PIPELINE=$(realpath "$1"); TRAINER=$(realpath "$2"); CORPUS=$(realpath "$3"); OUT=$4; SECONDS_LIVE=${5:-180}
 MODEL=${MODEL:-130m}; DEVICE=${DEVICE:-cuda:0}; DTYPE=${DTYPE:-bf16}
 MICRO_BATCH=${MICRO_BATCH:-16}; GRAD_ACCUM=${GRAD_ACCUM:-2}; SEQ_LEN=${SEQ_LEN:-1024}
-CHUNKS_PER_SHARD=${CHUNKS_PER_SHARD:-256}; RING_SLOTS=${RING_SLOTS:-8}; COPIES=${COPIES:-8}
+CHUNKS_PER_SHARD=${CHUNKS_PER_SHARD:-256}; RING_SLOTS=${RING_SLOTS:-64}; COPIES=${COPIES:-8}
 EVAL_EVERY=${EVAL_EVERY:-100}; EVAL_CHUNKS=${EVAL_CHUNKS:-64}; VAL_TOKENS=${VAL_TOKENS:-262144}
 WARMUP_STEPS=${WARMUP_STEPS:-5}; EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 THREADS_ARG=(); [[ -n "${THREADS:-}" ]] && THREADS_ARG=(--threads "$THREADS")
