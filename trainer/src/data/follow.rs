@@ -8,7 +8,7 @@
 //! configuration error and stops training.
 //!
 //! When no new shard is published the source polls the directory (`mamba_shards::ring::poll_interval`:
-//! every 20 ms for the first 5 s, then every [`POLL`]) and logs every
+//! every 20 ms for the first 5 s, then every 200 ms) and logs every
 //! [`LOG_EVERY`] that it waits for the pipeline. Once `manifest.json` says the pipeline finished
 //! and no unread shard remains, the data has ended.
 
@@ -29,8 +29,6 @@ use super::position::{Cursor, DataPosition};
 use super::prefetch::ChunkSource;
 use super::validate::check_fits_model;
 
-/// How often the directory is listed once a wait for the pipeline has lasted 5 s.
-pub(crate) const POLL: Duration = Duration::from_millis(200);
 /// How often the wait is logged.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
