@@ -78,7 +78,8 @@ impl MambaLM {
             None => TokenIndex::new(&ids.flatten_all()?, vocab)?,
         };
         let (hidden, blocks, last_residual) = self.hidden_rows_acts(ids, Some(weights))?; // (b·l, d)
-                                                                                          // LM head and loss, with their backward: logits = h Eᵀ (the head tied to the embedding).
+
+        // LM head and loss, with their backward: logits = h Eᵀ (the head tied to the embedding).
         let targets = targets.flatten_all()?; // (b·l,)
         let rows = super::head_loss::block_rows(vocab);
         let head = super::head_loss::head_loss(&hidden, &weights.head, &targets, scale, rows, self.embeddings.dtype())?;

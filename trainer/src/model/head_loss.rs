@@ -16,7 +16,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::backward::linear_backward;
 
-/// The most logits one block holds: 2²⁷ elements, 256 MiB in bf16 (2,670 rows of the padded
+/// The most logits one block holds: 2²⁷ elements, 256 MiB in bf16 (2,560 rows of the padded
 /// 50,264-token vocabulary; the 130m model's micro-batch 16 of 16,384 rows takes 7 blocks).
 pub const BLOCK_LOGITS: usize = 1 << 27;
 
@@ -67,7 +67,8 @@ pub fn head_loss(
         let t = targets.narrow(0, start, m)?; // (m,)
         let logits = h.matmul(&head.t()?)?; // (m, V)
         let r = mamba_ops::cross_entropy_rows(&logits, &t)?; // (m, 2)
-                                                             // The kernel scales by 1/m (its rows); the loss is the mean over all n rows.
+
+        // The kernel scales by 1/m (its rows); the loss is the mean over all n rows.
         let block_scale = if m == n { scale } else { scale * m as f64 / n as f64 };
         let dlogits = mamba_ops::backward::cross_entropy(&logits, &t, &r, block_scale)?; // (m, V)
         drop(logits);
