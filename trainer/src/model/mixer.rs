@@ -92,17 +92,30 @@ impl Mixer {
         [w_in, w_x, w_dt]: [&Tensor; 3],
         params: ChannelParams,
     ) -> Result<(Tensor, Tensor, Tensor, ScanTensors)> {
-        let (n, r) = (self.d_state, self.dt_rank);
         let xz = linear(x, w_in)?; // (b·l, 2·di) = [x | z]
         let xs = mamba_ops::mixer_conv(&xz, Some(seq_len), &params.conv_w, &params.conv_b)?; // (b·l, di)
         let x_dbl = linear(&xs, w_x)?; // (b·l, r + 2n)
-        let dt_low = x_dbl.narrow(D::Minus1, 0, r)?.contiguous()?; // (b·l, r)
+        let dt_low = x_dbl.narrow(D::Minus1, 0, self.dt_rank)?.contiguous()?; // (b·l, r)
+                                                                              // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
+        let delta = linear(&dt_low, w_dt)?; // (b·l, di)
+        let scan = self.scan_tensors(xz, &x_dbl, delta, seq_len, params)?;
+        Ok((xs, x_dbl, dt_low, scan))
+    }
+
+    /// The scan's inputs from in_proj's output `xz`, x_proj's output `x_dbl = [dt_low | B | C]`
+    /// (B and C are its column views) and dt_proj's output `delta`.
+    pub(super) fn scan_tensors(
+        &self,
+        xz: Tensor,
+        x_dbl: &Tensor,
+        delta: Tensor,
+        seq_len: usize,
+        params: ChannelParams,
+    ) -> Result<ScanTensors> {
+        let (n, r) = (self.d_state, self.dt_rank);
         let b = x_dbl.narrow(D::Minus1, r, n)?; // (b·l, n)
         let c = x_dbl.narrow(D::Minus1, r + n, n)?; // (b·l, n)
-                                                    // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
-        let delta = linear(&dt_low, w_dt)?; // (b·l, di)
-        let scan = ScanTensors { xz, seq_len: Some(seq_len), delta, b, c, params };
-        Ok((xs, x_dbl, dt_low, scan))
+        Ok(ScanTensors { xz, seq_len: Some(seq_len), delta, b, c, params })
     }
 
     pub fn zero_state(&self, batch: usize) -> Result<MixerState> {

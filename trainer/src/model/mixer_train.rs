@@ -6,24 +6,29 @@
 
 use candle_core::{DType, Result, Tensor};
 use mamba_ops::backward::ScanSaved;
-use mamba_ops::ScanTensors;
+use mamba_ops::ChannelParams;
 
 use super::backward::linear_backward;
 use super::layers::linear;
 use super::mixer::Mixer;
 
 /// What the hand-written backward needs of one mixer's forward: its input, the activations the
-/// matmuls and the mixer ops read, and the matmul weights in the compute dtype (the same tensors
-/// candle's autograd graph would hold).
+/// matmuls and the mixer ops read, and the matmul weights in the compute dtype (the tensors
+/// candle's autograd graph would hold, but Δ).
+///
+/// Δ = dt_low W_dtᵀ, (b·l, di), is not kept: the backward recomputes it with the same matmul
+/// (bitwise the forward's), which costs 2·r·di FLOPs per token (r = 48 at 130m) and saves
+/// di values per token and layer, 1.1 GiB at the 130m model's micro-batch 16 in bf16.
 pub(super) struct MixerActs {
     pub x: Tensor,      // (b·l, d_model), the compute dtype
+    pub xz: Tensor,     // (b·l, 2·di), in_proj's output [x | z]
     pub xs: Tensor,     // (b·l, di), the conv's output
-    pub x_dbl: Tensor,  // (b·l, r + 2n)
+    pub x_dbl: Tensor,  // (b·l, r + 2n) = [dt_low | B | C]
     pub dt_low: Tensor, // (b·l, r)
     pub y: Tensor,      // (b·l, di), the scan's output
-    /// The scan's inputs: xz (b·l, 2·di), Δ before bias and softplus (b·l, di), B and C (column
-    /// views of x_dbl) and the per-channel parameters, without autograd history.
-    pub scan: ScanTensors,
+    pub seq_len: usize,
+    /// The per-channel parameters, without autograd history.
+    pub params: ChannelParams,
     /// What the scan's forward keeps for its backward (on the GPU its segment-start states).
     pub saved: ScanSaved,
     /// in_proj, x_proj, dt_proj and out_proj's weights as the matmuls read them.
@@ -53,7 +58,9 @@ impl Mixer {
             self.scan_inputs(x, seq_len, [w_in, w_x, w_dt], self.channel_params()?.detach())?;
         let (y, saved) = mamba_ops::mixer_scan_saving(&scan, &xs)?; // (b·l, di)
         let out = linear(&y, w_out)?; // (b·l, d_model)
-        Ok((out, MixerActs { x: x.clone(), xs, x_dbl, dt_low, y, scan, saved, w: weights.clone() }))
+        let (xz, params) = (scan.xz, scan.params); // Δ (scan.delta) is dropped here
+        let acts = MixerActs { x: x.clone(), xz, xs, x_dbl, dt_low, y, seq_len, params, saved, w: weights.clone() };
+        Ok((out, acts))
     }
 
     /// The backward of [`Mixer::forward_saved`] for its output's gradient `dout: (b·l, d_model)`:
@@ -65,12 +72,16 @@ impl Mixer {
         put: &mut impl FnMut(&Tensor, Tensor) -> Result<()>,
     ) -> Result<Tensor> {
         let [w_in, w_x, w_dt, w_out] = &a.w;
-        let p = &a.scan.params;
+        let p = &a.params;
         // out = y W_outᵀ
         let (dy, d_out_proj) = linear_backward(&a.y, w_out, dout)?; // (b·l, di)
         put(&self.out_proj, d_out_proj)?;
-        // The scan; the conv's part of it waits for x_proj's gradient below.
-        let sg = mamba_ops::backward::mixer_scan(&a.scan, &a.xs, &dy, &a.saved)?;
+        // The scan, with Δ recomputed as the forward computed it; the conv's part of it waits
+        // for x_proj's gradient below.
+        let delta = linear(&a.dt_low, w_dt)?; // (b·l, di)
+        let scan = self.scan_tensors(a.xz.clone(), &a.x_dbl, delta, a.seq_len, p.clone())?;
+        let sg = mamba_ops::backward::mixer_scan(&scan, &a.xs, &dy, &a.saved)?;
+        drop(scan); // Δ's memory goes back before the gradients below are made
         put(&self.a_log, sg.a_log)?;
         put(&self.d_skip, sg.d_skip)?;
         put(&self.dt_proj_b, sg.delta_bias)?;
@@ -83,7 +94,7 @@ impl Mixer {
         put(&self.x_proj, d_x_proj)?;
         // The conv, for x_proj's input and the scan's u at once: dxz whole.
         let [dxz, d_conv_w, d_conv_b] =
-            mamba_ops::backward::mixer_conv(&a.scan.xz, a.scan.seq_len, &p.conv_w, &p.conv_b, &dxs, sg.conv)?;
+            mamba_ops::backward::mixer_conv(&a.xz, Some(a.seq_len), &p.conv_w, &p.conv_b, &dxs, sg.conv)?;
         put(&self.conv_weight, d_conv_w)?;
         put(&self.conv_bias, d_conv_b)?;
         // xz = x W_inᵀ
