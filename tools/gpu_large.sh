@@ -2,7 +2,7 @@
 # The large presets on one GPU (issue 22): `trainer bench` with `--micro-batch auto` at several
 # batch sizes (the largest micro-batch that fits, its tokens/s, MFU and Muon's share), then a short
 # training run on real shards whose loss must fall and whose final checkpoint must save, and, when
-# TORCH_CSRC is set, the PyTorch reference (tools/torch_reference) at the same micro-batch.
+# TORCH_CSRC is set, the PyTorch reference (tools/torch_reference) at micro-batch TORCH_MICRO_BATCH.
 # Peak memory is sampled by nvidia-smi every 100 ms (whole device).
 #
 #   tools/gpu_large.sh TRAINER SHARD_DIR OUT

@@ -96,10 +96,15 @@ impl Mixer {
         let xs = mamba_ops::mixer_conv(&xz, Some(seq_len), &params.conv_w, &params.conv_b)?; // (b·l, di)
         let x_dbl = linear(&xs, w_x)?; // (b·l, r + 2n)
         let dt_low = x_dbl.narrow(D::Minus1, 0, self.dt_rank)?.contiguous()?; // (b·l, r)
-                                                                              // Δ without its bias: the scan adds dt_proj.bias and applies softplus (delta_softplus=True).
-        let delta = linear(&dt_low, w_dt)?; // (b·l, di)
-        let scan = self.scan_tensors(xz, &x_dbl, delta, seq_len, params)?;
+        let scan = self.scan_tensors(xz, &x_dbl, Self::delta(&dt_low, w_dt)?, seq_len, params)?;
         Ok((xs, x_dbl, dt_low, scan))
+    }
+
+    /// Δ without its bias, `dt_low W_dtᵀ`: (b·l, r) → (b·l, di); the scan adds dt_proj.bias and
+    /// applies softplus (delta_softplus=True). The hand-written backward recomputes Δ with this
+    /// same call instead of keeping it (`mixer_train.rs`), so both get the same bits.
+    pub(super) fn delta(dt_low: &Tensor, w_dt: &Tensor) -> Result<Tensor> {
+        linear(dt_low, w_dt)
     }
 
     /// The scan's inputs from in_proj's output `xz`, x_proj's output `x_dbl = [dt_low | B | C]`

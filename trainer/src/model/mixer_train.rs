@@ -78,7 +78,7 @@ impl Mixer {
         put(&self.out_proj, d_out_proj)?;
         // The scan, with Δ recomputed as the forward computed it; the conv's part of it waits
         // for x_proj's gradient below.
-        let delta = linear(&a.dt_low, w_dt)?; // (b·l, di)
+        let delta = Mixer::delta(&a.dt_low, w_dt)?; // (b·l, di)
         let scan = self.scan_tensors(a.xz.clone(), &a.x_dbl, delta, a.seq_len, p.clone())?;
         let sg = mamba_ops::backward::mixer_scan(&scan, &a.xs, &dy, &a.saved)?;
         drop(scan); // Δ's memory goes back before the gradients below are made
