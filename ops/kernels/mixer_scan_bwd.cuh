@@ -25,7 +25,12 @@
 // every chunk start in global scratch (400 MB per layer) and four barriers per chunk, 35.8 ms per
 // step; 16-step segments as here, 31.0 ms; with the forward's segment states (no pass 0),
 // 24.6 ms (seventh round). Tenth round, micro-batch 8 (S = 2): every step's states kept instead
-// of recomputed per chunk (docs/benchmarks.md).
+// of recomputed per chunk (docs/benchmarks.md). On an H100 (2026-12-07): y summed in the adjoint,
+// which reads C anyway, instead of in the chunk's recompute, 0.6% faster training at 16 × 2 and
+// bitwise the same. The kernel is bound by shared-memory wavefronts (L1 71%) and latency (1.4
+// eligible warps per scheduler) as much as by issue (62%): keeping each chunk's decays in
+// registers for the adjoint cut 13% of the instructions and a third of the ex2s, but its spills
+// made it 1% slower, so it was not kept.
 #pragma once
 
 #define BWD_SEG 16
@@ -193,7 +198,9 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
 #pragma unroll
         for (int j = 0; j < SEG; ++j) {
             if (ALL || j % TT == 0) store_states(slot(ALL ? j : j / TT), h);
-            if (j < steps) {
+            // No guard for steps past the sequence's end: their staged dt and u are 0, so the
+            // update is h·1 + 0, exactly h.
+            {
                 const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
                 float bs[SPT];
                 load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
@@ -221,8 +228,9 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
             const int j0 = kc * TT;
             // The chunk's states, read (ALL) or recomputed: hs[jl][k] = h after step j0 + jl; h0
             // before the chunk. The sums over a channel's states are taken in-thread over its SPT
-            // states, then over its LN lanes with lane_sums, all of a batch's values in one go: y
-            // after the recompute, the dL/ddt and dL/du terms after each half of the adjoint loop.
+            // states, then over its LN lanes with lane_sums, all of a batch's values in one go: the
+            // dL/ddt and dL/du terms, and y when it was not summed in the segment's run (S = 4),
+            // after each half of the adjoint loop.
             float h0[SPT], hs[TT][SPT];
             load_states(h0, slot(ALL ? j0 : kc));
             if constexpr (ALL) {
@@ -231,40 +239,35 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
             } else {
 #pragma unroll
                 for (int k = 0; k < SPT; ++k) h[k] = h0[k];
-                float yc[TT];
+                // Only B is read here: y needs C, which the adjoint reads anyway, so y is summed
+                // there (one 16-byte shared load less per step).
 #pragma unroll
                 for (int jl = 0; jl < TT; ++jl) {
                     const int j = j0 + jl;
                     const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
-                    float bs[SPT], cs[SPT];
+                    float bs[SPT];
                     load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
-                    load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
-                    yc[jl] = 0.f;
 #pragma unroll
                     for (int k = 0; k < SPT; ++k) {
-                        if (j < steps) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
+                        h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k]; // unchanged past the end
                         hs[jl][k] = h[k];
-                        yc[jl] += cs[k] * h[k];
                     }
                 }
-                int cnt;
-                const int first = lane_sums<1, LN, TT>(yc, lane, cnt);
-#pragma unroll
-                for (int q = 0; q < TT; ++q)
-                    if (q < cnt) chan(Sm::Y, j0 + first + q, cl) = yc[q];
             }
             // The adjoint recurrence, last step first, in two halves of H steps. dB and dC of a
             // step (sums over channels) are summed over the warp's channels with lane_sums, then
             // kept per warp in s_part.
             constexpr int H = TT / 2;
+            // Sums over states per step: dL/ddt's A-terms and dL/du, and y without ALL.
+            constexpr int NS = ALL ? 2 : 3;
 #pragma unroll
             for (int half = 1; half >= 0; --half) {
-                float sums[2 * H]; // [A-terms of dL/ddt | dL/du] per step of the half, own states
+                float sums[NS * H]; // [A-terms of dL/ddt | dL/du | y] per step of the half, own states
 #pragma unroll
                 for (int jh = H - 1; jh >= 0; --jh) {
                     const int jl = half * H + jh, j = j0 + jl;
-                    sums[jh] = 0.f;
-                    sums[H + jh] = 0.f;
+#pragma unroll
+                    for (int m = 0; m < NS; ++m) sums[m * H + jh] = 0.f;
                     if (j < steps) {
                         const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
                         const float gy = chan(Sm::GY, j, cl);
@@ -286,6 +289,7 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
                             carry[k] = ah * e;
                             dbc[k] = ah * dtu;
                             dbc[SPT + k] = gy * hcur;
+                            if constexpr (!ALL) sums[2 * H + jh] += cs[k] * hcur;
                         }
                         int cnt;
                         const int f = lane_sums<LN, 32, 2 * SPT>(dbc, lane, cnt);
@@ -299,13 +303,14 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
                     }
                 }
                 int count;
-                const int first = lane_sums<1, LN, 2 * H>(sums, lane, count);
+                const int first = lane_sums<1, LN, NS * H>(sums, lane, count);
 #pragma unroll
-                for (int q = 0; q < 2 * H; ++q) {
+                for (int q = 0; q < NS * H; ++q) {
                     if (q < count) {
-                        const int idx = first + q;
-                        if (idx < H) chan(Sm::DDT, j0 + half * H + idx, cl) = sums[q] * LN2;
-                        else chan(Sm::DU, j0 + half * H + idx - H, cl) = sums[q];
+                        const int idx = first + q, jw = j0 + half * H + idx % H;
+                        if (idx < H) chan(Sm::DDT, jw, cl) = sums[q] * LN2;
+                        else if (idx < 2 * H) chan(Sm::DU, jw, cl) = sums[q];
+                        else chan(Sm::Y, jw, cl) = sums[q];
                     }
                 }
             }
