@@ -200,13 +200,11 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
             if (ALL || j % TT == 0) store_states(slot(ALL ? j : j / TT), h);
             // No guard for steps past the sequence's end: their staged dt and u are 0, so the
             // update is h·1 + 0, exactly h.
-            {
-                const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
-                float bs[SPT];
-                load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
+            const float dt = chan(Sm::DT, j, cl), dtu = dt * chan(Sm::U, j, cl);
+            float bs[SPT];
+            load_states(bs, &s_bc[j * 2 * NP + sl * SPT]);
 #pragma unroll
-                for (int k = 0; k < SPT; ++k) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
-            }
+            for (int k = 0; k < SPT; ++k) h[k] = exp2_approx(dt * a2[k]) * h[k] + dtu * bs[k];
             if constexpr (ALL) {
                 float cs[SPT];
                 load_states(cs, &s_bc[j * 2 * NP + NP + sl * SPT]);
