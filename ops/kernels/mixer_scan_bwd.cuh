@@ -30,7 +30,9 @@
 // bitwise the same. The kernel is bound by shared-memory wavefronts (L1 71%) and latency (1.4
 // eligible warps per scheduler) as much as by issue (62%): keeping each chunk's decays in
 // registers for the adjoint cut 13% of the instructions and a third of the ex2s, but its spills
-// made it 1% slower, so it was not kept.
+// made it 1% slower, so it was not kept. Staging B | C as bf16 when they are bf16 (half their
+// shared-memory bytes, exact) made it 2.4% slower on an H200: not kept either; the L1 load is
+// not the limit.
 #pragma once
 
 #define BWD_SEG 16
