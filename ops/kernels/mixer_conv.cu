@@ -1,11 +1,12 @@
 // The mixer's causal conv1d + SiLU over the x half of xz = [x | z]: (b, l, 2d) (ops/src/model/mixer,
 // `mixer_conv`), in the IO type T (bf16 or f32), f32 arithmetic; conv weight w (d, k), bias cb (d)
-// in f32. The math is ops/src/model/mixer/cpu/conv.rs's on the x half. The backward kernels are shared with
-// mixer_scan, whose backward produces dpre = dL/d(pre-activation) for them.
+// in f32. The math is ops/src/model/mixer/cpu/conv.rs's on the x half. The conv's own backward
+// is `bwd` (one pass from the output's gradient); `dx` and `dw` serve mixer_scan's backward, which
+// produces dpre = dL/d(pre-activation) for them.
 
 #include "mixer_common.cuh"
 
-// fwd, dpre, dx: a thread walks RUN consecutive time steps of one channel c of one sequence i,
+// fwd, dx (and bwd, over BWD_ROWS steps): a thread walks RUN consecutive time steps of one channel c of one sequence i,
 // keeping the last KW inputs in registers (a sliding window), so each input element is read
 // about once instead of K times. Blocks: blockIdx.x = (i, run), blockIdx.y · blockDim.x +
 // threadIdx.x = c (consecutive threads read consecutive channels). No 64-bit division anywhere (a
@@ -69,30 +70,72 @@ __device__ void conv_fwd(const T* __restrict__ xz, const float* __restrict__ w,
     }
 }
 
-// dpre = g · silu'(pre) in f32; with `accumulate`, (g + dpre) · silu'(pre) in place: dpre then
-// holds dL/du from the scan's backward, when the model's own backward runs the conv once for both
-// uses of its output u.
+// The conv's whole backward in one pass, from the gradient of its output: g, plus du (f32, the
+// scan's dL/du) when given (`accumulate`: the model's own backward, one pass for both uses of the
+// conv's output u). A thread walks BWD_ROWS steps of one channel of one sequence forward, with the
+// window of x in registers (win[m] = x[t - m]) and that of dpre = dL/d(pre) = (g + du)·silu'(pre)
+// (dwin[m] = dpre[t - m]). It computes dpre for its steps and the KW - 1 after them (the halo the
+// input gradient needs; recomputed by the next thread too), writes the x half of dxz
+// dx[s] = Σ_m wa[m] dpre[s + m] KW - 1 steps behind, and sums dw (as acc[m] += dpre·x[t - m],
+// taps aligned as wa) and dbias over its own steps into partials (b·groups, d, k + 1), groups =
+// ceil(L / BWD_ROWS), summed by the caller in a fixed order. The z half is zeroed if zero_z.
+// Replaced three kernels (dpre in place, dx, dw: 24 bytes of traffic per element, 10 here);
+// every value and the order of every sum are theirs, so the results are the same bit for bit
+// when L is a multiple of BWD_ROWS (their dw strips were BWD_ROWS rows too).
+#define BWD_ROWS 64
+
 template <int KW, typename T>
-__device__ void conv_dpre(const T* __restrict__ xz, const float* __restrict__ w,
-                          const float* __restrict__ cb, const T* __restrict__ g,
-                          float* __restrict__ dpre, int L, int D, int K, int accumulate) {
-    const int runs = (L + RUN - 1) / RUN, i = blockIdx.x / runs, t0 = (blockIdx.x % runs) * RUN;
+__device__ void conv_bwd(const T* __restrict__ xz, const float* __restrict__ w,
+                         const float* __restrict__ cb, const T* __restrict__ g,
+                         const float* __restrict__ du, T* __restrict__ dxz, float* __restrict__ dw_part,
+                         int L, int D, int K, int accumulate, int zero_z) {
+    const int groups = (L + BWD_ROWS - 1) / BWD_ROWS, i = blockIdx.x / groups, t0 = (blockIdx.x % groups) * BWD_ROWS;
     const int c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= D) return;
-    float wa[KW], win[KW];
+    float wa[KW], win[KW], dwin[KW], acc[KW + 1];
     aligned_taps(w, c, K, wa);
-    const T* xr = xz + (size_t)i * L * 2 * D + c;
+    const T* xr = xz + (size_t)i * L * 2 * D + c; // x[i, t, c] = xr[t · 2D]
     window_before(xr, 2 * (size_t)D, t0, win);
+#pragma unroll
+    for (int m = 0; m < KW; ++m) dwin[m] = 0.f;
+#pragma unroll
+    for (int m = 0; m <= KW; ++m) acc[m] = 0.f;
     const float bias = cb[c];
 #pragma unroll
-    for (int t = t0; t < t0 + RUN; ++t) {
-        if (t >= L) break;
-        shift_in(win, ld(xr, (size_t)t * 2 * D));
-        const float pre = bias + dot_window(wa, win), sg = sigmoid_f(pre);
-        const size_t idx = ((size_t)i * L + t) * D + c;
-        const float gu = accumulate ? ld(g, idx) + dpre[idx] : ld(g, idx);
-        dpre[idx] = gu * sg * (1.f + pre * (1.f - sg));
+    for (int j = 0; j < BWD_ROWS + KW - 1; ++j) {
+        const int t = t0 + j;
+        // dpre[t], zero past the sequence (as the dx kernel's window).
+        float dp = 0.f;
+        if (t < L) {
+            shift_in(win, ld(xr, (size_t)t * 2 * D));
+            const float pre = bias + dot_window(wa, win), sg = sigmoid_f(pre);
+            const size_t idx = ((size_t)i * L + t) * D + c;
+            const float gu = accumulate ? ld(g, idx) + du[idx] : ld(g, idx);
+            dp = gu * sg * (1.f + pre * (1.f - sg));
+            if (j < BWD_ROWS) {
+#pragma unroll
+                for (int m = 0; m < KW; ++m) acc[m] += dp * win[m];
+                acc[KW] += dp;
+            }
+        }
+        shift_in(dwin, dp);
+        // dx at s = t - (KW - 1), whose window dpre[s .. s + KW - 1] is complete now.
+        const int s = t - (KW - 1);
+        if (j >= KW - 1 && s < L) {
+            float dx = 0.f;
+#pragma unroll
+            for (int m = 0; m < KW; ++m) dx += wa[m] * dwin[KW - 1 - m];
+            const size_t row = (size_t)i * L + s;
+            st(dxz, row * 2 * D + c, dx);
+            if (zero_z) st(dxz, row * 2 * D + D + c, 0.f);
+        }
     }
+    // acc[m] holds Σ dpre[t]·x[t - m] = the sum for tap K - 1 - m.
+    float* out = dw_part + ((size_t)blockIdx.x * D + c) * (K + 1);
+#pragma unroll
+    for (int m = 0; m < KW; ++m)
+        if (m < K) out[K - 1 - m] = acc[m];
+    out[K] = acc[KW];
 }
 
 // The x half of dxz: Σ_j w[c, j] dpre[i, t + (K-1) - j, c] = Σ_m wa[m] dpre[i, t + m, c], walking
@@ -154,7 +197,7 @@ __device__ void conv_dw(const T* __restrict__ xz, const float* __restrict__ dpre
     out[K] = acc[KW];
 }
 
-// Kernels mixer_conv_{fwd,dpre,dx,dw}_k{KW}_{TN}: window size KW (4, or MAX_K for any K up to
+// Kernels mixer_conv_{fwd,bwd,dx,dw}_k{KW}_{TN}: window size KW (4, or MAX_K for any K up to
 // it; the host picks the smallest that holds K), IO type T.
 #define CONV_KERNELS(KW, TN, T)                                                                     \
     extern "C" __global__ void mixer_conv_fwd_k##KW##_##TN(const T* xz, const float* w,            \
@@ -162,11 +205,12 @@ __device__ void conv_dw(const T* __restrict__ xz, const float* __restrict__ dpre
                                                            int K) {                                \
         conv_fwd<KW, T>(xz, w, cb, out, L, D, K);                                                   \
     }                                                                                               \
-    extern "C" __global__ void mixer_conv_dpre_k##KW##_##TN(const T* xz, const float* w,           \
-                                                            const float* cb, const T* g,           \
-                                                            float* dpre, int L, int D, int K,      \
-                                                            int accumulate) {                      \
-        conv_dpre<KW, T>(xz, w, cb, g, dpre, L, D, K, accumulate);                                  \
+    extern "C" __global__ void mixer_conv_bwd_k##KW##_##TN(const T* xz, const float* w,            \
+                                                           const float* cb, const T* g,            \
+                                                           const float* du, T* dxz,                \
+                                                           float* dw_part, int L, int D, int K,    \
+                                                           int accumulate, int zero_z) {           \
+        conv_bwd<KW, T>(xz, w, cb, g, du, dxz, dw_part, L, D, K, accumulate, zero_z);               \
     }                                                                                               \
     extern "C" __global__ void mixer_conv_dx_k##KW##_##TN(const float* dpre, const float* w,       \
                                                           T* dxz, int L, int D, int K, int zero_z) { \

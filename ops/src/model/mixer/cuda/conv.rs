@@ -9,8 +9,9 @@ use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, Layout, Result, Tensor};
 
 const CONV_MODULE: &str = "mamba_mixer_conv";
-/// Rows of (batch, time) each conv weight-gradient thread sums before writing its partial (64:
-/// enough blocks to fill the GPU at micro-batch 16; 256 left it a third idle).
+/// Rows of (batch, time) each thread of the weight-gradient kernel (mixer_scan's backward) sums
+/// before writing its partial (64: enough blocks to fill the GPU at micro-batch 16; 256 left it a
+/// third idle).
 const DW_ROWS: usize = 64;
 
 /// Threads per block of the conv's per-element kernels, one per channel, and the time steps each
@@ -27,6 +28,9 @@ fn conv_window(k: usize) -> usize {
     }
 }
 const CONV_RUN: usize = 16;
+/// The steps of one sequence each thread of the conv's backward kernel walks (`BWD_ROWS`); its
+/// weight-gradient partials are per such group of rows.
+const CONV_BWD_ROWS: usize = 64;
 
 fn per_element(dims: &MixerDims) -> LaunchConfig {
     LaunchConfig {
@@ -113,7 +117,13 @@ pub(super) fn conv_input_grads<T: Io>(
     args.arg(xzv).arg(dpre).arg(&dw_part).arg(&b).arg(&l).arg(&d).arg(&k).arg(&rows);
     // SAFETY: as above.
     unsafe { args.launch(cfg) }.w()?;
-    let dwb = tensor(sum_partials(dev, &dw_part, (1, strips, dims.d * (dims.k + 1)))?, dev, (dims.d, dims.k + 1)); // (d, k + 1)
+    dw_and_bias(dims, dev, &dw_part, strips)
+}
+
+/// The conv's `(dw (d, k), dbias (d,))` from per-part partials `(parts, d, k + 1)`, summed over the
+/// parts in a fixed order.
+fn dw_and_bias(dims: &MixerDims, dev: &CudaDevice, part: &CudaSlice<f32>, parts: usize) -> Result<(Tensor, Tensor)> {
+    let dwb = tensor(sum_partials(dev, part, (1, parts, dims.d * (dims.k + 1)))?, dev, (dims.d, dims.k + 1)); // (d, k + 1)
     Ok((dwb.narrow(1, 0, dims.k)?.contiguous()?, dwb.narrow(1, dims.k, 1)?.squeeze(1)?.contiguous()?))
 }
 
@@ -170,33 +180,41 @@ fn conv_backward_t<T: Io>(
     let (wv, cbv, gv) = (view(op, "weight", ws, lw)?, view(op, "bias", cbs, lcb)?, view_of::<T>(op, "grad", gs, lg)?);
     let n = dims.b * dims.l * dims.d;
     let (l, d, k) = (dims.l as i32, dims.d as i32, dims.k as i32);
-    // Without a scan share: fresh buffers (SAFETY: the dpre kernel writes every element, the dx
-    // kernel both halves of every row with zero_z). With one: the dpre kernel adds g to its du
-    // and turns the sum into dL/d(pre) in place, and the dx kernel writes the x half of its dxz.
-    let (mut dpre, mut dxz, with_share) = match share {
-        Some(ScanShare { du, dxz }) => (du, dxz, 1i32),
-        None => unsafe {
-            (
-                CudaStorage::wrap_cuda_slice(dev.alloc::<f32>(n)?, dev.clone()),
-                CudaStorage::wrap_cuda_slice(dev.alloc::<T>(2 * n)?, dev.clone()),
-                0i32,
-            )
-        },
+    // With a scan share the kernel adds its du to g and writes the x half of its dxz; without one
+    // a fresh dxz, both halves (SAFETY: with zero_z the kernel writes both halves of every row).
+    let (du, mut dxz, with_share) = match share {
+        Some(ScanShare { du, dxz }) => (Some(du), dxz, 1i32),
+        None => (None, CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<T>(2 * n)? }, dev.clone()), 0i32),
     };
-    if dpre.as_cuda_slice::<f32>()?.len() != n || dxz.as_cuda_slice::<T>()?.len() != 2 * n {
+    if du.as_ref().map_or(Ok(n), |du| du.as_cuda_slice::<f32>().map(|s| s.len()))? != n
+        || dxz.as_cuda_slice::<T>()?.len() != 2 * n
+    {
         bail!("{op}: internal error: the scan's share does not match the conv's size")
     }
-    let dpre_slice = dpre.as_cuda_slice_mut::<f32>()?;
+    let groups = dims.b * dims.l.div_ceil(CONV_BWD_ROWS);
+    // SAFETY: the kernel writes every (group, channel) row of the partials.
+    let dw_part = unsafe { dev.alloc::<f32>(groups * dims.d * (dims.k + 1))? };
     let func = dev.get_or_load_custom_func(
-        &format!("mixer_conv_dpre_k{}_{}", conv_window(dims.k), T::SUFFIX),
+        &format!("mixer_conv_bwd_k{}_{}", conv_window(dims.k), T::SUFFIX),
         CONV_MODULE,
         ptx::MIXER_CONV,
     )?;
+    let zero_z = 1 - with_share;
     let mut args = func.builder();
-    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv).arg(&*dpre_slice).arg(&l).arg(&d).arg(&k).arg(&with_share);
+    args.arg(&xzv).arg(&wv).arg(&cbv).arg(&gv);
+    // Without a share the kernel reads no du: the partials stand in for the argument.
+    match &du {
+        Some(du) => args.arg(du.as_cuda_slice::<f32>()?),
+        None => args.arg(&dw_part),
+    };
+    args.arg(dxz.as_cuda_slice_mut::<T>()?).arg(&dw_part).arg(&l).arg(&d).arg(&k).arg(&with_share).arg(&zero_z);
+    let cfg = LaunchConfig {
+        grid_dim: (groups as u32, dims.d.div_ceil(CONV_THREADS) as u32, 1),
+        block_dim: (CONV_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: argument types and order match the kernel's signature.
-    unsafe { args.launch(per_element(dims)) }.w()?;
-    let (dw, db) =
-        conv_input_grads::<T>(dims, &dev, &xzv, &wv, &*dpre_slice, dxz.as_cuda_slice_mut::<T>()?, with_share == 0)?;
+    unsafe { args.launch(cfg) }.w()?;
+    let (dw, db) = dw_and_bias(dims, &dev, &dw_part, groups)?;
     Ok([tensor_of(dxz, dims.act_shape(2 * dims.d)), dw, db])
 }
