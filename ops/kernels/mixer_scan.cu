@@ -93,6 +93,37 @@ __device__ __forceinline__ void stage_bc(float* __restrict__ s_bc, const float* 
     }
 }
 
+// One array's rows for `prefetch_l2_rows`: the block's first byte of the first row, the row pitch
+// and the bytes per row the block reads.
+struct L2Rows {
+    const void* first;
+    size_t pitch;
+    int width;
+};
+
+// Asks L2 for the lines of the rows a block stages next (the forward's next chunk, the backward's
+// previous segment) while it computes this one, so that staging them later waits on L2 instead of
+// DRAM: one `prefetch.global.L2` per 128-byte line and array row, spread over the block's threads;
+// a hint that holds no registers or shared memory and changes no result.
+template <int NA>
+__device__ __forceinline__ void prefetch_l2_rows(const L2Rows (&a)[NA], int rows, int tid, int threads) {
+    int total = 0;
+#pragma unroll
+    for (int k = 0; k < NA; ++k) total += rows * ((a[k].width + 127) / 128);
+    for (int q = tid; q < total; q += threads) {
+        int r = q;
+#pragma unroll
+        for (int k = 0; k < NA; ++k) {
+            const int lines = (a[k].width + 127) / 128;
+            if (r >= 0 && r < rows * lines) {
+                const char* line = static_cast<const char*>(a[k].first) + (size_t)(r / lines) * a[k].pitch + (r % lines) * 128;
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
+            }
+            r -= rows * lines;
+        }
+    }
+}
+
 #include "mixer_scan_bwd.cuh"
 
 // The `_u` variant (U_IN) also saves each thread's states at every segment start of the backward
@@ -141,6 +172,15 @@ __device__ void scan_fwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
         }
         stage_bc<NP, TT, THREADS>(&s_bc[0][0], bc, i, t0, L, N, tid);
         __syncthreads();
+        if (t0 + TT < L) {
+            const size_t row = (size_t)i * L + t0 + TT;
+            const int w = min(CH, D - c0) * (int)sizeof(T);
+            const L2Rows next[] = {{(U_IN ? u_in + row * D : xz + row * 2 * D) + c0, (U_IN ? D : 2 * D) * sizeof(T), w},
+                                   {delta + row * D + c0, D * sizeof(T), w},
+                                   {xz + row * 2 * D + D + c0, 2 * D * sizeof(T), w},
+                                   {bc + row * 2 * N, 2 * N * sizeof(float), 2 * N * (int)sizeof(float)}};
+            prefetch_l2_rows(next, min(TT, L - t0 - TT), tid, THREADS);
+        }
         // The recurrences, all TT steps unrolled: only h carries from step to step, so the loads
         // and decays of later steps overlap it. Past the end of the sequence the staged dt and u
         // are 0, which leaves h unchanged. y per step: this thread's part, summed over the

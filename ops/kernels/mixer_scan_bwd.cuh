@@ -193,6 +193,20 @@ __device__ void scan_bwd(const T* __restrict__ xz, const T* __restrict__ u_in, c
         }
         stage_bc<NP, SEG, THREADS>(s_bc, bc, i, t0, L, N, tid);
         __syncthreads();
+        // The previous segment's rows and first states into L2 while this one runs.
+        if (sg > 0) {
+            const size_t row = (size_t)i * L + t0 - SEG;
+            const int w = min(CH, D - c0) * (int)sizeof(T);
+            const L2Rows prev[] = {{(U_IN ? u_in + row * D : xz + row * 2 * D) + c0, (U_IN ? D : 2 * D) * sizeof(T), w},
+                                   {delta + row * D + c0, D * sizeof(T), w},
+                                   {xz + row * 2 * D + D + c0, 2 * D * sizeof(T), w},
+                                   {g + row * D + c0, D * sizeof(T), w},
+                                   {bc + row * 2 * N, 2 * N * sizeof(float), 2 * N * (int)sizeof(float)}};
+            prefetch_l2_rows(prev, SEG, tid, THREADS);
+            const L2Rows first_states[] = {{states + (((size_t)i * n_seg + sg - 1) * SPT) * D * LN + (size_t)c0 * LN,
+                                            (size_t)D * LN * sizeof(float), min(CH, D - c0) * LN * (int)sizeof(float)}};
+            prefetch_l2_rows(first_states, SPT, tid, THREADS);
+        }
         // This thread's states before every step (ALL) or each chunk's first step, into its own
         // slots; with ALL also after the last step, and y of every step, summed over the
         // channel's lanes once for the whole segment.
