@@ -257,7 +257,7 @@ fn cross_entropy_cuda_out_of_range_target_gives_nan_row() {
 
 /// The hand-written model's mixer path: `mixer_scan_saving` (u read from the conv's output) and
 /// the split backward of `mamba_ops::backward` (the scan's, then the conv's for both uses of its
-/// output, the dpre kernel adding the scan's dL/du): GPU against CPU. Output 0 is the forward.
+/// output, the conv backward kernel adding the scan's dL/du): GPU against CPU. Output 0 is the forward.
 /// Both scan layouts (2 and 4 states per thread) are forced in turn, for this path and the
 /// `mixer_scan` op's, the other one forced during the model path's backward (which must follow
 /// the forward's); no other test sets the layout (they run with whichever is set: every
